@@ -1,0 +1,169 @@
+//! Wires sources, the pipeline and sinks together: [`run`] over Kafka, [`replay`] over files.
+//!
+//! Delivery guarantee of `run` (at least once, with exactly-once *windows* across clean
+//! restarts): input offsets are committed only after every output record covering them —
+//! window results, late and dead-lettered messages — has been acknowledged by Kafka, and each
+//! commit records the watermark through which windows were emitted. A host that stops, cleanly
+//! or not, re-reads from the committed offsets: it rebuilds the open windows and the join
+//! state, and emits no window at or below the committed watermark again. A crash between a
+//! window's emission and the next commit can still emit that window twice; the transactional
+//! mode that closes this gap is tracked in issue 3.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, PluginConfig, TimeConfig};
+use crate::event::Source;
+use crate::metrics::Stats;
+use crate::pipeline::{Input, OutputTopics, Pipeline};
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::kafka::KafkaSink;
+use crate::source::files::JsonlFile;
+use crate::source::kafka::KafkaSource;
+
+/// How long to wait for Kafka to acknowledge output before giving up on a commit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the pipeline over Kafka until `shutdown` is cancelled or an infrastructure error
+/// occurs. Blocking: call it from a thread of its own.
+pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stats> {
+    let topics = OutputTopics {
+        late: config.kafka.late_topic.clone(),
+        dead_letter: config.kafka.dlq_topic.clone(),
+        prefix: config.kafka.topic_prefix.clone(),
+    };
+    let mut pipeline = Pipeline::new(config.time, &config.plugins, topics)?;
+    let mut sink = KafkaSink::new(&config.kafka.brokers)?;
+    let source = KafkaSource::open(&config.kafka, &mut pipeline)?;
+    tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, partitions = pipeline.partitions().len(), "consuming");
+    let mut last_commit = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut committed_windows = 0;
+    let mut last_error: Option<String> = None;
+    while !shutdown.is_cancelled() {
+        let now = Instant::now();
+        match source.consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                let Some(partition) = source.partition_id(msg.topic(), msg.partition()) else {
+                    continue;
+                };
+                let input = Input {
+                    partition,
+                    offset: msg.offset(),
+                    key: msg.key(),
+                    payload: msg.payload().unwrap_or_default(),
+                };
+                pipeline.ingest(input, now, &mut sink)?;
+                last_error = None;
+            }
+            Some(Err(e)) => {
+                // librdkafka reconnects by itself; say so once per distinct error.
+                let text = e.to_string();
+                if last_error.as_deref() != Some(&text) {
+                    tracing::warn!(error = %text, "Kafka consumer error; retrying");
+                    last_error = Some(text);
+                }
+            }
+            None => pipeline.advance(now, &mut sink)?,
+        }
+        let stats = pipeline.stats();
+        if last_commit.elapsed() >= config.kafka.commit_interval
+            || stats.windows_emitted > committed_windows
+        {
+            sink.flush(FLUSH_TIMEOUT)?;
+            source.commit(&pipeline)?;
+            committed_windows = stats.windows_emitted;
+            last_commit = Instant::now();
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            log_progress(&stats);
+            last_progress = Instant::now();
+        }
+    }
+    let stats = pipeline.stats();
+    tracing::info!(
+        open_windows = stats.open_windows,
+        "shutting down: committing what is done; open windows are rebuilt from Kafka on restart"
+    );
+    pipeline.flush();
+    sink.flush(FLUSH_TIMEOUT)?;
+    source.commit(&pipeline)?;
+    log_progress(&stats);
+    Ok(stats)
+}
+
+fn log_progress(s: &Stats) {
+    tracing::info!(
+        consumed = s.consumed,
+        impressions = s.impressions,
+        clicks = s.clicks_attributed,
+        unattributed = s.clicks_unattributed,
+        late = s.late,
+        dead_lettered = s.dead_lettered,
+        windows = s.windows_emitted,
+        watermark = %adstream_abi::time::format_rfc3339_millis(s.watermark_ms.max(0)),
+        "progress"
+    );
+}
+
+/// Runs the pipeline over two JSONL files, as if each were one Kafka partition, writing every
+/// output record (results, late, dead letters) to `out` as JSON lines. The end of the input
+/// closes every window.
+///
+/// The files are read in step: the next line always comes from the file whose largest event
+/// time so far is the smaller, so the watermark advances as it would with two live partitions.
+pub fn replay(
+    time: TimeConfig,
+    plugins: &PluginConfig,
+    impressions: &Path,
+    clicks: &Path,
+    out: impl Write,
+) -> anyhow::Result<Stats> {
+    let topics = OutputTopics {
+        late: "ad-events-late".into(),
+        dead_letter: "ad-events-dlq".into(),
+        prefix: String::new(),
+    };
+    let mut pipeline = Pipeline::new(time, plugins, topics)?;
+    let mut sink = JsonlSink::new(std::io::BufWriter::new(out));
+    let now = Instant::now();
+    let mut inputs = Vec::new();
+    for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
+        let id = pipeline.add_partition(kind, &path.display().to_string(), 0, now);
+        inputs.push((id, JsonlFile::open(path)?));
+    }
+    let mut live: Vec<usize> = (0..inputs.len()).collect();
+    while !live.is_empty() {
+        let pick = *live
+            .iter()
+            .min_by_key(|&&i| pipeline.max_event_time(inputs[i].0).unwrap_or(i64::MIN))
+            .expect("live is not empty");
+        let (id, file) = &mut inputs[pick];
+        let offset = file.offset + 1;
+        match file.next_line()? {
+            Some(line) => {
+                let input = Input {
+                    partition: *id,
+                    offset,
+                    key: None,
+                    payload: line,
+                };
+                pipeline.ingest(input, now, &mut sink)?;
+            }
+            None => {
+                pipeline.finish_partition(*id);
+                live.retain(|&i| i != pick);
+            }
+        }
+    }
+    pipeline.finish(&mut sink)?;
+    sink.into_inner().flush().context("writing the output")?;
+    Ok(pipeline.stats())
+}

@@ -1,0 +1,42 @@
+//! adstream: event-time ad analytics over Kafka, with the aggregations as WebAssembly
+//! components that are swapped by path, never by rebuilding the host.
+//!
+//! Data flow:
+//!
+//! ```text
+//! ad-impressions ─┐                                            ┌─> campaign-ctr-results
+//!                 ├─> source ─> decode ─> watermark / windows ─> join ─> batch ─> plugins ─┤─> device-engagement-results
+//! ad-clicks ──────┘                │             │                                           └─> (any plugin's topic)
+//!                                  └─> ad-events-dlq     └─> ad-events-late
+//! ```
+//!
+//! The host owns time (windows, watermarks, lateness), the click-to-impression join and the
+//! Kafka side; a plugin owns its per-window accumulators and turns a closed window into output
+//! records. See `wit/aggregation.wit` for the plugin contract and the README for the design.
+//!
+//! Modules:
+//! - [`app`]: `run` over Kafka and `replay` over files; the delivery guarantee.
+//! - [`config`]: flags, environment, config file, defaults, validation.
+//! - [`event`]: decoding input messages; why a message is rejected.
+//! - [`watermark`]: per-partition watermarks and idleness.
+//! - [`join`]: clicks matched to impressions within the horizon.
+//! - [`offsets`]: which input offsets are safe to commit.
+//! - [`pipeline`]: the synchronous core tying the above to the plugins.
+//! - [`plugin`]: loading, caching, limiting and calling WebAssembly plugins.
+//! - [`source`]: Kafka consumer and JSONL files.
+//! - [`sink`]: Kafka producer and JSONL output.
+//! - [`metrics`]: counters and the conservation identity.
+//! - [`tail`]: the live result table of `adstream tail`.
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod join;
+pub mod metrics;
+pub mod offsets;
+pub mod pipeline;
+pub mod plugin;
+pub mod sink;
+pub mod source;
+pub mod tail;
+pub mod watermark;

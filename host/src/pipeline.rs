@@ -1,0 +1,485 @@
+//! The pipeline core, independent of where messages come from and where output goes: decode →
+//! late check → join → batch → plugins, with the watermark closing windows.
+//!
+//! It is synchronous and single-threaded on purpose: one thread owns the windows, the join and
+//! the plugin instances, so the per-event path takes no lock and makes no async hop. The Kafka
+//! driver ([`crate::app`]) and the file driver ([`crate::replay`]) feed it [`Input`]s and hand it
+//! a [`Sink`].
+//!
+//! Time semantics (SPEC "Time"): an event belongs to the window `[start, start + window)` with
+//! `start = event time rounded down to the window size`. Its window is emitted once the
+//! watermark reaches `end + allowed lateness`; an event whose window was already emitted is late
+//! and goes to the late topic. Windows close strictly in order, each exactly once.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use adstream_abi::batch::{BatchWriter, Event as BatchEvent, Kind};
+use adstream_abi::time::{format_rfc3339_millis, window_start};
+
+use crate::config::{PluginConfig, TimeConfig};
+use crate::event::{Event, Rejected, Source, decode};
+use crate::join::{Join, JoinedClick};
+use crate::metrics::Stats;
+use crate::offsets::OffsetTracker;
+use crate::plugin::{Plugin, PluginError, Runtime, Window};
+use crate::watermark::{PartitionId, Watermarks};
+
+/// Largest input message accepted; longer ones are dead-lettered.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Where the pipeline's output goes: result, late and dead-letter records alike.
+pub trait Sink {
+    /// Queues one record. An error here is an infrastructure failure and stops the pipeline.
+    fn send(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> anyhow::Result<()>;
+}
+
+/// One input message.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub partition: PartitionId,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// Where an input partition is, for headers and logs.
+#[derive(Clone, Debug)]
+pub struct PartitionInfo {
+    pub source: Source,
+    pub topic: String,
+    pub partition: i32,
+    /// Messages below this offset were processed by an earlier run (see [`Pipeline::resume`]).
+    replay_until: i64,
+}
+
+/// Output topic names the pipeline writes besides the plugins' own.
+#[derive(Clone, Debug)]
+pub struct OutputTopics {
+    pub late: String,
+    pub dead_letter: String,
+    /// Prepended to every plugin output topic.
+    pub prefix: String,
+}
+
+/// The pipeline: watermarks, open windows, the join, the plugins, and the counters.
+pub struct Pipeline {
+    time: TimeConfig,
+    topics: OutputTopics,
+    partitions: Vec<PartitionInfo>,
+    watermarks: Watermarks,
+    join: Join,
+    offsets: OffsetTracker,
+    runtime: Runtime,
+    plugins: Vec<Plugin>,
+    /// Events decoded since the plugins were last called.
+    batch: BatchWriter,
+    batch_size: usize,
+    /// Windows with events or pending clicks, not emitted yet.
+    open: BTreeSet<i64>,
+    /// The window `open` was last updated for: most events fall in it, so the set is rarely touched.
+    last_window: i64,
+    stats: Stats,
+}
+
+impl Pipeline {
+    /// Loads the plugins and builds an empty pipeline.
+    pub fn new(
+        time: TimeConfig,
+        plugins: &PluginConfig,
+        topics: OutputTopics,
+    ) -> anyhow::Result<Self> {
+        let runtime = Runtime::new(&plugins.cache_dir)?;
+        let mut loaded: Vec<Plugin> = Vec::new();
+        for path in &plugins.plugins {
+            let plugin = Plugin::load(&runtime, path, plugins)?;
+            let meta = plugin.meta();
+            if let Some(other) = loaded.iter().find(|p| p.meta().name == meta.name) {
+                anyhow::bail!(
+                    "plugins {} and {} are both named {:?}: load one of them",
+                    other.meta().path.display(),
+                    path.display(),
+                    meta.name
+                );
+            }
+            tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..12], outputs = ?meta.output_topics, "loaded plugin");
+            loaded.push(plugin);
+        }
+        Ok(Pipeline {
+            watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
+            join: Join::new(time.join_horizon_ms),
+            time,
+            topics,
+            partitions: Vec::new(),
+            offsets: OffsetTracker::default(),
+            runtime,
+            plugins: loaded,
+            batch: BatchWriter::new(),
+            batch_size: plugins.batch_size,
+            open: BTreeSet::new(),
+            last_window: i64::MIN,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Registers an input partition.
+    pub fn add_partition(
+        &mut self,
+        source: Source,
+        topic: &str,
+        partition: i32,
+        now: Instant,
+    ) -> PartitionId {
+        let id = self.watermarks.add_partition(now);
+        self.partitions.push(PartitionInfo {
+            source,
+            topic: topic.to_owned(),
+            partition,
+            replay_until: i64::MIN,
+        });
+        id
+    }
+
+    /// Continues from an earlier run that emitted every window up to `watermark` and had read
+    /// `p` up to (not including) `replay_until`. Messages re-read below that offset were
+    /// already counted or routed: those of emitted windows only rebuild the join state;
+    /// those of open windows are counted again, since open windows are not persisted.
+    pub fn resume(&mut self, watermark: i64, replays: &[(PartitionId, i64)]) {
+        self.watermarks.resume(watermark);
+        for &(p, until) in replays {
+            self.partitions[p].replay_until = until;
+        }
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &crate::plugin::PluginMeta> {
+        self.plugins.iter().map(Plugin::meta)
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            watermark_ms: self.watermarks.current(),
+            open_windows: self.open.len() as u64,
+            join_impressions: self.join.impressions() as u64,
+            pending_clicks: self.join.pending_clicks() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    pub fn partitions(&self) -> &[PartitionInfo] {
+        &self.partitions
+    }
+
+    /// The offset to commit for `p` and the watermark to store with it.
+    pub fn committable(&self, p: PartitionId) -> Option<i64> {
+        self.offsets.committable(p)
+    }
+
+    /// Largest event time seen on `p`.
+    pub fn max_event_time(&self, p: PartitionId) -> Option<i64> {
+        self.watermarks.max_event_time(p)
+    }
+
+    /// The input of `p` has ended: it no longer holds the watermark back.
+    pub fn finish_partition(&mut self, p: PartitionId) {
+        self.watermarks.finish(p);
+    }
+
+    /// One past the last offset read from `p`.
+    pub fn next_offset(&self, p: PartitionId) -> Option<i64> {
+        self.offsets.next(p)
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermarks.current()
+    }
+
+    fn is_emitted(&self, window: i64) -> bool {
+        window + self.time.window_ms + self.time.allowed_lateness_ms <= self.watermarks.current()
+    }
+
+    /// Processes one input message.
+    pub fn ingest(
+        &mut self,
+        input: Input<'_>,
+        now: Instant,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        let p = input.partition;
+        let info = &self.partitions[p];
+        let replaying = input.offset < info.replay_until;
+        self.stats.consumed += 1;
+        self.watermarks.touch(p, now);
+        let event = match decode(info.source, input.payload, MAX_MESSAGE_BYTES) {
+            Ok(event) => event,
+            Err(_) if replaying => {
+                self.stats.replayed += 1;
+                self.offsets.seen(p, input.offset);
+                return Ok(());
+            }
+            Err(reason) => {
+                self.dead_letter(input, &reason, sink)?;
+                self.offsets.seen(p, input.offset);
+                return Ok(());
+            }
+        };
+        let ts = event.event_time_ms();
+        let window = window_start(ts, self.time.window_ms);
+        if self.is_emitted(window) {
+            if replaying {
+                self.stats.replayed += 1;
+                if let Event::Impression(imp) = &event {
+                    // Its window is done, but a click of an open window may still join it.
+                    let batch = &mut self.batch;
+                    let stats = &mut self.stats;
+                    self.join.add_impression(imp, |c| {
+                        stats.clicks_attributed += 1;
+                        push_click(batch, &c);
+                    });
+                    self.offsets
+                        .hold(p, input.offset, self.impression_release(ts));
+                } else {
+                    self.offsets.seen(p, input.offset);
+                }
+            } else {
+                self.late(input, ts, window, sink)?;
+                self.offsets.seen(p, input.offset);
+            }
+            return Ok(());
+        }
+        if window != self.last_window {
+            self.open.insert(window);
+            self.last_window = window;
+        }
+        match &event {
+            Event::Impression(imp) => {
+                self.batch.push(&BatchEvent {
+                    kind: Kind::Impression,
+                    window_start_ms: window,
+                    event_time_ms: ts,
+                    impression_time_ms: ts,
+                    cost: imp.cost,
+                    campaign_id: &imp.campaign_id,
+                    ad_id: &imp.ad_id,
+                    device_type: &imp.device_type,
+                    browser: &imp.browser,
+                    user_id: &imp.user_id,
+                });
+                self.stats.impressions += 1;
+                let batch = &mut self.batch;
+                let stats = &mut self.stats;
+                self.join.add_impression(imp, |c| {
+                    stats.clicks_attributed += 1;
+                    push_click(batch, &c);
+                });
+                self.offsets
+                    .hold(p, input.offset, self.impression_release(ts));
+            }
+            Event::Click(click) => {
+                if let Some(joined) = self.join.add_click(click, window) {
+                    push_click(&mut self.batch, &joined);
+                    self.stats.clicks_attributed += 1;
+                }
+                self.offsets.hold(
+                    p,
+                    input.offset,
+                    window + self.time.window_ms + self.time.allowed_lateness_ms,
+                );
+            }
+        }
+        self.watermarks.observe(p, ts, now);
+        if self.batch.len() >= self.batch_size {
+            self.flush();
+        }
+        self.advance(now, sink)
+    }
+
+    /// The watermark at which no future click can join an impression of time `ts`: when the
+    /// oldest open window starts after `ts + horizon`.
+    fn impression_release(&self, ts: i64) -> i64 {
+        window_start(ts + self.time.join_horizon_ms, self.time.window_ms)
+            + self.time.window_ms
+            + self.time.allowed_lateness_ms
+    }
+
+    /// Recomputes the watermark (call it also when no message arrives, so that idle partitions
+    /// release it) and emits every window it completes.
+    pub fn advance(&mut self, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let watermark = self.watermarks.advance(now);
+        let span = self.time.window_ms + self.time.allowed_lateness_ms;
+        let due = |w: i64| w + span <= watermark;
+        if !self.open.first().is_some_and(|&w| due(w)) {
+            return Ok(());
+        }
+        self.flush();
+        while let Some(&w) = self.open.first() {
+            if !due(w) {
+                break;
+            }
+            self.open.pop_first();
+            self.emit_window(w, sink)?;
+        }
+        self.last_window = i64::MIN;
+        self.offsets.release(watermark);
+        self.join.expire(window_start(
+            watermark - self.time.allowed_lateness_ms,
+            self.time.window_ms,
+        ));
+        Ok(())
+    }
+
+    /// End of input (replay): emits every open window.
+    pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        self.flush();
+        while let Some(w) = self.open.pop_first() {
+            self.emit_window(w, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered events to every plugin.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = self.batch.bytes();
+        let failures: Vec<_> = self
+            .plugins
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, p)| p.process(batch).err().map(|e| (i, e)))
+            .collect();
+        self.batch.clear();
+        for (i, e) in failures {
+            self.plugin_failed(i, e);
+        }
+    }
+
+    fn emit_window(&mut self, start_ms: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        self.stats.clicks_unattributed += self.join.close_window(start_ms);
+        let window = Window {
+            start_ms,
+            end_ms: start_ms + self.time.window_ms,
+        };
+        let window_header = format_rfc3339_millis(start_ms);
+        for i in 0..self.plugins.len() {
+            let records = match self.plugins[i].close_window(window) {
+                Ok(records) => records,
+                Err(e) => {
+                    self.plugin_failed(i, e);
+                    continue;
+                }
+            };
+            let meta = self.plugins[i].meta();
+            let headers: [(&str, &[u8]); 3] = [
+                ("plugin", meta.name.as_bytes()),
+                ("plugin-version", meta.version.as_bytes()),
+                ("window-start", window_header.as_bytes()),
+            ];
+            for r in &records {
+                let topic = format!("{}{}", self.topics.prefix, r.topic);
+                sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
+            }
+            self.stats.results += records.len() as u64;
+        }
+        self.stats.windows_emitted += 1;
+        tracing::debug!(window = %window_header, watermark = self.watermarks.current(), "window emitted");
+        Ok(())
+    }
+
+    fn plugin_failed(&mut self, i: usize, error: PluginError) {
+        self.stats.plugin_errors += 1;
+        let name = self.plugins[i].meta().name.clone();
+        tracing::error!(plugin = %name, kind = error.kind(), %error, "plugin call failed; restarting the plugin with empty state: its open windows will be incomplete");
+        if let Err(e) = self.plugins[i].reset(&self.runtime) {
+            tracing::error!(plugin = %name, error = %e, "could not restart the plugin");
+        }
+    }
+
+    fn source_headers<'a>(
+        &'a self,
+        input: &Input<'_>,
+        offset: &'a str,
+        partition: &'a str,
+    ) -> [(&'a str, &'a [u8]); 3] {
+        let info = &self.partitions[input.partition];
+        [
+            ("source-topic", info.topic.as_bytes()),
+            ("source-partition", partition.as_bytes()),
+            ("source-offset", offset.as_bytes()),
+        ]
+    }
+
+    fn dead_letter(
+        &mut self,
+        input: Input<'_>,
+        reason: &Rejected,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        self.stats.dead_lettered += 1;
+        let (offset, partition) = (
+            input.offset.to_string(),
+            self.partitions[input.partition].partition.to_string(),
+        );
+        let detail = reason.to_string();
+        let source = self.source_headers(&input, &offset, &partition);
+        let headers = [
+            ("reason", reason.code().as_bytes()),
+            ("reason-detail", detail.as_bytes()),
+            source[0],
+            source[1],
+            source[2],
+        ];
+        tracing::debug!(topic = %self.partitions[input.partition].topic, offset = input.offset, reason = reason.code(), "dead-lettered");
+        sink.send(&self.topics.dead_letter, input.key, input.payload, &headers)
+    }
+
+    fn late(
+        &mut self,
+        input: Input<'_>,
+        ts: i64,
+        window: i64,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        self.stats.late += 1;
+        let (offset, partition) = (
+            input.offset.to_string(),
+            self.partitions[input.partition].partition.to_string(),
+        );
+        let detail = format!(
+            "window {} of event time {} was already emitted (watermark {})",
+            format_rfc3339_millis(window),
+            format_rfc3339_millis(ts),
+            format_rfc3339_millis(self.watermarks.current())
+        );
+        let source = self.source_headers(&input, &offset, &partition);
+        let headers = [
+            ("reason", b"late".as_slice()),
+            ("reason-detail", detail.as_bytes()),
+            source[0],
+            source[1],
+            source[2],
+        ];
+        sink.send(&self.topics.late, input.key, input.payload, &headers)
+    }
+}
+
+fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {
+    batch.push(&BatchEvent {
+        kind: Kind::Click,
+        window_start_ms: c.window_start_ms,
+        event_time_ms: c.event_time_ms,
+        impression_time_ms: c.impression.event_time_ms,
+        cost: c.impression.cost,
+        campaign_id: &c.impression.campaign_id,
+        ad_id: &c.impression.ad_id,
+        device_type: &c.impression.device_type,
+        browser: &c.impression.browser,
+        user_id: c.user_id,
+    });
+}

@@ -1,0 +1,219 @@
+//! One loaded plugin: its wasmtime store, its limits and typed calls into it.
+//!
+//! Limits: every call has a deadline (epoch interruption) and the instance a memory cap
+//! (growing past it traps). A plugin gets a WASI context with no capabilities: no files, no
+//! network, no environment, no arguments, no stdio.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, ensure};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::runtime::{EPOCH_TICK, Runtime};
+use super::{Aggregation, AggregationPre, EventKind, OutputRecord, PluginError, Window};
+use crate::config::PluginConfig;
+
+/// What a plugin said about itself, plus where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginMeta {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub wants_impressions: bool,
+    pub wants_clicks: bool,
+    /// The first one receives records whose topic is empty.
+    pub output_topics: Vec<String>,
+    pub state_version: u32,
+    /// SHA-256 of the `.wasm` file, hex.
+    pub hash: String,
+    pub path: PathBuf,
+}
+
+/// The data of a plugin's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A loaded, instantiated plugin.
+pub struct Plugin {
+    meta: PluginMeta,
+    pre: AggregationPre<PluginState>,
+    /// The live instance's store; replaced wholesale by [`Plugin::reset`] after a fault, since
+    /// an instance that trapped cannot be entered again.
+    store: Store<PluginState>,
+    bindings: Aggregation,
+    deadline_ticks: u64,
+    timeout_ms: u128,
+    memory_bytes: usize,
+}
+
+fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64) -> Store<PluginState> {
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(memory_bytes)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = PluginState {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limits,
+    };
+    let mut store = Store::new(runtime.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    // Instantiation runs guest code too (its start function): it gets the same deadline.
+    store.set_epoch_deadline(deadline_ticks);
+    store
+}
+
+impl Plugin {
+    /// Loads, instantiates and describes the plugin at `path`.
+    pub fn load(runtime: &Runtime, path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
+        let (component, hash) = runtime.load(path)?;
+        let pre = prepare(runtime, &component)
+            .with_context(|| format!("linking plugin {}", path.display()))?;
+        let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
+        let deadline_ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let mut store = new_store(runtime, memory_bytes, deadline_ticks);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("instantiating plugin {}", path.display()))?;
+        store.set_epoch_deadline(deadline_ticks);
+        let info = bindings
+            .call_describe(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("calling describe() of plugin {}", path.display()))?;
+        ensure!(
+            !info.name.is_empty(),
+            "plugin {} describes itself with an empty name",
+            path.display()
+        );
+        ensure!(
+            !info.output_topics.is_empty(),
+            "plugin {} ({}) names no output topic",
+            path.display(),
+            info.name
+        );
+        let meta = PluginMeta {
+            wants_impressions: info.wants.contains(&EventKind::Impression),
+            wants_clicks: info.wants.contains(&EventKind::Click),
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            output_topics: info.output_topics,
+            state_version: info.state_version,
+            hash,
+            path: path.to_owned(),
+        };
+        Ok(Plugin {
+            meta,
+            pre,
+            store,
+            bindings,
+            deadline_ticks,
+            timeout_ms: config.timeout.as_millis(),
+            memory_bytes,
+        })
+    }
+
+    pub fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+
+    fn classify(&self, call: &'static str, e: wasmtime::Error) -> PluginError {
+        let plugin = self.meta.name.clone();
+        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+            return PluginError::Deadline {
+                plugin,
+                call,
+                timeout_ms: self.timeout_ms,
+            };
+        }
+        let detail = format!("{e:#}");
+        if detail.contains("forcing trap when growing memory") {
+            PluginError::OutOfMemory {
+                plugin,
+                call,
+                detail,
+            }
+        } else {
+            PluginError::Trap {
+                plugin,
+                call,
+                detail,
+            }
+        }
+    }
+
+    /// Runs one call under the deadline, and maps failures to [`PluginError`].
+    fn call<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&Aggregation, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, PluginError> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.bindings, &mut self.store) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(detail)) => Err(PluginError::BadOutput {
+                plugin: self.meta.name.clone(),
+                call,
+                detail,
+            }),
+            Err(e) => Err(self.classify(call, e)),
+        }
+    }
+
+    /// Folds a batch (batch encoding v1) into the plugin's windows.
+    pub fn process(&mut self, batch: &[u8]) -> Result<(), PluginError> {
+        self.call("process", |b, s| b.call_process(s, batch))
+    }
+
+    /// Closes a window and returns its records, each with its topic filled in.
+    pub fn close_window(&mut self, window: Window) -> Result<Vec<OutputRecord>, PluginError> {
+        let mut records = self.call("close-window", |b, s| b.call_close_window(s, window))?;
+        for r in &mut records {
+            if r.topic.is_empty() {
+                r.topic.clone_from(&self.meta.output_topics[0]);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Replaces the instance with a fresh one (all window state is lost). Needed after a
+    /// trap: an instance that trapped cannot be entered again.
+    pub fn reset(&mut self, runtime: &Runtime) -> anyhow::Result<()> {
+        let mut store = new_store(runtime, self.memory_bytes, self.deadline_ticks);
+        self.bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("re-instantiating plugin {}", self.meta.name))?;
+        self.store = store;
+        Ok(())
+    }
+}
+
+fn prepare(
+    runtime: &Runtime,
+    component: &Component,
+) -> anyhow::Result<AggregationPre<PluginState>> {
+    let mut linker = Linker::new(runtime.engine());
+    // Guests built with Rust's std import WASI even when they do no I/O; the context they get
+    // grants nothing.
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    let pre = linker.instantiate_pre(component)?;
+    Ok(AggregationPre::new(pre)?)
+}

@@ -1,0 +1,63 @@
+//! Aggregation plugins: WebAssembly components implementing `wit/aggregation.wit`.
+//!
+//! - [`runtime`]: the shared wasmtime engine, the compiled-plugin cache, the epoch ticker that
+//!   enforces call deadlines.
+//! - [`instance`]: one loaded plugin: its store, limits and typed calls.
+//!
+//! This is the only place that runs `bindgen!` for the host side of the WIT.
+
+pub mod instance;
+pub mod runtime;
+
+pub use instance::{Plugin, PluginMeta};
+pub use runtime::Runtime;
+
+wasmtime::component::bindgen!({
+    world: "aggregation",
+    path: "../wit",
+});
+
+/// Why a plugin call failed. The host logs and counts every one and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access...).
+    #[error("plugin {plugin} trapped in {call}: {detail}")]
+    Trap {
+        plugin: String,
+        call: &'static str,
+        detail: String,
+    },
+    /// The call ran past its deadline and was interrupted.
+    #[error("plugin {plugin} exceeded its {timeout_ms} ms deadline in {call}")]
+    Deadline {
+        plugin: String,
+        call: &'static str,
+        timeout_ms: u128,
+    },
+    /// The guest tried to grow its memory past its limit.
+    #[error("plugin {plugin} hit its memory limit in {call}: {detail}")]
+    OutOfMemory {
+        plugin: String,
+        call: &'static str,
+        detail: String,
+    },
+    /// The guest returned an error, or output the host cannot use.
+    #[error("plugin {plugin} returned an error from {call}: {detail}")]
+    BadOutput {
+        plugin: String,
+        call: &'static str,
+        detail: String,
+    },
+}
+
+impl PluginError {
+    /// Short stable name, for metrics and headers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Trap { .. } => "trap",
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::OutOfMemory { .. } => "out-of-memory",
+            PluginError::BadOutput { .. } => "bad-output",
+        }
+    }
+}

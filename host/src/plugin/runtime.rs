@@ -1,0 +1,125 @@
+//! The wasmtime engine shared by every plugin, the on-disk cache of compiled plugins, and the
+//! epoch ticker behind call deadlines.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+/// How often the engine's epoch advances: the resolution of plugin deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The engine, its cache directory and its ticker thread.
+pub struct Runtime {
+    engine: Engine,
+    cache_dir: PathBuf,
+    /// Set on drop to stop the ticker thread.
+    stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        // Deadlines by epoch interruption: far cheaper than fuel (see the README's figures).
+        config.epoch_interruption(true);
+        // Plugins are called synchronously, one call at a time: the component model's
+        // concurrency machinery would only add per-call cost.
+        config.concurrency_support(false);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker, stop_ticker) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop_ticker.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+        Ok(Runtime {
+            engine,
+            cache_dir: cache_dir.to_owned(),
+            stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads a component, from the cache when this exact `.wasm` was compiled before by an
+    /// engine with the same settings; compiles and caches it otherwise. Returns the component
+    /// and the SHA-256 of the `.wasm` (hex).
+    pub fn load(&self, path: &Path) -> anyhow::Result<(Component, String)> {
+        let wasm =
+            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let hash = hex(&Sha256::digest(&wasm));
+        let mut engine_hash = std::hash::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let cached = self.cache_dir.join(format!(
+            "{}-{:016x}.cwasm",
+            &hash[..32],
+            engine_hash.finish()
+        ));
+        if cached.is_file() {
+            // SAFETY: the file was written by `precompile_component` of an engine with the same
+            // compatibility hash (it is in the name), into a cache directory that only this
+            // program writes. A damaged file is rejected by wasmtime's own checks and recompiled.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => {
+                    tracing::debug!(plugin = %path.display(), cache = %cached.display(), "loaded compiled plugin from cache");
+                    return Ok((component, hash));
+                }
+                Err(e) => {
+                    tracing::warn!(cache = %cached.display(), error = %e, "ignoring unusable cached plugin")
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let compiled = self
+            .engine
+            .precompile_component(&wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        tracing::info!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
+        if let Err(e) = write_atomically(&cached, &compiled) {
+            tracing::warn!(cache = %cached.display(), error = %e, "could not cache the compiled plugin; start-up will compile it again");
+        }
+        // SAFETY: `compiled` was produced just above by this engine.
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }?;
+        Ok((component, hash))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,211 @@
+//! The Kafka consumer: every partition of the two input topics, assigned explicitly, starting
+//! from the group's committed offsets, read with `isolation.level=read_committed`.
+//!
+//! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset>`): the watermark through
+//! which windows had been emitted, and how far the partition had been read. A restarted host
+//! resumes from both, so it neither emits a finished window again nor re-routes a late or
+//! invalid message; see [`crate::pipeline::Pipeline::resume`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+use crate::config::KafkaConfig;
+use crate::event::Source;
+use crate::pipeline::Pipeline;
+use crate::watermark::PartitionId;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The consumer and the map from Kafka partitions to pipeline partitions.
+pub struct KafkaSource {
+    pub consumer: BaseConsumer,
+    config: KafkaConfig,
+    /// (source, Kafka partition) → pipeline partition.
+    ids: HashMap<(Source, i32), PartitionId>,
+    /// Pipeline partition → (topic, Kafka partition).
+    topics: Vec<(String, i32)>,
+}
+
+/// What an earlier run left in a commit's metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub watermark: i64,
+    pub next: i64,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> String {
+        format!("adstream/1 wm={} next={}", self.watermark, self.next)
+    }
+
+    pub fn decode(metadata: &str) -> Option<Self> {
+        let rest = metadata.strip_prefix("adstream/1 ")?;
+        let mut watermark = None;
+        let mut next = None;
+        for field in rest.split(' ') {
+            match field.split_once('=')? {
+                ("wm", v) => watermark = v.parse().ok(),
+                ("next", v) => next = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Checkpoint {
+            watermark: watermark?,
+            next: next?,
+        })
+    }
+}
+
+impl KafkaSource {
+    /// Connects, finds the partitions of both input topics, registers them with the pipeline,
+    /// resumes it from the committed checkpoints and assigns the partitions.
+    pub fn open(config: &KafkaConfig, pipeline: &mut Pipeline) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .context("creating the Kafka consumer")?;
+        let mut source = KafkaSource {
+            consumer,
+            config: config.clone(),
+            ids: HashMap::new(),
+            topics: Vec::new(),
+        };
+        let mut assignment = TopicPartitionList::new();
+        let now = Instant::now();
+        for (kind, topic) in [
+            (Source::Impressions, &config.impressions_topic),
+            (Source::Clicks, &config.clicks_topic),
+        ] {
+            for partition in source.partitions_of(topic)? {
+                let id = pipeline.add_partition(kind, topic, partition, now);
+                source.ids.insert((kind, partition), id);
+                source.topics.push((topic.clone(), partition));
+                assignment.add_partition(topic, partition);
+            }
+        }
+        let committed = source
+            .consumer
+            .committed_offsets(assignment, METADATA_TIMEOUT)
+            .with_context(|| {
+                format!("reading the committed offsets of group {}", config.group_id)
+            })?;
+        let mut start = TopicPartitionList::new();
+        let mut replays = Vec::new();
+        let mut watermark = i64::MIN;
+        for elem in committed.elements() {
+            let id = source.ids[&(source.kind_of(elem.topic()), elem.partition())];
+            let offset = match elem.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            if let Some(cp) = Checkpoint::decode(elem.metadata()) {
+                watermark = watermark.max(cp.watermark);
+                replays.push((id, cp.next));
+            }
+            tracing::info!(topic = elem.topic(), partition = elem.partition(), start = ?offset, "assigned");
+            start.add_partition_offset(elem.topic(), elem.partition(), offset)?;
+        }
+        if watermark > i64::MIN {
+            tracing::info!(watermark = %adstream_abi::time::format_rfc3339_millis(watermark), "resuming: windows up to the committed watermark were already emitted");
+        }
+        pipeline.resume(watermark, &replays);
+        source
+            .consumer
+            .assign(&start)
+            .context("assigning the input partitions")?;
+        Ok(source)
+    }
+
+    fn partitions_of(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .with_context(|| {
+                format!(
+                    "fetching metadata of topic {topic} from {}",
+                    self.config.brokers
+                )
+            })?;
+        let t = metadata
+            .topics()
+            .first()
+            .with_context(|| format!("no metadata for topic {topic}"))?;
+        if let Some(err) = t.error() {
+            bail!(
+                "topic {topic} is not usable ({err:?}): create it first (the generator creates it, or `kafka-topics.sh --create`)"
+            );
+        }
+        if t.partitions().is_empty() {
+            bail!("topic {topic} does not exist: create it first (the generator creates it)");
+        }
+        Ok(t.partitions().iter().map(|p| p.id()).collect())
+    }
+
+    /// Which input a message's topic is.
+    pub fn kind_of(&self, topic: &str) -> Source {
+        if topic == self.config.impressions_topic {
+            Source::Impressions
+        } else {
+            Source::Clicks
+        }
+    }
+
+    /// The pipeline partition of a message.
+    pub fn partition_id(&self, topic: &str, partition: i32) -> Option<PartitionId> {
+        self.ids.get(&(self.kind_of(topic), partition)).copied()
+    }
+
+    /// Commits, for every partition, the first offset the pipeline still needs, with the
+    /// checkpoint metadata. Call only after the output covering it has been acknowledged.
+    pub fn commit(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (id, (topic, partition)) in self.topics.iter().enumerate() {
+            let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id))
+            else {
+                continue;
+            };
+            let mut elem = tpl.add_partition(topic, *partition);
+            elem.set_offset(Offset::Offset(offset))?;
+            elem.set_metadata(
+                Checkpoint {
+                    watermark: pipeline.watermark(),
+                    next,
+                }
+                .encode(),
+            );
+        }
+        if tpl.count() > 0 {
+            self.consumer
+                .commit(&tpl, CommitMode::Sync)
+                .context("committing input offsets")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_metadata_round_trips() {
+        let cp = Checkpoint {
+            watermark: -5,
+            next: 42,
+        };
+        assert_eq!(Checkpoint::decode(&cp.encode()), Some(cp));
+        assert_eq!(Checkpoint::decode(""), None);
+        assert_eq!(Checkpoint::decode("adstream/1 wm=3"), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! Per-partition watermarks (SPEC "Time").
+//!
+//! The watermark is the smallest, over the input partitions that are not idle, of (largest
+//! event time seen on that partition minus the allowed out-of-orderness). A partition with no
+//! message for longer than the idle timeout, or whose input has ended, stops holding the
+//! watermark back until it has data again. When every partition is idle the watermark is the
+//! largest such value over all partitions: nothing holds it back, and it never runs ahead of
+//! what some partition has actually seen. The watermark never goes backwards.
+
+use std::time::{Duration, Instant};
+
+/// Index of an input partition in this process (dense, assigned by [`Watermarks::add_partition`]).
+pub type PartitionId = usize;
+
+#[derive(Clone, Debug)]
+struct Partition {
+    /// Largest event time seen on the partition; `i64::MIN` until its first event.
+    max_event_time: i64,
+    /// When the partition last delivered a message (valid or not).
+    last_activity: Instant,
+    /// Input ended (replay): it never holds the watermark back again.
+    finished: bool,
+}
+
+/// The watermark over a set of partitions.
+#[derive(Clone, Debug)]
+pub struct Watermarks {
+    out_of_orderness_ms: i64,
+    idle_timeout: Duration,
+    partitions: Vec<Partition>,
+    /// The watermark last returned: the floor for the next one.
+    current: i64,
+}
+
+impl Watermarks {
+    pub fn new(out_of_orderness_ms: i64, idle_timeout: Duration) -> Self {
+        Watermarks {
+            out_of_orderness_ms,
+            idle_timeout,
+            partitions: Vec::new(),
+            current: i64::MIN,
+        }
+    }
+
+    /// Registers a partition; it holds the watermark back until its first event or until it
+    /// has been idle for the idle timeout.
+    pub fn add_partition(&mut self, now: Instant) -> PartitionId {
+        self.partitions.push(Partition {
+            max_event_time: i64::MIN,
+            last_activity: now,
+            finished: false,
+        });
+        self.partitions.len() - 1
+    }
+
+    /// A message arrived on `p` (an invalid one too: the partition is alive).
+    pub fn touch(&mut self, p: PartitionId, now: Instant) {
+        self.partitions[p].last_activity = now;
+    }
+
+    /// An event with time `event_time_ms` arrived on `p`.
+    pub fn observe(&mut self, p: PartitionId, event_time_ms: i64, now: Instant) {
+        let part = &mut self.partitions[p];
+        part.max_event_time = part.max_event_time.max(event_time_ms);
+        part.last_activity = now;
+    }
+
+    /// The input of `p` has ended.
+    pub fn finish(&mut self, p: PartitionId) {
+        self.partitions[p].finished = true;
+    }
+
+    /// Largest event time seen on `p`, if any.
+    pub fn max_event_time(&self, p: PartitionId) -> Option<i64> {
+        Some(self.partitions[p].max_event_time).filter(|&t| t != i64::MIN)
+    }
+
+    /// Starts from the watermark an earlier run reached, so that its emitted windows stay closed.
+    pub fn resume(&mut self, watermark: i64) {
+        self.current = self.current.max(watermark);
+    }
+
+    /// The current watermark (`i64::MIN` before there is one).
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Recomputes the watermark at wall-clock time `now` and returns it.
+    pub fn advance(&mut self, now: Instant) -> i64 {
+        let lag = self.out_of_orderness_ms;
+        let active = self.partitions.iter().filter(|p| {
+            !p.finished && now.saturating_duration_since(p.last_activity) < self.idle_timeout
+        });
+        let candidate = match active.map(|p| p.max_event_time).min() {
+            Some(min) => min,
+            None => self
+                .partitions
+                .iter()
+                .map(|p| p.max_event_time)
+                .max()
+                .unwrap_or(i64::MIN),
+        };
+        self.current = self.current.max(candidate.saturating_sub(lag));
+        self.current
+    }
+
+    /// Whether some partition is idle or finished right now (for logs and the console).
+    pub fn idle_partitions(&self, now: Instant) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| {
+                p.finished || now.saturating_duration_since(p.last_activity) >= self.idle_timeout
+            })
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowest_active_partition_holds_the_watermark() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(5_000, Duration::from_secs(10));
+        let (a, b) = (w.add_partition(t0), w.add_partition(t0));
+        w.observe(a, 100_000, t0);
+        assert_eq!(w.advance(t0), i64::MIN, "b has no data and is not idle yet");
+        w.observe(b, 50_000, t0);
+        assert_eq!(w.advance(t0), 45_000);
+        w.observe(b, 40_000, t0);
+        assert_eq!(
+            w.advance(t0),
+            45_000,
+            "an older event does not move it back"
+        );
+        // b goes idle: a alone decides.
+        let later = t0 + Duration::from_secs(11);
+        w.touch(a, later);
+        assert_eq!(w.advance(later), 95_000);
+        // b wakes up with old data: the watermark does not go backwards.
+        w.observe(b, 60_000, later);
+        assert_eq!(w.advance(later), 95_000);
+    }
+
+    #[test]
+    fn all_idle_or_finished_lets_the_largest_time_through() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(1_000, Duration::from_secs(1));
+        let (a, b) = (w.add_partition(t0), w.add_partition(t0));
+        w.observe(a, 10_000, t0);
+        w.observe(b, 20_000, t0);
+        assert_eq!(w.advance(t0), 9_000);
+        w.finish(a);
+        assert_eq!(w.advance(t0), 19_000);
+        assert_eq!(w.advance(t0 + Duration::from_secs(5)), 19_000);
+        assert_eq!(w.idle_partitions(t0 + Duration::from_secs(5)), 2);
+    }
+}

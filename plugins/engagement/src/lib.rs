@@ -1,0 +1,161 @@
+//! `engagement`: impressions and the exact number of distinct users per device type and window,
+//! to `device-engagement-results` (SPEC "Results").
+
+use adstream_abi::batch::{Event, Kind};
+use adstream_abi::json::Obj;
+use adstream_abi::sdk::{Aggregation, Output};
+use adstream_abi::state::{StateError, StateReader, StateWriter};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// Impressions and distinct users of one device type in one window.
+#[derive(Debug, Default)]
+pub struct Device {
+    impressions: u64,
+    /// Every distinct `user_id` seen: exact, so its size grows with the users of the window.
+    users: FxHashSet<Box<str>>,
+}
+
+/// The accumulator of one window: one entry per device type.
+#[derive(Debug, Default)]
+pub struct Engagement {
+    devices: FxHashMap<Box<str>, Device>,
+}
+
+impl Aggregation for Engagement {
+    const WANTS: &'static [Kind] = &[Kind::Impression];
+
+    fn add(&mut self, event: &Event<'_>) {
+        if !self.devices.contains_key(event.device_type) {
+            self.devices
+                .insert(event.device_type.into(), Device::default());
+        }
+        let device = self
+            .devices
+            .get_mut(event.device_type)
+            .expect("inserted above");
+        device.impressions += 1;
+        if !device.users.contains(event.user_id) {
+            device.users.insert(event.user_id.into());
+        }
+    }
+
+    fn emit(self, start_ms: i64, end_ms: i64, out: &mut Vec<Output>) {
+        let mut devices: Vec<_> = self.devices.into_iter().collect();
+        devices.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (device_type, d) in devices {
+            let mut value = String::with_capacity(160);
+            Obj::new(&mut value)
+                .str("device_type", &device_type)
+                .time("window_start", start_ms)
+                .time("window_end", end_ms)
+                .u64("impressions", d.impressions)
+                .u64("unique_users", d.users.len() as u64)
+                .end();
+            out.push(Output {
+                topic: String::new(),
+                key: device_type.into(),
+                value,
+            });
+        }
+    }
+
+    fn encode(&self, out: &mut StateWriter) {
+        out.u64(self.devices.len() as u64);
+        for (device_type, d) in &self.devices {
+            out.str(device_type)
+                .u64(d.impressions)
+                .u64(d.users.len() as u64);
+            for user in &d.users {
+                out.str(user);
+            }
+        }
+    }
+
+    fn decode(input: &mut StateReader<'_>) -> Result<Self, StateError> {
+        let mut acc = Engagement::default();
+        for _ in 0..input.len(24)? {
+            let device_type = input.str()?;
+            let mut d = Device {
+                impressions: input.u64()?,
+                users: FxHashSet::default(),
+            };
+            for _ in 0..input.len(8)? {
+                d.users.insert(input.str()?.into());
+            }
+            acc.devices.insert(device_type.into(), d);
+        }
+        Ok(acc)
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (device_type, d) in other.devices {
+            let mine = self.devices.entry(device_type).or_default();
+            mine.impressions += d.impressions;
+            mine.users.extend(d.users);
+        }
+    }
+}
+
+adstream_abi::export_aggregation!(Engagement {
+    wit: "../../wit",
+    name: "engagement",
+    description: "impressions and exact unique users per device type and window",
+    outputs: ["device-engagement-results"],
+    state_version: 1,
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adstream_abi::batch::BatchWriter;
+    use adstream_abi::sdk::Windows;
+
+    fn event<'a>(kind: Kind, device: &'a str, user: &'a str) -> Event<'a> {
+        Event {
+            kind,
+            window_start_ms: 0,
+            event_time_ms: 5,
+            impression_time_ms: 5,
+            cost: 0.0,
+            campaign_id: "c1",
+            ad_id: "a",
+            device_type: device,
+            browser: "safari",
+            user_id: user,
+        }
+    }
+
+    #[test]
+    fn counts_distinct_users_per_device_and_ignores_clicks() {
+        let mut batch = BatchWriter::new();
+        for (kind, device, user) in [
+            (Kind::Impression, "mobile", "u1"),
+            (Kind::Impression, "mobile", "u1"),
+            (Kind::Impression, "mobile", "u2"),
+            (Kind::Impression, "tablet", "u1"),
+            (Kind::Click, "desktop", "u3"),
+        ] {
+            batch.push(&event(kind, device, user));
+        }
+        let mut windows = Windows::<Engagement>::default();
+        windows.process(batch.bytes()).unwrap();
+        let mut half = Windows::<Engagement>::default();
+        half.restore(0, &windows.export(0).unwrap()).unwrap();
+        half.merge(0, &windows.export(0).unwrap()).unwrap();
+        let out = windows.close(0, 60_000);
+        let values: Vec<_> = out.iter().map(|o| o.value.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                r#"{"device_type":"mobile","window_start":"1970-01-01T00:00:00.000Z","window_end":"1970-01-01T00:01:00.000Z","impressions":3,"unique_users":2}"#,
+                r#"{"device_type":"tablet","window_start":"1970-01-01T00:00:00.000Z","window_end":"1970-01-01T00:01:00.000Z","impressions":1,"unique_users":1}"#,
+            ]
+        );
+        // Merging a window with itself doubles impressions but not distinct users.
+        let merged: Vec<_> = half.close(0, 60_000).into_iter().map(|o| o.value).collect();
+        assert!(
+            merged[0].contains(r#""impressions":6,"unique_users":2"#),
+            "{merged:?}"
+        );
+    }
+}

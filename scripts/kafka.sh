@@ -1,0 +1,417 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft, combined broker+controller) on
+# loopback, for developers and CI. The broker jars come from Maven Central via
+# kafka/pom.xml; nothing else is downloaded.
+#
+# Usage: scripts/kafka.sh <command>
+#   up            fetch jars (first run only), format storage (first run only),
+#                 start the broker and wait until it answers. Safe to run twice.
+#   down [--wipe] stop the broker (SIGTERM, then SIGKILL after $KAFKA_STOP_TIMEOUT s).
+#                 --wipe also deletes its data and logs (the jars are kept).
+#   wipe          same as `down --wipe`.
+#   status        say whether it runs and where (exit 0 if running and answering,
+#                 1 if not running, 2 if running but not answering).
+#   fetch         only fetch the jars into $KAFKA_HOME/lib.
+#   bootstrap     print the bootstrap address (127.0.0.1:$KAFKA_PORT).
+#   tool CLASS [ARGS...]
+#                 run a Kafka CLI class from the same jars with quiet logging, e.g.
+#                 scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand \
+#                   --bootstrap-server 127.0.0.1:9092 --list
+#
+# Environment:
+#   KAFKA_HOME             state directory (default: <repo>/.kafka): lib/, data/,
+#                          server.properties, broker.log, broker.pid
+#   KAFKA_PORT             PLAINTEXT listener port (default 9092)
+#   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 9093)
+#   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx512m")
+#   KAFKA_JVM_OPTS         extra JVM options for the broker (default empty)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 60)
+#   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
+#   JAVA_HOME / JAVA       Java to use (default: $JAVA_HOME/bin/java, else java on PATH)
+#   MVN                    Maven command (default: mvn)
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+POM="$REPO_ROOT/kafka/pom.xml"
+KAFKA_HOME="${KAFKA_HOME:-$REPO_ROOT/.kafka}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+MVN="${MVN:-mvn}"
+
+LIB="$KAFKA_HOME/lib"
+DATA="$KAFKA_HOME/data"
+CONF="$KAFKA_HOME/server.properties"
+LOG4J_CONF="$KAFKA_HOME/log4j.properties"
+TOOLS_LOG4J_CONF="$KAFKA_HOME/tools-log4j.properties"
+LOG="$KAFKA_HOME/broker.log"
+PIDFILE="$KAFKA_HOME/broker.pid"
+FETCH_MARKER="$LIB/.fetched"
+
+# Main classes of the pinned release (Kafka 3.9.x).
+BROKER_MAIN="kafka.Kafka"
+STORAGE_TOOL_MAIN="kafka.tools.StorageTool"
+# Logged by KafkaRaftServer once the broker is unfenced and serving requests.
+STARTED_LINE="Kafka Server started"
+
+msg() { echo "kafka: $*"; }
+err() { echo "kafka: error: $*" >&2; }
+die() { err "$@"; exit 1; }
+
+kafka_version() {
+  local v
+  v="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n1)"
+  [[ -n "$v" ]] || die "cannot read <kafka.version> from $POM"
+  echo "$v"
+}
+
+java_bin() {
+  if [[ -n "${JAVA:-}" ]]; then
+    echo "$JAVA"
+  elif [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
+    echo "$JAVA_HOME/bin/java"
+  elif command -v java >/dev/null 2>&1; then
+    command -v java
+  else
+    die "no java found (set JAVA_HOME; Kafka needs Java 11+, 17 recommended)"
+  fi
+}
+
+pom_hash() { sha256sum "$POM" | cut -d' ' -f1; }
+
+# The jars are complete when the marker written after a successful Maven run
+# matches the current pom.xml (so editing the pom triggers a re-fetch).
+jars_fetched() {
+  [[ -f "$FETCH_MARKER" ]] && [[ "$(cat "$FETCH_MARKER")" == "$(pom_hash)" ]] \
+    && compgen -G "$LIB/kafka_2.13-*.jar" >/dev/null
+}
+
+fetch_jars() {
+  jars_fetched && return 0
+  command -v "$MVN" >/dev/null 2>&1 || die "Maven ('$MVN') not found; it is needed once to fetch the Kafka jars"
+  local version tmp
+  version="$(kafka_version)"
+  msg "fetching Apache Kafka $version jars with Maven (first run only)..."
+  tmp="$KAFKA_HOME/lib.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  if ! "$MVN" -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" >"$KAFKA_HOME/maven.log" 2>&1; then
+    tail -n 40 "$KAFKA_HOME/maven.log" >&2 || true
+    rm -rf "$tmp"
+    die "Maven could not fetch the Kafka jars (full output: $KAFKA_HOME/maven.log)"
+  fi
+  compgen -G "$tmp/kafka_2.13-$version.jar" >/dev/null || { rm -rf "$tmp"; die "Maven ran but kafka_2.13-$version.jar is missing"; }
+  pom_hash >"$tmp/.fetched"
+  rm -rf "$LIB"
+  mv "$tmp" "$LIB"
+  msg "$(find "$LIB" -name '*.jar' | wc -l) jars in $LIB"
+}
+
+write_config() {
+  mkdir -p "$DATA"
+  cat >"$CONF" <<EOF
+# Written by scripts/kafka.sh on every 'up'; edit the script, not this file.
+# Single combined broker+controller node (KRaft, no ZooKeeper) on loopback.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
+listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=${DATA}
+
+# One node: every replication factor / ISR is 1.
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+# Internal topics are created on first use; few partitions make that fast.
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+
+# Tests create their own topics and want groups to form immediately.
+auto.create.topics.enable=false
+delete.topic.enable=true
+group.initial.rebalance.delay.ms=0
+
+# A small machine: fewer threads than the defaults.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+EOF
+  write_log4j_configs
+}
+
+write_log4j_configs() {
+  cat >"$LOG4J_CONF" <<'EOF'
+# Broker logging (reload4j), written by scripts/kafka.sh; stdout goes to broker.log.
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.controller=INFO
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.org.apache.kafka.storage.internals.log=WARN
+log4j.logger.kafka.server.KafkaConfig=WARN
+log4j.logger.org.apache.kafka.clients.admin.AdminClientConfig=WARN
+log4j.logger.org.apache.kafka.clients.producer.ProducerConfig=WARN
+log4j.logger.org.apache.kafka.clients.consumer.ConsumerConfig=WARN
+EOF
+
+  cat >"$TOOLS_LOG4J_CONF" <<'EOF'
+# Logging for Kafka CLI classes run from the same jars: warnings only, to stderr.
+log4j.rootLogger=WARN, stderr
+log4j.appender.stderr=org.apache.log4j.ConsoleAppender
+log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
+log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.appender.stderr.Target=System.err
+EOF
+}
+
+format_storage() {
+  if [[ -f "$DATA/meta.properties" ]]; then
+    return 0
+  fi
+  local cluster_id java
+  java="$(java_bin)"
+  # A random KRaft cluster id: 16 random bytes, base64url without padding (22 chars).
+  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  msg "formatting KRaft storage in $DATA (cluster id $cluster_id)..."
+  if ! "$java" -Dlog4j.configuration="file:$TOOLS_LOG4J_CONF" -cp "$LIB/*" \
+      "$STORAGE_TOOL_MAIN" format -t "$cluster_id" -c "$CONF" --ignore-formatted \
+      >"$KAFKA_HOME/format.log" 2>&1; then
+    cat "$KAFKA_HOME/format.log" >&2 || true
+    die "formatting the storage failed"
+  fi
+}
+
+# Is process $1 alive? A zombie (exited, not yet reaped by a non-reaping
+# init) counts as dead.
+alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ "$state" != "Z" ]]
+}
+
+# Is $1 the pid of the broker of this KAFKA_HOME?
+is_our_broker() {
+  local pid="$1" cmd
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *" $BROKER_MAIN $CONF"* ]]
+}
+
+# Prints the broker's pid (from the pid file, or by its exact config path if
+# the pid file is gone) and returns 0 if it runs.
+broker_pid() {
+  local pid=""
+  if [[ -f "$PIDFILE" ]]; then
+    pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+    if is_our_broker "$pid"; then echo "$pid"; return 0; fi
+  fi
+  local f
+  for f in /proc/[0-9]*/cmdline; do
+    pid="${f#/proc/}"; pid="${pid%/cmdline}"
+    if is_our_broker "$pid"; then echo "$pid"; return 0; fi
+  done 2>/dev/null
+  return 1
+}
+
+port_open() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# A real Kafka request: ApiVersions v0 (api key 18, correlation id 7, client
+# id "probe"); answered once the broker processes requests. Checks the
+# correlation id and error code 0 in the response header.
+api_versions_ok() {
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  timeout 5 bash -c '
+    exec 3<>/dev/tcp/127.0.0.1/"$1" || exit 1
+    printf "\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x07\x00\x05probe" >&3
+    hdr="$(head -c 10 <&3 | od -An -tx1 | tr -d " \n")"
+    [[ "${hdr:8:12}" == "000000070000" ]]
+  ' api-versions-probe "$1" 2>/dev/null
+}
+
+# The listener address in the config the broker was started with.
+listening_on() {
+  local l
+  l="$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\///p' "$CONF" 2>/dev/null | head -n1)"
+  echo "${l:-127.0.0.1:$KAFKA_PORT}"
+}
+
+broker_answering() {
+  local addr port
+  addr="$(listening_on)"
+  port="${addr##*:}"
+  grep -q "$STARTED_LINE" "$LOG" 2>/dev/null && api_versions_ok "$port"
+}
+
+wait_until_answering() {
+  local pid="$1" start=$SECONDS
+  while (( SECONDS - start < KAFKA_START_TIMEOUT )); do
+    if ! alive "$pid"; then
+      err "the broker exited during start-up; last lines of $LOG:"
+      tail -n 40 "$LOG" >&2 || true
+      rm -f "$PIDFILE"
+      exit 1
+    fi
+    if broker_answering; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  err "the broker did not answer within ${KAFKA_START_TIMEOUT}s; last lines of $LOG:"
+  tail -n 40 "$LOG" >&2 || true
+  err "it is still running (pid $pid); 'scripts/kafka.sh down' stops it"
+  exit 1
+}
+
+cmd_up() {
+  local pid t0=$SECONDS version
+  version="$(kafka_version)"
+  if pid="$(broker_pid)"; then
+    if ! jars_fetched; then
+      msg "warning: kafka/pom.xml changed since the jars were fetched; run 'down' then 'up' to use it"
+    fi
+    if broker_answering; then
+      msg "broker already running on $(listening_on) (pid $pid)"
+      return 0
+    fi
+    msg "broker already starting (pid $pid); waiting until it answers..."
+    wait_until_answering "$pid"
+    msg "broker up on $(listening_on) (KRaft, node 1, pid $pid)"
+    return 0
+  fi
+  rm -f "$PIDFILE"
+
+  fetch_jars
+  local port
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    if port_open "$port"; then
+      die "port 127.0.0.1:$port is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+    fi
+  done
+  write_config
+  format_storage
+
+  local java
+  java="$(java_bin)"
+  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
+  msg "starting Apache Kafka $version (KRaft) on 127.0.0.1:$KAFKA_PORT..."
+  # setsid: the broker outlives this shell and its process group; the inner
+  # shell writes its own pid and execs java, so the pid file is java's pid.
+  # shellcheck disable=SC2086,SC2016  # word-split JVM options; $$ is the inner shell's
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+    "$java" $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+    -Djava.awt.headless=true -Dlog4j.configuration="file:$LOG4J_CONF" \
+    $KAFKA_JVM_OPTS -cp "$LIB/*" "$BROKER_MAIN" "$CONF" \
+    </dev/null >"$LOG" 2>&1 9>&- &
+  local _
+  for _ in $(seq 1 50); do
+    [[ -s "$PIDFILE" ]] && break
+    sleep 0.1
+  done
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  [[ -n "$pid" ]] || die "the broker did not start (see $LOG)"
+  wait_until_answering "$pid"
+  msg "broker up on 127.0.0.1:$KAFKA_PORT (KRaft, node 1, pid $pid) in $((SECONDS - t0))s"
+}
+
+cmd_down() {
+  local wipe=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --wipe) wipe=1 ;;
+      *) die "down: unknown option '$arg'" ;;
+    esac
+  done
+  local pid
+  if pid="$(broker_pid)"; then
+    msg "stopping broker (pid $pid)..."
+    kill -TERM "$pid" 2>/dev/null || true
+    local start=$SECONDS
+    while alive "$pid" && (( SECONDS - start < KAFKA_STOP_TIMEOUT )); do
+      sleep 0.2
+    done
+    if alive "$pid"; then
+      msg "broker did not stop within ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      start=$SECONDS
+      while alive "$pid" && (( SECONDS - start < 10 )); do sleep 0.1; done
+      alive "$pid" && die "broker (pid $pid) still alive after SIGKILL"
+    fi
+    msg "broker stopped"
+  else
+    msg "broker not running"
+  fi
+  rm -f "$PIDFILE"
+  if (( wipe )); then
+    rm -rf "$DATA" "$CONF" "$LOG" "$LOG.1" "$LOG4J_CONF" "$TOOLS_LOG4J_CONF" "$KAFKA_HOME/format.log"
+    msg "data wiped ($DATA); jars kept in $LIB"
+  fi
+}
+
+cmd_status() {
+  local pid
+  if pid="$(broker_pid)"; then
+    if broker_answering; then
+      msg "broker running on $(listening_on) (KRaft, node 1, pid $pid, KAFKA_HOME=$KAFKA_HOME)"
+      return 0
+    fi
+    msg "broker process running (pid $pid) but not answering on $(listening_on) yet; log: $LOG"
+    return 2
+  fi
+  local formatted="no data"
+  [[ -f "$DATA/meta.properties" ]] && formatted="formatted data in $DATA"
+  msg "broker not running (KAFKA_HOME=$KAFKA_HOME, $formatted)"
+  return 1
+}
+
+cmd_tool() {
+  (( $# >= 1 )) || die "usage: scripts/kafka.sh tool CLASS [ARGS...]"
+  jars_fetched || die "jars not fetched yet (run 'scripts/kafka.sh fetch' or 'up')"
+  [[ -f "$TOOLS_LOG4J_CONF" ]] || write_log4j_configs
+  local java
+  java="$(java_bin)"
+  exec "$java" -Xmx256m -Dlog4j.configuration="file:$TOOLS_LOG4J_CONF" -cp "$LIB/*" "$@"
+}
+
+main() {
+  local cmd="${1:-}"
+  [[ $# -gt 0 ]] && shift
+  case "$cmd" in
+    up|down|wipe|fetch)
+      mkdir -p "$KAFKA_HOME"
+      # Serialize concurrent up/down calls on the same KAFKA_HOME.
+      exec 9>"$KAFKA_HOME/.lock"
+      flock 9
+      case "$cmd" in
+        up) cmd_up "$@" ;;
+        down) cmd_down "$@" ;;
+        wipe) cmd_down --wipe ;;
+        fetch) fetch_jars; msg "jars ready in $LIB" ;;
+      esac
+      ;;
+    status) cmd_status ;;
+    bootstrap) echo "127.0.0.1:$KAFKA_PORT" ;;
+    tool) cmd_tool "$@" ;;
+    ""|-h|--help|help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, tool)" ;;
+  esac
+}
+
+main "$@"
