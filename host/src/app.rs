@@ -23,11 +23,14 @@ use crate::metrics::Stats;
 use crate::pipeline::{Input, OutputTopics, Pipeline};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::kafka::KafkaSink;
+use crate::sink::topics::ensure_topics;
 use crate::source::files::JsonlFile;
 use crate::source::kafka::KafkaSource;
 
 /// How long to wait for Kafka to acknowledge output before giving up on a commit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the partitions' backlog is checked (for idleness).
+const BACKLOG_EVERY: Duration = Duration::from_millis(100);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -39,12 +42,21 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         dead_letter: config.kafka.dlq_topic.clone(),
         prefix: config.kafka.topic_prefix.clone(),
     };
-    let mut pipeline = Pipeline::new(config.time, &config.plugins, topics)?;
+    let mut pipeline = Pipeline::new(config.time, &config.plugins, topics.clone())?;
     let mut sink = KafkaSink::new(&config.kafka.brokers)?;
     let source = KafkaSource::open(&config.kafka, &mut pipeline)?;
+    if config.kafka.create_topics {
+        let mut outputs = vec![topics.late, topics.dead_letter];
+        for plugin in pipeline.plugins() {
+            outputs.extend(plugin.output_topics.iter().map(|t| format!("{}{t}", topics.prefix)));
+        }
+        let partitions = pipeline.partitions().iter().filter(|p| p.source == Source::Impressions).count();
+        ensure_topics(&config.kafka.brokers, &outputs, i32::try_from(partitions.max(1)).unwrap_or(1))?;
+    }
     tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, partitions = pipeline.partitions().len(), "consuming");
     let mut last_commit = Instant::now();
     let mut last_progress = Instant::now();
+    let mut last_backlog_check = Instant::now();
     let mut committed_windows = 0;
     let mut last_error: Option<String> = None;
     while !shutdown.is_cancelled() {
@@ -73,10 +85,12 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
             }
             None => pipeline.advance(now, &mut sink)?,
         }
+        if last_backlog_check.elapsed() >= BACKLOG_EVERY {
+            source.report_backlog(&mut pipeline);
+            last_backlog_check = Instant::now();
+        }
         let stats = pipeline.stats();
-        if last_commit.elapsed() >= config.kafka.commit_interval
-            || stats.windows_emitted > committed_windows
-        {
+        if last_commit.elapsed() >= config.kafka.commit_interval || stats.windows_emitted > committed_windows {
             sink.flush(FLUSH_TIMEOUT)?;
             source.commit(&pipeline)?;
             committed_windows = stats.windows_emitted;
@@ -126,11 +140,8 @@ pub fn replay(
     clicks: &Path,
     out: impl Write,
 ) -> anyhow::Result<Stats> {
-    let topics = OutputTopics {
-        late: "ad-events-late".into(),
-        dead_letter: "ad-events-dlq".into(),
-        prefix: String::new(),
-    };
+    let topics =
+        OutputTopics { late: "ad-events-late".into(), dead_letter: "ad-events-dlq".into(), prefix: String::new() };
     let mut pipeline = Pipeline::new(time, plugins, topics)?;
     let mut sink = JsonlSink::new(std::io::BufWriter::new(out));
     let now = Instant::now();
@@ -149,12 +160,7 @@ pub fn replay(
         let offset = file.offset + 1;
         match file.next_line()? {
             Some(line) => {
-                let input = Input {
-                    partition: *id,
-                    offset,
-                    key: None,
-                    payload: line,
-                };
+                let input = Input { partition: *id, offset, key: None, payload: line };
                 pipeline.ingest(input, now, &mut sink)?;
             }
             None => {

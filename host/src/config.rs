@@ -56,6 +56,11 @@ pub struct KafkaArgs {
     #[arg(long, env = "ADSTREAM_COMMIT_INTERVAL", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
     pub commit_interval: Option<Duration>,
+    /// Do not create missing output topics at start-up (by default they are created with as
+    /// many partitions as the impressions topic)
+    #[arg(long, env = "ADSTREAM_NO_CREATE_TOPICS")]
+    #[serde(default)]
+    pub no_create_topics: bool,
 }
 
 /// Event time: windows, watermarks, lateness and the click-to-impression join.
@@ -130,8 +135,7 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     let Some(path) = path else {
         return Ok(FileConfig::default());
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
@@ -147,6 +151,8 @@ pub struct KafkaConfig {
     /// Prepended to the plugins' output topics.
     pub topic_prefix: String,
     pub commit_interval: Duration,
+    /// Create missing output topics at start-up.
+    pub create_topics: bool,
 }
 
 /// Time settings, resolved, in milliseconds where the pipeline computes with them.
@@ -199,22 +205,10 @@ impl TimeArgs {
         let d = TimeConfig::default();
         let c = TimeConfig {
             window_ms: self.window.or(file.window).map_or(d.window_ms, ms),
-            out_of_orderness_ms: self
-                .out_of_orderness
-                .or(file.out_of_orderness)
-                .map_or(d.out_of_orderness_ms, ms),
-            idle_timeout: self
-                .idle_timeout
-                .or(file.idle_timeout)
-                .unwrap_or(d.idle_timeout),
-            allowed_lateness_ms: self
-                .allowed_lateness
-                .or(file.allowed_lateness)
-                .map_or(d.allowed_lateness_ms, ms),
-            join_horizon_ms: self
-                .join_horizon
-                .or(file.join_horizon)
-                .map_or(d.join_horizon_ms, ms),
+            out_of_orderness_ms: self.out_of_orderness.or(file.out_of_orderness).map_or(d.out_of_orderness_ms, ms),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout).unwrap_or(d.idle_timeout),
+            allowed_lateness_ms: self.allowed_lateness.or(file.allowed_lateness).map_or(d.allowed_lateness_ms, ms),
+            join_horizon_ms: self.join_horizon.or(file.join_horizon).map_or(d.join_horizon_ms, ms),
         };
         c.validate()?;
         Ok(c)
@@ -223,19 +217,9 @@ impl TimeArgs {
 
 impl TimeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
-        ensure!(
-            self.window_ms >= 1000,
-            "--window must be at least 1s (got {} ms)",
-            self.window_ms
-        );
-        ensure!(
-            self.window_ms <= 86_400_000 * 7,
-            "--window must be at most 7 days"
-        );
-        ensure!(
-            self.idle_timeout >= Duration::from_millis(100),
-            "--idle-timeout must be at least 100ms"
-        );
+        ensure!(self.window_ms >= 1000, "--window must be at least 1s (got {} ms)", self.window_ms);
+        ensure!(self.window_ms <= 86_400_000 * 7, "--window must be at most 7 days");
+        ensure!(self.idle_timeout >= Duration::from_millis(100), "--idle-timeout must be at least 100ms");
         ensure!(
             self.join_horizon_ms <= 86_400_000,
             "--join-horizon must be at most 24h: the join keeps every impression that long"
@@ -246,27 +230,13 @@ impl TimeConfig {
 
 impl PluginArgs {
     pub fn resolve(self, file: PluginArgs) -> anyhow::Result<PluginConfig> {
-        let plugins = if self.plugins.is_empty() {
-            file.plugins
-        } else {
-            self.plugins
-        };
+        let plugins = if self.plugins.is_empty() { file.plugins } else { self.plugins };
         let c = PluginConfig {
             plugins,
-            cache_dir: self
-                .plugin_cache
-                .or(file.plugin_cache)
-                .unwrap_or_else(default_cache_dir),
+            cache_dir: self.plugin_cache.or(file.plugin_cache).unwrap_or_else(default_cache_dir),
             batch_size: self.batch_size.or(file.batch_size).unwrap_or(4096),
-            timeout: self
-                .plugin_timeout
-                .or(file.plugin_timeout)
-                .unwrap_or(Duration::from_secs(2)),
-            memory_bytes: self
-                .plugin_memory_mib
-                .or(file.plugin_memory_mib)
-                .unwrap_or(512)
-                << 20,
+            timeout: self.plugin_timeout.or(file.plugin_timeout).unwrap_or(Duration::from_secs(2)),
+            memory_bytes: self.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(512) << 20,
         };
         if c.plugins.is_empty() {
             bail!(
@@ -274,24 +244,11 @@ impl PluginArgs {
             );
         }
         for p in &c.plugins {
-            ensure!(
-                p.is_file(),
-                "plugin {} does not exist (build ours with `just build-plugins`)",
-                p.display()
-            );
+            ensure!(p.is_file(), "plugin {} does not exist (build ours with `just build-plugins`)", p.display());
         }
-        ensure!(
-            (1..=1_000_000).contains(&c.batch_size),
-            "--batch-size must be between 1 and 1000000"
-        );
-        ensure!(
-            c.timeout >= Duration::from_millis(10),
-            "--plugin-timeout must be at least 10ms"
-        );
-        ensure!(
-            c.memory_bytes >= 16 << 20,
-            "--plugin-memory-mib must be at least 16"
-        );
+        ensure!((1..=1_000_000).contains(&c.batch_size), "--batch-size must be between 1 and 1000000");
+        ensure!(c.timeout >= Duration::from_millis(10), "--plugin-timeout must be at least 10ms");
+        ensure!(c.memory_bytes >= 16 << 20, "--plugin-memory-mib must be at least 16");
         Ok(c)
     }
 }
@@ -300,46 +257,22 @@ impl KafkaArgs {
     pub fn resolve(self, file: KafkaArgs) -> anyhow::Result<KafkaConfig> {
         let prefix = self.topic_prefix.or(file.topic_prefix).unwrap_or_default();
         let topic = |name: Option<String>, file_name: Option<String>, default: &str| {
-            format!(
-                "{prefix}{}",
-                name.or(file_name).unwrap_or_else(|| default.to_owned())
-            )
+            format!("{prefix}{}", name.or(file_name).unwrap_or_else(|| default.to_owned()))
         };
         let c = KafkaConfig {
-            brokers: self
-                .brokers
-                .or(file.brokers)
-                .unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
-            group_id: self
-                .group_id
-                .or(file.group_id)
-                .unwrap_or_else(|| "adstream".to_owned()),
-            impressions_topic: topic(
-                self.impressions_topic,
-                file.impressions_topic,
-                "ad-impressions",
-            ),
+            brokers: self.brokers.or(file.brokers).unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            group_id: self.group_id.or(file.group_id).unwrap_or_else(|| "adstream".to_owned()),
+            impressions_topic: topic(self.impressions_topic, file.impressions_topic, "ad-impressions"),
             clicks_topic: topic(self.clicks_topic, file.clicks_topic, "ad-clicks"),
             late_topic: topic(self.late_topic, file.late_topic, "ad-events-late"),
             dlq_topic: topic(self.dlq_topic, file.dlq_topic, "ad-events-dlq"),
-            commit_interval: self
-                .commit_interval
-                .or(file.commit_interval)
-                .unwrap_or(Duration::from_secs(1)),
+            commit_interval: self.commit_interval.or(file.commit_interval).unwrap_or(Duration::from_secs(1)),
             topic_prefix: prefix,
+            create_topics: !(self.no_create_topics || file.no_create_topics),
         };
-        ensure!(
-            !c.brokers.trim().is_empty(),
-            "--brokers must name at least one broker"
-        );
-        ensure!(
-            c.impressions_topic != c.clicks_topic,
-            "--impressions-topic and --clicks-topic must differ"
-        );
-        ensure!(
-            c.commit_interval >= Duration::from_millis(10),
-            "--commit-interval must be at least 10ms"
-        );
+        ensure!(!c.brokers.trim().is_empty(), "--brokers must name at least one broker");
+        ensure!(c.impressions_topic != c.clicks_topic, "--impressions-topic and --clicks-topic must differ");
+        ensure!(c.commit_interval >= Duration::from_millis(10), "--commit-interval must be at least 10ms");
         Ok(c)
     }
 }
@@ -385,48 +318,26 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
-        let file: FileConfig =
-            toml::from_str("[time]\nwindow = \"2m\"\nout-of-orderness = \"1s\"\n").unwrap();
-        let flags = TimeArgs {
-            out_of_orderness: Some(Duration::from_secs(3)),
-            ..Default::default()
-        };
+        let file: FileConfig = toml::from_str("[time]\nwindow = \"2m\"\nout-of-orderness = \"1s\"\n").unwrap();
+        let flags = TimeArgs { out_of_orderness: Some(Duration::from_secs(3)), ..Default::default() };
         let t = flags.resolve(file.time).unwrap();
-        assert_eq!(
-            (t.window_ms, t.out_of_orderness_ms, t.join_horizon_ms),
-            (120_000, 3_000, 600_000)
-        );
+        assert_eq!((t.window_ms, t.out_of_orderness_ms, t.join_horizon_ms), (120_000, 3_000, 600_000));
     }
 
     #[test]
     fn rejects_unknown_keys_and_nonsense() {
-        let err = toml::from_str::<FileConfig>("[time]\nwindw = \"2m\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<FileConfig>("[time]\nwindw = \"2m\"\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `windw`"), "{err}");
-        let tiny = TimeArgs {
-            window: Some(Duration::from_millis(10)),
-            ..Default::default()
-        };
+        let tiny = TimeArgs { window: Some(Duration::from_millis(10)), ..Default::default() };
         assert!(tiny.resolve(TimeArgs::default()).is_err());
-        let none = PluginArgs::default()
-            .resolve(PluginArgs::default())
-            .unwrap_err()
-            .to_string();
+        let none = PluginArgs::default().resolve(PluginArgs::default()).unwrap_err().to_string();
         assert!(none.contains("--plugin"), "{none}");
     }
 
     #[test]
     fn topic_prefix_applies_to_every_topic() {
-        let k = KafkaArgs {
-            topic_prefix: Some("t1.".into()),
-            ..Default::default()
-        }
-        .resolve(KafkaArgs::default())
-        .unwrap();
-        assert_eq!(
-            (k.impressions_topic.as_str(), k.dlq_topic.as_str()),
-            ("t1.ad-impressions", "t1.ad-events-dlq")
-        );
+        let k =
+            KafkaArgs { topic_prefix: Some("t1.".into()), ..Default::default() }.resolve(KafkaArgs::default()).unwrap();
+        assert_eq!((k.impressions_topic.as_str(), k.dlq_topic.as_str()), ("t1.ad-impressions", "t1.ad-events-dlq"));
     }
 }

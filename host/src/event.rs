@@ -150,10 +150,9 @@ impl<'de> Deserialize<'de> for Timestamp {
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Timestamp, E> {
                 Ok(match parse_rfc3339_millis(s) {
                     Ok(ms) => Timestamp::Ms(ms),
-                    Err(e @ (TimeError::Syntax | TimeError::Range)) => Timestamp::Bad {
-                        value: s.chars().take(64).collect(),
-                        detail: e.to_string(),
-                    },
+                    Err(e @ (TimeError::Syntax | TimeError::Range)) => {
+                        Timestamp::Bad { value: s.chars().take(64).collect(), detail: e.to_string() }
+                    }
                 })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
@@ -161,18 +160,12 @@ impl<'de> Deserialize<'de> for Timestamp {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
                 Ok(i64::try_from(v).map_or_else(
-                    |_| Timestamp::Bad {
-                        value: v.to_string(),
-                        detail: "too large for epoch milliseconds".into(),
-                    },
+                    |_| Timestamp::Bad { value: v.to_string(), detail: "too large for epoch milliseconds".into() },
                     Timestamp::Ms,
                 ))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                Ok(Timestamp::Bad {
-                    value: v.to_string(),
-                    detail: "epoch milliseconds must be an integer".into(),
-                })
+                Ok(Timestamp::Bad { value: v.to_string(), detail: "epoch milliseconds must be an integer".into() })
             }
         }
         d.deserialize_any(V)
@@ -214,21 +207,13 @@ fn classify<'a, T: Deserialize<'a>>(text: &'a str, err: serde_json::Error) -> Re
     use serde_json::error::Category;
     let msg = err.to_string();
     match err.classify() {
-        Category::Syntax | Category::Eof | Category::Io if msg.starts_with("recursion limit") => {
-            Rejected::TooDeep
-        }
+        Category::Syntax | Category::Eof | Category::Io if msg.starts_with("recursion limit") => Rejected::TooDeep,
         Category::Syntax | Category::Eof | Category::Io => Rejected::NotJson(msg),
         Category::Data => {
-            if let Some(field) = msg
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
+            if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
                 return Rejected::MissingField(field.to_owned());
             }
-            if let Some(field) = msg
-                .strip_prefix("duplicate field `")
-                .and_then(|r| r.split('`').next())
-            {
+            if let Some(field) = msg.strip_prefix("duplicate field `").and_then(|r| r.split('`').next()) {
                 return Rejected::DuplicateField(field.to_owned());
             }
             if !text.trim_start().starts_with('{') {
@@ -270,19 +255,22 @@ fn check_time(ts: Timestamp) -> Result<i64, Rejected> {
 /// Decodes one message of `source`, of at most `max_bytes` bytes.
 pub fn decode(source: Source, payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Rejected> {
     if payload.len() > max_bytes {
-        return Err(Rejected::TooLong {
-            len: payload.len(),
-            max: max_bytes,
-        });
+        return Err(Rejected::TooLong { len: payload.len(), max: max_bytes });
     }
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(Rejected::Empty);
     }
     let text = std::str::from_utf8(payload).map_err(|e| Rejected::NotUtf8(e.valid_up_to()))?;
+    // serde would read a struct from a JSON array too; an event is an object, nothing else.
+    if !text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err(Rejected::NotObject),
+            Err(e) => Err(classify::<serde::de::IgnoredAny>(text, e)),
+        };
+    }
     match source {
         Source::Impressions => {
-            let raw: RawImpression =
-                serde_json::from_str(text).map_err(|e| classify::<RawImpression>(text, e))?;
+            let raw: RawImpression = serde_json::from_str(text).map_err(|e| classify::<RawImpression>(text, e))?;
             for (name, value) in [
                 ("impression_id", &raw.impression_id),
                 ("user_id", &raw.user_id),
@@ -308,13 +296,10 @@ pub fn decode(source: Source, payload: &[u8], max_bytes: usize) -> Result<Event<
             }))
         }
         Source::Clicks => {
-            let raw: RawClick =
-                serde_json::from_str(text).map_err(|e| classify::<RawClick>(text, e))?;
-            for (name, value) in [
-                ("click_id", &raw.click_id),
-                ("impression_id", &raw.impression_id),
-                ("user_id", &raw.user_id),
-            ] {
+            let raw: RawClick = serde_json::from_str(text).map_err(|e| classify::<RawClick>(text, e))?;
+            for (name, value) in
+                [("click_id", &raw.click_id), ("impression_id", &raw.impression_id), ("user_id", &raw.user_id)]
+            {
                 check_id(name, value)?;
             }
             Ok(Event::Click(Click {
@@ -345,25 +330,14 @@ mod tests {
 
     #[test]
     fn decodes_valid_events_borrowing_the_input() {
-        let Event::Impression(i) = decode(Source::Impressions, IMP.as_bytes(), 4096).unwrap()
-        else {
-            panic!()
-        };
+        let Event::Impression(i) = decode(Source::Impressions, IMP.as_bytes(), 4096).unwrap() else { panic!() };
         assert_eq!(i.event_time_ms, 1_795_946_400_123);
         assert!(matches!(i.campaign_id, Cow::Borrowed("c1")));
         let click = r#"{"click_id":"k1","impression_id":"i1","user_id":"u1","event_timestamp":1795946400999,"extra":{"a":[1]}}"#;
-        let Event::Click(c) = decode(Source::Clicks, click.as_bytes(), 4096).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (c.event_time_ms, c.impression_id.as_ref()),
-            (1_795_946_400_999, "i1")
-        );
+        let Event::Click(c) = decode(Source::Clicks, click.as_bytes(), 4096).unwrap() else { panic!() };
+        assert_eq!((c.event_time_ms, c.impression_id.as_ref()), (1_795_946_400_999, "i1"));
         let escaped = imp_with("campaign_id", r#""c\u0031""#);
-        let Event::Impression(i) = decode(Source::Impressions, escaped.as_bytes(), 4096).unwrap()
-        else {
-            panic!()
-        };
+        let Event::Impression(i) = decode(Source::Impressions, escaped.as_bytes(), 4096).unwrap() else { panic!() };
         assert_eq!(i.campaign_id, "c1");
     }
 
@@ -375,58 +349,24 @@ mod tests {
             (b"[1,2]".to_vec(), "not-object"),
             (b"".to_vec(), "empty"),
             (vec![b'{', 0xff, b'}'], "not-utf8"),
-            (
-                format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
-                "too-deep",
-            ),
-            (
-                IMP.replace(r#""cost":0.5"#, r#""cost":"0.5""#).into_bytes(),
-                "wrong-type",
-            ),
-            (
-                IMP.replace(r#","cost":0.5"#, "").into_bytes(),
-                "missing-field",
-            ),
-            (
-                IMP.replace(r#""cost":0.5"#, r#""cost":0.5,"cost":1"#)
-                    .into_bytes(),
-                "duplicate-field",
-            ),
+            (format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(), "not-object"),
+            (br#"["i1","u1","c1","a1","mobile","chrome","2026-11-29T10:00:00Z",0.5]"#.to_vec(), "not-object"),
+            (b"42".to_vec(), "not-object"),
+            (IMP.replace(r#""cost":0.5"#, r#""cost":"0.5""#).into_bytes(), "wrong-type"),
+            (IMP.replace(r#","cost":0.5"#, "").into_bytes(), "missing-field"),
+            (IMP.replace(r#""cost":0.5"#, r#""cost":0.5,"cost":1"#).into_bytes(), "duplicate-field"),
             (imp_with("user_id", "null").into_bytes(), "null-field"),
             (imp_with("user_id", "42").into_bytes(), "wrong-type"),
-            (
-                imp_with("impression_id", r#""""#).into_bytes(),
-                "empty-field",
-            ),
+            (imp_with("impression_id", r#""""#).into_bytes(), "empty-field"),
             (imp_with("cost", "-1").into_bytes(), "negative-cost"),
-            (
-                imp_with("event_timestamp", r#""yesterday""#).into_bytes(),
-                "bad-timestamp",
-            ),
-            (
-                imp_with("event_timestamp", "1.5").into_bytes(),
-                "bad-timestamp",
-            ),
-            (
-                imp_with("event_timestamp", "5").into_bytes(),
-                "timestamp-out-of-range",
-            ),
-            (
-                imp_with("campaign_id", &format!("\"{}\"", "x".repeat(2000))).into_bytes(),
-                "field-too-long",
-            ),
-            (
-                IMP.replace(r#""cost":0.5"#, r#""cost":1e999"#).into_bytes(),
-                "not-json",
-            ),
+            (imp_with("event_timestamp", r#""yesterday""#).into_bytes(), "bad-timestamp"),
+            (imp_with("event_timestamp", "1.5").into_bytes(), "bad-timestamp"),
+            (imp_with("event_timestamp", "5").into_bytes(), "timestamp-out-of-range"),
+            (imp_with("campaign_id", &format!("\"{}\"", "x".repeat(2000))).into_bytes(), "field-too-long"),
+            (IMP.replace(r#""cost":0.5"#, r#""cost":1e999"#).into_bytes(), "not-json"),
         ];
         for (text, code) in cases {
-            assert_eq!(
-                reject(Source::Impressions, &text).code(),
-                code,
-                "{}",
-                String::from_utf8_lossy(&text)
-            );
+            assert_eq!(reject(Source::Impressions, &text).code(), code, "{}", String::from_utf8_lossy(&text));
         }
         let wrong = reject(Source::Impressions, imp_with("user_id", "42").as_bytes());
         assert_eq!(
@@ -436,11 +376,6 @@ mod tests {
                 detail: "invalid type: integer `42`, expected a string".into()
             }
         );
-        assert_eq!(
-            decode(Source::Impressions, IMP.as_bytes(), 10)
-                .unwrap_err()
-                .code(),
-            "too-long"
-        );
+        assert_eq!(decode(Source::Impressions, IMP.as_bytes(), 10).unwrap_err().code(), "too-long");
     }
 }

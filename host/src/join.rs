@@ -61,12 +61,7 @@ pub struct Join {
 
 impl Join {
     pub fn new(horizon_ms: i64) -> Self {
-        Join {
-            horizon_ms,
-            impressions: HashMap::new(),
-            pending: HashMap::new(),
-            labels: HashSet::new(),
-        }
+        Join { horizon_ms, impressions: HashMap::new(), pending: HashMap::new(), labels: HashSet::new() }
     }
 
     fn label(&mut self, s: &str) -> Rc<str> {
@@ -79,16 +74,11 @@ impl Join {
     }
 
     fn matches(&self, impression_time_ms: i64, click_time_ms: i64) -> bool {
-        impression_time_ms <= click_time_ms
-            && impression_time_ms >= click_time_ms.saturating_sub(self.horizon_ms)
+        impression_time_ms <= click_time_ms && impression_time_ms >= click_time_ms.saturating_sub(self.horizon_ms)
     }
 
     /// Adds an impression and hands every pending click it matches to `on_click`.
-    pub fn add_impression(
-        &mut self,
-        imp: &Impression<'_>,
-        mut on_click: impl FnMut(JoinedClick<'_>),
-    ) {
+    pub fn add_impression(&mut self, imp: &Impression<'_>, mut on_click: impl FnMut(JoinedClick<'_>)) {
         let info = ImpressionInfo {
             event_time_ms: imp.event_time_ms,
             cost: imp.cost,
@@ -111,20 +101,14 @@ impl Join {
                 !hit
             });
             if !waiting.is_empty() {
-                self.pending
-                    .insert(imp.impression_id.as_ref().into(), waiting);
+                self.pending.insert(imp.impression_id.as_ref().into(), waiting);
             }
         }
-        self.impressions
-            .insert(imp.impression_id.as_ref().into(), info);
+        self.impressions.insert(imp.impression_id.as_ref().into(), info);
     }
 
     /// Matches a click; if its impression is not there yet, keeps it pending and returns `None`.
-    pub fn add_click<'s>(
-        &'s mut self,
-        click: &'s Click<'_>,
-        window_start_ms: i64,
-    ) -> Option<JoinedClick<'s>> {
+    pub fn add_click<'s>(&'s mut self, click: &'s Click<'_>, window_start_ms: i64) -> Option<JoinedClick<'s>> {
         let found = self.impressions.get(click.impression_id.as_ref());
         if let Some(info) = found.filter(|i| self.matches(i.event_time_ms, click.event_time_ms)) {
             return Some(JoinedClick {
@@ -134,14 +118,11 @@ impl Join {
                 impression: info,
             });
         }
-        self.pending
-            .entry(click.impression_id.as_ref().into())
-            .or_default()
-            .push(PendingClick {
-                window_start_ms,
-                event_time_ms: click.event_time_ms,
-                user_id: click.user_id.as_ref().into(),
-            });
+        self.pending.entry(click.impression_id.as_ref().into()).or_default().push(PendingClick {
+            window_start_ms,
+            event_time_ms: click.event_time_ms,
+            user_id: click.user_id.as_ref().into(),
+        });
         None
     }
 
@@ -164,8 +145,7 @@ impl Join {
     pub fn expire(&mut self, cutoff_ms: i64) {
         let horizon = self.horizon_ms;
         let before = self.impressions.len();
-        self.impressions
-            .retain(|_, i| i.event_time_ms.saturating_add(horizon) >= cutoff_ms);
+        self.impressions.retain(|_, i| i.event_time_ms.saturating_add(horizon) >= cutoff_ms);
         if self.impressions.len() < before {
             self.labels.retain(|l| Rc::strong_count(l) > 1);
         }
@@ -214,11 +194,7 @@ mod tests {
         let mut j = Join::new(600_000);
         j.add_impression(&imp("i1", 1_000, "c1"), |_| panic!("nothing pending"));
         let c = click("i1", 2_000);
-        assert_eq!(
-            j.add_click(&c, 0)
-                .map(|m| m.impression.campaign_id.to_string()),
-            Some("c1".into())
-        );
+        assert_eq!(j.add_click(&c, 0).map(|m| m.impression.campaign_id.to_string()), Some("c1".into()));
         // Click first, impression later.
         let early = click("i2", 5_000);
         assert!(j.add_click(&early, 0).is_none());
@@ -237,15 +213,9 @@ mod tests {
         let too_late = click("i1", 11_001);
         assert!(j.add_click(&too_late, 0).is_none());
         let before = click("i1", 999);
-        assert!(
-            j.add_click(&before, 0).is_none(),
-            "an impression after the click never matches"
-        );
+        assert!(j.add_click(&before, 0).is_none(), "an impression after the click never matches");
         let exact = click("i1", 11_000);
-        assert!(
-            j.add_click(&exact, 0).is_some(),
-            "the horizon bound is inclusive"
-        );
+        assert!(j.add_click(&exact, 0).is_some(), "the horizon bound is inclusive");
         assert_eq!(j.pending_clicks(), 2);
         assert_eq!(j.close_window(60_000), 0);
         assert_eq!(j.close_window(0), 2);

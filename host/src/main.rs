@@ -38,6 +38,9 @@ enum Command {
         time: TimeArgs,
         #[command(flatten)]
         plugins: PluginArgs,
+        /// On shutdown, write the final counters (consumed, counted, late, dead-lettered...) here as JSON
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
     },
     /// Run the same pipeline over JSONL files instead of Kafka and write every output record
     /// (results, late events, dead letters) as JSON lines. The end of the input closes every
@@ -73,9 +76,7 @@ enum Command {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADSTREAM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -85,29 +86,23 @@ fn init_logging(format: &str) {
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(term) => term,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot listen for SIGTERM");
-                            return;
-                        }
-                    };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        runtime.block_on(async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
                 }
-                token.cancel();
-            });
-        })?;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            token.cancel();
+        });
+    })?;
     Ok(())
 }
 
@@ -115,50 +110,29 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match cli.command {
-        Command::Run {
-            config,
-            kafka,
-            time,
-            plugins,
-        } => {
+        Command::Run { config, kafka, time, plugins, stats_file } => {
             let config = Config::load(config.as_deref(), kafka, time, plugins)?;
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone())?;
-            adstream::app::run(&config, &shutdown)?;
+            let stats = adstream::app::run(&config, &shutdown)?;
+            if let Some(path) = stats_file {
+                std::fs::write(&path, serde_json::to_vec_pretty(&stats)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
         }
-        Command::Replay {
-            input,
-            impressions,
-            clicks,
-            out,
-            config,
-            time,
-            plugins,
-        } => {
+        Command::Replay { input, impressions, clicks, out, config, time, plugins } => {
             let (time, plugins) = Config::load_offline(config.as_deref(), time, plugins)?;
             let (impressions, clicks) = match (input, impressions, clicks) {
-                (Some(dir), _, _) => (
-                    dir.join("ad-impressions.jsonl"),
-                    dir.join("ad-clicks.jsonl"),
-                ),
+                (Some(dir), _, _) => (dir.join("ad-impressions.jsonl"), dir.join("ad-clicks.jsonl")),
                 (None, Some(i), Some(c)) => (i, c),
-                _ => anyhow::bail!(
-                    "name the input: --input DIR, or --impressions FILE --clicks FILE"
-                ),
+                _ => anyhow::bail!("name the input: --input DIR, or --impressions FILE --clicks FILE"),
             };
             let stats = match out {
                 Some(path) => {
-                    let file = std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
                     adstream::app::replay(time, &plugins, &impressions, &clicks, file)?
                 }
-                None => adstream::app::replay(
-                    time,
-                    &plugins,
-                    &impressions,
-                    &clicks,
-                    std::io::stdout().lock(),
-                )?,
+                None => adstream::app::replay(time, &plugins, &impressions, &clicks, std::io::stdout().lock())?,
             };
             eprintln!("{}", serde_json::to_string(&stats)?);
         }

@@ -31,13 +31,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Where the pipeline's output goes: result, late and dead-letter records alike.
 pub trait Sink {
     /// Queues one record. An error here is an infrastructure failure and stops the pipeline.
-    fn send(
-        &mut self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: &[u8],
-        headers: &[(&str, &[u8])],
-    ) -> anyhow::Result<()>;
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> anyhow::Result<()>;
 }
 
 /// One input message.
@@ -90,11 +84,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Loads the plugins and builds an empty pipeline.
-    pub fn new(
-        time: TimeConfig,
-        plugins: &PluginConfig,
-        topics: OutputTopics,
-    ) -> anyhow::Result<Self> {
+    pub fn new(time: TimeConfig, plugins: &PluginConfig, topics: OutputTopics) -> anyhow::Result<Self> {
         let runtime = Runtime::new(&plugins.cache_dir)?;
         let mut loaded: Vec<Plugin> = Vec::new();
         for path in &plugins.plugins {
@@ -129,20 +119,9 @@ impl Pipeline {
     }
 
     /// Registers an input partition.
-    pub fn add_partition(
-        &mut self,
-        source: Source,
-        topic: &str,
-        partition: i32,
-        now: Instant,
-    ) -> PartitionId {
+    pub fn add_partition(&mut self, source: Source, topic: &str, partition: i32, now: Instant) -> PartitionId {
         let id = self.watermarks.add_partition(now);
-        self.partitions.push(PartitionInfo {
-            source,
-            topic: topic.to_owned(),
-            partition,
-            replay_until: i64::MIN,
-        });
+        self.partitions.push(PartitionInfo { source, topic: topic.to_owned(), partition, replay_until: i64::MIN });
         id
     }
 
@@ -185,6 +164,11 @@ impl Pipeline {
         self.watermarks.max_event_time(p)
     }
 
+    /// Whether the source has unread messages of `p` (such a partition is never idle).
+    pub fn set_backlog(&mut self, p: PartitionId, backlog: bool) {
+        self.watermarks.set_backlog(p, backlog);
+    }
+
     /// The input of `p` has ended: it no longer holds the watermark back.
     pub fn finish_partition(&mut self, p: PartitionId) {
         self.watermarks.finish(p);
@@ -204,12 +188,7 @@ impl Pipeline {
     }
 
     /// Processes one input message.
-    pub fn ingest(
-        &mut self,
-        input: Input<'_>,
-        now: Instant,
-        sink: &mut dyn Sink,
-    ) -> anyhow::Result<()> {
+    pub fn ingest(&mut self, input: Input<'_>, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
         let p = input.partition;
         let info = &self.partitions[p];
         let replaying = input.offset < info.replay_until;
@@ -241,8 +220,7 @@ impl Pipeline {
                         stats.clicks_attributed += 1;
                         push_click(batch, &c);
                     });
-                    self.offsets
-                        .hold(p, input.offset, self.impression_release(ts));
+                    self.offsets.hold(p, input.offset, self.impression_release(ts));
                 } else {
                     self.offsets.seen(p, input.offset);
                 }
@@ -277,19 +255,14 @@ impl Pipeline {
                     stats.clicks_attributed += 1;
                     push_click(batch, &c);
                 });
-                self.offsets
-                    .hold(p, input.offset, self.impression_release(ts));
+                self.offsets.hold(p, input.offset, self.impression_release(ts));
             }
             Event::Click(click) => {
                 if let Some(joined) = self.join.add_click(click, window) {
                     push_click(&mut self.batch, &joined);
                     self.stats.clicks_attributed += 1;
                 }
-                self.offsets.hold(
-                    p,
-                    input.offset,
-                    window + self.time.window_ms + self.time.allowed_lateness_ms,
-                );
+                self.offsets.hold(p, input.offset, window + self.time.window_ms + self.time.allowed_lateness_ms);
             }
         }
         self.watermarks.observe(p, ts, now);
@@ -326,10 +299,7 @@ impl Pipeline {
         }
         self.last_window = i64::MIN;
         self.offsets.release(watermark);
-        self.join.expire(window_start(
-            watermark - self.time.allowed_lateness_ms,
-            self.time.window_ms,
-        ));
+        self.join.expire(window_start(watermark - self.time.allowed_lateness_ms, self.time.window_ms));
         Ok(())
     }
 
@@ -348,12 +318,8 @@ impl Pipeline {
             return;
         }
         let batch = self.batch.bytes();
-        let failures: Vec<_> = self
-            .plugins
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, p)| p.process(batch).err().map(|e| (i, e)))
-            .collect();
+        let failures: Vec<_> =
+            self.plugins.iter_mut().enumerate().filter_map(|(i, p)| p.process(batch).err().map(|e| (i, e))).collect();
         self.batch.clear();
         for (i, e) in failures {
             self.plugin_failed(i, e);
@@ -362,10 +328,7 @@ impl Pipeline {
 
     fn emit_window(&mut self, start_ms: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.stats.clicks_unattributed += self.join.close_window(start_ms);
-        let window = Window {
-            start_ms,
-            end_ms: start_ms + self.time.window_ms,
-        };
+        let window = Window { start_ms, end_ms: start_ms + self.time.window_ms };
         let window_header = format_rfc3339_millis(start_ms);
         for i in 0..self.plugins.len() {
             let records = match self.plugins[i].close_window(window) {
@@ -415,17 +378,9 @@ impl Pipeline {
         ]
     }
 
-    fn dead_letter(
-        &mut self,
-        input: Input<'_>,
-        reason: &Rejected,
-        sink: &mut dyn Sink,
-    ) -> anyhow::Result<()> {
+    fn dead_letter(&mut self, input: Input<'_>, reason: &Rejected, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.stats.dead_lettered += 1;
-        let (offset, partition) = (
-            input.offset.to_string(),
-            self.partitions[input.partition].partition.to_string(),
-        );
+        let (offset, partition) = (input.offset.to_string(), self.partitions[input.partition].partition.to_string());
         let detail = reason.to_string();
         let source = self.source_headers(&input, &offset, &partition);
         let headers = [
@@ -439,18 +394,9 @@ impl Pipeline {
         sink.send(&self.topics.dead_letter, input.key, input.payload, &headers)
     }
 
-    fn late(
-        &mut self,
-        input: Input<'_>,
-        ts: i64,
-        window: i64,
-        sink: &mut dyn Sink,
-    ) -> anyhow::Result<()> {
+    fn late(&mut self, input: Input<'_>, ts: i64, window: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.stats.late += 1;
-        let (offset, partition) = (
-            input.offset.to_string(),
-            self.partitions[input.partition].partition.to_string(),
-        );
+        let (offset, partition) = (input.offset.to_string(), self.partitions[input.partition].partition.to_string());
         let detail = format!(
             "window {} of event time {} was already emitted (watermark {})",
             format_rfc3339_millis(window),
@@ -458,13 +404,8 @@ impl Pipeline {
             format_rfc3339_millis(self.watermarks.current())
         );
         let source = self.source_headers(&input, &offset, &partition);
-        let headers = [
-            ("reason", b"late".as_slice()),
-            ("reason-detail", detail.as_bytes()),
-            source[0],
-            source[1],
-            source[2],
-        ];
+        let headers =
+            [("reason", b"late".as_slice()), ("reason-detail", detail.as_bytes()), source[0], source[1], source[2]];
         sink.send(&self.topics.late, input.key, input.payload, &headers)
     }
 }

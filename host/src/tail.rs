@@ -16,6 +16,9 @@ use rdkafka::message::Headers;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+/// Where a row remembers the order of its fields.
+const ORDER_KEY: &str = "\u{0}order";
+
 /// How long a window's block waits for more of its records before it is printed.
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -56,62 +59,40 @@ pub fn tail(args: &TailArgs, shutdown: &CancellationToken) -> anyhow::Result<()>
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set(
-            "auto.offset.reset",
-            if args.from_beginning {
-                "earliest"
-            } else {
-                "latest"
-            },
-        )
+        .set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" })
         .create()
         .context("creating the Kafka consumer")?;
-    let topics: Vec<String> = args
-        .topics
-        .iter()
-        .map(|t| format!("{}{t}", args.topic_prefix))
-        .collect();
+    let topics: Vec<String> = args.topics.iter().map(|t| format!("{}{t}", args.topic_prefix)).collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&names)
-        .with_context(|| format!("subscribing to {}", names.join(", ")))?;
-    eprintln!(
-        "tail: waiting for results on {} at {} (Ctrl-C to stop)",
-        names.join(", "),
-        args.brokers
-    );
+    consumer.subscribe(&names).with_context(|| format!("subscribing to {}", names.join(", ")))?;
+    eprintln!("tail: waiting for results on {} at {} (Ctrl-C to stop)", names.join(", "), args.brokers);
     let mut blocks: BTreeMap<(String, String), Block> = BTreeMap::new();
     let mut printed = 0;
     while !shutdown.is_cancelled() && args.max_windows.is_none_or(|m| printed < m) {
         if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
-            let Some(Ok(Value::Object(row))) = msg.payload().map(serde_json::from_slice::<Value>)
-            else {
-                continue;
-            };
-            let window = row
-                .get("window_start")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_owned();
+            let payload = msg.payload().unwrap_or_default();
+            let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(payload) else { continue };
+            // Keep the producer's field order for the columns (serde_json's map sorts keys).
+            let text = String::from_utf8_lossy(payload);
+            let mut order: Vec<(usize, String)> =
+                row.keys().map(|k| (text.find(&format!("\"{k}\"")).unwrap_or(usize::MAX), k.clone())).collect();
+            order.sort();
+            row.insert(ORDER_KEY.into(), Value::Array(order.into_iter().map(|(_, k)| Value::String(k)).collect()));
+            let window = row.get("window_start").and_then(Value::as_str).unwrap_or("?").to_owned();
             let plugin = header(&msg, "plugin")
                 .zip(header(&msg, "plugin-version"))
                 .map(|(n, v)| format!("{n}@{v}"))
                 .unwrap_or_default();
-            let block = blocks
-                .entry((msg.topic().to_owned(), window))
-                .or_insert_with(|| Block {
-                    plugin,
-                    rows: Vec::new(),
-                    last_seen: Instant::now(),
-                });
+            let block = blocks.entry((msg.topic().to_owned(), window)).or_insert_with(|| Block {
+                plugin,
+                rows: Vec::new(),
+                last_seen: Instant::now(),
+            });
             block.rows.push(row);
             block.last_seen = Instant::now();
         }
-        let ready: Vec<_> = blocks
-            .iter()
-            .filter(|(_, b)| b.last_seen.elapsed() >= QUIET)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let ready: Vec<_> =
+            blocks.iter().filter(|(_, b)| b.last_seen.elapsed() >= QUIET).map(|(k, _)| k.clone()).collect();
         for key in ready {
             if let Some(block) = blocks.remove(&key) {
                 print!("{}", render(&key.0, &block, args.top));
@@ -124,11 +105,7 @@ pub fn tail(args: &TailArgs, shutdown: &CancellationToken) -> anyhow::Result<()>
 
 fn header(msg: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
     let headers = msg.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 fn cell(v: Option<&Value>) -> String {
@@ -150,40 +127,31 @@ fn render(topic: &str, block: &Block, top: usize) -> String {
             .map(|s| s.replace('T', " ").trim_end_matches(".000Z").to_owned())
             .unwrap_or_default()
     };
-    let columns: Vec<&String> = first.keys().filter(|k| !k.starts_with("window_")).collect();
-    let count_col = columns
-        .iter()
-        .find(|c| first.get(c.as_str()).is_some_and(Value::is_u64))
-        .map(|c| c.as_str());
+    let columns: Vec<&str> = match first.get(ORDER_KEY) {
+        Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_str).collect(),
+        _ => first.keys().map(String::as_str).collect(),
+    };
+    let columns: Vec<&str> = columns.into_iter().filter(|k| !k.starts_with("window_") && *k != ORDER_KEY).collect();
+    let count_col = columns.iter().find(|c| first.get(**c).is_some_and(Value::is_u64)).copied();
     let mut rows: Vec<&serde_json::Map<String, Value>> = block.rows.iter().collect();
     if let Some(c) = count_col {
         rows.sort_by_key(|r| std::cmp::Reverse(r.get(c).and_then(Value::as_u64).unwrap_or(0)));
     }
     let mut table: Vec<Vec<String>> = vec![columns.iter().map(|c| c.to_string()).collect()];
     for r in rows.iter().take(top) {
-        table.push(columns.iter().map(|c| cell(r.get(c.as_str()))).collect());
+        table.push(columns.iter().map(|c| cell(r.get(*c))).collect());
     }
     let mut totals: Vec<String> = columns
         .iter()
         .map(|c| {
-            let sum: Option<u64> = rows
-                .iter()
-                .map(|r| r.get(c.as_str()).and_then(Value::as_u64))
-                .sum();
+            let sum: Option<u64> = rows.iter().map(|r| r.get(*c).and_then(Value::as_u64)).sum();
             sum.map(|s| s.to_string()).unwrap_or_default()
         })
         .collect();
     totals[0] = format!("total ({})", rows.len());
     table.push(totals);
-    let widths: Vec<usize> = (0..columns.len())
-        .map(|i| {
-            table
-                .iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> =
+        (0..columns.len()).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -201,13 +169,7 @@ fn render(topic: &str, block: &Block, top: usize) -> String {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                if i == 0 {
-                    format!("{v:<w$}", w = widths[i])
-                } else {
-                    format!("{v:>w$}", w = widths[i])
-                }
-            })
+            .map(|(i, v)| if i == 0 { format!("{v:<w$}", w = widths[i]) } else { format!("{v:>w$}", w = widths[i]) })
             .collect();
         let _ = writeln!(out, "  {}", line.join("  "));
     }
@@ -229,7 +191,12 @@ mod tests {
             plugin: "ctr@0.1.0".into(),
             rows: rows
                 .iter()
-                .map(|r| serde_json::from_str(r).unwrap())
+                .map(|r| {
+                    let mut m: serde_json::Map<String, Value> = serde_json::from_str(r).unwrap();
+                    let order = ["campaign_id", "window_start", "window_end", "impressions", "clicks", "ctr"];
+                    m.insert(ORDER_KEY.into(), order.iter().map(|k| Value::String(k.to_string())).collect());
+                    m
+                })
                 .collect(),
             last_seen: Instant::now(),
         };
@@ -239,19 +206,9 @@ mod tests {
             lines[1],
             "── campaign-ctr-results · 2026-11-29 10:00:00 → 2026-11-29 10:01:00 UTC · ctr@0.1.0 · 3 rows"
         );
-        assert_eq!(
-            lines[2].split_whitespace().collect::<Vec<_>>(),
-            ["campaign_id", "impressions", "clicks", "ctr"]
-        );
-        assert_eq!(
-            lines[3].split_whitespace().collect::<Vec<_>>(),
-            ["c2", "30", "0", "0"],
-            "largest first: {text}"
-        );
+        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["campaign_id", "impressions", "clicks", "ctr"]);
+        assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["c2", "30", "0", "0"], "largest first: {text}");
         assert_eq!(lines[5].trim(), "… 1 more");
-        assert_eq!(
-            lines[6].split_whitespace().collect::<Vec<_>>(),
-            ["total", "(3)", "40", "3"]
-        );
+        assert_eq!(lines[6].split_whitespace().collect::<Vec<_>>(), ["total", "(3)", "40", "3"]);
     }
 }

@@ -6,6 +6,11 @@
 //! watermark back until it has data again. When every partition is idle the watermark is the
 //! largest such value over all partitions: nothing holds it back, and it never runs ahead of
 //! what some partition has actually seen. The watermark never goes backwards.
+//!
+//! "No message" means no *new data*: a partition the consumer has not caught up on (the
+//! source reports a backlog) is behind, not idle, however long it has been since its last
+//! message was processed. Otherwise a slow consumer would declare its own partitions idle and
+//! turn their on-time events into late ones.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +25,8 @@ struct Partition {
     last_activity: Instant,
     /// Input ended (replay): it never holds the watermark back again.
     finished: bool,
+    /// The source knows of messages not read yet: the partition cannot be idle.
+    backlog: bool,
 }
 
 /// The watermark over a set of partitions.
@@ -34,12 +41,7 @@ pub struct Watermarks {
 
 impl Watermarks {
     pub fn new(out_of_orderness_ms: i64, idle_timeout: Duration) -> Self {
-        Watermarks {
-            out_of_orderness_ms,
-            idle_timeout,
-            partitions: Vec::new(),
-            current: i64::MIN,
-        }
+        Watermarks { out_of_orderness_ms, idle_timeout, partitions: Vec::new(), current: i64::MIN }
     }
 
     /// Registers a partition; it holds the watermark back until its first event or until it
@@ -49,6 +51,7 @@ impl Watermarks {
             max_event_time: i64::MIN,
             last_activity: now,
             finished: false,
+            backlog: false,
         });
         self.partitions.len() - 1
     }
@@ -63,6 +66,11 @@ impl Watermarks {
         let part = &mut self.partitions[p];
         part.max_event_time = part.max_event_time.max(event_time_ms);
         part.last_activity = now;
+    }
+
+    /// Whether the source has messages of `p` not read yet.
+    pub fn set_backlog(&mut self, p: PartitionId, backlog: bool) {
+        self.partitions[p].backlog = backlog;
     }
 
     /// The input of `p` has ended.
@@ -88,17 +96,10 @@ impl Watermarks {
     /// Recomputes the watermark at wall-clock time `now` and returns it.
     pub fn advance(&mut self, now: Instant) -> i64 {
         let lag = self.out_of_orderness_ms;
-        let active = self.partitions.iter().filter(|p| {
-            !p.finished && now.saturating_duration_since(p.last_activity) < self.idle_timeout
-        });
+        let active = self.partitions.iter().filter(|p| !self.is_idle(p, now));
         let candidate = match active.map(|p| p.max_event_time).min() {
             Some(min) => min,
-            None => self
-                .partitions
-                .iter()
-                .map(|p| p.max_event_time)
-                .max()
-                .unwrap_or(i64::MIN),
+            None => self.partitions.iter().map(|p| p.max_event_time).max().unwrap_or(i64::MIN),
         };
         self.current = self.current.max(candidate.saturating_sub(lag));
         self.current
@@ -106,12 +107,11 @@ impl Watermarks {
 
     /// Whether some partition is idle or finished right now (for logs and the console).
     pub fn idle_partitions(&self, now: Instant) -> usize {
-        self.partitions
-            .iter()
-            .filter(|p| {
-                p.finished || now.saturating_duration_since(p.last_activity) >= self.idle_timeout
-            })
-            .count()
+        self.partitions.iter().filter(|p| self.is_idle(p, now)).count()
+    }
+
+    fn is_idle(&self, p: &Partition, now: Instant) -> bool {
+        p.finished || (!p.backlog && now.saturating_duration_since(p.last_activity) >= self.idle_timeout)
     }
 }
 
@@ -129,18 +129,22 @@ mod tests {
         w.observe(b, 50_000, t0);
         assert_eq!(w.advance(t0), 45_000);
         w.observe(b, 40_000, t0);
-        assert_eq!(
-            w.advance(t0),
-            45_000,
-            "an older event does not move it back"
-        );
+        assert_eq!(w.advance(t0), 45_000, "an older event does not move it back");
         // b goes idle: a alone decides.
         let later = t0 + Duration::from_secs(11);
         w.touch(a, later);
         assert_eq!(w.advance(later), 95_000);
+        // A partition with unread messages is behind, not idle.
+        w.set_backlog(b, true);
+        let much_later = later + Duration::from_secs(60);
+        w.touch(a, much_later);
+        w.observe(a, 200_000, much_later);
+        assert_eq!(w.advance(much_later), 95_000, "b holds it, being behind");
+        w.set_backlog(b, false);
+        assert_eq!(w.advance(much_later), 195_000);
         // b wakes up with old data: the watermark does not go backwards.
-        w.observe(b, 60_000, later);
-        assert_eq!(w.advance(later), 95_000);
+        w.observe(b, 60_000, much_later);
+        assert_eq!(w.advance(much_later), 195_000);
     }
 
     #[test]

@@ -93,13 +93,11 @@ impl BatchWriter {
         self.buf.push(e.kind as u8);
         self.buf.extend_from_slice(&e.window_start_ms.to_le_bytes());
         self.buf.extend_from_slice(&e.event_time_ms.to_le_bytes());
-        self.buf
-            .extend_from_slice(&e.impression_time_ms.to_le_bytes());
+        self.buf.extend_from_slice(&e.impression_time_ms.to_le_bytes());
         self.buf.extend_from_slice(&e.cost.to_le_bytes());
         for s in [e.campaign_id, e.ad_id, e.device_type, e.browser, e.user_id] {
             let bytes = &s.as_bytes()[..s.len().min(MAX_STR_LEN)];
-            self.buf
-                .extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            self.buf.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
             self.buf.extend_from_slice(bytes);
         }
         self.count += 1;
@@ -139,11 +137,7 @@ impl<'a> BatchReader<'a> {
             return Err(BatchError::BadMagic);
         }
         let count = u32::from_le_bytes(batch[4..8].try_into().expect("slice of 4 bytes"));
-        Ok(BatchReader {
-            rest: &batch[8..],
-            remaining: count,
-            index: 0,
-        })
+        Ok(BatchReader { rest: &batch[8..], remaining: count, index: 0 })
     }
 
     /// Number of events not read yet.
@@ -161,9 +155,7 @@ impl<'a> BatchReader<'a> {
     }
 
     fn i64(&mut self) -> Result<i64, BatchError> {
-        Ok(i64::from_le_bytes(
-            self.take(8)?.try_into().expect("slice of 8 bytes"),
-        ))
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("slice of 8 bytes")))
     }
 
     fn str(&mut self) -> Result<&'a str, BatchError> {
@@ -177,10 +169,7 @@ impl<'a> BatchReader<'a> {
             0 => Kind::Impression,
             1 => Kind::Click,
             other => {
-                return Err(BatchError::BadKind {
-                    event: self.index,
-                    kind: other,
-                });
+                return Err(BatchError::BadKind { event: self.index, kind: other });
             }
         };
         Ok(Event {
@@ -240,18 +229,11 @@ mod tests {
     #[test]
     fn round_trips_events() {
         let mut w = BatchWriter::new();
-        let events = [
-            sample(Kind::Impression, "u1"),
-            sample(Kind::Click, "ü-ñ"),
-            sample(Kind::Impression, ""),
-        ];
+        let events = [sample(Kind::Impression, "u1"), sample(Kind::Click, "ü-ñ"), sample(Kind::Impression, "")];
         for e in &events {
             w.push(e);
         }
-        let read: Vec<_> = BatchReader::new(w.bytes())
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let read: Vec<_> = BatchReader::new(w.bytes()).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(read, events);
         w.clear();
         assert_eq!(BatchReader::new(w.bytes()).unwrap().count(), 0);
@@ -259,18 +241,12 @@ mod tests {
 
     #[test]
     fn rejects_damaged_batches() {
-        assert_eq!(
-            BatchReader::new(b"XXXX\0\0\0\0").err(),
-            Some(BatchError::BadMagic)
-        );
+        assert_eq!(BatchReader::new(b"XXXX\0\0\0\0").err(), Some(BatchError::BadMagic));
         let mut w = BatchWriter::new();
         w.push(&sample(Kind::Click, "u1"));
         let bytes = w.bytes().to_vec();
         let cut = &bytes[..bytes.len() - 1];
-        let errors: Vec<_> = BatchReader::new(cut)
-            .unwrap()
-            .filter_map(Result::err)
-            .collect();
+        let errors: Vec<_> = BatchReader::new(cut).unwrap().filter_map(Result::err).collect();
         assert_eq!(errors, [BatchError::Truncated { event: 0 }]);
         let mut extra = bytes.clone();
         extra.push(0);

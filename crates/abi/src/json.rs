@@ -12,9 +12,7 @@ pub fn push_str(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                write!(out, "\\u{:04x}", c as u32).expect("String writes cannot fail")
-            }
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32).expect("String writes cannot fail"),
             c => out.push(c),
         }
     }

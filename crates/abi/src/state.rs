@@ -51,9 +51,7 @@ impl<'a> StateReader<'a> {
     }
 
     pub fn u64(&mut self) -> Result<u64, StateError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("slice of 8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("slice of 8 bytes")))
     }
 
     pub fn f64(&mut self) -> Result<f64, StateError> {
@@ -81,11 +79,7 @@ impl<'a> StateReader<'a> {
 
     /// Fails unless every byte was read.
     pub fn finish(self) -> Result<(), StateError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(StateError("trailing bytes"))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(StateError("trailing bytes")) }
     }
 }
 

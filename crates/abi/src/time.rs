@@ -35,17 +35,8 @@ pub fn write_rfc3339_millis(out: &mut String, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
     let (y, mo, d) = civil_from_days(days);
-    let (h, mi, s, milli) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
-    write!(
-        out,
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z"
-    )
-    .expect("String writes cannot fail");
+    let (h, mi, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z").expect("String writes cannot fail");
 }
 
 /// `ms` as an RFC 3339 string in UTC with milliseconds.
@@ -77,11 +68,7 @@ impl std::error::Error for TimeError {}
 
 fn digits(b: &[u8]) -> Result<u32, TimeError> {
     b.iter().try_fold(0u32, |acc, &c| {
-        if c.is_ascii_digit() {
-            Ok(acc * 10 + u32::from(c - b'0'))
-        } else {
-            Err(TimeError::Syntax)
-        }
+        if c.is_ascii_digit() { Ok(acc * 10 + u32::from(c - b'0')) } else { Err(TimeError::Syntax) }
     })
 }
 
@@ -89,21 +76,11 @@ fn digits(b: &[u8]) -> Result<u32, TimeError> {
 /// second beyond milliseconds are truncated. Leap seconds (`:60`) are rejected.
 pub fn parse_rfc3339_millis(s: &str) -> Result<i64, TimeError> {
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return Err(TimeError::Syntax);
     }
     let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (
-        digits(&b[11..13])?,
-        digits(&b[14..16])?,
-        digits(&b[17..19])?,
-    );
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
     let mut rest = &b[19..];
     let mut millis = 0u32;
     if rest.first() == Some(&b'.') {
@@ -130,20 +107,7 @@ pub fn parse_rfc3339_millis(s: &str) -> Result<i64, TimeError> {
         _ => return Err(TimeError::Syntax),
     };
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if !(1..=12).contains(&month)
         || day == 0
         || day > month_days[month as usize - 1]
@@ -173,20 +137,12 @@ mod tests {
         let ms = parse_rfc3339_millis("2026-11-29T10:00:00.123Z").unwrap();
         assert_eq!(ms, 1_795_946_400_123);
         assert_eq!(format_rfc3339_millis(ms), "2026-11-29T10:00:00.123Z");
-        assert_eq!(
-            parse_rfc3339_millis("2026-11-29T12:00:00.123+02:00"),
-            Ok(ms)
-        );
-        assert_eq!(
-            parse_rfc3339_millis("2026-11-29T09:30:00.1234567-00:30"),
-            Ok(ms)
-        );
+        assert_eq!(parse_rfc3339_millis("2026-11-29T12:00:00.123+02:00"), Ok(ms));
+        assert_eq!(parse_rfc3339_millis("2026-11-29T09:30:00.1234567-00:30"), Ok(ms));
         assert_eq!(parse_rfc3339_millis("2026-11-29t10:00:00.123z"), Ok(ms));
         assert_eq!(format_rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(
-            parse_rfc3339_millis("2024-02-29T00:00:00Z")
-                .map(format_rfc3339_millis)
-                .unwrap(),
+            parse_rfc3339_millis("2024-02-29T00:00:00Z").map(format_rfc3339_millis).unwrap(),
             "2024-02-29T00:00:00.000Z"
         );
     }

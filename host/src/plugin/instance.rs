@@ -40,10 +40,7 @@ pub struct PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -61,15 +58,8 @@ pub struct Plugin {
 }
 
 fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64) -> Store<PluginState> {
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(memory_bytes)
-        .trap_on_grow_failure(true)
-        .build();
-    let state = PluginState {
-        wasi: WasiCtx::builder().build(),
-        table: ResourceTable::new(),
-        limits,
-    };
+    let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build();
+    let state = PluginState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limits };
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
@@ -82,8 +72,7 @@ impl Plugin {
     /// Loads, instantiates and describes the plugin at `path`.
     pub fn load(runtime: &Runtime, path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
         let (component, hash) = runtime.load(path)?;
-        let pre = prepare(runtime, &component)
-            .with_context(|| format!("linking plugin {}", path.display()))?;
+        let pre = prepare(runtime, &component).with_context(|| format!("linking plugin {}", path.display()))?;
         let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
         let deadline_ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         let mut store = new_store(runtime, memory_bytes, deadline_ticks);
@@ -96,17 +85,8 @@ impl Plugin {
             .call_describe(&mut store)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("calling describe() of plugin {}", path.display()))?;
-        ensure!(
-            !info.name.is_empty(),
-            "plugin {} describes itself with an empty name",
-            path.display()
-        );
-        ensure!(
-            !info.output_topics.is_empty(),
-            "plugin {} ({}) names no output topic",
-            path.display(),
-            info.name
-        );
+        ensure!(!info.name.is_empty(), "plugin {} describes itself with an empty name", path.display());
+        ensure!(!info.output_topics.is_empty(), "plugin {} ({}) names no output topic", path.display(), info.name);
         let meta = PluginMeta {
             wants_impressions: info.wants.contains(&EventKind::Impression),
             wants_clicks: info.wants.contains(&EventKind::Click),
@@ -118,15 +98,7 @@ impl Plugin {
             hash,
             path: path.to_owned(),
         };
-        Ok(Plugin {
-            meta,
-            pre,
-            store,
-            bindings,
-            deadline_ticks,
-            timeout_ms: config.timeout.as_millis(),
-            memory_bytes,
-        })
+        Ok(Plugin { meta, pre, store, bindings, deadline_ticks, timeout_ms: config.timeout.as_millis(), memory_bytes })
     }
 
     pub fn meta(&self) -> &PluginMeta {
@@ -136,25 +108,13 @@ impl Plugin {
     fn classify(&self, call: &'static str, e: wasmtime::Error) -> PluginError {
         let plugin = self.meta.name.clone();
         if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-            return PluginError::Deadline {
-                plugin,
-                call,
-                timeout_ms: self.timeout_ms,
-            };
+            return PluginError::Deadline { plugin, call, timeout_ms: self.timeout_ms };
         }
         let detail = format!("{e:#}");
         if detail.contains("forcing trap when growing memory") {
-            PluginError::OutOfMemory {
-                plugin,
-                call,
-                detail,
-            }
+            PluginError::OutOfMemory { plugin, call, detail }
         } else {
-            PluginError::Trap {
-                plugin,
-                call,
-                detail,
-            }
+            PluginError::Trap { plugin, call, detail }
         }
     }
 
@@ -167,11 +127,7 @@ impl Plugin {
         self.store.set_epoch_deadline(self.deadline_ticks);
         match f(&self.bindings, &mut self.store) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(detail)) => Err(PluginError::BadOutput {
-                plugin: self.meta.name.clone(),
-                call,
-                detail,
-            }),
+            Ok(Err(detail)) => Err(PluginError::BadOutput { plugin: self.meta.name.clone(), call, detail }),
             Err(e) => Err(self.classify(call, e)),
         }
     }
@@ -206,10 +162,7 @@ impl Plugin {
     }
 }
 
-fn prepare(
-    runtime: &Runtime,
-    component: &Component,
-) -> anyhow::Result<AggregationPre<PluginState>> {
+fn prepare(runtime: &Runtime, component: &Component) -> anyhow::Result<AggregationPre<PluginState>> {
     let mut linker = Linker::new(runtime.engine());
     // Guests built with Rust's std import WASI even when they do no I/O; the context they get
     // grants nothing.

@@ -22,32 +22,16 @@ wasmtime::component::bindgen!({
 pub enum PluginError {
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access...).
     #[error("plugin {plugin} trapped in {call}: {detail}")]
-    Trap {
-        plugin: String,
-        call: &'static str,
-        detail: String,
-    },
+    Trap { plugin: String, call: &'static str, detail: String },
     /// The call ran past its deadline and was interrupted.
     #[error("plugin {plugin} exceeded its {timeout_ms} ms deadline in {call}")]
-    Deadline {
-        plugin: String,
-        call: &'static str,
-        timeout_ms: u128,
-    },
+    Deadline { plugin: String, call: &'static str, timeout_ms: u128 },
     /// The guest tried to grow its memory past its limit.
     #[error("plugin {plugin} hit its memory limit in {call}: {detail}")]
-    OutOfMemory {
-        plugin: String,
-        call: &'static str,
-        detail: String,
-    },
+    OutOfMemory { plugin: String, call: &'static str, detail: String },
     /// The guest returned an error, or output the host cannot use.
     #[error("plugin {plugin} returned an error from {call}: {detail}")]
-    BadOutput {
-        plugin: String,
-        call: &'static str,
-        detail: String,
-    },
+    BadOutput { plugin: String, call: &'static str, detail: String },
 }
 
 impl PluginError {

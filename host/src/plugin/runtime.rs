@@ -31,9 +31,7 @@ impl Runtime {
         // Plugins are called synchronously, one call at a time: the component model's
         // concurrency machinery would only add per-call cost.
         config.concurrency_support(false);
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker, stop_ticker) = (engine.weak(), stop.clone());
         std::thread::Builder::new()
@@ -48,11 +46,7 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker thread")?;
-        Ok(Runtime {
-            engine,
-            cache_dir: cache_dir.to_owned(),
-            stop,
-        })
+        Ok(Runtime { engine, cache_dir: cache_dir.to_owned(), stop })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -63,18 +57,11 @@ impl Runtime {
     /// engine with the same settings; compiles and caches it otherwise. Returns the component
     /// and the SHA-256 of the `.wasm` (hex).
     pub fn load(&self, path: &Path) -> anyhow::Result<(Component, String)> {
-        let wasm =
-            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let wasm = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
         let hash = hex(&Sha256::digest(&wasm));
         let mut engine_hash = std::hash::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
-        let cached = self.cache_dir.join(format!(
-            "{}-{:016x}.cwasm",
-            &hash[..32],
-            engine_hash.finish()
-        ));
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let cached = self.cache_dir.join(format!("{}-{:016x}.cwasm", &hash[..32], engine_hash.finish()));
         if cached.is_file() {
             // SAFETY: the file was written by `precompile_component` of an engine with the same
             // compatibility hash (it is in the name), into a cache directory that only this

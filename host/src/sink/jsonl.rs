@@ -36,25 +36,14 @@ struct Line<'a> {
 }
 
 impl<W: Write> Sink for JsonlSink<W> {
-    fn send(
-        &mut self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: &[u8],
-        headers: &[(&str, &[u8])],
-    ) -> anyhow::Result<()> {
-        let json = std::str::from_utf8(value)
-            .ok()
-            .and_then(|s| serde_json::from_str::<&RawValue>(s).ok());
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> anyhow::Result<()> {
+        let json = std::str::from_utf8(value).ok().and_then(|s| serde_json::from_str::<&RawValue>(s).ok());
         let line = Line {
             topic,
             key: key.map(String::from_utf8_lossy),
             value: json,
             text: json.is_none().then(|| String::from_utf8_lossy(value)),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (*k, String::from_utf8_lossy(v)))
-                .collect(),
+            headers: headers.iter().map(|(k, v)| (*k, String::from_utf8_lossy(v))).collect(),
         };
         serde_json::to_writer(&mut self.out, &line).context("writing output")?;
         self.out.write_all(b"\n").context("writing output")

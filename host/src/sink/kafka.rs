@@ -62,43 +62,23 @@ impl KafkaSink {
 
     /// Waits until every queued record is acknowledged; fails if any could not be delivered.
     pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.producer
-            .flush(timeout)
-            .context("waiting for the output to be acknowledged by Kafka")?;
-        let mut failures = self
-            .producer
-            .context()
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        self.producer.flush(timeout).context("waiting for the output to be acknowledged by Kafka")?;
+        let mut failures = self.producer.context().failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.0 > 0 {
             let (count, first) = std::mem::take(&mut *failures);
-            bail!(
-                "{count} output records could not be delivered, first {}",
-                first.unwrap_or_default()
-            );
+            bail!("{count} output records could not be delivered, first {}", first.unwrap_or_default());
         }
         Ok(())
     }
 }
 
 impl Sink for KafkaSink {
-    fn send(
-        &mut self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: &[u8],
-        headers: &[(&str, &[u8])],
-    ) -> anyhow::Result<()> {
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> anyhow::Result<()> {
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
-            owned = owned.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
+            owned = owned.insert(Header { key: k, value: Some(*v) });
         }
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).payload(value).headers(owned);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value).headers(owned);
         if let Some(key) = key {
             record = record.key(key);
         }

@@ -30,10 +30,7 @@ impl JsonlFile {
     /// ending does not make an empty message; an empty line elsewhere is an (invalid) message.
     pub fn next_line(&mut self) -> anyhow::Result<Option<&[u8]>> {
         self.line.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.line)
-            .with_context(|| format!("reading {}", self.name))?;
+        let n = self.reader.read_until(b'\n', &mut self.line).with_context(|| format!("reading {}", self.name))?;
         if n == 0 {
             return Ok(None);
         }

@@ -30,6 +30,28 @@ pub struct KafkaSource {
     ids: HashMap<(Source, i32), PartitionId>,
     /// Pipeline partition → (topic, Kafka partition).
     topics: Vec<(String, i32)>,
+    /// Pipeline partition → the offset reading started at (0 when unknown), for the backlog
+    /// of a partition nothing was read from yet.
+    start_offsets: Vec<i64>,
+}
+
+/// The high watermark of a partition as last seen in a fetch response, if any.
+fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a valid C
+    // string for the duration of the call, and the out-pointers point to live locals.
+    // rd_kafka_get_watermark_offsets only reads librdkafka's cached state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// What an earlier run left in a commit's metadata.
@@ -55,10 +77,7 @@ impl Checkpoint {
                 _ => {}
             }
         }
-        Some(Checkpoint {
-            watermark: watermark?,
-            next: next?,
-        })
+        Some(Checkpoint { watermark: watermark?, next: next? })
     }
 }
 
@@ -80,13 +99,12 @@ impl KafkaSource {
             config: config.clone(),
             ids: HashMap::new(),
             topics: Vec::new(),
+            start_offsets: Vec::new(),
         };
         let mut assignment = TopicPartitionList::new();
         let now = Instant::now();
-        for (kind, topic) in [
-            (Source::Impressions, &config.impressions_topic),
-            (Source::Clicks, &config.clicks_topic),
-        ] {
+        for (kind, topic) in [(Source::Impressions, &config.impressions_topic), (Source::Clicks, &config.clicks_topic)]
+        {
             for partition in source.partitions_of(topic)? {
                 let id = pipeline.add_partition(kind, topic, partition, now);
                 source.ids.insert((kind, partition), id);
@@ -97,9 +115,7 @@ impl KafkaSource {
         let committed = source
             .consumer
             .committed_offsets(assignment, METADATA_TIMEOUT)
-            .with_context(|| {
-                format!("reading the committed offsets of group {}", config.group_id)
-            })?;
+            .with_context(|| format!("reading the committed offsets of group {}", config.group_id))?;
         let mut start = TopicPartitionList::new();
         let mut replays = Vec::new();
         let mut watermark = i64::MIN;
@@ -109,6 +125,10 @@ impl KafkaSource {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
+            if source.start_offsets.len() <= id {
+                source.start_offsets.resize(id + 1, 0);
+            }
+            source.start_offsets[id] = if let Offset::Offset(o) = offset { o } else { 0 };
             if let Some(cp) = Checkpoint::decode(elem.metadata()) {
                 watermark = watermark.max(cp.watermark);
                 replays.push((id, cp.next));
@@ -120,10 +140,7 @@ impl KafkaSource {
             tracing::info!(watermark = %adstream_abi::time::format_rfc3339_millis(watermark), "resuming: windows up to the committed watermark were already emitted");
         }
         pipeline.resume(watermark, &replays);
-        source
-            .consumer
-            .assign(&start)
-            .context("assigning the input partitions")?;
+        source.consumer.assign(&start).context("assigning the input partitions")?;
         Ok(source)
     }
 
@@ -131,16 +148,8 @@ impl KafkaSource {
         let metadata = self
             .consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .with_context(|| {
-                format!(
-                    "fetching metadata of topic {topic} from {}",
-                    self.config.brokers
-                )
-            })?;
-        let t = metadata
-            .topics()
-            .first()
-            .with_context(|| format!("no metadata for topic {topic}"))?;
+            .with_context(|| format!("fetching metadata of topic {topic} from {}", self.config.brokers))?;
+        let t = metadata.topics().first().with_context(|| format!("no metadata for topic {topic}"))?;
         if let Some(err) = t.error() {
             bail!(
                 "topic {topic} is not usable ({err:?}): create it first (the generator creates it, or `kafka-topics.sh --create`)"
@@ -154,11 +163,7 @@ impl KafkaSource {
 
     /// Which input a message's topic is.
     pub fn kind_of(&self, topic: &str) -> Source {
-        if topic == self.config.impressions_topic {
-            Source::Impressions
-        } else {
-            Source::Clicks
-        }
+        if topic == self.config.impressions_topic { Source::Impressions } else { Source::Clicks }
     }
 
     /// The pipeline partition of a message.
@@ -166,29 +171,33 @@ impl KafkaSource {
         self.ids.get(&(self.kind_of(topic), partition)).copied()
     }
 
+    /// Tells the pipeline which partitions have messages not read yet, from the high
+    /// watermarks librdkafka caches from its fetch responses (no network round trip). A
+    /// partition whose high watermark is not known yet counts as behind.
+    pub fn report_backlog(&self, pipeline: &mut Pipeline) {
+        for (id, (topic, partition)) in self.topics.iter().enumerate() {
+            let backlog = match cached_high_watermark(&self.consumer, topic, *partition) {
+                Some(high) => pipeline.next_offset(id).map_or(high > self.start_offsets[id], |next| high > next),
+                None => true,
+            };
+            pipeline.set_backlog(id, backlog);
+        }
+    }
+
     /// Commits, for every partition, the first offset the pipeline still needs, with the
     /// checkpoint metadata. Call only after the output covering it has been acknowledged.
     pub fn commit(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
         let mut tpl = TopicPartitionList::new();
         for (id, (topic, partition)) in self.topics.iter().enumerate() {
-            let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id))
-            else {
+            let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id)) else {
                 continue;
             };
             let mut elem = tpl.add_partition(topic, *partition);
             elem.set_offset(Offset::Offset(offset))?;
-            elem.set_metadata(
-                Checkpoint {
-                    watermark: pipeline.watermark(),
-                    next,
-                }
-                .encode(),
-            );
+            elem.set_metadata(Checkpoint { watermark: pipeline.watermark(), next }.encode());
         }
         if tpl.count() > 0 {
-            self.consumer
-                .commit(&tpl, CommitMode::Sync)
-                .context("committing input offsets")?;
+            self.consumer.commit(&tpl, CommitMode::Sync).context("committing input offsets")?;
         }
         Ok(())
     }
@@ -200,10 +209,7 @@ mod tests {
 
     #[test]
     fn checkpoint_metadata_round_trips() {
-        let cp = Checkpoint {
-            watermark: -5,
-            next: 42,
-        };
+        let cp = Checkpoint { watermark: -5, next: 42 };
         assert_eq!(Checkpoint::decode(&cp.encode()), Some(cp));
         assert_eq!(Checkpoint::decode(""), None);
         assert_eq!(Checkpoint::decode("adstream/1 wm=3"), None);

@@ -57,11 +57,7 @@ impl Aggregation for Ctr {
                 .u64("clicks", c.clicks)
                 .f64("ctr", ctr)
                 .end();
-            out.push(Output {
-                topic: String::new(),
-                key: campaign_id.into(),
-                value,
-            });
+            out.push(Output { topic: String::new(), key: campaign_id.into(), value });
         }
     }
 
@@ -76,10 +72,7 @@ impl Aggregation for Ctr {
         let mut acc = Ctr::default();
         for _ in 0..input.len(24)? {
             let campaign_id = input.str()?;
-            let counts = Counts {
-                impressions: input.u64()?,
-                clicks: input.u64()?,
-            };
+            let counts = Counts { impressions: input.u64()?, clicks: input.u64()? };
             acc.campaigns.insert(campaign_id.into(), counts);
         }
         Ok(acc)
@@ -139,10 +132,7 @@ mod tests {
         let mut windows = Windows::<Ctr>::default();
         windows.process(batch.bytes()).unwrap();
         let out = windows.close(0, 60_000);
-        let values: Vec<_> = out
-            .iter()
-            .map(|o| (o.key.as_str(), o.value.as_str()))
-            .collect();
+        let values: Vec<_> = out.iter().map(|o| (o.key.as_str(), o.value.as_str())).collect();
         assert_eq!(
             values,
             [
@@ -161,10 +151,7 @@ mod tests {
             ]
         );
         assert_eq!(windows.starts(), [60_000]);
-        assert!(
-            windows.close(0, 60_000).is_empty(),
-            "a closed window is forgotten"
-        );
+        assert!(windows.close(0, 60_000).is_empty(), "a closed window is forgotten");
     }
 
     #[test]
@@ -186,9 +173,6 @@ mod tests {
         let mut restored = Windows::<Ctr>::default();
         restored.restore(0, &a.export(0).unwrap()).unwrap();
         assert_eq!(restored.close(0, 60_000), both.close(0, 60_000));
-        assert!(
-            restored.restore(0, b"\x05\0\0\0\0\0\0\0").is_err(),
-            "corrupt state is refused"
-        );
+        assert!(restored.restore(0, b"\x05\0\0\0\0\0\0\0").is_err(), "corrupt state is refused");
     }
 }

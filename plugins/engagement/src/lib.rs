@@ -26,13 +26,9 @@ impl Aggregation for Engagement {
 
     fn add(&mut self, event: &Event<'_>) {
         if !self.devices.contains_key(event.device_type) {
-            self.devices
-                .insert(event.device_type.into(), Device::default());
+            self.devices.insert(event.device_type.into(), Device::default());
         }
-        let device = self
-            .devices
-            .get_mut(event.device_type)
-            .expect("inserted above");
+        let device = self.devices.get_mut(event.device_type).expect("inserted above");
         device.impressions += 1;
         if !device.users.contains(event.user_id) {
             device.users.insert(event.user_id.into());
@@ -51,20 +47,14 @@ impl Aggregation for Engagement {
                 .u64("impressions", d.impressions)
                 .u64("unique_users", d.users.len() as u64)
                 .end();
-            out.push(Output {
-                topic: String::new(),
-                key: device_type.into(),
-                value,
-            });
+            out.push(Output { topic: String::new(), key: device_type.into(), value });
         }
     }
 
     fn encode(&self, out: &mut StateWriter) {
         out.u64(self.devices.len() as u64);
         for (device_type, d) in &self.devices {
-            out.str(device_type)
-                .u64(d.impressions)
-                .u64(d.users.len() as u64);
+            out.str(device_type).u64(d.impressions).u64(d.users.len() as u64);
             for user in &d.users {
                 out.str(user);
             }
@@ -75,10 +65,7 @@ impl Aggregation for Engagement {
         let mut acc = Engagement::default();
         for _ in 0..input.len(24)? {
             let device_type = input.str()?;
-            let mut d = Device {
-                impressions: input.u64()?,
-                users: FxHashSet::default(),
-            };
+            let mut d = Device { impressions: input.u64()?, users: FxHashSet::default() };
             for _ in 0..input.len(8)? {
                 d.users.insert(input.str()?.into());
             }
@@ -153,9 +140,6 @@ mod tests {
         );
         // Merging a window with itself doubles impressions but not distinct users.
         let merged: Vec<_> = half.close(0, 60_000).into_iter().map(|o| o.value).collect();
-        assert!(
-            merged[0].contains(r#""impressions":6,"unique_users":2"#),
-            "{merged:?}"
-        );
+        assert!(merged[0].contains(r#""impressions":6,"unique_users":2"#), "{merged:?}");
     }
 }

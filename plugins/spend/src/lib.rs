@@ -26,13 +26,9 @@ impl Aggregation for CampaignSpend {
 
     fn add(&mut self, event: &Event<'_>) {
         if !self.campaigns.contains_key(event.campaign_id) {
-            self.campaigns
-                .insert(event.campaign_id.into(), Spend::default());
+            self.campaigns.insert(event.campaign_id.into(), Spend::default());
         }
-        let s = self
-            .campaigns
-            .get_mut(event.campaign_id)
-            .expect("inserted above");
+        let s = self.campaigns.get_mut(event.campaign_id).expect("inserted above");
         s.impressions += 1;
         s.cost += event.cost;
     }
@@ -51,11 +47,7 @@ impl Aggregation for CampaignSpend {
                 .f64("cost", Some(s.cost))
                 .f64("cpm", cpm)
                 .end();
-            out.push(Output {
-                topic: String::new(),
-                key: campaign_id.into(),
-                value,
-            });
+            out.push(Output { topic: String::new(), key: campaign_id.into(), value });
         }
     }
 
@@ -70,10 +62,7 @@ impl Aggregation for CampaignSpend {
         let mut acc = CampaignSpend::default();
         for _ in 0..input.len(24)? {
             let campaign_id = input.str()?;
-            let spend = Spend {
-                impressions: input.u64()?,
-                cost: input.f64()?,
-            };
+            let spend = Spend { impressions: input.u64()?, cost: input.f64()? };
             acc.campaigns.insert(campaign_id.into(), spend);
         }
         Ok(acc)
@@ -105,11 +94,7 @@ mod tests {
     #[test]
     fn sums_cost_and_computes_cpm() {
         let mut batch = BatchWriter::new();
-        for (kind, cost) in [
-            (Kind::Impression, 0.002),
-            (Kind::Impression, 0.004),
-            (Kind::Click, 0.002),
-        ] {
+        for (kind, cost) in [(Kind::Impression, 0.002), (Kind::Impression, 0.004), (Kind::Click, 0.002)] {
             batch.push(&Event {
                 kind,
                 window_start_ms: 0,

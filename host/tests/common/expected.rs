@@ -1,0 +1,295 @@
+//! The expected results, computed from the generated JSONL files by a plain batch computation
+//! written independently of the host: its own validation, its own timestamp parsing (chrono),
+//! its own windowing and join, straight from SPEC.md.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+pub const WINDOW_MS: i64 = 60_000;
+pub const HORIZON_MS: i64 = 600_000;
+pub const OUT_OF_ORDERNESS_MS: i64 = 5_000;
+/// The generator delays late events by 3 to 5 minutes and jitters the others by at most 3 s:
+/// an event this far behind the newest event before it in its file is late, whatever the
+/// interleaving of partitions.
+pub const LATE_THRESHOLD_MS: i64 = 90_000;
+
+#[derive(Clone, Debug)]
+pub struct Impression {
+    pub id: String,
+    pub user: String,
+    pub campaign: String,
+    pub device: String,
+    pub ts: i64,
+    pub cost: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Click {
+    pub impression_id: String,
+    pub ts: i64,
+}
+
+/// The generated input, classified.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub impressions: Vec<Impression>,
+    pub clicks: Vec<Click>,
+    pub messages: usize,
+    pub malformed: usize,
+    pub late: usize,
+    /// Largest event time of any valid event.
+    pub max_ts: i64,
+}
+
+fn window(ts: i64) -> i64 {
+    ts.div_euclid(WINDOW_MS) * WINDOW_MS
+}
+
+fn ts_of(v: &Value) -> Option<i64> {
+    let ms = match v {
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis(),
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    let range = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap().timestamp_millis()
+        ..chrono::DateTime::parse_from_rfc3339("2100-01-01T00:00:00Z").unwrap().timestamp_millis();
+    range.contains(&ms).then_some(ms)
+}
+
+fn text(o: &serde_json::Map<String, Value>, field: &str) -> Option<String> {
+    o.get(field)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn read_lines(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines: Vec<Vec<u8>> = bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    if lines.last().is_some_and(Vec::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+/// Which valid events count as late.
+pub enum Late<'a> {
+    /// The generator's late events: far behind the newest event before them in their file.
+    /// Exact for `replay`, which reads the files in step.
+    Designated,
+    /// The messages the host actually routed to the late topic (their exact bytes). A live run
+    /// decides lateness by the watermark at the moment it reads an event, which depends on how
+    /// the consumer interleaves partitions; every such message must still be one the generator
+    /// made late (checked by `load`).
+    Routed(&'a HashSet<Vec<u8>>),
+}
+
+impl Inputs {
+    /// Reads `dir/ad-impressions.jsonl` and `dir/ad-clicks.jsonl`.
+    pub fn load(dir: &Path, late: Late<'_>) -> Inputs {
+        let mut inputs = Inputs { max_ts: i64::MIN, ..Default::default() };
+        let mut is_late = |line: &[u8], ts: i64, newest: &mut i64| {
+            let designated = ts < newest.saturating_sub(LATE_THRESHOLD_MS);
+            *newest = (*newest).max(ts);
+            match late {
+                Late::Designated => designated,
+                Late::Routed(set) => {
+                    let routed = set.contains(line);
+                    assert!(
+                        !routed || designated,
+                        "an on-time event was routed to the late topic: {}",
+                        String::from_utf8_lossy(line)
+                    );
+                    routed
+                }
+            }
+        };
+        let mut newest = i64::MIN;
+        for line in read_lines(&dir.join("ad-impressions.jsonl")) {
+            inputs.messages += 1;
+            let parsed = serde_json::from_slice::<Value>(&line).ok();
+            let imp = parsed.as_ref().and_then(Value::as_object).and_then(|o| {
+                let cost = o.get("cost")?.as_f64().filter(|c| *c >= 0.0)?;
+                for f in ["ad_id", "browser"] {
+                    text(o, f)?;
+                }
+                Some(Impression {
+                    id: text(o, "impression_id")?,
+                    user: text(o, "user_id")?,
+                    campaign: text(o, "campaign_id")?,
+                    device: text(o, "device_type")?,
+                    ts: ts_of(o.get("event_timestamp")?)?,
+                    cost,
+                })
+            });
+            match imp {
+                None => inputs.malformed += 1,
+                Some(i) => {
+                    inputs.max_ts = inputs.max_ts.max(i.ts);
+                    if is_late(&line, i.ts, &mut newest) {
+                        inputs.late += 1;
+                    } else {
+                        inputs.impressions.push(i);
+                    }
+                }
+            }
+        }
+        let mut newest = i64::MIN;
+        for line in read_lines(&dir.join("ad-clicks.jsonl")) {
+            inputs.messages += 1;
+            let parsed = serde_json::from_slice::<Value>(&line).ok();
+            let click = parsed.as_ref().and_then(Value::as_object).and_then(|o| {
+                text(o, "click_id")?;
+                text(o, "user_id")?;
+                Some(Click { impression_id: text(o, "impression_id")?, ts: ts_of(o.get("event_timestamp")?)? })
+            });
+            match click {
+                None => inputs.malformed += 1,
+                Some(c) => {
+                    inputs.max_ts = inputs.max_ts.max(c.ts);
+                    if is_late(&line, c.ts, &mut newest) {
+                        inputs.late += 1;
+                    } else {
+                        inputs.clicks.push(c);
+                    }
+                }
+            }
+        }
+        inputs
+    }
+
+    /// Windows a live run has emitted once every partition went idle: those whose end is at
+    /// most the largest event time minus the out-of-orderness. `None` for all (replay).
+    pub fn emitted_by_idle_watermark(&self) -> i64 {
+        self.max_ts - OUT_OF_ORDERNESS_MS
+    }
+
+    /// The campaign of each valid click (None if unattributed).
+    fn attributions(&self) -> Vec<Option<&Impression>> {
+        let by_id: HashMap<&str, Vec<&Impression>> = self.impressions.iter().fold(HashMap::new(), |mut m, i| {
+            m.entry(i.id.as_str()).or_default().push(i);
+            m
+        });
+        self.clicks
+            .iter()
+            .map(|c| {
+                by_id
+                    .get(c.impression_id.as_str())
+                    .and_then(|cands| cands.iter().copied().find(|i| i.ts <= c.ts && i.ts >= c.ts - HORIZON_MS))
+            })
+            .collect()
+    }
+
+    pub fn unattributed_clicks(&self) -> usize {
+        self.attributions().iter().filter(|a| a.is_none()).count()
+    }
+
+    fn keep(w: i64, limit: Option<i64>) -> bool {
+        limit.is_none_or(|l| w + WINDOW_MS <= l)
+    }
+
+    /// (campaign, window start) → (impressions, clicks).
+    pub fn ctr(&self, limit: Option<i64>) -> BTreeMap<(String, i64), (u64, u64)> {
+        let mut out: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
+        for i in &self.impressions {
+            if Self::keep(window(i.ts), limit) {
+                out.entry((i.campaign.clone(), window(i.ts))).or_default().0 += 1;
+            }
+        }
+        for (c, imp) in self.clicks.iter().zip(self.attributions()) {
+            if let Some(imp) = imp.filter(|_| Self::keep(window(c.ts), limit)) {
+                out.entry((imp.campaign.clone(), window(c.ts))).or_default().1 += 1;
+            }
+        }
+        out
+    }
+
+    /// (device, window start) → (impressions, distinct users).
+    pub fn engagement(&self, limit: Option<i64>) -> BTreeMap<(String, i64), (u64, u64)> {
+        let mut users: BTreeMap<(String, i64), (u64, HashSet<&str>)> = BTreeMap::new();
+        for i in self.impressions.iter().filter(|i| Self::keep(window(i.ts), limit)) {
+            let e = users.entry((i.device.clone(), window(i.ts))).or_default();
+            e.0 += 1;
+            e.1.insert(&i.user);
+        }
+        users.into_iter().map(|(k, (n, u))| (k, (n, u.len() as u64))).collect()
+    }
+
+    /// (campaign, window start) → (impressions, total cost).
+    pub fn spend(&self, limit: Option<i64>) -> BTreeMap<(String, i64), (u64, f64)> {
+        let mut out: BTreeMap<(String, i64), (u64, f64)> = BTreeMap::new();
+        for i in self.impressions.iter().filter(|i| Self::keep(window(i.ts), limit)) {
+            let e = out.entry((i.campaign.clone(), window(i.ts))).or_default();
+            e.0 += 1;
+            e.1 += i.cost;
+        }
+        out
+    }
+}
+
+/// Window start of a result record, parsed independently.
+pub fn window_of(v: &Value) -> i64 {
+    let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().expect("window_start")).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(v["window_end"].as_str().expect("window_end")).unwrap();
+    assert_eq!(end.timestamp_millis() - start.timestamp_millis(), WINDOW_MS, "window length in {v}");
+    start.timestamp_millis()
+}
+
+/// Checks result records of the ctr plugin against the expectation: every (campaign, window)
+/// exactly once, with the right numbers, and nothing else.
+pub fn check_ctr(records: &[Value], want: &BTreeMap<(String, i64), (u64, u64)>) {
+    let mut got = BTreeMap::new();
+    for v in records {
+        let key = (v["campaign_id"].as_str().expect("campaign_id").to_owned(), window_of(v));
+        let (imps, clicks) = (v["impressions"].as_u64().unwrap(), v["clicks"].as_u64().unwrap());
+        let ctr = v["ctr"].as_f64();
+        let want_ctr = (imps > 0).then(|| clicks as f64 / imps as f64);
+        assert_eq!(ctr, want_ctr, "ctr of {v}");
+        assert!(got.insert(key.clone(), (imps, clicks)).is_none(), "duplicate ctr result for {key:?}");
+    }
+    assert_maps_equal("ctr", &got, want);
+}
+
+pub fn check_engagement(records: &[Value], want: &BTreeMap<(String, i64), (u64, u64)>) {
+    let mut got = BTreeMap::new();
+    for v in records {
+        let key = (v["device_type"].as_str().expect("device_type").to_owned(), window_of(v));
+        let counts = (v["impressions"].as_u64().unwrap(), v["unique_users"].as_u64().unwrap());
+        assert!(got.insert(key.clone(), counts).is_none(), "duplicate engagement result for {key:?}");
+    }
+    assert_maps_equal("engagement", &got, want);
+}
+
+pub fn check_spend(records: &[Value], want: &BTreeMap<(String, i64), (u64, f64)>) {
+    let mut seen = HashSet::new();
+    for v in records {
+        let key = (v["campaign_id"].as_str().expect("campaign_id").to_owned(), window_of(v));
+        assert!(seen.insert(key.clone()), "duplicate spend result for {key:?}");
+        let (imps, cost) = want.get(&key).unwrap_or_else(|| panic!("unexpected spend result {v}"));
+        assert_eq!(v["impressions"].as_u64(), Some(*imps), "{v}");
+        let got_cost = v["cost"].as_f64().unwrap();
+        assert!((got_cost - cost).abs() <= 1e-9 * cost.max(1.0), "cost {got_cost} != {cost} in {v}");
+        let cpm = v["cpm"].as_f64().unwrap();
+        assert!((cpm - cost * 1000.0 / *imps as f64).abs() <= 1e-6, "cpm of {v}");
+    }
+    assert_eq!(seen.len(), want.len(), "spend: {} results, {} expected", seen.len(), want.len());
+}
+
+fn assert_maps_equal<V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    got: &BTreeMap<(String, i64), V>,
+    want: &BTreeMap<(String, i64), V>,
+) {
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).take(5).collect();
+    let wrong: Vec<_> = want
+        .iter()
+        .filter_map(|(k, v)| got.get(k).filter(|g| *g != v).map(|g| (k, format!("got {g:?}, expected {v:?}"))))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && wrong.is_empty(),
+        "{what}: {} results, {} expected; missing {missing:?}; extra {extra:?}; wrong {wrong:?}",
+        got.len(),
+        want.len()
+    );
+}

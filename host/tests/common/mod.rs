@@ -1,0 +1,201 @@
+//! Shared helpers of the integration tests: the local broker, fresh topic names, running the
+//! binaries, reading topics, and an independent batch computation of the expected results.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod expected;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// The broker the tests use: `ADSTREAM_TEST_BROKERS`, or the one `scripts/kafka.sh up` starts.
+pub fn brokers() -> String {
+    std::env::var("ADSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+}
+
+/// A built plugin, with a clear failure if `scripts/build-plugins.sh` was not run.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = workspace().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run `bash scripts/build-plugins.sh` first", path.display());
+    path
+}
+
+/// The generator binary, built by `cargo build --release -p adgen`.
+pub fn adgen() -> PathBuf {
+    let path = workspace().join("target/release/adgen");
+    assert!(path.is_file(), "{} is missing: run `cargo build --release -p adgen` first", path.display());
+    path
+}
+
+pub fn adstream() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_adstream"))
+}
+
+/// A topic prefix no other test run uses, so tests never see each other's data.
+pub fn fresh_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("t{}-{}-{}.", std::process::id(), nanos % 1_000_000_000, test)
+}
+
+/// Runs a command to completion and fails the test with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A running `adstream run`, stopped with SIGTERM (and its counters read) by [`Host::stop`],
+/// killed if the test panics first.
+pub struct Host {
+    pub child: Child,
+    pub stats_file: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Host {
+    pub fn start(prefix: &str, group: &str, plugins: &[&str], dir: &Path, extra: &[&str]) -> Host {
+        let stats_file = dir.join(format!("{group}-stats.json"));
+        let log = dir.join(format!("{group}.log"));
+        let mut cmd = Command::new(adstream());
+        cmd.args(["run", "--brokers", &brokers(), "--topic-prefix", prefix, "--group-id", group])
+            .args(["--idle-timeout", "3s", "--commit-interval", "500ms"])
+            .arg("--plugin-cache")
+            .arg(dir.join("cache"))
+            .arg("--stats-file")
+            .arg(&stats_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for p in plugins {
+            cmd.arg("--plugin").arg(plugin(p));
+        }
+        let child = cmd.spawn().expect("starting adstream run");
+        Host { child, stats_file, log }
+    }
+
+    /// SIGTERM, wait for a clean exit, return the final counters.
+    pub fn stop(mut self) -> serde_json::Value {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "host did not stop within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "host exited with {status}; log:\n{log}");
+        let text =
+            std::fs::read_to_string(&self.stats_file).unwrap_or_else(|e| panic!("no stats file ({e}); log:\n{log}"));
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message read back from a topic.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).unwrap_or_else(|e| panic!("{}: not JSON ({e})", self.topic))
+    }
+}
+
+/// Reads every committed message of `topics` from the beginning until `done` says enough (or
+/// the timeout passes), then keeps reading for `settle` to catch any extra message.
+pub fn read_topics(
+    topics: &[String],
+    timeout: Duration,
+    settle: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "adstream-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        // The host creates its output topics at start-up: wait for them to exist.
+        let wait_until = Instant::now() + Duration::from_secs(60);
+        let partitions = loop {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+            let ids: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+            if !ids.is_empty() {
+                break ids;
+            }
+            assert!(Instant::now() < wait_until, "topic {topic} was never created");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        for p in partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if settle_until.is_some_and(|s| now >= s) || now >= deadline {
+            break;
+        }
+        if settle_until.is_none() && done(&out) {
+            settle_until = Some(now + settle);
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                topic: m.topic().to_owned(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}

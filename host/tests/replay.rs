@@ -1,0 +1,47 @@
+//! `adstream replay` over generated JSONL files, against the independent batch computation:
+//! the same checks as the Kafka end-to-end test, without a broker, on a larger workload.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::expected::{self, Inputs, Late};
+use common::{adgen, adstream, plugin, run_ok};
+use serde_json::Value;
+
+#[test]
+fn replay_matches_the_batch_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    run_ok(
+        Command::new(adgen())
+            .args(["--events", "300000", "--seed", "11", "--late-fraction", "0.01", "--malformed-fraction", "0.01"])
+            .args(["--quiet", "--jsonl"])
+            .arg(&events),
+    );
+    let inputs = Inputs::load(&events, Late::Designated);
+    let out = dir.path().join("out.jsonl");
+    let mut cmd = Command::new(adstream());
+    cmd.args(["replay", "--input"]).arg(&events).arg("--out").arg(&out);
+    cmd.arg("--plugin-cache").arg(dir.path().join("cache"));
+    for p in ["ctr", "engagement", "spend"] {
+        cmd.arg("--plugin").arg(plugin(p));
+    }
+    let stats: Value =
+        serde_json::from_slice(&run_ok(&mut cmd).stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
+    let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        by_topic.entry(v["topic"].as_str().unwrap().to_owned()).or_default().push(v);
+    }
+    let values =
+        |t: &str| by_topic.get(t).map(|v| v.iter().map(|r| r["value"].clone()).collect::<Vec<_>>()).unwrap_or_default();
+    expected::check_ctr(&values("campaign-ctr-results"), &inputs.ctr(None));
+    expected::check_engagement(&values("device-engagement-results"), &inputs.engagement(None));
+    expected::check_spend(&values("campaign-spend-results"), &inputs.spend(None));
+    assert_eq!(by_topic.get("ad-events-late").map_or(0, Vec::len), inputs.late);
+    assert_eq!(by_topic.get("ad-events-dlq").map_or(0, Vec::len), inputs.malformed);
+    assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64));
+    assert_eq!(stats["clicks_unattributed"].as_u64(), Some(inputs.unattributed_clicks() as u64));
+}
