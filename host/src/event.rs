@@ -345,7 +345,7 @@ mod tests {
     fn names_the_reason_for_each_kind_of_bad_message() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"not json".to_vec(), "not-json"),
-            (IMP[..40].as_bytes().to_vec(), "not-json"),
+            (IMP.as_bytes()[..40].to_vec(), "not-json"),
             (b"[1,2]".to_vec(), "not-object"),
             (b"".to_vec(), "empty"),
             (vec![b'{', 0xff, b'}'], "not-utf8"),

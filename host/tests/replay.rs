@@ -28,8 +28,7 @@ fn replay_matches_the_batch_computation() {
     for p in ["ctr", "engagement", "spend"] {
         cmd.arg("--plugin").arg(plugin(p));
     }
-    let stats: Value =
-        serde_json::from_slice(&run_ok(&mut cmd).stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
+    let stats: Value = serde_json::from_slice(run_ok(&mut cmd).stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for line in std::fs::read_to_string(&out).unwrap().lines() {
         let v: Value = serde_json::from_str(line).unwrap();

@@ -87,7 +87,7 @@ impl Inputs {
     /// Reads `dir/ad-impressions.jsonl` and `dir/ad-clicks.jsonl`.
     pub fn load(dir: &Path, late: Late<'_>) -> Inputs {
         let mut inputs = Inputs { max_ts: i64::MIN, ..Default::default() };
-        let mut is_late = |line: &[u8], ts: i64, newest: &mut i64| {
+        let is_late = |line: &[u8], ts: i64, newest: &mut i64| {
             let designated = ts < newest.saturating_sub(LATE_THRESHOLD_MS);
             *newest = (*newest).max(ts);
             match late {

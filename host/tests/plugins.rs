@@ -1,0 +1,80 @@
+//! The built plugins are WebAssembly components that implement the project's WIT world, and
+//! the host's loader handles them (and things that are not plugins) as documented.
+
+mod common;
+
+use std::time::Duration;
+
+use adstream::config::PluginConfig;
+use adstream::plugin::{Plugin, Runtime};
+use common::{plugin, workspace};
+
+fn config(cache: &std::path::Path) -> PluginConfig {
+    PluginConfig {
+        plugins: Vec::new(),
+        cache_dir: cache.to_owned(),
+        batch_size: 1024,
+        timeout: Duration::from_secs(2),
+        memory_bytes: 64 << 20,
+    }
+}
+
+/// Every crate under plugins/ is built, is a component (not a core module), instantiates
+/// against the `aggregation` world and describes itself.
+#[test]
+fn every_plugin_is_a_component_of_the_aggregation_world() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(cache.path()).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(workspace().join("plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ctr", "engagement", "spend"]);
+    for name in &names {
+        let path = plugin(name);
+        let bytes = std::fs::read(&path).unwrap();
+        // A component's preamble: the wasm magic, then version 0x0d and layer 1 (a core
+        // module has version 1, layer 0).
+        assert_eq!(&bytes[..8], b"\0asm\x0d\0\x01\0", "{name}.wasm is not a component");
+        let loaded = Plugin::load(&runtime, &path, &config(cache.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let meta = loaded.meta();
+        assert_eq!(&meta.name, name);
+        assert_eq!(meta.version, env!("CARGO_PKG_VERSION"));
+        assert!(!meta.output_topics.is_empty() && meta.wants_impressions, "{meta:?}");
+        assert_eq!(meta.hash.len(), 64);
+    }
+    let ctr = Plugin::load(&runtime, &plugin("ctr"), &config(cache.path())).unwrap();
+    assert!(ctr.meta().wants_clicks && ctr.meta().output_topics == ["campaign-ctr-results"]);
+}
+
+/// The compiled form is cached by content hash and reused.
+#[test]
+fn compiled_plugins_are_cached() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(cache.path()).unwrap();
+    Plugin::load(&runtime, &plugin("engagement"), &config(cache.path())).unwrap();
+    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let modified = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    Plugin::load(&runtime, &plugin("engagement"), &config(cache.path())).unwrap();
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), modified, "cache entry rewritten");
+    // A damaged cache entry is ignored and replaced, not trusted.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    Plugin::load(&runtime, &plugin("engagement"), &config(cache.path())).unwrap();
+    assert_ne!(std::fs::read(&files[0]).unwrap(), b"garbage");
+}
+
+/// A core module, or any other file, is refused with an error that names it.
+#[test]
+fn refuses_what_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(dir.path()).unwrap();
+    for (file, bytes) in [("core.wasm", b"\0asm\x01\0\0\0".to_vec()), ("text.wasm", b"hello".to_vec())] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let err = Plugin::load(&runtime, &path, &config(dir.path())).err().expect("must fail");
+        let text = format!("{err:#}");
+        assert!(text.contains(file) && text.contains("not a valid WebAssembly component"), "{text}");
+    }
+}

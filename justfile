@@ -1,0 +1,54 @@
+# adstream recipes. `just --list` shows them; each is a thin wrapper around a script or a
+# binary, so everything also works without just (see README.md).
+
+brokers := env_var_or_default("ADSTREAM_BROKERS", "127.0.0.1:9092")
+plugins := "--plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm"
+
+# List the recipes
+default:
+    @just --list
+
+# Build every plugin under plugins/ into target/plugins/<name>.wasm (wasm32-wasip2 components)
+build-plugins:
+    bash scripts/build-plugins.sh
+
+# Build the host (adstream) and the generator (adgen), release
+build:
+    rustup toolchain install
+    cargo build --release --locked -p adstream -p adgen
+
+# The whole pipeline on a local Kafka broker, with live result tables
+demo:
+    bash scripts/demo.sh
+
+# Every test, as CI runs them (fmt, clippy, plugins, unit, property and end-to-end tests)
+test:
+    bash scripts/test.sh
+
+# Run the host against Kafka with the ctr and engagement plugins; extra flags pass through
+run *FLAGS: build build-plugins
+    target/release/adstream run --brokers {{brokers}} {{plugins}} {{FLAGS}}
+
+# Run the pipeline over JSONL files in DIR (as `just generate-jsonl DIR` writes them)
+replay DIR *FLAGS: build build-plugins
+    target/release/adstream replay --input {{DIR}} {{plugins}} {{FLAGS}}
+
+# Write events to Kafka; extra flags pass through (see `target/release/adgen --help`)
+generate *FLAGS: build
+    target/release/adgen --brokers {{brokers}} {{FLAGS}}
+
+# Write events to JSONL files in DIR instead of Kafka
+generate-jsonl DIR *FLAGS: build
+    target/release/adgen --jsonl {{DIR}} {{FLAGS}}
+
+# Show the result topics as live tables
+tail *FLAGS: build
+    target/release/adstream tail --brokers {{brokers}} {{FLAGS}}
+
+# Start the local Apache Kafka broker (KRaft, 127.0.0.1:9092); safe to run twice
+kafka-up:
+    bash scripts/kafka.sh up
+
+# Stop the local broker (add --wipe to delete its data)
+kafka-down *FLAGS:
+    bash scripts/kafka.sh down {{FLAGS}}
