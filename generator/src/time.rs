@@ -7,7 +7,8 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use adstream_abi::time::civil_from_days;
+use anyhow::{Context as _, Result, ensure};
 
 /// Milliseconds since 1970-01-01T00:00:00Z. Every event time in the generator is one of these.
 pub type EpochMillis = i64;
@@ -21,40 +22,6 @@ pub const YEARS: std::ops::RangeInclusive<i64> = 1970..=9999;
 /// 2100-01-01. Outside it a timestamp is out of range and the event goes to the dead-letter topic, so every
 /// valid event the generator makes falls inside.
 pub const VALID_EVENT_TIMES: std::ops::Range<EpochMillis> = 946_684_800_000..4_102_444_800_000;
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let month_from_march = i64::from((month + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The (year, month, day) of a day counted from 1970-01-01; the inverse of [`days_from_civil`].
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
 
 /// Appends `instant` as RFC 3339 with milliseconds, as seen from `offset_minutes` east of UTC: `Z` for an
 /// offset of `None`, `+02:00`-style otherwise. Both forms denote the same instant.
@@ -86,65 +53,12 @@ pub fn format_rfc3339(instant: EpochMillis) -> String {
 /// Parses an RFC 3339 date-time (`2026-11-29T10:00:00Z`, `2026-11-29T12:00:00.5+02:00`) to epoch milliseconds.
 /// Digits beyond milliseconds are truncated. Strict: an offset is required, and the date must exist.
 pub fn parse_rfc3339(text: &str) -> Result<EpochMillis> {
-    parse_strict(text.as_bytes()).with_context(|| format!("`{text}` is not an RFC 3339 date-time"))
-}
-
-fn parse_strict(s: &[u8]) -> Result<EpochMillis> {
-    fn digits(s: &[u8], at: usize, len: usize) -> Result<i64> {
-        let field = s.get(at..at + len).context("too short")?;
-        ensure!(field.iter().all(u8::is_ascii_digit), "expected {len} digits at byte {at}");
-        Ok(field.iter().fold(0, |acc, digit| acc * 10 + i64::from(digit - b'0')))
-    }
-    fn expect(s: &[u8], at: usize, allowed: &[u8]) -> Result<()> {
-        match s.get(at) {
-            Some(byte) if allowed.contains(byte) => Ok(()),
-            _ => bail!("expected one of {:?} at byte {at}", String::from_utf8_lossy(allowed)),
-        }
-    }
-    let year = digits(s, 0, 4)?;
-    expect(s, 4, b"-")?;
-    let month = digits(s, 5, 2)? as u32;
-    expect(s, 7, b"-")?;
-    let day = digits(s, 8, 2)? as u32;
-    expect(s, 10, b"Tt ")?;
-    let hour = digits(s, 11, 2)?;
-    expect(s, 13, b":")?;
-    let minute = digits(s, 14, 2)?;
-    expect(s, 16, b":")?;
-    let second = digits(s, 17, 2)?;
-    ensure!(YEARS.contains(&year), "year {year} is outside {YEARS:?}");
-    ensure!((1..=12).contains(&month), "month {month} does not exist");
-    ensure!(day >= 1 && day <= days_in_month(year, month), "day {day} does not exist in {year}-{month:02}");
-    ensure!(hour < 24 && minute < 60 && second < 60, "time of day out of range");
-
-    let mut at = 19;
-    let mut milli = 0;
-    if s.get(at) == Some(&b'.') {
-        let fraction = s[at + 1..].iter().take_while(|byte| byte.is_ascii_digit()).count();
-        ensure!(fraction > 0, "a '.' must be followed by digits");
-        for (place, digit) in s[at + 1..at + 1 + fraction.min(3)].iter().enumerate() {
-            milli += i64::from(digit - b'0') * [100, 10, 1][place];
-        }
-        at += 1 + fraction;
-    }
-    let offset_minutes = match s.get(at) {
-        Some(b'Z' | b'z') => {
-            at += 1;
-            0
-        }
-        Some(sign @ (b'+' | b'-')) => {
-            let hours = digits(s, at + 1, 2)?;
-            expect(s, at + 3, b":")?;
-            let minutes = digits(s, at + 4, 2)?;
-            ensure!(hours < 24 && minutes < 60, "offset out of range");
-            at += 6;
-            if *sign == b'-' { -(hours * 60 + minutes) } else { hours * 60 + minutes }
-        }
-        _ => bail!("missing offset (`Z` or `+hh:mm`)"),
-    };
-    ensure!(at == s.len(), "unexpected text after the offset");
-    let local = days_from_civil(year, month, day) * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + milli;
-    Ok(local - offset_minutes * 60_000)
+    let ms = adstream_abi::time::parse_rfc3339_millis(text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("`{text}` is not an RFC 3339 date-time"))?;
+    let year = civil_from_days(ms.div_euclid(MS_PER_DAY)).0;
+    ensure!(YEARS.contains(&year), "`{text}`: year {year} is outside {YEARS:?}");
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -152,29 +66,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_round_trips_over_the_accepted_years() {
-        let first = days_from_civil(*YEARS.start(), 1, 1);
-        let last = days_from_civil(*YEARS.end(), 12, 31);
-        assert_eq!(first, 0);
-        let mut expected = civil_from_days(first);
-        for days in first..=last {
-            let civil = civil_from_days(days);
-            assert_eq!(civil, expected, "day {days}");
-            assert_eq!(days_from_civil(civil.0, civil.1, civil.2), days);
-            expected = if civil.2 < days_in_month(civil.0, civil.1) {
-                (civil.0, civil.1, civil.2 + 1)
-            } else if civil.1 < 12 {
-                (civil.0, civil.1 + 1, 1)
-            } else {
-                (civil.0 + 1, 1, 1)
-            };
-        }
-    }
-
-    #[test]
     fn the_valid_event_times_are_this_century() {
-        assert_eq!(VALID_EVENT_TIMES.start, days_from_civil(2000, 1, 1) * MS_PER_DAY);
-        assert_eq!(VALID_EVENT_TIMES.end, days_from_civil(2100, 1, 1) * MS_PER_DAY);
+        assert_eq!(VALID_EVENT_TIMES.start, adstream_abi::time::days_from_civil(2000, 1, 1) * MS_PER_DAY);
+        assert_eq!(VALID_EVENT_TIMES.end, adstream_abi::time::days_from_civil(2100, 1, 1) * MS_PER_DAY);
     }
 
     #[test]

@@ -165,7 +165,12 @@ impl<'de> Deserialize<'de> for Timestamp {
                 ))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                Ok(Timestamp::Bad { value: v.to_string(), detail: "epoch milliseconds must be an integer".into() })
+                let detail = if v.fract() == 0.0 {
+                    "too large for epoch milliseconds"
+                } else {
+                    "epoch milliseconds must be an integer"
+                };
+                Ok(Timestamp::Bad { value: v.to_string(), detail: detail.into() })
             }
         }
         d.deserialize_any(V)
@@ -252,6 +257,38 @@ fn check_time(ts: Timestamp) -> Result<i64, Rejected> {
     }
 }
 
+/// Deepest nesting of arrays and objects accepted; an event is one flat object, so anything
+/// deeper is in an unknown field. serde skips unknown fields without a depth limit, so the
+/// check is done here.
+pub const MAX_DEPTH: usize = 8;
+
+/// Whether brackets outside strings nest deeper than [`MAX_DEPTH`]. The exact scan runs only for
+/// the rare message with more than a few brackets at all.
+fn too_deep(payload: &[u8]) -> bool {
+    if payload.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_DEPTH {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in payload {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Decodes one message of `source`, of at most `max_bytes` bytes.
 pub fn decode(source: Source, payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Rejected> {
     if payload.len() > max_bytes {
@@ -261,6 +298,9 @@ pub fn decode(source: Source, payload: &[u8], max_bytes: usize) -> Result<Event<
         return Err(Rejected::Empty);
     }
     let text = std::str::from_utf8(payload).map_err(|e| Rejected::NotUtf8(e.valid_up_to()))?;
+    if too_deep(payload) {
+        return Err(Rejected::TooDeep);
+    }
     // serde would read a struct from a JSON array too; an event is an object, nothing else.
     if !text.trim_start().starts_with('{') {
         return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -349,7 +389,8 @@ mod tests {
             (b"[1,2]".to_vec(), "not-object"),
             (b"".to_vec(), "empty"),
             (vec![b'{', 0xff, b'}'], "not-utf8"),
-            (format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(), "not-object"),
+            (format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(), "too-deep"),
+            (imp_with("extra", &format!("{}1{}", "[".repeat(9), "]".repeat(9))).into_bytes(), "too-deep"),
             (br#"["i1","u1","c1","a1","mobile","chrome","2026-11-29T10:00:00Z",0.5]"#.to_vec(), "not-object"),
             (b"42".to_vec(), "not-object"),
             (IMP.replace(r#""cost":0.5"#, r#""cost":"0.5""#).into_bytes(), "wrong-type"),
@@ -377,5 +418,8 @@ mod tests {
             }
         );
         assert_eq!(decode(Source::Impressions, IMP.as_bytes(), 10).unwrap_err().code(), "too-long");
+        // Brackets inside strings and shallow nesting are fine.
+        let shallow = imp_with("extra", r#"{"a":[[1],[2]],"s":"[[[[[[[[[[[[{{{{{{{{"}"#);
+        assert!(decode(Source::Impressions, shallow.as_bytes(), 4096).is_ok());
     }
 }

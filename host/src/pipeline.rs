@@ -22,7 +22,7 @@ use crate::event::{Event, Rejected, Source, decode};
 use crate::join::{Join, JoinedClick};
 use crate::metrics::Stats;
 use crate::offsets::OffsetTracker;
-use crate::plugin::{Plugin, PluginError, Runtime, Window};
+use crate::plugin::{Aggregator, Plugin, PluginError, PluginMeta, Runtime, Window};
 use crate::watermark::{PartitionId, Watermarks};
 
 /// Largest input message accepted; longer ones are dead-lettered.
@@ -70,8 +70,7 @@ pub struct Pipeline {
     watermarks: Watermarks,
     join: Join,
     offsets: OffsetTracker,
-    runtime: Runtime,
-    plugins: Vec<Plugin>,
+    plugins: Vec<Box<dyn Aggregator>>,
     /// Events decoded since the plugins were last called.
     batch: BatchWriter,
     batch_size: usize,
@@ -83,10 +82,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads the plugins and builds an empty pipeline.
+    /// Loads the WebAssembly plugins and builds an empty pipeline.
     pub fn new(time: TimeConfig, plugins: &PluginConfig, topics: OutputTopics) -> anyhow::Result<Self> {
         let runtime = Runtime::new(&plugins.cache_dir)?;
-        let mut loaded: Vec<Plugin> = Vec::new();
+        let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
         for path in &plugins.plugins {
             let plugin = Plugin::load(&runtime, path, plugins)?;
             let meta = plugin.meta();
@@ -99,23 +98,32 @@ impl Pipeline {
                 );
             }
             tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..12], outputs = ?meta.output_topics, "loaded plugin");
-            loaded.push(plugin);
+            loaded.push(Box::new(plugin));
         }
-        Ok(Pipeline {
+        Ok(Self::with_aggregators(time, loaded, plugins.batch_size, topics))
+    }
+
+    /// An empty pipeline over the given aggregations.
+    pub fn with_aggregators(
+        time: TimeConfig,
+        plugins: Vec<Box<dyn Aggregator>>,
+        batch_size: usize,
+        topics: OutputTopics,
+    ) -> Self {
+        Pipeline {
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
             join: Join::new(time.join_horizon_ms),
             time,
             topics,
             partitions: Vec::new(),
             offsets: OffsetTracker::default(),
-            runtime,
-            plugins: loaded,
+            plugins,
             batch: BatchWriter::new(),
-            batch_size: plugins.batch_size,
+            batch_size,
             open: BTreeSet::new(),
             last_window: i64::MIN,
             stats: Stats::default(),
-        })
+        }
     }
 
     /// Registers an input partition.
@@ -136,8 +144,8 @@ impl Pipeline {
         }
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &crate::plugin::PluginMeta> {
-        self.plugins.iter().map(Plugin::meta)
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginMeta> {
+        self.plugins.iter().map(|p| p.meta())
     }
 
     pub fn stats(&self) -> Stats {
@@ -359,7 +367,7 @@ impl Pipeline {
         self.stats.plugin_errors += 1;
         let name = self.plugins[i].meta().name.clone();
         tracing::error!(plugin = %name, kind = error.kind(), %error, "plugin call failed; restarting the plugin with empty state: its open windows will be incomplete");
-        if let Err(e) = self.plugins[i].reset(&self.runtime) {
+        if let Err(e) = self.plugins[i].reset() {
             tracing::error!(plugin = %name, error = %e, "could not restart the plugin");
         }
     }

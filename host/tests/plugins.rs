@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use adstream::config::PluginConfig;
-use adstream::plugin::{Plugin, Runtime};
+use adstream::plugin::{Aggregator, Plugin, Runtime};
 use common::{plugin, workspace};
 
 fn config(cache: &std::path::Path) -> PluginConfig {

@@ -5,6 +5,7 @@
 //! network, no environment, no arguments, no stdio.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -12,7 +13,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::runtime::{EPOCH_TICK, Runtime};
-use super::{Aggregation, AggregationPre, EventKind, OutputRecord, PluginError, Window};
+use super::{Aggregation, AggregationPre, Aggregator, EventKind, OutputRecord, PluginError, Window};
 use crate::config::PluginConfig;
 
 /// What a plugin said about itself, plus where it came from.
@@ -47,6 +48,8 @@ impl WasiView for PluginState {
 /// A loaded, instantiated plugin.
 pub struct Plugin {
     meta: PluginMeta,
+    /// Keeps the engine and its epoch ticker alive as long as the plugin.
+    runtime: Arc<Runtime>,
     pre: AggregationPre<PluginState>,
     /// The live instance's store; replaced wholesale by [`Plugin::reset`] after a fault, since
     /// an instance that trapped cannot be entered again.
@@ -70,7 +73,7 @@ fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64) -> Sto
 
 impl Plugin {
     /// Loads, instantiates and describes the plugin at `path`.
-    pub fn load(runtime: &Runtime, path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
+    pub fn load(runtime: &Arc<Runtime>, path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
         let (component, hash) = runtime.load(path)?;
         let pre = prepare(runtime, &component).with_context(|| format!("linking plugin {}", path.display()))?;
         let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
@@ -98,11 +101,16 @@ impl Plugin {
             hash,
             path: path.to_owned(),
         };
-        Ok(Plugin { meta, pre, store, bindings, deadline_ticks, timeout_ms: config.timeout.as_millis(), memory_bytes })
-    }
-
-    pub fn meta(&self) -> &PluginMeta {
-        &self.meta
+        Ok(Plugin {
+            meta,
+            runtime: runtime.clone(),
+            pre,
+            store,
+            bindings,
+            deadline_ticks,
+            timeout_ms: config.timeout.as_millis(),
+            memory_bytes,
+        })
     }
 
     fn classify(&self, call: &'static str, e: wasmtime::Error) -> PluginError {
@@ -131,14 +139,20 @@ impl Plugin {
             Err(e) => Err(self.classify(call, e)),
         }
     }
+}
+
+impl Aggregator for Plugin {
+    fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
 
     /// Folds a batch (batch encoding v1) into the plugin's windows.
-    pub fn process(&mut self, batch: &[u8]) -> Result<(), PluginError> {
+    fn process(&mut self, batch: &[u8]) -> Result<(), PluginError> {
         self.call("process", |b, s| b.call_process(s, batch))
     }
 
     /// Closes a window and returns its records, each with its topic filled in.
-    pub fn close_window(&mut self, window: Window) -> Result<Vec<OutputRecord>, PluginError> {
+    fn close_window(&mut self, window: Window) -> Result<Vec<OutputRecord>, PluginError> {
         let mut records = self.call("close-window", |b, s| b.call_close_window(s, window))?;
         for r in &mut records {
             if r.topic.is_empty() {
@@ -150,8 +164,8 @@ impl Plugin {
 
     /// Replaces the instance with a fresh one (all window state is lost). Needed after a
     /// trap: an instance that trapped cannot be entered again.
-    pub fn reset(&mut self, runtime: &Runtime) -> anyhow::Result<()> {
-        let mut store = new_store(runtime, self.memory_bytes, self.deadline_ticks);
+    fn reset(&mut self) -> anyhow::Result<()> {
+        let mut store = new_store(&self.runtime, self.memory_bytes, self.deadline_ticks);
         self.bindings = self
             .pre
             .instantiate(&mut store)

@@ -3,13 +3,17 @@
 //! - [`runtime`]: the shared wasmtime engine, the compiled-plugin cache, the epoch ticker that
 //!   enforces call deadlines.
 //! - [`instance`]: one loaded plugin: its store, limits and typed calls.
+//! - [`native`]: the same aggregations compiled into the host, for tests and for measuring what
+//!   WebAssembly costs.
 //!
 //! This is the only place that runs `bindgen!` for the host side of the WIT.
 
 pub mod instance;
+pub mod native;
 pub mod runtime;
 
 pub use instance::{Plugin, PluginMeta};
+pub use native::NativeAggregator;
 pub use runtime::Runtime;
 
 wasmtime::component::bindgen!({
@@ -44,4 +48,18 @@ impl PluginError {
             PluginError::BadOutput { .. } => "bad-output",
         }
     }
+}
+
+/// An aggregation the pipeline drives: a WebAssembly [`Plugin`], or a [`NativeAggregator`].
+pub trait Aggregator {
+    fn meta(&self) -> &PluginMeta;
+
+    /// Folds a batch (batch encoding v1) into the aggregation's windows.
+    fn process(&mut self, batch: &[u8]) -> Result<(), PluginError>;
+
+    /// Closes a window and returns its records, each with its topic filled in.
+    fn close_window(&mut self, window: Window) -> Result<Vec<OutputRecord>, PluginError>;
+
+    /// Drops every window's state and starts afresh (after a failure).
+    fn reset(&mut self) -> anyhow::Result<()>;
 }

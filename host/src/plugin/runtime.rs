@@ -24,7 +24,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(cache_dir: &Path) -> anyhow::Result<Self> {
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         // Deadlines by epoch interruption: far cheaper than fuel (see the README's figures).
         config.epoch_interruption(true);
@@ -46,7 +46,7 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker thread")?;
-        Ok(Runtime { engine, cache_dir: cache_dir.to_owned(), stop })
+        Ok(Arc::new(Runtime { engine, cache_dir: cache_dir.to_owned(), stop }))
     }
 
     pub fn engine(&self) -> &Engine {

@@ -1,0 +1,66 @@
+//! An aggregation compiled into the host instead of loaded as a component: the same
+//! [`Aggregation`] code the plugins run, driven through the same [`Aggregator`] interface. Used by
+//! the pipeline's property tests, and to measure what the WebAssembly boundary costs.
+
+use std::path::PathBuf;
+
+use adstream_abi::batch::Kind;
+use adstream_abi::sdk::{Aggregation, Windows};
+
+use super::{Aggregator, OutputRecord, PluginError, PluginMeta, Window};
+
+pub struct NativeAggregator<A> {
+    meta: PluginMeta,
+    windows: Windows<A>,
+}
+
+impl<A: Aggregation> NativeAggregator<A> {
+    /// `name` and `topic` play the parts of the plugin's `describe()`.
+    pub fn new(name: &str, topic: &str) -> Self {
+        let meta = PluginMeta {
+            name: name.to_owned(),
+            version: "native".to_owned(),
+            description: format!("{name}, compiled into the host"),
+            wants_impressions: A::WANTS.contains(&Kind::Impression),
+            wants_clicks: A::WANTS.contains(&Kind::Click),
+            output_topics: vec![topic.to_owned()],
+            state_version: 0,
+            hash: String::new(),
+            path: PathBuf::new(),
+        };
+        NativeAggregator { meta, windows: Windows::default() }
+    }
+}
+
+impl<A: Aggregation> Aggregator for NativeAggregator<A> {
+    fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+
+    fn process(&mut self, batch: &[u8]) -> Result<(), PluginError> {
+        self.windows.process(batch).map_err(|detail| PluginError::BadOutput {
+            plugin: self.meta.name.clone(),
+            call: "process",
+            detail,
+        })
+    }
+
+    fn close_window(&mut self, window: Window) -> Result<Vec<OutputRecord>, PluginError> {
+        let topic = &self.meta.output_topics[0];
+        Ok(self
+            .windows
+            .close(window.start_ms, window.end_ms)
+            .into_iter()
+            .map(|o| OutputRecord {
+                topic: if o.topic.is_empty() { topic.clone() } else { o.topic },
+                key: o.key,
+                value: o.value,
+            })
+            .collect())
+    }
+
+    fn reset(&mut self) -> anyhow::Result<()> {
+        self.windows = Windows::default();
+        Ok(())
+    }
+}
