@@ -24,7 +24,7 @@ cargo build --release --locked -p adstream -p adgen
 
 step "lints"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
-cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
+cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/ test-plugins/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
 
 step "Kafka broker"
 started_kafka=0

@@ -40,13 +40,14 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
     let topics = OutputTopics {
         late: config.kafka.late_topic.clone(),
         dead_letter: config.kafka.dlq_topic.clone(),
+        plugin_errors: config.kafka.plugin_errors_topic.clone(),
         prefix: config.kafka.topic_prefix.clone(),
     };
     let mut pipeline = Pipeline::new(config.time, &config.plugins, topics.clone())?;
     let mut sink = KafkaSink::new(&config.kafka.brokers)?;
     let source = KafkaSource::open(&config.kafka, &mut pipeline)?;
     if config.kafka.create_topics {
-        let mut outputs = vec![topics.late, topics.dead_letter];
+        let mut outputs = vec![topics.late, topics.dead_letter, topics.plugin_errors];
         for plugin in pipeline.plugins() {
             outputs.extend(plugin.output_topics.iter().map(|t| format!("{}{t}", topics.prefix)));
         }
@@ -140,8 +141,12 @@ pub fn replay(
     clicks: &Path,
     out: impl Write,
 ) -> anyhow::Result<Stats> {
-    let topics =
-        OutputTopics { late: "ad-events-late".into(), dead_letter: "ad-events-dlq".into(), prefix: String::new() };
+    let topics = OutputTopics {
+        late: "ad-events-late".into(),
+        dead_letter: "ad-events-dlq".into(),
+        plugin_errors: "adstream-plugin-errors".into(),
+        prefix: String::new(),
+    };
     let mut pipeline = Pipeline::new(time, plugins, topics)?;
     let mut sink = JsonlSink::new(std::io::BufWriter::new(out));
     let now = Instant::now();

@@ -47,6 +47,10 @@ pub struct KafkaArgs {
     /// Where invalid messages go, unchanged, with the reason in headers [default: ad-events-dlq]
     #[arg(long, env = "ADSTREAM_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
+    /// Where a record goes in place of a plugin's window result that is withheld because the plugin
+    /// failed while holding that window [default: adstream-plugin-errors]
+    #[arg(long, env = "ADSTREAM_PLUGIN_ERRORS_TOPIC")]
+    pub plugin_errors_topic: Option<String>,
     /// Prefix added to every topic name above and to the plugins' output topics (e.g. `test-42.`),
     /// so that several pipelines can share a cluster [default: none]
     #[arg(long, env = "ADSTREAM_TOPIC_PREFIX")]
@@ -148,6 +152,7 @@ pub struct KafkaConfig {
     pub clicks_topic: String,
     pub late_topic: String,
     pub dlq_topic: String,
+    pub plugin_errors_topic: String,
     /// Prepended to the plugins' output topics.
     pub topic_prefix: String,
     pub commit_interval: Duration,
@@ -266,6 +271,7 @@ impl KafkaArgs {
             clicks_topic: topic(self.clicks_topic, file.clicks_topic, "ad-clicks"),
             late_topic: topic(self.late_topic, file.late_topic, "ad-events-late"),
             dlq_topic: topic(self.dlq_topic, file.dlq_topic, "ad-events-dlq"),
+            plugin_errors_topic: topic(self.plugin_errors_topic, file.plugin_errors_topic, "adstream-plugin-errors"),
             commit_interval: self.commit_interval.or(file.commit_interval).unwrap_or(Duration::from_secs(1)),
             topic_prefix: prefix,
             create_topics: !(self.no_create_topics || file.no_create_topics),

@@ -33,6 +33,8 @@ pub struct Stats {
     pub results: u64,
     /// Failed plugin calls (traps, deadlines, memory, bad output).
     pub plugin_errors: u64,
+    /// (plugin, window) results withheld because the plugin failed while holding the window.
+    pub windows_withheld: u64,
     /// Gauge: the current watermark, epoch ms.
     pub watermark_ms: i64,
     /// Gauge: windows open.

@@ -11,7 +11,7 @@
 //! watermark reaches `end + allowed lateness`; an event whose window was already emitted is late
 //! and goes to the late topic. Windows close strictly in order, each exactly once.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use adstream_abi::batch::{BatchWriter, Event as BatchEvent, Kind};
@@ -22,7 +22,7 @@ use crate::event::{Event, Rejected, Source, decode};
 use crate::join::{Join, JoinedClick};
 use crate::metrics::Stats;
 use crate::offsets::OffsetTracker;
-use crate::plugin::{Aggregator, Plugin, PluginError, PluginMeta, Runtime, Window};
+use crate::plugin::{Aggregator, OutputRecord, Plugin, PluginError, PluginMeta, Runtime, Window};
 use crate::watermark::{PartitionId, Watermarks};
 
 /// Largest input message accepted; longer ones are dead-lettered.
@@ -58,6 +58,8 @@ pub struct PartitionInfo {
 pub struct OutputTopics {
     pub late: String,
     pub dead_letter: String,
+    /// Where a record goes in place of a plugin's result that is withheld after a failure.
+    pub plugin_errors: String,
     /// Prepended to every plugin output topic.
     pub prefix: String,
 }
@@ -74,10 +76,11 @@ pub struct Pipeline {
     /// Events decoded since the plugins were last called.
     batch: BatchWriter,
     batch_size: usize,
-    /// Windows with events or pending clicks, not emitted yet.
-    open: BTreeSet<i64>,
-    /// The window `open` was last updated for: most events fall in it, so the set is rarely touched.
-    last_window: i64,
+    /// Windows with events or pending clicks, not emitted yet → events handed to the plugins.
+    open: BTreeMap<i64, u64>,
+    /// Per plugin (same index as `plugins`): windows whose result it will not publish, because it
+    /// failed while holding them (its state for them was lost) → why.
+    withheld: Vec<BTreeMap<i64, String>>,
     stats: Stats,
 }
 
@@ -110,6 +113,7 @@ impl Pipeline {
         batch_size: usize,
         topics: OutputTopics,
     ) -> Self {
+        let withheld = vec![BTreeMap::new(); plugins.len()];
         Pipeline {
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
             join: Join::new(time.join_horizon_ms),
@@ -120,8 +124,8 @@ impl Pipeline {
             plugins,
             batch: BatchWriter::new(),
             batch_size,
-            open: BTreeSet::new(),
-            last_window: i64::MIN,
+            open: BTreeMap::new(),
+            withheld,
             stats: Stats::default(),
         }
     }
@@ -222,10 +226,10 @@ impl Pipeline {
                 self.stats.replayed += 1;
                 if let Event::Impression(imp) = &event {
                     // Its window is done, but a click of an open window may still join it.
-                    let batch = &mut self.batch;
-                    let stats = &mut self.stats;
+                    let (batch, stats, open) = (&mut self.batch, &mut self.stats, &mut self.open);
                     self.join.add_impression(imp, |c| {
                         stats.clicks_attributed += 1;
+                        *open.entry(c.window_start_ms).or_default() += 1;
                         push_click(batch, &c);
                     });
                     self.offsets.hold(p, input.offset, self.impression_release(ts));
@@ -238,10 +242,7 @@ impl Pipeline {
             }
             return Ok(());
         }
-        if window != self.last_window {
-            self.open.insert(window);
-            self.last_window = window;
-        }
+        let in_window = self.open.entry(window).or_default();
         match &event {
             Event::Impression(imp) => {
                 self.batch.push(&BatchEvent {
@@ -256,17 +257,19 @@ impl Pipeline {
                     browser: &imp.browser,
                     user_id: &imp.user_id,
                 });
+                *in_window += 1;
                 self.stats.impressions += 1;
-                let batch = &mut self.batch;
-                let stats = &mut self.stats;
+                let (batch, stats, open) = (&mut self.batch, &mut self.stats, &mut self.open);
                 self.join.add_impression(imp, |c| {
                     stats.clicks_attributed += 1;
+                    *open.entry(c.window_start_ms).or_default() += 1;
                     push_click(batch, &c);
                 });
                 self.offsets.hold(p, input.offset, self.impression_release(ts));
             }
             Event::Click(click) => {
                 if let Some(joined) = self.join.add_click(click, window) {
+                    *in_window += 1;
                     push_click(&mut self.batch, &joined);
                     self.stats.clicks_attributed += 1;
                 }
@@ -294,18 +297,17 @@ impl Pipeline {
         let watermark = self.watermarks.advance(now);
         let span = self.time.window_ms + self.time.allowed_lateness_ms;
         let due = |w: i64| w + span <= watermark;
-        if !self.open.first().is_some_and(|&w| due(w)) {
+        if !self.open.first_key_value().is_some_and(|(&w, _)| due(w)) {
             return Ok(());
         }
         self.flush();
-        while let Some(&w) = self.open.first() {
+        while let Some((&w, _)) = self.open.first_key_value() {
             if !due(w) {
                 break;
             }
-            self.open.pop_first();
-            self.emit_window(w, sink)?;
+            let (w, events) = self.open.pop_first().expect("checked above");
+            self.emit_window(w, events, sink)?;
         }
-        self.last_window = i64::MIN;
         self.offsets.release(watermark);
         self.join.expire(window_start(watermark - self.time.allowed_lateness_ms, self.time.window_ms));
         Ok(())
@@ -314,8 +316,8 @@ impl Pipeline {
     /// End of input (replay): emits every open window.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.flush();
-        while let Some(w) = self.open.pop_first() {
-            self.emit_window(w, sink)?;
+        while let Some((w, events)) = self.open.pop_first() {
+            self.emit_window(w, events, sink)?;
         }
         Ok(())
     }
@@ -334,15 +336,28 @@ impl Pipeline {
         }
     }
 
-    fn emit_window(&mut self, start_ms: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+    fn emit_window(&mut self, start_ms: i64, events: u64, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.stats.clicks_unattributed += self.join.close_window(start_ms);
         let window = Window { start_ms, end_ms: start_ms + self.time.window_ms };
         let window_header = format_rfc3339_millis(start_ms);
         for i in 0..self.plugins.len() {
             let records = match self.plugins[i].close_window(window) {
-                Ok(records) => records,
+                Ok(records) => {
+                    let name = &self.plugins[i].meta().name;
+                    let checked = records.into_iter().map(|r| check_record(r, name)).collect::<Result<Vec<_>, _>>();
+                    self.stats.plugin_errors += u64::from(checked.is_err());
+                    checked
+                }
                 Err(e) => {
+                    let reason = e.to_string();
                     self.plugin_failed(i, e);
+                    Err(reason)
+                }
+            };
+            let records = match (self.withheld[i].remove(&start_ms), records) {
+                (None, Ok(records)) => records,
+                (Some(reason), _) | (None, Err(reason)) => {
+                    self.withhold(i, window, events, &reason, sink)?;
                     continue;
                 }
             };
@@ -363,10 +378,43 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Publishes, instead of plugin `i`'s result for `window`, a record saying why there is none.
+    fn withhold(
+        &mut self,
+        i: usize,
+        window: Window,
+        events: u64,
+        reason: &str,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        self.stats.windows_withheld += 1;
+        let meta = self.plugins[i].meta();
+        let mut value = String::new();
+        adstream_abi::json::Obj::new(&mut value)
+            .str("plugin", &meta.name)
+            .str("plugin_version", &meta.version)
+            .time("window_start", window.start_ms)
+            .time("window_end", window.end_ms)
+            .u64("events", events)
+            .str("reason", reason)
+            .end();
+        tracing::warn!(plugin = %meta.name, window = %format_rfc3339_millis(window.start_ms), events, reason, "result withheld");
+        let headers: [(&str, &[u8]); 2] =
+            [("plugin", meta.name.as_bytes()), ("plugin-version", meta.version.as_bytes())];
+        sink.send(&self.topics.plugin_errors, Some(meta.name.as_bytes()), value.as_bytes(), &headers)
+    }
+
+    /// A plugin call failed: its instance restarts empty, so every window it held state for
+    /// (every open window, and the one being closed) is incomplete for it. Those results are
+    /// withheld rather than published wrong; windows that open afterwards are complete again.
     fn plugin_failed(&mut self, i: usize, error: PluginError) {
         self.stats.plugin_errors += 1;
+        let reason = error.to_string();
+        for &w in self.open.keys() {
+            self.withheld[i].entry(w).or_insert_with(|| reason.clone());
+        }
         let name = self.plugins[i].meta().name.clone();
-        tracing::error!(plugin = %name, kind = error.kind(), %error, "plugin call failed; restarting the plugin with empty state: its open windows will be incomplete");
+        tracing::error!(plugin = %name, kind = error.kind(), %error, open_windows = self.open.len(), "plugin call failed; restarting it with empty state, its results for the windows open now will be withheld");
         if let Err(e) = self.plugins[i].reset() {
             tracing::error!(plugin = %name, error = %e, "could not restart the plugin");
         }
@@ -431,4 +479,19 @@ fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {
         browser: &c.impression.browser,
         user_id: c.user_id,
     });
+}
+
+/// A record a plugin returned, if the host can publish it: a non-empty key, and a value that is
+/// one JSON object.
+fn check_record(r: OutputRecord, plugin: &str) -> Result<OutputRecord, String> {
+    let is_object =
+        r.value.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(&r.value).is_ok();
+    if r.key.is_empty() || !is_object {
+        let shown: String = r.value.chars().take(80).collect();
+        return Err(format!(
+            "plugin {plugin} returned a record the host cannot publish (key {:?}, value {shown:?}): values must be JSON objects",
+            r.key
+        ));
+    }
+    Ok(r)
 }

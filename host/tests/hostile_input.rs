@@ -107,7 +107,12 @@ impl Sink for Collect {
 
 fn pipeline() -> Pipeline {
     let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
-    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), prefix: String::new() };
+    let topics = OutputTopics {
+        late: "late".into(),
+        dead_letter: "dlq".into(),
+        plugin_errors: "errors".into(),
+        prefix: String::new(),
+    };
     let time = TimeConfig { idle_timeout: Duration::from_secs(3600), ..TimeConfig::default() };
     let mut p = Pipeline::with_aggregators(time, aggregators, 64, topics);
     p.add_partition(Source::Impressions, "ad-impressions", 0, Instant::now());

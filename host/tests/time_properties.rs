@@ -179,7 +179,12 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr")),
         Box::new(NativeAggregator::<engagement::Engagement>::new("engagement", "engagement")),
     ];
-    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), prefix: String::new() };
+    let topics = OutputTopics {
+        late: "late".into(),
+        dead_letter: "dlq".into(),
+        plugin_errors: "errors".into(),
+        prefix: String::new(),
+    };
     // A small batch size, so that windows close between batches too.
     let mut pipeline = Pipeline::with_aggregators(case.time, aggregators, 7, topics);
     let now = Instant::now();

@@ -2,7 +2,9 @@
 //!
 //! Limits: every call has a deadline (epoch interruption) and the instance a memory cap
 //! (growing past it traps). A plugin gets a WASI context with no capabilities: no files, no
-//! network, no environment, no arguments, no stdio.
+//! network, no environment, no arguments, no stdio; its clocks are frozen at the epoch and its
+//! random numbers come from a fixed seed. An aggregation is a function of its events: the same
+//! input gives the same output, on every host, after every restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,9 +62,40 @@ pub struct Plugin {
     memory_bytes: usize,
 }
 
+/// The only time a plugin sees: the epoch, forever. Windows come with their own bounds.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64) -> Store<PluginState> {
     let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build();
-    let state = PluginState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limits };
+    let wasi = WasiCtx::builder()
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
+        .insecure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
+        .insecure_random_seed(0)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = PluginState { wasi, table: ResourceTable::new(), limits };
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
