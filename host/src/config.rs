@@ -60,6 +60,16 @@ pub struct KafkaArgs {
     #[arg(long, env = "ADSTREAM_COMMIT_INTERVAL", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
     pub commit_interval: Option<Duration>,
+    /// `exactly-once`: output and input offsets are committed together in Kafka transactions, so a
+    /// `read_committed` consumer sees every window's result exactly once, across crashes.
+    /// `at-least-once`: no transactions; after a crash a window's result may appear twice
+    /// [default: exactly-once]
+    #[arg(long, env = "ADSTREAM_DELIVERY", value_parser = ["exactly-once", "at-least-once"])]
+    pub delivery: Option<String>,
+    /// The producer's transactional id. A host that starts with the id of one still running
+    /// fences it: give each host (each set of input partitions) its own [default: <group-id>.host]
+    #[arg(long, env = "ADSTREAM_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
     /// Do not create missing output topics at start-up (by default they are created with as
     /// many partitions as the impressions topic)
     #[arg(long, env = "ADSTREAM_NO_CREATE_TOPICS")]
@@ -158,6 +168,8 @@ pub struct KafkaConfig {
     pub commit_interval: Duration,
     /// Create missing output topics at start-up.
     pub create_topics: bool,
+    /// The transactional id, for exactly-once delivery; `None` for at-least-once.
+    pub transactional_id: Option<String>,
 }
 
 /// Time settings, resolved, in milliseconds where the pipeline computes with them.
@@ -264,9 +276,14 @@ impl KafkaArgs {
         let topic = |name: Option<String>, file_name: Option<String>, default: &str| {
             format!("{prefix}{}", name.or(file_name).unwrap_or_else(|| default.to_owned()))
         };
+        let group_id = self.group_id.or(file.group_id).unwrap_or_else(|| "adstream".to_owned());
+        let exactly_once = self.delivery.or(file.delivery).is_none_or(|d| d == "exactly-once");
+        let transactional_id = exactly_once
+            .then(|| self.transactional_id.or(file.transactional_id).unwrap_or_else(|| format!("{group_id}.host")));
         let c = KafkaConfig {
+            transactional_id,
             brokers: self.brokers.or(file.brokers).unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
-            group_id: self.group_id.or(file.group_id).unwrap_or_else(|| "adstream".to_owned()),
+            group_id,
             impressions_topic: topic(self.impressions_topic, file.impressions_topic, "ad-impressions"),
             clicks_topic: topic(self.clicks_topic, file.clicks_topic, "ad-clicks"),
             late_topic: topic(self.late_topic, file.late_topic, "ad-events-late"),

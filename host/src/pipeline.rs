@@ -186,9 +186,12 @@ impl Pipeline {
         self.watermarks.finish(p);
     }
 
-    /// One past the last offset read from `p`.
+    /// One past the last offset of `p` that this run or an earlier one has handled: what the
+    /// next run must not route again. It carries the earlier run's position forward, for a run
+    /// that stops before re-reading that far.
     pub fn next_offset(&self, p: PartitionId) -> Option<i64> {
-        self.offsets.next(p)
+        let earlier = Some(self.partitions[p].replay_until).filter(|&u| u > i64::MIN);
+        self.offsets.next(p).max(earlier)
     }
 
     pub fn watermark(&self) -> i64 {

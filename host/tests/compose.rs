@@ -848,12 +848,13 @@ fn the_host_runs_plugins_that_build_plugins_sh_produces() {
             .any(|m| m.kind == "volume" && (cache == &m.target || cache.starts_with(&format!("{}/", m.target)))),
         "ADSTREAM_PLUGIN_CACHE ({cache}) should be on a named volume, to survive restarts"
     );
-    // The host needs time to flush and commit on SIGTERM (FLUSH_TIMEOUT in host/src/app.rs).
-    let flush = read("host/src/app.rs")
+    // The host needs time to commit its last transaction on SIGTERM (TRANSACTION_TIMEOUT in
+    // host/src/sink/kafka.rs).
+    let flush = read("host/src/sink/kafka.rs")
         .lines()
-        .find(|l| l.contains("const FLUSH_TIMEOUT"))
+        .find(|l| l.contains("const TRANSACTION_TIMEOUT"))
         .and_then(|l| l.split("from_secs(").nth(1)?.split(')').next()?.trim().parse::<u64>().ok())
-        .unwrap_or(60);
+        .expect("TRANSACTION_TIMEOUT in host/src/sink/kafka.rs");
     let grace = host.get("stop_grace_period").map(scalar).map(|s| go_duration(&s)).unwrap_or(Duration::from_secs(10));
     assert!(
         grace > Duration::from_secs(flush),

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::KafkaConfig;
 use crate::event::Source;
@@ -184,22 +184,17 @@ impl KafkaSource {
         }
     }
 
-    /// Commits, for every partition, the first offset the pipeline still needs, with the
-    /// checkpoint metadata. Call only after the output covering it has been acknowledged.
-    pub fn commit(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
+    /// For every partition, the first offset the pipeline still needs, with the checkpoint
+    /// metadata: what a checkpoint commits once the output covering it is durable.
+    pub fn offsets(&self, pipeline: &Pipeline) -> anyhow::Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for (id, (topic, partition)) in self.topics.iter().enumerate() {
-            let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id)) else {
-                continue;
-            };
+            let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id)) else { continue };
             let mut elem = tpl.add_partition(topic, *partition);
             elem.set_offset(Offset::Offset(offset))?;
             elem.set_metadata(Checkpoint { watermark: pipeline.watermark(), next }.encode());
         }
-        if tpl.count() > 0 {
-            self.consumer.commit(&tpl, CommitMode::Sync).context("committing input offsets")?;
-        }
-        Ok(())
+        Ok(tpl)
     }
 }
 
