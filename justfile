@@ -52,3 +52,11 @@ kafka-up:
 # Stop the local broker (add --wipe to delete its data)
 kafka-down *FLAGS:
     bash scripts/kafka.sh down {{FLAGS}}
+
+# Longer runs of the robustness tests (not in CI): 100 SIGKILLs, a million fuzzed messages
+soak: build build-plugins kafka-up
+    ADSTREAM_CRASH_KILLS=100 cargo test --release --locked -p adstream --test crash_recovery -- --nocapture
+
+# Fuzz the decoder and the pipeline with a million random and mutated messages
+fuzz:
+    ADSTREAM_FUZZ_CASES=1000000 cargo test --release --locked -p adstream --test hostile_input
