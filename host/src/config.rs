@@ -130,6 +130,13 @@ pub struct PluginArgs {
     /// Most linear memory one plugin instance may use, in MiB [default: 512]
     #[arg(long, env = "ADSTREAM_PLUGIN_MEMORY_MIB")]
     pub plugin_memory_mib: Option<u64>,
+    /// A WASI capability to grant every plugin (repeat, or separate with commas): `stderr` (what a
+    /// plugin prints appears in the host's stderr, for debugging), `clock` (the real wall and
+    /// monotonic clocks instead of clocks frozen at the epoch), `random` (real randomness instead of
+    /// a fixed seed). Files, network and environment are never granted [default: none]
+    #[arg(long = "plugin-grant", env = "ADSTREAM_PLUGIN_GRANTS", value_delimiter = ',', value_parser = ["stderr", "clock", "random"])]
+    #[serde(default, rename = "plugin-grant")]
+    pub plugin_grants: Vec<String>,
 }
 
 /// The parts of a config file; each table holds the flags of one group.
@@ -202,6 +209,16 @@ pub struct PluginConfig {
     pub batch_size: usize,
     pub timeout: Duration,
     pub memory_bytes: u64,
+    /// WASI capabilities granted to every plugin.
+    pub grants: Grants,
+}
+
+/// The WASI capabilities an operator granted the plugins; by default none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub stderr: bool,
+    pub clock: bool,
+    pub random: bool,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -254,6 +271,11 @@ impl PluginArgs {
             batch_size: self.batch_size.or(file.batch_size).unwrap_or(4096),
             timeout: self.plugin_timeout.or(file.plugin_timeout).unwrap_or(Duration::from_secs(2)),
             memory_bytes: self.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(512) << 20,
+            grants: {
+                let names = if self.plugin_grants.is_empty() { file.plugin_grants } else { self.plugin_grants };
+                let has = |g: &str| names.iter().any(|n| n == g);
+                Grants { stderr: has("stderr"), clock: has("clock"), random: has("random") }
+            },
         };
         if c.plugins.is_empty() {
             bail!(

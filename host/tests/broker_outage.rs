@@ -59,6 +59,7 @@ fn a_broker_outage_of_30_seconds_loses_and_doubles_nothing() {
     expected::check_engagement(&values(1), &want_eng);
     assert_eq!(records.iter().filter(|r| r.topic == topics[2]).count(), inputs.malformed);
     assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64), "{stats}");
+    common::assert_accounted(&stats);
 }
 
 fn host_is_running(host: &Host) -> bool {

@@ -52,7 +52,7 @@ fn results_are_exactly_once_across_repeated_sigkills() {
         r.len() >= want_ctr.len() + want_eng.len() + inputs.malformed
     });
     let log = host.log();
-    host.stop();
+    let stats = host.stop();
     let values = |t: usize| -> Vec<serde_json::Value> {
         records.iter().filter(|r| r.topic == topics[t]).map(|r| r.json()).collect()
     };
@@ -70,4 +70,5 @@ fn results_are_exactly_once_across_repeated_sigkills() {
     assert_eq!(dead.len(), inputs.malformed, "every dead letter exactly once");
     assert_eq!(offsets.len(), dead.len(), "no source message dead-lettered twice");
     assert_eq!(records.iter().filter(|r| r.topic == topics[3]).count(), 0, "nothing is late in this workload");
+    common::assert_accounted(&stats);
 }

@@ -63,14 +63,7 @@ fn check_rejects(records: &[Record], prefix: &str, inputs: &Inputs) {
 fn check_conservation(stats: &Value, inputs: &Inputs) {
     let n = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("stats has no {k}: {stats}"));
     assert_eq!(n("consumed") as usize, inputs.messages, "consumed: {stats}");
-    let accounted = n("impressions")
-        + n("clicks_attributed")
-        + n("clicks_unattributed")
-        + n("pending_clicks")
-        + n("late")
-        + n("dead_lettered")
-        + n("replayed");
-    assert_eq!(accounted, n("consumed"), "conservation: {stats}");
+    common::assert_accounted(stats);
     assert_eq!(n("late") as usize, inputs.late, "{stats}");
     assert_eq!(n("dead_lettered") as usize, inputs.malformed, "{stats}");
     assert_eq!(n("impressions") as usize, inputs.impressions.len(), "{stats}");

@@ -60,6 +60,10 @@ struct Outcome {
 }
 
 fn run(trigger: &str) -> Outcome {
+    run_with(trigger, Default::default())
+}
+
+fn run_with(trigger: &str, grants: adstream::config::Grants) -> Outcome {
     let cache = workspace().join("target/test-plugin-cache");
     let config = PluginConfig {
         plugins: Vec::new(),
@@ -67,6 +71,7 @@ fn run(trigger: &str) -> Outcome {
         batch_size: 1,
         timeout: DEADLINE,
         memory_bytes: 32 << 20,
+        grants,
     };
     let runtime = Runtime::new(&cache).unwrap();
     let misbehave = workspace().join("target/test-plugins/misbehave.wasm");
@@ -189,4 +194,13 @@ fn a_plugin_has_no_files_and_no_clock() {
         }
         assert_eq!(results(&out.sink, "campaign-ctr-results"), expected(trigger));
     }
+}
+
+/// What the operator grants, the plugin gets: here the real clock.
+#[test]
+fn a_granted_clock_is_the_real_one() {
+    let out = run_with("evil-clock", adstream::config::Grants { clock: true, ..Default::default() });
+    let clock = out.sink.0.iter().find_map(|(t, v)| (t == "misbehave-results").then(|| v.get("clock")).flatten());
+    let seconds = clock.and_then(Value::as_u64).expect("a clock reading");
+    assert!(seconds > 1_700_000_000, "{seconds} is not the wall clock");
 }

@@ -16,6 +16,7 @@ fn config(cache: &std::path::Path) -> PluginConfig {
         batch_size: 1024,
         timeout: Duration::from_secs(2),
         memory_bytes: 64 << 20,
+        grants: Default::default(),
     }
 }
 

@@ -4,7 +4,8 @@
 //! (growing past it traps). A plugin gets a WASI context with no capabilities: no files, no
 //! network, no environment, no arguments, no stdio; its clocks are frozen at the epoch and its
 //! random numbers come from a fixed seed. An aggregation is a function of its events: the same
-//! input gives the same output, on every host, after every restart.
+//! input gives the same output, on every host, after every restart. The operator may grant
+//! stderr, the real clocks or real randomness (`--plugin-grant`); never files or the network.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::runtime::{EPOCH_TICK, Runtime};
 use super::{Aggregation, AggregationPre, Aggregator, EventKind, OutputRecord, PluginError, Window};
-use crate::config::PluginConfig;
+use crate::config::{Grants, PluginConfig};
 
 /// What a plugin said about itself, plus where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,7 @@ pub struct Plugin {
     deadline_ticks: u64,
     timeout_ms: u128,
     memory_bytes: usize,
+    grants: Grants,
 }
 
 /// The only time a plugin sees: the epoch, forever. Windows come with their own bounds.
@@ -83,18 +85,22 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
     }
 }
 
-fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64) -> Store<PluginState> {
+fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64, grants: Grants) -> Store<PluginState> {
     let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build();
-    let wasi = WasiCtx::builder()
-        .wall_clock(FrozenClock)
-        .monotonic_clock(FrozenClock)
-        .secure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
-        .insecure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
-        .insecure_random_seed(0)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    if !grants.clock {
+        wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+    }
+    if !grants.random {
+        wasi.secure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
+            .insecure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
+            .insecure_random_seed(0);
+    }
+    if grants.stderr {
+        wasi.inherit_stderr();
+    }
+    let wasi = wasi.build();
     let state = PluginState { wasi, table: ResourceTable::new(), limits };
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
@@ -111,7 +117,7 @@ impl Plugin {
         let pre = prepare(runtime, &component).with_context(|| format!("linking plugin {}", path.display()))?;
         let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
         let deadline_ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        let mut store = new_store(runtime, memory_bytes, deadline_ticks);
+        let mut store = new_store(runtime, memory_bytes, deadline_ticks, config.grants);
         let bindings = pre
             .instantiate(&mut store)
             .map_err(anyhow::Error::from)
@@ -143,6 +149,7 @@ impl Plugin {
             deadline_ticks,
             timeout_ms: config.timeout.as_millis(),
             memory_bytes,
+            grants: config.grants,
         })
     }
 
@@ -198,7 +205,7 @@ impl Aggregator for Plugin {
     /// Replaces the instance with a fresh one (all window state is lost). Needed after a
     /// trap: an instance that trapped cannot be entered again.
     fn reset(&mut self) -> anyhow::Result<()> {
-        let mut store = new_store(&self.runtime, self.memory_bytes, self.deadline_ticks);
+        let mut store = new_store(&self.runtime, self.memory_bytes, self.deadline_ticks, self.grants);
         self.bindings = self
             .pre
             .instantiate(&mut store)

@@ -199,3 +199,17 @@ pub fn read_topics(
     }
     out
 }
+
+/// Every message the host consumed is accounted for:
+/// consumed = impressions + clicks (attributed, unattributed, pending) + late + dead-lettered + replayed.
+pub fn assert_accounted(stats: &serde_json::Value) {
+    let n = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("stats has no {k}: {stats}"));
+    let accounted = n("impressions")
+        + n("clicks_attributed")
+        + n("clicks_unattributed")
+        + n("pending_clicks")
+        + n("late")
+        + n("dead_lettered")
+        + n("replayed");
+    assert_eq!(accounted, n("consumed"), "conservation: {stats}");
+}
