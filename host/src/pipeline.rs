@@ -76,6 +76,10 @@ pub struct Pipeline {
     /// Events decoded since the plugins were last called.
     batch: BatchWriter,
     batch_size: usize,
+    /// Test-only failpoint (`ADSTREAM_FAILPOINT_EMIT_PAUSE_MS`): pause this long in the middle of
+    /// emitting each window, after the first plugin's records, so that a crash test can kill the
+    /// host while a window is half published.
+    emit_pause: Option<std::time::Duration>,
     /// Windows with events or pending clicks, not emitted yet → events handed to the plugins.
     open: BTreeMap<i64, u64>,
     /// Per plugin (same index as `plugins`): windows whose result it will not publish, because it
@@ -124,6 +128,10 @@ impl Pipeline {
             plugins,
             batch: BatchWriter::new(),
             batch_size,
+            emit_pause: std::env::var("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
             open: BTreeMap::new(),
             withheld,
             stats: Stats::default(),
@@ -375,6 +383,11 @@ impl Pipeline {
                 sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
             }
             self.stats.results += records.len() as u64;
+            if let Some(pause) = self.emit_pause.filter(|_| i == 0) {
+                tracing::info!(window = %window_header, "failpoint: pausing in the middle of emitting a window");
+                std::thread::sleep(pause);
+                tracing::info!(window = %window_header, "failpoint: resumed");
+            }
         }
         self.stats.windows_emitted += 1;
         tracing::debug!(window = %window_header, watermark = self.watermarks.current(), "window emitted");

@@ -11,23 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::expected::{self, Inputs, Late};
-use common::{Host, Record, adgen, adstream, brokers, fresh_prefix, plugin, read_topics, run_ok};
+use common::{Host, Record, adstream, fresh_prefix, generate, plugin, read_topics, run_ok};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// Writes `events` messages with `seed` to fresh topics (3 partitions each) and to JSONL files
-/// under `dir/events`.
-fn generate(prefix: &str, dir: &Path, events: &str, seed: &str, late_fraction: &str) {
-    run_ok(
-        Command::new(adgen())
-            .args(["--brokers", &brokers(), "--partitions", "3", "--events", events, "--seed", seed])
-            .args(["--impressions-topic", &format!("{prefix}ad-impressions")])
-            .args(["--clicks-topic", &format!("{prefix}ad-clicks")])
-            .args(["--late-fraction", late_fraction, "--malformed-fraction", "0.005", "--quiet"])
-            .arg("--tee-jsonl")
-            .arg(dir.join("events")),
-    );
-}
 
 fn by_topic<'a>(records: &'a [Record], topic: &str) -> Vec<&'a Record> {
     records.iter().filter(|r| r.topic == topic).collect()
@@ -99,8 +85,7 @@ fn sorted_values(mut v: Vec<Value>) -> Vec<String> {
 fn kafka_run_matches_the_batch_computation() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("e2e");
-    generate(&prefix, dir.path(), "150000", "42", "0.005");
-    let designated = Inputs::load(&dir.path().join("events"), Late::Designated);
+    let designated = generate(&prefix, dir.path(), "150000", "42", "0.005", "0.005");
     assert!(
         designated.late > 0 && designated.malformed > 0 && designated.clicks.len() > 1000,
         "a workload worth testing"
@@ -148,8 +133,7 @@ fn a_new_plugin_runs_on_the_unchanged_host_and_kafka_equals_replay() {
     let before = hash();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("swap");
-    generate(&prefix, dir.path(), "40000", "7", "0");
-    let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
+    let inputs = generate(&prefix, dir.path(), "40000", "7", "0", "0.005");
     let plugins = ["ctr", "engagement", "spend"];
     let host = Host::start(&prefix, &format!("{prefix}g"), &plugins, dir.path(), &[]);
     let limit = Some(inputs.emitted_by_idle_watermark());

@@ -6,6 +6,8 @@
 pub mod expected;
 
 use std::collections::HashMap;
+
+use expected::{Inputs, Late};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,8 +73,21 @@ pub struct Host {
 
 impl Host {
     pub fn start(prefix: &str, group: &str, plugins: &[&str], dir: &Path, extra: &[&str]) -> Host {
+        Self::start_with_env(prefix, group, plugins, dir, extra, &[])
+    }
+
+    pub fn start_with_env(
+        prefix: &str,
+        group: &str,
+        plugins: &[&str],
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
         let stats_file = dir.join(format!("{group}-stats.json"));
-        let log = dir.join(format!("{group}.log"));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("{group}-{n}.log"));
         let mut cmd = Command::new(adstream());
         cmd.args(["run", "--brokers", &brokers(), "--topic-prefix", prefix, "--group-id", group])
             .args(["--idle-timeout", "3s", "--commit-interval", "500ms"])
@@ -81,6 +96,7 @@ impl Host {
             .arg("--stats-file")
             .arg(&stats_file)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
         for p in plugins {
@@ -212,4 +228,54 @@ pub fn assert_accounted(stats: &serde_json::Value) {
         + n("dead_lettered")
         + n("replayed");
     assert_eq!(accounted, n("consumed"), "conservation: {stats}");
+}
+
+/// Writes `events` messages with `seed` to fresh topics named with `prefix` (3 partitions each),
+/// with the given fractions of late and malformed messages, and the same bytes to
+/// `dir/events/*.jsonl`; returns them as read back from those files.
+pub fn generate(prefix: &str, dir: &Path, events: &str, seed: &str, late: &str, malformed: &str) -> Inputs {
+    run_ok(
+        Command::new(adgen())
+            .args(["--brokers", &brokers(), "--partitions", "3", "--events", events, "--seed", seed])
+            .args(["--impressions-topic", &format!("{prefix}ad-impressions")])
+            .args(["--clicks-topic", &format!("{prefix}ad-clicks")])
+            .args(["--late-fraction", late, "--malformed-fraction", malformed, "--quiet"])
+            .arg("--tee-jsonl")
+            .arg(dir.join("events")),
+    );
+    Inputs::load(&dir.join("events"), Late::Designated)
+}
+
+/// Lets `host` finish a workload without late events, stops it, and checks what a
+/// `read_committed` consumer sees: every ctr and engagement window once with the batch
+/// computation's numbers, every dead letter once, nothing late, and the host's counters
+/// balanced. Returns the host's log.
+pub fn finish_and_check_exactly_once(host: Host, prefix: &str, inputs: &Inputs) -> String {
+    let limit = Some(inputs.emitted_by_idle_watermark());
+    let (want_ctr, want_eng) = (inputs.ctr(limit), inputs.engagement(limit));
+    let topics: Vec<String> = ["campaign-ctr-results", "device-engagement-results", "ad-events-dlq", "ad-events-late"]
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    let records = read_topics(&topics, Duration::from_secs(240), Duration::from_secs(5), |r| {
+        r.len() >= want_ctr.len() + want_eng.len() + inputs.malformed
+    });
+    let log = host.log();
+    let stats = host.stop();
+    let of = |t: usize| records.iter().filter(|r| r.topic == topics[t]).collect::<Vec<_>>();
+    let values = |t: usize| of(t).iter().map(|r| r.json()).collect::<Vec<_>>();
+    assert!(!values(0).is_empty(), "no results; host log:\n{log}");
+    expected::check_ctr(&values(0), &want_ctr);
+    expected::check_engagement(&values(1), &want_eng);
+    let sources: std::collections::HashSet<String> = of(2)
+        .iter()
+        .map(|r| {
+            format!("{}/{}/{}", r.headers["source-topic"], r.headers["source-partition"], r.headers["source-offset"])
+        })
+        .collect();
+    assert_eq!(of(2).len(), inputs.malformed, "every dead letter, once");
+    assert_eq!(sources.len(), of(2).len(), "no source message dead-lettered twice");
+    assert!(of(3).is_empty(), "nothing is late in this workload");
+    assert_accounted(&stats);
+    log
 }
