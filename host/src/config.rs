@@ -130,6 +130,12 @@ pub struct PluginArgs {
     /// Most linear memory one plugin instance may use, in MiB [default: 512]
     #[arg(long, env = "ADSTREAM_PLUGIN_MEMORY_MIB")]
     pub plugin_memory_mib: Option<u64>,
+    /// Limits for one plugin, by the name it describes itself with, replacing --plugin-timeout and
+    /// --plugin-memory-mib for it: `NAME:timeout=500ms,memory-mib=128` (either part may be left
+    /// out). Repeat for several plugins
+    #[arg(long = "plugin-limit", env = "ADSTREAM_PLUGIN_LIMITS", value_delimiter = ';', value_parser = PluginLimit::parse)]
+    #[serde(default, rename = "plugin-limit")]
+    pub plugin_limits: Vec<PluginLimit>,
     /// A WASI capability to grant every plugin (repeat, or separate with commas): `stderr` (what a
     /// plugin prints appears in the host's stderr, for debugging), `clock` (the real wall and
     /// monotonic clocks instead of clocks frozen at the epoch), `random` (real randomness instead of
@@ -211,6 +217,53 @@ pub struct PluginConfig {
     pub memory_bytes: u64,
     /// WASI capabilities granted to every plugin.
     pub grants: Grants,
+    /// Limits for particular plugins, by name.
+    pub limits: Vec<PluginLimit>,
+}
+
+/// Limits for one plugin, by name (`--plugin-limit ctr:timeout=500ms,memory-mib=128`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginLimit {
+    pub plugin: String,
+    pub timeout: Option<Duration>,
+    pub memory_mib: Option<u64>,
+}
+
+impl PluginLimit {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (plugin, settings) =
+            s.split_once(':').ok_or_else(|| format!("{s:?}: expected NAME:timeout=..,memory-mib=.."))?;
+        let mut limit = PluginLimit { plugin: plugin.trim().to_owned(), timeout: None, memory_mib: None };
+        for setting in settings.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match setting.split_once('=') {
+                Some(("timeout", v)) => {
+                    limit.timeout = Some(duration(v).map_err(|e| format!("{s:?}: timeout {v:?}: {e}"))?)
+                }
+                Some(("memory-mib", v)) => {
+                    limit.memory_mib = Some(v.parse().map_err(|e| format!("{s:?}: memory-mib {v:?}: {e}"))?)
+                }
+                _ => return Err(format!("{s:?}: unknown setting {setting:?} (timeout=.., memory-mib=..)")),
+            }
+        }
+        if limit.plugin.is_empty() {
+            return Err(format!("{s:?}: no plugin name before ':'"));
+        }
+        Ok(limit)
+    }
+}
+
+impl<'de> Deserialize<'de> for PluginLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for PluginLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
 }
 
 /// The WASI capabilities an operator granted the plugins; by default none.
@@ -271,6 +324,7 @@ impl PluginArgs {
             batch_size: self.batch_size.or(file.batch_size).unwrap_or(4096),
             timeout: self.plugin_timeout.or(file.plugin_timeout).unwrap_or(Duration::from_secs(2)),
             memory_bytes: self.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(512) << 20,
+            limits: if self.plugin_limits.is_empty() { file.plugin_limits } else { self.plugin_limits },
             grants: {
                 let names = if self.plugin_grants.is_empty() { file.plugin_grants } else { self.plugin_grants };
                 let has = |g: &str| names.iter().any(|n| n == g);
@@ -288,6 +342,18 @@ impl PluginArgs {
         ensure!((1..=1_000_000).contains(&c.batch_size), "--batch-size must be between 1 and 1000000");
         ensure!(c.timeout >= Duration::from_millis(10), "--plugin-timeout must be at least 10ms");
         ensure!(c.memory_bytes >= 16 << 20, "--plugin-memory-mib must be at least 16");
+        for l in &c.limits {
+            ensure!(
+                l.timeout.is_none_or(|t| t >= Duration::from_millis(10)),
+                "--plugin-limit {}: timeout must be at least 10ms",
+                l.plugin
+            );
+            ensure!(
+                l.memory_mib.is_none_or(|m| m >= 16),
+                "--plugin-limit {}: memory-mib must be at least 16",
+                l.plugin
+            );
+        }
         Ok(c)
     }
 }
@@ -377,6 +443,18 @@ mod tests {
         assert!(tiny.resolve(TimeArgs::default()).is_err());
         let none = PluginArgs::default().resolve(PluginArgs::default()).unwrap_err().to_string();
         assert!(none.contains("--plugin"), "{none}");
+    }
+
+    #[test]
+    fn plugin_limits_parse_and_refuse_nonsense() {
+        let l = PluginLimit::parse("ctr:timeout=500ms,memory-mib=64").unwrap();
+        assert_eq!((l.plugin.as_str(), l.timeout, l.memory_mib), ("ctr", Some(Duration::from_millis(500)), Some(64)));
+        assert_eq!(PluginLimit::parse("spend:memory-mib=32").unwrap().timeout, None);
+        for bad in ["ctr", ":timeout=1s", "ctr:speed=3", "ctr:timeout=soon", "ctr:memory-mib=-1"] {
+            assert!(PluginLimit::parse(bad).is_err(), "{bad}");
+        }
+        let file: FileConfig = toml::from_str("[plugins]\nplugin-limit = [\"ctr:timeout=1s\"]\n").unwrap();
+        assert_eq!(file.plugins.plugin_limits[0].timeout, Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -107,6 +107,14 @@ impl Pipeline {
             tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..12], outputs = ?meta.output_topics, "loaded plugin");
             loaded.push(Box::new(plugin));
         }
+        for limit in &plugins.limits {
+            anyhow::ensure!(
+                loaded.iter().any(|p| p.meta().name == limit.plugin),
+                "--plugin-limit names {:?}, but no plugin of that name is loaded (loaded: {})",
+                limit.plugin,
+                loaded.iter().map(|p| p.meta().name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(Self::with_aggregators(time, loaded, plugins.batch_size, topics))
     }
 

@@ -60,10 +60,10 @@ struct Outcome {
 }
 
 fn run(trigger: &str) -> Outcome {
-    run_with(trigger, Default::default())
+    run_with(trigger, Default::default(), Vec::new())
 }
 
-fn run_with(trigger: &str, grants: adstream::config::Grants) -> Outcome {
+fn run_with(trigger: &str, grants: adstream::config::Grants, limits: Vec<adstream::config::PluginLimit>) -> Outcome {
     let cache = workspace().join("target/test-plugin-cache");
     let config = PluginConfig {
         plugins: Vec::new(),
@@ -72,6 +72,7 @@ fn run_with(trigger: &str, grants: adstream::config::Grants) -> Outcome {
         timeout: DEADLINE,
         memory_bytes: 32 << 20,
         grants,
+        limits,
     };
     let runtime = Runtime::new(&cache).unwrap();
     let misbehave = workspace().join("target/test-plugins/misbehave.wasm");
@@ -199,8 +200,18 @@ fn a_plugin_has_no_files_and_no_clock() {
 /// What the operator grants, the plugin gets: here the real clock.
 #[test]
 fn a_granted_clock_is_the_real_one() {
-    let out = run_with("evil-clock", adstream::config::Grants { clock: true, ..Default::default() });
+    let out = run_with("evil-clock", adstream::config::Grants { clock: true, ..Default::default() }, Vec::new());
     let clock = out.sink.0.iter().find_map(|(t, v)| (t == "misbehave-results").then(|| v.get("clock")).flatten());
     let seconds = clock.and_then(Value::as_u64).expect("a clock reading");
     assert!(seconds > 1_700_000_000, "{seconds} is not the wall clock");
+}
+
+/// Limits by plugin name: a shorter deadline for `misbehave` alone.
+#[test]
+fn a_plugin_can_have_its_own_deadline() {
+    let limit = adstream::config::PluginLimit::parse("misbehave:timeout=50ms").unwrap();
+    let out = run_with("evil-loop", Default::default(), vec![limit]);
+    assert!(out.trigger_call < Duration::from_millis(150), "took {:?}", out.trigger_call);
+    assert_eq!(results(&out.sink, "campaign-ctr-results"), expected("evil-loop"));
+    assert_eq!(out.stats.windows_withheld, 1);
 }

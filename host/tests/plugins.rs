@@ -17,6 +17,7 @@ fn config(cache: &std::path::Path) -> PluginConfig {
         timeout: Duration::from_secs(2),
         memory_bytes: 64 << 20,
         grants: Default::default(),
+        limits: Vec::new(),
     }
 }
 

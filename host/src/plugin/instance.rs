@@ -140,7 +140,7 @@ impl Plugin {
             hash,
             path: path.to_owned(),
         };
-        Ok(Plugin {
+        let mut plugin = Plugin {
             meta,
             runtime: runtime.clone(),
             pre,
@@ -150,7 +150,21 @@ impl Plugin {
             timeout_ms: config.timeout.as_millis(),
             memory_bytes,
             grants: config.grants,
-        })
+        };
+        // Limits for this plugin by name (known only now, from describe) replace the defaults.
+        if let Some(limit) = config.limits.iter().find(|l| l.plugin == plugin.meta.name) {
+            if let Some(timeout) = limit.timeout {
+                plugin.timeout_ms = timeout.as_millis();
+                plugin.deadline_ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+            }
+            if let Some(mib) = limit.memory_mib {
+                plugin.memory_bytes = usize::try_from(mib << 20).unwrap_or(usize::MAX);
+                plugin.store.data_mut().limits =
+                    StoreLimitsBuilder::new().memory_size(plugin.memory_bytes).trap_on_grow_failure(true).build();
+            }
+            plugin.store.set_epoch_deadline(plugin.deadline_ticks);
+        }
+        Ok(plugin)
     }
 
     fn classify(&self, call: &'static str, e: wasmtime::Error) -> PluginError {
