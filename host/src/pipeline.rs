@@ -182,7 +182,7 @@ impl Pipeline {
         &self.partitions
     }
 
-    /// The offset to commit for `p` and the watermark to store with it.
+    /// The offset to commit for `p`: the first message still needed.
     pub fn committable(&self, p: PartitionId) -> Option<i64> {
         self.offsets.committable(p)
     }
