@@ -178,6 +178,11 @@ impl Pipeline {
         }
     }
 
+    /// Windows emitted so far (cheap, unlike [`Pipeline::stats`]).
+    pub fn windows_emitted(&self) -> u64 {
+        self.stats.windows_emitted
+    }
+
     pub fn partitions(&self) -> &[PartitionInfo] {
         &self.partitions
     }
