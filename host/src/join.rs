@@ -12,20 +12,26 @@
 //! Clicks that find no impression on arrival wait (as *pending*) until their window closes;
 //! then they are counted as unattributed.
 
-use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::event::{Click, Impression};
 
-/// What the join keeps of an impression: what a click needs to be attributed and enriched.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImpressionInfo {
+/// Impressions are kept in buckets of this much event time, so that expiry drops whole buckets
+/// (and their memory) at once instead of scanning every impression.
+const BUCKET_MS: i64 = 60_000;
+
+/// What a click learns of the impression it matched.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImpressionInfo<'a> {
     pub event_time_ms: i64,
     pub cost: f64,
-    pub campaign_id: Rc<str>,
-    pub ad_id: Rc<str>,
-    pub device_type: Rc<str>,
-    pub browser: Rc<str>,
+    pub campaign_id: &'a str,
+    pub ad_id: &'a str,
+    pub device_type: &'a str,
+    pub browser: &'a str,
 }
 
 /// A click waiting for its impression.
@@ -37,40 +43,127 @@ pub struct PendingClick {
 }
 
 /// A click matched to its impression, ready for the plugins.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct JoinedClick<'a> {
     pub window_start_ms: i64,
     pub event_time_ms: i64,
     pub user_id: &'a str,
-    pub impression: &'a ImpressionInfo,
+    pub impression: ImpressionInfo<'a>,
+}
+
+/// The impressions of one bucket of event time, packed for memory: each is one record in
+/// `records` (its fields, then its id), found through `index` by id. The labels (campaign, ad,
+/// device, browser) repeat across impressions, so each distinct combination is stored once per
+/// bucket and a record holds its number. About 20 bytes plus the id per impression, against
+/// ~150 for a map of owned strings.
+#[derive(Debug, Default)]
+struct Bucket {
+    records: Vec<u8>,
+    /// Offsets into `records`, hashed by impression id.
+    index: HashTable<u32>,
+    /// Distinct label combinations; records refer to them by position.
+    labels: Vec<[Box<str>; 4]>,
+    /// Hashed by the four labels, values are positions in `labels`.
+    label_index: HashTable<u32>,
+}
+
+/// Record layout: time within the bucket (u32 ms), cost (f64 bits), label number (u32), id
+/// length (u16), id bytes. Little-endian.
+const RECORD_HEADER: usize = 4 + 8 + 4 + 2;
+
+struct Record {
+    offset_ms: u32,
+    cost: f64,
+    labels: u32,
+}
+
+impl Bucket {
+    fn record(&self, at: u32) -> Record {
+        let r = &self.records[at as usize..];
+        let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4 bytes"));
+        Record {
+            offset_ms: u32_at(0),
+            cost: f64::from_le_bytes(r[4..12].try_into().expect("8 bytes")),
+            labels: u32_at(12),
+        }
+    }
+
+    fn label_number(&mut self, hasher: &DefaultHashBuilder, labels: [&str; 4]) -> u32 {
+        let hash = hasher.hash_one(labels);
+        let known = &self.labels;
+        if let Some(&n) = self.label_index.find(hash, |&n| known[n as usize].iter().map(AsRef::as_ref).eq(labels)) {
+            return n;
+        }
+        let n = u32::try_from(self.labels.len()).expect("fewer than 2^32 label combinations per minute");
+        self.labels.push(labels.map(Box::from));
+        let known = &self.labels;
+        self.label_index.insert_unique(hash, n, |&m| hasher.hash_one(known[m as usize].each_ref().map(AsRef::as_ref)));
+        n
+    }
+
+    /// Adds an impression (an id seen before in this bucket now finds the newer one).
+    fn insert(&mut self, hasher: &DefaultHashBuilder, start_ms: i64, imp: &Impression<'_>) {
+        let labels = self.label_number(hasher, [&imp.campaign_id, &imp.ad_id, &imp.device_type, &imp.browser]);
+        let id = imp.impression_id.as_bytes();
+        let at = u32::try_from(self.records.len()).expect("less than 4 GiB of impressions per minute of event time");
+        let offset_ms = u32::try_from(imp.event_time_ms - start_ms).expect("the time lies in the bucket");
+        let id_len = u16::try_from(id.len()).expect("ids are at most MAX_FIELD_BYTES long");
+        self.records.extend_from_slice(&offset_ms.to_le_bytes());
+        self.records.extend_from_slice(&imp.cost.to_le_bytes());
+        self.records.extend_from_slice(&labels.to_le_bytes());
+        self.records.extend_from_slice(&id_len.to_le_bytes());
+        self.records.extend_from_slice(id);
+        let hash = hasher.hash_one(id);
+        let (index, records) = (&mut self.index, &self.records);
+        match index.find_mut(hash, |&r| records_id(records, r) == id) {
+            Some(slot) => *slot = at,
+            None => {
+                index.insert_unique(hash, at, |&r| hasher.hash_one(records_id(records, r)));
+            }
+        }
+    }
+
+    fn get(&self, hash: u64, id: &[u8], start_ms: i64) -> Option<ImpressionInfo<'_>> {
+        let &at = self.index.find(hash, |&r| records_id(&self.records, r) == id)?;
+        let r = self.record(at);
+        let [campaign_id, ad_id, device_type, browser] = &self.labels[r.labels as usize];
+        Some(ImpressionInfo {
+            event_time_ms: start_ms + i64::from(r.offset_ms),
+            cost: r.cost,
+            campaign_id,
+            ad_id,
+            device_type,
+            browser,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// The id of the record at `at` (a free function so that it can borrow only the bytes).
+fn records_id(records: &[u8], at: u32) -> &[u8] {
+    let r = &records[at as usize..];
+    let id_len = u16::from_le_bytes([r[16], r[17]]) as usize;
+    &r[RECORD_HEADER..RECORD_HEADER + id_len]
 }
 
 /// Join state: impressions within the horizon and clicks waiting for theirs.
 #[derive(Debug)]
 pub struct Join {
     horizon_ms: i64,
-    /// Impressions that a future, non-late click could still match, by `impression_id`.
-    impressions: HashMap<Box<str>, ImpressionInfo>,
+    /// Impressions that a future, non-late click could still match, by bucket start.
+    buckets: BTreeMap<i64, Bucket>,
     /// Clicks whose impression has not arrived, by the `impression_id` they clicked.
     pending: HashMap<Box<str>, Vec<PendingClick>>,
-    /// Shared copies of the low-cardinality labels (campaign, ad, device, browser), so that each
-    /// kept impression costs four reference counts rather than four strings. Pruned with the
-    /// impressions.
-    labels: HashSet<Rc<str>>,
+    /// Seeded per process: ids come from outside, so the hash must not be predictable.
+    hasher: DefaultHashBuilder,
 }
 
 impl Join {
     pub fn new(horizon_ms: i64) -> Self {
-        Join { horizon_ms, impressions: HashMap::new(), pending: HashMap::new(), labels: HashSet::new() }
-    }
-
-    fn label(&mut self, s: &str) -> Rc<str> {
-        if let Some(l) = self.labels.get(s) {
-            return l.clone();
-        }
-        let l: Rc<str> = Rc::from(s);
-        self.labels.insert(l.clone());
-        l
+        Join { horizon_ms, buckets: BTreeMap::new(), pending: HashMap::new(), hasher: DefaultHashBuilder::default() }
     }
 
     fn matches(&self, impression_time_ms: i64, click_time_ms: i64) -> bool {
@@ -79,15 +172,17 @@ impl Join {
 
     /// Adds an impression and hands every pending click it matches to `on_click`.
     pub fn add_impression(&mut self, imp: &Impression<'_>, mut on_click: impl FnMut(JoinedClick<'_>)) {
-        let info = ImpressionInfo {
-            event_time_ms: imp.event_time_ms,
-            cost: imp.cost,
-            campaign_id: self.label(&imp.campaign_id),
-            ad_id: self.label(&imp.ad_id),
-            device_type: self.label(&imp.device_type),
-            browser: self.label(&imp.browser),
-        };
-        if let Some(mut waiting) = self.pending.remove(imp.impression_id.as_ref()) {
+        if !self.pending.is_empty()
+            && let Some(mut waiting) = self.pending.remove(imp.impression_id.as_ref())
+        {
+            let info = ImpressionInfo {
+                event_time_ms: imp.event_time_ms,
+                cost: imp.cost,
+                campaign_id: &imp.campaign_id,
+                ad_id: &imp.ad_id,
+                device_type: &imp.device_type,
+                browser: &imp.browser,
+            };
             waiting.retain(|c| {
                 let hit = self.matches(info.event_time_ms, c.event_time_ms);
                 if hit {
@@ -95,7 +190,7 @@ impl Join {
                         window_start_ms: c.window_start_ms,
                         event_time_ms: c.event_time_ms,
                         user_id: &c.user_id,
-                        impression: &info,
+                        impression: info,
                     });
                 }
                 !hit
@@ -104,26 +199,33 @@ impl Join {
                 self.pending.insert(imp.impression_id.as_ref().into(), waiting);
             }
         }
-        self.impressions.insert(imp.impression_id.as_ref().into(), info);
+        let start = imp.event_time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        self.buckets.entry(start).or_default().insert(&self.hasher, start, imp);
+    }
+
+    /// The newest kept impression with this id that a click at `click_time_ms` can match.
+    fn find(&self, impression_id: &str, click_time_ms: i64) -> Option<ImpressionInfo<'_>> {
+        let (from, to) = (click_time_ms.saturating_sub(self.horizon_ms), click_time_ms);
+        let hash = self.hasher.hash_one(impression_id.as_bytes());
+        self.buckets
+            .range(from.div_euclid(BUCKET_MS) * BUCKET_MS..=to)
+            .rev()
+            .filter_map(|(&start, b)| b.get(hash, impression_id.as_bytes(), start))
+            .find(|i| self.matches(i.event_time_ms, click_time_ms))
     }
 
     /// Matches a click; if its impression is not there yet, keeps it pending and returns `None`.
     pub fn add_click<'s>(&'s mut self, click: &'s Click<'_>, window_start_ms: i64) -> Option<JoinedClick<'s>> {
-        let found = self.impressions.get(click.impression_id.as_ref());
-        if let Some(info) = found.filter(|i| self.matches(i.event_time_ms, click.event_time_ms)) {
-            return Some(JoinedClick {
+        if self.find(&click.impression_id, click.event_time_ms).is_none() {
+            self.pending.entry(click.impression_id.as_ref().into()).or_default().push(PendingClick {
                 window_start_ms,
                 event_time_ms: click.event_time_ms,
-                user_id: &click.user_id,
-                impression: info,
+                user_id: click.user_id.as_ref().into(),
             });
+            return None;
         }
-        self.pending.entry(click.impression_id.as_ref().into()).or_default().push(PendingClick {
-            window_start_ms,
-            event_time_ms: click.event_time_ms,
-            user_id: click.user_id.as_ref().into(),
-        });
-        None
+        let impression = self.find(&click.impression_id, click.event_time_ms)?;
+        Some(JoinedClick { window_start_ms, event_time_ms: click.event_time_ms, user_id: &click.user_id, impression })
     }
 
     /// Window `window_start_ms` is being emitted: its pending clicks will never be attributed.
@@ -141,19 +243,21 @@ impl Join {
 
     /// Forgets impressions no future non-late click can match: those with
     /// `event time + horizon < cutoff_ms`, where `cutoff_ms` is the start of the oldest window
-    /// still open. Also drops labels no kept impression uses.
+    /// still open. Whole buckets go at once, so up to a bucket's worth more than that is kept;
+    /// [`Join::find`] checks the time of every match, so keeping more never changes a result.
     pub fn expire(&mut self, cutoff_ms: i64) {
         let horizon = self.horizon_ms;
-        let before = self.impressions.len();
-        self.impressions.retain(|_, i| i.event_time_ms.saturating_add(horizon) >= cutoff_ms);
-        if self.impressions.len() < before {
-            self.labels.retain(|l| Rc::strong_count(l) > 1);
+        while let Some((&start, _)) = self.buckets.first_key_value() {
+            if (start + BUCKET_MS - 1).saturating_add(horizon) >= cutoff_ms {
+                break;
+            }
+            self.buckets.pop_first();
         }
     }
 
     /// Impressions kept for the join.
     pub fn impressions(&self) -> usize {
-        self.impressions.len()
+        self.buckets.values().map(Bucket::len).sum()
     }
 
     /// Clicks waiting for their impression.
@@ -223,14 +327,44 @@ mod tests {
     }
 
     #[test]
-    fn expires_impressions_beyond_the_horizon() {
+    fn expires_whole_buckets_beyond_the_horizon() {
         let mut j = Join::new(10_000);
         j.add_impression(&imp("old", 1_000, "c1"), |_| {});
-        j.add_impression(&imp("new", 50_000, "c2"), |_| {});
-        j.expire(11_000);
-        assert_eq!(j.impressions(), 2, "1000 + 10000 is still >= the cutoff");
-        j.expire(11_001);
+        j.add_impression(&imp("new", 70_000, "c2"), |_| {});
+        j.expire(69_999);
+        assert_eq!(j.impressions(), 2, "59_999 + 10_000 is still >= the cutoff");
+        j.expire(70_000);
         assert_eq!(j.impressions(), 1);
-        assert_eq!(j.labels.len(), 4, "c1's label went with its impression");
+        assert_eq!(j.buckets.len(), 1, "the old bucket and its labels are gone");
+    }
+
+    #[test]
+    fn kept_impressions_past_the_horizon_never_match() {
+        let mut j = Join::new(10_000);
+        j.add_impression(&imp("i1", 1_000, "c1"), |_| {});
+        j.expire(30_000);
+        assert_eq!(j.impressions(), 1, "its bucket is still kept");
+        assert!(j.add_click(&click("i1", 30_000), 0).is_none(), "but the time check refuses it");
+    }
+
+    #[test]
+    fn finds_impressions_across_buckets_and_prefers_the_newest_match() {
+        let mut j = Join::new(600_000);
+        j.add_impression(&imp("i1", 59_999, "c1"), |_| {});
+        j.add_impression(&imp("i2", 60_000, "c2"), |_| {});
+        j.add_impression(&imp("dup", 1_000, "old"), |_| {});
+        j.add_impression(&imp("dup", 200_000, "new"), |_| {});
+        let campaign = |j: &mut Join, id: &str, ts: i64| {
+            j.add_click(&click(id, ts), 0).map(|m| m.impression.campaign_id.to_owned())
+        };
+        assert_eq!(campaign(&mut j, "i1", 120_000).as_deref(), Some("c1"));
+        assert_eq!(campaign(&mut j, "i2", 120_000).as_deref(), Some("c2"));
+        assert_eq!(campaign(&mut j, "dup", 300_000).as_deref(), Some("new"));
+        assert_eq!(campaign(&mut j, "dup", 100_000).as_deref(), Some("old"), "the newer one is after this click");
+        j.add_impression(&imp("dup", 200_500, "newer"), |_| {});
+        assert_eq!(campaign(&mut j, "dup", 300_000).as_deref(), Some("newer"), "same bucket: the later arrival");
+        let c = click("i2", 60_001);
+        let info = j.add_click(&c, 0).unwrap().impression;
+        assert_eq!((info.event_time_ms, info.cost, info.device_type, info.browser), (60_000, 0.1, "mobile", "chrome"));
     }
 }

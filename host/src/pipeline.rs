@@ -502,10 +502,10 @@ fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {
         event_time_ms: c.event_time_ms,
         impression_time_ms: c.impression.event_time_ms,
         cost: c.impression.cost,
-        campaign_id: &c.impression.campaign_id,
-        ad_id: &c.impression.ad_id,
-        device_type: &c.impression.device_type,
-        browser: &c.impression.browser,
+        campaign_id: c.impression.campaign_id,
+        ad_id: c.impression.ad_id,
+        device_type: c.impression.device_type,
+        browser: c.impression.browser,
         user_id: c.user_id,
     });
 }
