@@ -11,6 +11,8 @@ use adstream_abi::time::{TimeError, parse_rfc3339_millis};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+mod fast;
+
 /// Event times before this are rejected as absurd (2000-01-01T00:00:00Z).
 pub const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
 /// Event times from this on are rejected as absurd (2100-01-01T00:00:00Z).
@@ -298,7 +300,16 @@ pub fn decode(source: Source, payload: &[u8], max_bytes: usize) -> Result<Event<
         return Err(Rejected::Empty);
     }
     let text = std::str::from_utf8(payload).map_err(|e| Rejected::NotUtf8(e.valid_up_to()))?;
-    if too_deep(payload) {
+    if let Some(event) = fast::decode(source, text) {
+        return Ok(event);
+    }
+    decode_json(source, text)
+}
+
+/// The complete decoder, behind the fast path: serde_json, with a precise reason for every
+/// rejection.
+fn decode_json(source: Source, text: &str) -> Result<Event<'_>, Rejected> {
+    if too_deep(text.as_bytes()) {
         return Err(Rejected::TooDeep);
     }
     // serde would read a struct from a JSON array too; an event is an object, nothing else.
