@@ -164,6 +164,36 @@ impl<'a> BatchReader<'a> {
         std::str::from_utf8(bytes).map_err(|_| BatchError::NotUtf8 { event: self.index })
     }
 
+    /// The five strings of an event. UTF-8 is checked once over all of them (length prefixes
+    /// included) rather than string by string, which is most of the cost of reading an event;
+    /// the rare region that fails that check, or splits a character at a prefix, is read
+    /// string by string for a precise error.
+    fn strs(&mut self) -> Result<[&'a str; 5], BatchError> {
+        let rest = self.rest;
+        let mut ends = [0usize; 5];
+        let mut at = 0;
+        for end in &mut ends {
+            let Some(len) = rest.get(at..at + 2) else { break };
+            at += 2 + u16::from_le_bytes([len[0], len[1]]) as usize;
+            *end = at;
+        }
+        if let Some(region) = rest.get(..at).filter(|_| ends[4] == at)
+            && let Ok(text) = std::str::from_utf8(region)
+        {
+            let mut from = 0;
+            let strs = ends.map(|end| {
+                let s = text.get(from + 2..end);
+                from = end;
+                s
+            });
+            if let [Some(a), Some(b), Some(c), Some(d), Some(e)] = strs {
+                self.rest = &rest[at..];
+                return Ok([a, b, c, d, e]);
+            }
+        }
+        Ok([self.str()?, self.str()?, self.str()?, self.str()?, self.str()?])
+    }
+
     fn event(&mut self) -> Result<Event<'a>, BatchError> {
         let kind = match self.take(1)?[0] {
             0 => Kind::Impression,
@@ -172,17 +202,20 @@ impl<'a> BatchReader<'a> {
                 return Err(BatchError::BadKind { event: self.index, kind: other });
             }
         };
+        let (window_start_ms, event_time_ms, impression_time_ms) = (self.i64()?, self.i64()?, self.i64()?);
+        let cost = f64::from_bits(self.i64()? as u64);
+        let [campaign_id, ad_id, device_type, browser, user_id] = self.strs()?;
         Ok(Event {
             kind,
-            window_start_ms: self.i64()?,
-            event_time_ms: self.i64()?,
-            impression_time_ms: self.i64()?,
-            cost: f64::from_bits(self.i64()? as u64),
-            campaign_id: self.str()?,
-            ad_id: self.str()?,
-            device_type: self.str()?,
-            browser: self.str()?,
-            user_id: self.str()?,
+            window_start_ms,
+            event_time_ms,
+            impression_time_ms,
+            cost,
+            campaign_id,
+            ad_id,
+            device_type,
+            browser,
+            user_id,
         })
     }
 }
@@ -252,9 +285,29 @@ mod tests {
         extra.push(0);
         let last = BatchReader::new(&extra).unwrap().last().unwrap();
         assert_eq!(last, Err(BatchError::TrailingBytes));
+        let mut not_utf8 = bytes.clone();
+        let user_at = not_utf8.len() - 2;
+        not_utf8[user_at] = 0xff;
+        let first = BatchReader::new(&not_utf8).unwrap().next().unwrap();
+        assert_eq!(first, Err(BatchError::NotUtf8 { event: 0 }));
         let mut bad_kind = bytes;
         bad_kind[8] = 9;
         let first = BatchReader::new(&bad_kind).unwrap().next().unwrap();
         assert_eq!(first, Err(BatchError::BadKind { event: 0, kind: 9 }));
+    }
+
+    #[test]
+    fn a_character_split_by_a_length_prefix_is_not_utf8() {
+        // The ad id is 169 bytes long, so its prefix starts with 0xA9; the campaign id's last
+        // byte becomes 0xC3, and the two make a valid "é" across the boundary.
+        let ad = "a".repeat(169);
+        let mut w = BatchWriter::new();
+        w.push(&Event { ad_id: &ad, ..sample(Kind::Impression, "u1") });
+        let mut bytes = w.bytes().to_vec();
+        let campaign_last = 8 + 33 + 2 + 2;
+        assert_eq!(&bytes[campaign_last - 2..campaign_last + 3], b"c17\xa9\x00");
+        bytes[campaign_last] = 0xc3;
+        let first = BatchReader::new(&bytes).unwrap().next().unwrap();
+        assert_eq!(first, Err(BatchError::NotUtf8 { event: 0 }));
     }
 }

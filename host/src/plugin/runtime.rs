@@ -31,6 +31,11 @@ impl Runtime {
         // Plugins are called synchronously, one call at a time: the component model's
         // concurrency machinery would only add per-call cost.
         config.concurrency_support(false);
+        // For profiling (BENCHMARKS.md): name the compiled plugin functions in
+        // /tmp/perf-<pid>.map, where `perf report` finds them.
+        if std::env::var_os("ADSTREAM_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker, stop_ticker) = (engine.weak(), stop.clone());

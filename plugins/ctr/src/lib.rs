@@ -7,7 +7,8 @@ use adstream_abi::batch::{Event, Kind};
 use adstream_abi::json::Obj;
 use adstream_abi::sdk::{Aggregation, Output};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
-use rustc_hash::FxHashMap;
+use hashbrown::HashMap;
+use rustc_hash::FxBuildHasher;
 
 /// Impressions and clicks of one campaign in one window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,16 +20,13 @@ pub struct Counts {
 /// The accumulator of one window: counts per campaign.
 #[derive(Debug, Default)]
 pub struct Ctr {
-    campaigns: FxHashMap<Box<str>, Counts>,
+    campaigns: HashMap<Box<str>, Counts, FxBuildHasher>,
 }
 
 impl Ctr {
+    /// One hash per event, and an allocation only for a campaign new to the window.
     fn counts(&mut self, campaign_id: &str) -> &mut Counts {
-        // Look up by &str first so that the common case allocates nothing.
-        if !self.campaigns.contains_key(campaign_id) {
-            self.campaigns.insert(campaign_id.into(), Counts::default());
-        }
-        self.campaigns.get_mut(campaign_id).expect("inserted above")
+        self.campaigns.entry_ref(campaign_id).or_default()
     }
 }
 

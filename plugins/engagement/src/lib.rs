@@ -5,38 +5,48 @@ use adstream_abi::batch::{Event, Kind};
 use adstream_abi::json::Obj;
 use adstream_abi::sdk::{Aggregation, Output};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
-use rustc_hash::{FxHashMap, FxHashSet};
+use hashbrown::HashSet;
+use rustc_hash::FxBuildHasher;
 
 /// Impressions and distinct users of one device type in one window.
 #[derive(Debug, Default)]
 pub struct Device {
     impressions: u64,
     /// Every distinct `user_id` seen: exact, so its size grows with the users of the window.
-    users: FxHashSet<Box<str>>,
+    users: HashSet<Box<str>, FxBuildHasher>,
 }
 
-/// The accumulator of one window: one entry per device type.
+/// The accumulator of one window: one entry per device type. There are a handful of device
+/// types, so a vector scanned in order beats hashing the name on every event.
 #[derive(Debug, Default)]
 pub struct Engagement {
-    devices: FxHashMap<Box<str>, Device>,
+    devices: Vec<(Box<str>, Device)>,
+}
+
+impl Engagement {
+    fn device(&mut self, device_type: &str) -> &mut Device {
+        let i = match self.devices.iter().position(|(d, _)| **d == *device_type) {
+            Some(i) => i,
+            None => {
+                self.devices.push((device_type.into(), Device::default()));
+                self.devices.len() - 1
+            }
+        };
+        &mut self.devices[i].1
+    }
 }
 
 impl Aggregation for Engagement {
     const WANTS: &'static [Kind] = &[Kind::Impression];
 
     fn add(&mut self, event: &Event<'_>) {
-        if !self.devices.contains_key(event.device_type) {
-            self.devices.insert(event.device_type.into(), Device::default());
-        }
-        let device = self.devices.get_mut(event.device_type).expect("inserted above");
+        let device = self.device(event.device_type);
         device.impressions += 1;
-        if !device.users.contains(event.user_id) {
-            device.users.insert(event.user_id.into());
-        }
+        device.users.get_or_insert_with(event.user_id, |u: &str| u.into());
     }
 
     fn emit(self, start_ms: i64, end_ms: i64, out: &mut Vec<Output>) {
-        let mut devices: Vec<_> = self.devices.into_iter().collect();
+        let mut devices = self.devices;
         devices.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (device_type, d) in devices {
             let mut value = String::with_capacity(160);
@@ -65,18 +75,18 @@ impl Aggregation for Engagement {
         let mut acc = Engagement::default();
         for _ in 0..input.len(24)? {
             let device_type = input.str()?;
-            let mut d = Device { impressions: input.u64()?, users: FxHashSet::default() };
+            let mut d = Device { impressions: input.u64()?, users: HashSet::default() };
             for _ in 0..input.len(8)? {
                 d.users.insert(input.str()?.into());
             }
-            acc.devices.insert(device_type.into(), d);
+            acc.merge(Engagement { devices: vec![(device_type.into(), d)] });
         }
         Ok(acc)
     }
 
     fn merge(&mut self, other: Self) {
         for (device_type, d) in other.devices {
-            let mine = self.devices.entry(device_type).or_default();
+            let mine = self.device(&device_type);
             mine.impressions += d.impressions;
             mine.users.extend(d.users);
         }
