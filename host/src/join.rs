@@ -62,9 +62,34 @@ struct Bucket {
     /// Offsets into `records`, hashed by impression id.
     index: HashTable<u32>,
     /// Distinct label combinations; records refer to them by position.
-    labels: Vec<[Box<str>; 4]>,
+    labels: Vec<Labels>,
     /// Hashed by the four labels, values are positions in `labels`.
     label_index: HashTable<u32>,
+    /// The labels being looked up (a buffer kept to save an allocation per impression).
+    scratch: Labels,
+}
+
+/// A combination of the four labels, stored as one string and where each label ends in it, so
+/// that finding one costs one hash and one comparison rather than four of each.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+struct Labels {
+    text: String,
+    ends: [u32; 4],
+}
+
+impl Labels {
+    fn set(&mut self, labels: [&str; 4]) {
+        self.text.clear();
+        for (end, label) in self.ends.iter_mut().zip(labels) {
+            self.text.push_str(label);
+            *end = self.text.len() as u32;
+        }
+    }
+
+    fn get(&self) -> [&str; 4] {
+        let e = self.ends.map(|e| e as usize);
+        [&self.text[..e[0]], &self.text[e[0]..e[1]], &self.text[e[1]..e[2]], &self.text[e[2]..e[3]]]
+    }
 }
 
 /// Record layout: time within the bucket (u32 ms), cost (f64 bits), label number (u32), id
@@ -78,6 +103,14 @@ struct Record {
 }
 
 impl Bucket {
+    fn with_capacity((bytes, impressions): (usize, usize)) -> Self {
+        Bucket {
+            records: Vec::with_capacity(bytes + bytes / 8),
+            index: HashTable::with_capacity(impressions),
+            ..Bucket::default()
+        }
+    }
+
     fn record(&self, at: u32) -> Record {
         let r = &self.records[at as usize..];
         let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4 bytes"));
@@ -89,15 +122,16 @@ impl Bucket {
     }
 
     fn label_number(&mut self, hasher: &DefaultHashBuilder, labels: [&str; 4]) -> u32 {
-        let hash = hasher.hash_one(labels);
-        let known = &self.labels;
-        if let Some(&n) = self.label_index.find(hash, |&n| known[n as usize].iter().map(AsRef::as_ref).eq(labels)) {
+        self.scratch.set(labels);
+        let hash = hasher.hash_one(&self.scratch);
+        let (known, wanted) = (&self.labels, &self.scratch);
+        if let Some(&n) = self.label_index.find(hash, |&n| known[n as usize] == *wanted) {
             return n;
         }
         let n = u32::try_from(self.labels.len()).expect("fewer than 2^32 label combinations per minute");
-        self.labels.push(labels.map(Box::from));
+        self.labels.push(self.scratch.clone());
         let known = &self.labels;
-        self.label_index.insert_unique(hash, n, |&m| hasher.hash_one(known[m as usize].each_ref().map(AsRef::as_ref)));
+        self.label_index.insert_unique(hash, n, |&m| hasher.hash_one(&known[m as usize]));
         n
     }
 
@@ -126,7 +160,7 @@ impl Bucket {
     fn get(&self, hash: u64, id: &[u8], start_ms: i64) -> Option<ImpressionInfo<'_>> {
         let &at = self.index.find(hash, |&r| records_id(&self.records, r) == id)?;
         let r = self.record(at);
-        let [campaign_id, ad_id, device_type, browser] = &self.labels[r.labels as usize];
+        let [campaign_id, ad_id, device_type, browser] = self.labels[r.labels as usize].get();
         Some(ImpressionInfo {
             event_time_ms: start_ms + i64::from(r.offset_ms),
             cost: r.cost,
@@ -200,7 +234,12 @@ impl Join {
             }
         }
         let start = imp.event_time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        self.buckets.entry(start).or_default().insert(&self.hasher, start, imp);
+        if !self.buckets.contains_key(&start) {
+            // Sized like the newest bucket: at a steady rate, no growing and rehashing.
+            let like = self.buckets.last_key_value().map(|(_, b)| (b.records.len(), b.len()));
+            self.buckets.insert(start, Bucket::with_capacity(like.unwrap_or_default()));
+        }
+        self.buckets.get_mut(&start).expect("inserted above").insert(&self.hasher, start, imp);
     }
 
     /// The newest kept impression with this id that a click at `click_time_ms` can match.

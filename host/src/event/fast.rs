@@ -45,7 +45,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a str> {
         let bytes = self.text.as_bytes();
         let start = self.at;
-        let len = bytes[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = special_byte(&bytes[start..])?;
         self.at = start + len;
         (bytes[self.at] == b'"').then(|| {
             self.at += 1;
@@ -107,6 +107,26 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Position of the first `"`, `\\` or control character, eight bytes at a time (the classic
+/// "has a zero byte" bit trick; only the lowest flagged byte is exact, which is the one used).
+fn special_byte(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for (i, chunk) in chunks.by_ref().enumerate() {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        let found = zero_byte(x ^ (ONES * u64::from(b'"'))) | zero_byte(x ^ (ONES * u64::from(b'\\'))) | below_space;
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let tail = chunks.remainder();
+    let at = tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    Some(bytes.len() - tail.len() + at)
+}
+
 /// Fields of either event kind, in one table: the index is the bit in the "seen" mask.
 const IMPRESSION_FIELDS: [&str; 8] =
     ["impression_id", "user_id", "campaign_id", "ad_id", "device_type", "browser", "event_timestamp", "cost"];
@@ -117,6 +137,8 @@ const CLICK_FIELDS: [&str; 4] = ["click_id", "impression_id", "user_id", "event_
 fn fields<'a>(text: &'a str, names: &[&str], mut set: impl FnMut(usize, Value<'a>) -> Option<()>) -> Option<()> {
     let mut s = Scanner { text, at: 0 };
     let mut seen = 0u32;
+    // Producers write the fields in one order, so the field after the last one is tried first.
+    let mut next = 0;
     s.eat(b'{')?;
     s.skip_ws();
     if s.peek()? != b'}' {
@@ -125,7 +147,9 @@ fn fields<'a>(text: &'a str, names: &[&str], mut set: impl FnMut(usize, Value<'a
             let key = s.string()?;
             s.eat(b':')?;
             let value = s.value()?;
-            if let Some(i) = names.iter().position(|&n| n == key) {
+            let known = if names.get(next) == Some(&key) { Some(next) } else { names.iter().position(|&n| n == key) };
+            if let Some(i) = known {
+                next = i + 1;
                 if seen & (1 << i) != 0 {
                     return None;
                 }
@@ -320,6 +344,12 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn finds_the_first_special_byte(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            let expected = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(special_byte(&bytes), expected);
+        }
 
         /// Wherever the fast path answers, it answers what the full decoder does.
         #[test]
