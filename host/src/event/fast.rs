@@ -113,16 +113,15 @@ fn special_byte(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    for (i, chunk) in chunks.by_ref().enumerate() {
-        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+    let (chunks, tail) = bytes.as_chunks::<8>();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let x = u64::from_le_bytes(*chunk);
         let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
         let found = zero_byte(x ^ (ONES * u64::from(b'"'))) | zero_byte(x ^ (ONES * u64::from(b'\\'))) | below_space;
         if found != 0 {
             return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
         }
     }
-    let tail = chunks.remainder();
     let at = tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
     Some(bytes.len() - tail.len() + at)
 }
