@@ -53,6 +53,14 @@ kafka-up:
 kafka-down *FLAGS:
     bash scripts/kafka.sh down {{FLAGS}}
 
+# The benchmark (issue 4): CPU per event, throughput, peak RSS, result latency and start-up, for
+# replay and the real broker, WebAssembly against native; prints a table and writes
+# target/bench/results.{md,json}. Flags pass through (`--no-scaling`, `--repeat 1`, `--events 1M`...)
+bench *FLAGS: build-plugins kafka-up
+    rustup toolchain install
+    cargo build --release --locked -p adstream -p adgen -p adbench
+    target/release/adbench {{FLAGS}}
+
 # Longer runs of the robustness tests (not in CI): 100 SIGKILLs, a million fuzzed messages
 soak: build build-plugins kafka-up
     ADSTREAM_CRASH_KILLS=100 cargo test --release --locked -p adstream --test crash_recovery -- --nocapture

@@ -65,6 +65,9 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
     let mut last_backlog_check = Instant::now();
     let mut committed_windows = 0;
     let mut last_error: Option<String> = None;
+    let mut first_message = None;
+    let mut latencies_us = Vec::new();
+    pipeline.take_emitted();
     while !shutdown.is_cancelled() {
         let now = Instant::now();
         match source.consumer.poll(Duration::from_millis(100)) {
@@ -78,6 +81,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
                     key: msg.key(),
                     payload: msg.payload().unwrap_or_default(),
                 };
+                first_message.get_or_insert_with(crate::metrics::since_start);
                 pipeline.ingest(input, now, &mut sink)?;
                 last_error = None;
             }
@@ -100,6 +104,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         let windows_emitted = pipeline.windows_emitted();
         if last_commit.elapsed() >= config.kafka.commit_interval || windows_emitted > committed_windows {
             sink.checkpoint(&source.offsets(&pipeline)?, &source.consumer)?;
+            record_latencies(&mut pipeline, &mut latencies_us);
             committed_windows = windows_emitted;
             last_commit = Instant::now();
         }
@@ -108,15 +113,29 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
             last_progress = Instant::now();
         }
     }
-    let stats = pipeline.stats();
+    let mut stats = pipeline.stats();
     tracing::info!(
         open_windows = stats.open_windows,
         "shutting down: committing what is done; open windows are rebuilt from Kafka on restart"
     );
     pipeline.flush();
     sink.checkpoint(&source.offsets(&pipeline)?, &source.consumer)?;
+    record_latencies(&mut pipeline, &mut latencies_us);
     log_progress(&stats);
+    stats.startup_to_first_message_us = first_message.map(|d| d.as_micros() as u64);
+    stats.result_latencies_us = latencies_us;
     Ok(stats)
+}
+
+/// The output of the windows emitted since the last call is acknowledged now: how long after
+/// the watermark passed their end.
+fn record_latencies(pipeline: &mut Pipeline, latencies_us: &mut Vec<u64>) {
+    let acknowledged = Instant::now();
+    for passed in pipeline.take_emitted() {
+        let us = acknowledged.duration_since(passed).as_micros() as u64;
+        tracing::debug!(latency_us = us, "window results acknowledged");
+        latencies_us.push(us);
+    }
 }
 
 fn log_progress(s: &Stats) {

@@ -219,6 +219,8 @@ pub struct PluginConfig {
     pub grants: Grants,
     /// Limits for particular plugins, by name.
     pub limits: Vec<PluginLimit>,
+    /// Aggregations compiled into this binary (`--plugin native:NAME`); none in `adstream`.
+    pub natives: crate::plugin::native::Natives,
 }
 
 /// Limits for one plugin, by name (`--plugin-limit ctr:timeout=500ms,memory-mib=128`).
@@ -330,13 +332,14 @@ impl PluginArgs {
                 let has = |g: &str| names.iter().any(|n| n == g);
                 Grants { stderr: has("stderr"), clock: has("clock"), random: has("random") }
             },
+            natives: &[],
         };
         if c.plugins.is_empty() {
             bail!(
                 "no plugin given: name at least one aggregation with --plugin PATH.wasm (`just build-plugins` builds ours into target/plugins/)"
             );
         }
-        for p in &c.plugins {
+        for p in c.plugins.iter().filter(|p| !p.to_string_lossy().starts_with(crate::plugin::native::NATIVE_PREFIX)) {
             ensure!(p.is_file(), "plugin {} does not exist (build ours with `just build-plugins`)", p.display());
         }
         ensure!((1..=1_000_000).contains(&c.batch_size), "--batch-size must be between 1 and 1000000");

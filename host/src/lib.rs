@@ -29,6 +29,7 @@
 //! - [`tail`]: the live result table of `adstream tail`.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod join;

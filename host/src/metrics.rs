@@ -9,7 +9,22 @@
 //! (an attributed click is counted when it is matched, so `clicks_attributed` includes clicks
 //! released from pending.)
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use serde::Serialize;
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Marks the start of the process (the first thing `main` does), for start-up figures.
+pub fn process_started() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Time since [`process_started`] (or since the first call, if it was never called).
+pub fn since_start() -> std::time::Duration {
+    STARTED.get_or_init(Instant::now).elapsed()
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -43,6 +58,13 @@ pub struct Stats {
     pub join_impressions: u64,
     /// Gauge: clicks waiting for their impression.
     pub pending_clicks: u64,
+    /// `run` only: from process start to the first message consumed, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_to_first_message_us: Option<u64>,
+    /// `run` only: per emitted window, from the watermark passing its end to its results being
+    /// acknowledged by Kafka (the transaction, or the delivery, committed), in µs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub result_latencies_us: Vec<u64>,
 }
 
 impl Stats {

@@ -22,6 +22,7 @@ use crate::event::{Event, Rejected, Source, decode};
 use crate::join::{Join, JoinedClick};
 use crate::metrics::Stats;
 use crate::offsets::OffsetTracker;
+use crate::plugin::native::NATIVE_PREFIX;
 use crate::plugin::{Aggregator, OutputRecord, Plugin, PluginError, PluginMeta, Runtime, Window};
 use crate::watermark::{PartitionId, Watermarks};
 
@@ -85,6 +86,9 @@ pub struct Pipeline {
     /// Per plugin (same index as `plugins`): windows whose result it will not publish, because it
     /// failed while holding them (its state for them was lost) → why.
     withheld: Vec<BTreeMap<i64, String>>,
+    /// When the watermark passed the end of each window emitted since [`Pipeline::take_emitted`],
+    /// if the driver measures latency (`None` otherwise, so nothing accumulates).
+    emitted_at: Option<Vec<Instant>>,
     stats: Stats,
 }
 
@@ -94,7 +98,18 @@ impl Pipeline {
         let runtime = Runtime::new(&plugins.cache_dir)?;
         let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
         for path in &plugins.plugins {
-            let plugin = Plugin::load(&runtime, path, plugins)?;
+            let plugin: Box<dyn Aggregator> = match path.to_string_lossy().strip_prefix(NATIVE_PREFIX) {
+                Some(name) => {
+                    let Some((_, make)) = plugins.natives.iter().find(|(n, _)| *n == name) else {
+                        anyhow::bail!(
+                            "--plugin {}: this binary has no compiled-in aggregation {name:?} (only the benchmark build adstream-native has: ctr, engagement)",
+                            path.display()
+                        );
+                    };
+                    make()
+                }
+                None => Box::new(Plugin::load(&runtime, path, plugins)?),
+            };
             let meta = plugin.meta();
             if let Some(other) = loaded.iter().find(|p| p.meta().name == meta.name) {
                 anyhow::bail!(
@@ -104,8 +119,8 @@ impl Pipeline {
                     meta.name
                 );
             }
-            tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..12], outputs = ?meta.output_topics, "loaded plugin");
-            loaded.push(Box::new(plugin));
+            tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..meta.hash.len().min(12)], outputs = ?meta.output_topics, "loaded plugin");
+            loaded.push(plugin);
         }
         for limit in &plugins.limits {
             anyhow::ensure!(
@@ -142,6 +157,7 @@ impl Pipeline {
                 .map(std::time::Duration::from_millis),
             open: BTreeMap::new(),
             withheld,
+            emitted_at: None,
             stats: Stats::default(),
         }
     }
@@ -176,6 +192,13 @@ impl Pipeline {
             pending_clicks: self.join.pending_clicks() as u64,
             ..self.stats.clone()
         }
+    }
+
+    /// When the watermark passed the end of each window emitted since the last call (the first
+    /// call starts the recording, and returns nothing): the
+    /// driver calls it once the output is acknowledged, to measure result latency.
+    pub fn take_emitted(&mut self) -> Vec<Instant> {
+        self.emitted_at.replace(Vec::new()).unwrap_or_default()
     }
 
     /// Windows emitted so far (cheap, unlike [`Pipeline::stats`]).
@@ -324,6 +347,7 @@ impl Pipeline {
         if !self.open.first_key_value().is_some_and(|(&w, _)| due(w)) {
             return Ok(());
         }
+        let passed = Instant::now();
         self.flush();
         while let Some((&w, _)) = self.open.first_key_value() {
             if !due(w) {
@@ -331,6 +355,9 @@ impl Pipeline {
             }
             let (w, events) = self.open.pop_first().expect("checked above");
             self.emit_window(w, events, sink)?;
+            if let Some(emitted) = &mut self.emitted_at {
+                emitted.push(passed);
+            }
         }
         self.offsets.release(watermark);
         self.join.expire(window_start(watermark - self.time.allowed_lateness_ms, self.time.window_ms));

@@ -73,6 +73,7 @@ fn run_with(trigger: &str, grants: adstream::config::Grants, limits: Vec<adstrea
         memory_bytes: 32 << 20,
         grants,
         limits,
+        natives: &[],
     };
     let runtime = Runtime::new(&cache).unwrap();
     let misbehave = workspace().join("target/test-plugins/misbehave.wasm");

@@ -18,6 +18,7 @@ fn config(cache: &std::path::Path) -> PluginConfig {
         memory_bytes: 64 << 20,
         grants: Default::default(),
         limits: Vec::new(),
+        natives: &[],
     }
 }
 

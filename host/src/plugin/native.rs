@@ -9,6 +9,14 @@ use adstream_abi::sdk::{Aggregation, Windows};
 
 use super::{Aggregator, OutputRecord, PluginError, PluginMeta, Window};
 
+/// Aggregations compiled into a binary, by name: what `--plugin native:NAME` loads. The shipped
+/// host has none; the benchmark build `adstream-native` (in `bench/`) registers ctr and
+/// engagement, to measure what the WebAssembly boundary costs against the same code run natively.
+pub type Natives = &'static [(&'static str, fn() -> Box<dyn Aggregator>)];
+
+/// The prefix of a `--plugin` that names a compiled-in aggregation.
+pub const NATIVE_PREFIX: &str = "native:";
+
 pub struct NativeAggregator<A> {
     meta: PluginMeta,
     windows: Windows<A>,

@@ -1,0 +1,383 @@
+//! `adbench` (what `just bench` runs): the benchmark of issue 4, printed as a table and written
+//! to `<out>/results.md` and `<out>/results.json`.
+//!
+//! For each workload it generates the input once (deterministic, by seed), then measures the
+//! host as a child process: CPU (user + system, from the operating system), wall time, peak RSS,
+//! and for Kafka runs the result latency and start-up time the host reports. Every variant runs
+//! the same aggregation code twice: as WebAssembly plugins (`adstream`) and compiled in
+//! (`adstream-native`), so the cost of the boundary is a ratio from the same run. Every run's
+//! results are checked against the WebAssembly replay's, so a fast wrong run cannot pass.
+
+mod kafka;
+mod measure;
+mod report;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use adstream::event::{Source, decode};
+use anyhow::Context;
+use clap::Parser;
+
+use kafka::Record;
+use measure::{Running, Usage};
+use report::Row;
+
+/// Measures adstream: events per CPU-second, per wall-second, peak RSS, result latency and
+/// start-up time, for replay and for the real broker, WebAssembly plugins against the same
+/// aggregations compiled natively. Build first (`just bench` does): the release binaries and the
+/// plugins.
+#[derive(Parser)]
+#[command(max_term_width = 110)]
+struct Opts {
+    /// Messages in the main workload (5M, 200k, 5_000_000...)
+    #[arg(long, default_value = "5M", value_parser = parse_count)]
+    events: u64,
+    /// Users in the main workload
+    #[arg(long, default_value = "50k", value_parser = parse_count)]
+    users: u64,
+    /// Seed of the generated data
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Replay runs per variant of the main workload; the median (by CPU) is reported
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Skip the scaling series (1M, 20M events; 10k, 1M users), which takes most of the time
+    #[arg(long)]
+    no_scaling: bool,
+    /// Skip the runs on the real broker
+    #[arg(long)]
+    no_kafka: bool,
+    /// Kafka bootstrap servers for the broker runs
+    #[arg(long, default_value = "127.0.0.1:9092", env = "ADSTREAM_BROKERS")]
+    brokers: String,
+    /// Where the data, logs and results go
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Where adstream, adstream-native and adgen are
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where ctr.wasm and engagement.wasm are
+    #[arg(long, default_value = "target/plugins")]
+    plugin_dir: PathBuf,
+}
+
+/// `5M`, `200k`, `5_000_000`.
+fn parse_count(s: &str) -> Result<u64, String> {
+    let s = s.replace('_', "");
+    let (digits, factor) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1_000),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1_000_000),
+        _ => (&s[..], 1),
+    };
+    digits.parse::<u64>().map(|n| n * factor).map_err(|e| format!("{s:?} is not a count like 5M, 200k or 5000: {e}"))
+}
+
+/// The generator's parameters for one workload.
+#[derive(Clone, Copy, Debug)]
+struct Workload {
+    events: u64,
+    users: u64,
+}
+
+impl Workload {
+    fn label(&self) -> String {
+        format!("{} events, {} users", short(self.events), short(self.users))
+    }
+}
+
+fn short(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plugins {
+    Wasm,
+    Native,
+}
+
+impl Plugins {
+    fn name(self) -> &'static str {
+        match self {
+            Plugins::Wasm => "wasm",
+            Plugins::Native => "native",
+        }
+    }
+}
+
+struct Bench {
+    opts: Opts,
+    seq: usize,
+}
+
+impl Bench {
+    fn bin(&self, name: &str) -> PathBuf {
+        self.opts.bin_dir.join(name)
+    }
+
+    /// The host binary of a variant, its subcommand and the plugin flags.
+    fn host(&self, plugins: Plugins, subcommand: &str) -> Command {
+        let mut cmd = match plugins {
+            Plugins::Wasm => Command::new(self.bin("adstream")),
+            Plugins::Native => Command::new(self.bin("adstream-native")),
+        };
+        cmd.arg(subcommand);
+        for name in ["ctr", "engagement"] {
+            match plugins {
+                Plugins::Wasm => cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{name}.wasm"))),
+                Plugins::Native => cmd.arg("--plugin").arg(format!("native:{name}")),
+            };
+        }
+        cmd.env("ADSTREAM_LOG", "warn,adstream=info");
+        cmd
+    }
+
+    /// A fresh log file for the next child process.
+    fn log(&mut self, what: &str) -> anyhow::Result<(PathBuf, File)> {
+        self.seq += 1;
+        let path = self.opts.out.join("logs").join(format!("{:02}-{what}.log", self.seq));
+        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok((path, file))
+    }
+
+    /// The workload's JSONL files and generator summary, generated once and kept.
+    fn data(&mut self, w: Workload) -> anyhow::Result<PathBuf> {
+        let dir = self.opts.out.join("data").join(format!("{}-{}-{}", w.events, w.users, self.opts.seed));
+        if dir.join("summary.json").is_file() {
+            return Ok(dir);
+        }
+        eprintln!("generating {} ...", w.label());
+        let (_, log) = self.log("generate")?;
+        let status = Command::new(self.bin("adgen"))
+            .args(["--quiet", "--jsonl"])
+            .arg(&dir)
+            .args(["--events", &w.events.to_string(), "--users", &w.users.to_string()])
+            .args(["--seed", &self.opts.seed.to_string(), "--summary-json"])
+            .arg(dir.join("summary.json.tmp"))
+            .stderr(log)
+            .status()
+            .context("running adgen")?;
+        anyhow::ensure!(status.success(), "adgen failed");
+        std::fs::rename(dir.join("summary.json.tmp"), dir.join("summary.json"))?;
+        Ok(dir)
+    }
+
+    /// One replay; returns its usage, counters and results.
+    fn replay(
+        &mut self,
+        data: &Path,
+        plugins: Plugins,
+    ) -> anyhow::Result<(Usage, serde_json::Value, BTreeSet<Record>)> {
+        let out = self.opts.out.join(format!("replay-{}.jsonl", plugins.name()));
+        let (log_path, log) = self.log(&format!("replay-{}", plugins.name()))?;
+        let mut cmd = self.host(plugins, "replay");
+        cmd.arg("--input").arg(data).arg("--out").arg(&out).stdout(Stdio::null()).stderr(log);
+        let usage = Running::spawn(&mut cmd)?.wait(None).with_context(|| format!("see {}", log_path.display()))?;
+        let text = std::fs::read_to_string(&log_path)?;
+        let stats = text
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v["consumed"].is_u64()))
+            .with_context(|| format!("no counters at the end of {}", log_path.display()))?;
+        Ok((usage, stats, replay_records(&out)?))
+    }
+}
+
+/// The result records of a replay's output file.
+fn replay_records(path: &Path) -> anyhow::Result<BTreeSet<Record>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let field = |k: &str| v[k].as_str().map(str::to_owned).context("a replay line without topic or key");
+            Ok((field("topic")?, field("key")?, serde_json::to_string(&v["value"])?))
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let opts = Opts::parse();
+    anyhow::ensure!(opts.repeat >= 1, "--repeat must be at least 1");
+    for bin in ["adstream", "adstream-native", "adgen"] {
+        let path = opts.bin_dir.join(bin);
+        anyhow::ensure!(path.is_file(), "{} is missing: `just bench` builds it", path.display());
+    }
+    for plugin in ["ctr", "engagement"] {
+        let path = opts.plugin_dir.join(format!("{plugin}.wasm"));
+        anyhow::ensure!(path.is_file(), "{} is missing: `just build-plugins` builds it", path.display());
+    }
+    std::fs::create_dir_all(opts.out.join("logs"))?;
+    let mut bench = Bench { opts, seq: 0 };
+    let mut rows = Vec::new();
+
+    // A small run first, so that the plugins are compiled into the cache before anything counts.
+    let warm = bench.data(Workload { events: 1_000, users: 100 })?;
+    bench.replay(&warm, Plugins::Wasm)?;
+
+    let main = Workload { events: bench.opts.events, users: bench.opts.users };
+    let data = bench.data(main)?;
+    let mut reference = None;
+    for plugins in [Plugins::Wasm, Plugins::Native] {
+        let mut runs = Vec::new();
+        for i in 0..bench.opts.repeat {
+            eprintln!(
+                "replay, {}, {} plugins, run {} of {} ...",
+                main.label(),
+                plugins.name(),
+                i + 1,
+                bench.opts.repeat
+            );
+            runs.push(bench.replay(&data, plugins)?);
+        }
+        runs.sort_by(|a, b| a.0.cpu_s().total_cmp(&b.0.cpu_s()));
+        let (usage, stats, records) = runs.swap_remove(runs.len() / 2);
+        let reference = reference.get_or_insert_with(|| records.clone());
+        rows.push(Row::replay(&main, plugins.name(), usage, &stats, *reference == records, bench.opts.repeat));
+    }
+    let reference = reference.expect("the wasm replay ran");
+
+    if !bench.opts.no_kafka {
+        rows.extend(kafka_runs(&mut bench, main, &data, &reference)?);
+    }
+
+    if !bench.opts.no_scaling {
+        let series = [(1_000_000, 50_000), (20_000_000, 50_000), (5_000_000, 10_000), (5_000_000, 1_000_000)];
+        for (events, users) in series {
+            let w = Workload { events, users };
+            let data = bench.data(w)?;
+            let mut reference = None;
+            for plugins in [Plugins::Wasm, Plugins::Native] {
+                eprintln!("scaling: replay, {}, {} plugins ...", w.label(), plugins.name());
+                let (usage, stats, records) = bench.replay(&data, plugins)?;
+                let same = *reference.get_or_insert_with(|| records.clone()) == records;
+                rows.push(Row::replay(&w, plugins.name(), usage, &stats, same, 1));
+            }
+        }
+    }
+
+    let table = report::render(&rows, &bench.opts.brokers);
+    println!("{table}");
+    std::fs::write(bench.opts.out.join("results.md"), &table)?;
+    std::fs::write(bench.opts.out.join("results.json"), serde_json::to_vec_pretty(&rows)?)?;
+    eprintln!("written to {}/results.md and results.json", bench.opts.out.display());
+    anyhow::ensure!(rows.iter().all(|r| r.results_match), "a run's results differ from the WebAssembly replay's");
+    Ok(())
+}
+
+/// The main workload on the real broker. Each variant gets topics of its own (`--topic-prefix`
+/// names inputs and outputs alike), loaded before the host starts, which then consumes them from
+/// the beginning.
+fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<Record>) -> anyhow::Result<Vec<Row>> {
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+
+    // Windows that close without more input or an idle timeout: those ending at or before the
+    // watermark all partitions reach, the smallest of their last event times minus the allowed
+    // out-of-orderness (5 s). Later ones wait for more data, or for a partition to turn idle.
+    let max_ms = last_event_time(data, "ad-impressions.jsonl", Source::Impressions)?.min(last_event_time(
+        data,
+        "ad-clicks.jsonl",
+        Source::Clicks,
+    )?);
+    let closable: BTreeSet<String> = reference
+        .iter()
+        .filter_map(|(_, _, v)| serde_json::from_str::<serde_json::Value>(v).ok())
+        .filter_map(|v| v["window_start"].as_str().map(str::to_owned))
+        .filter(|w| event_time_ms(w).is_ok_and(|start| start + 60_000 <= max_ms - 5_000))
+        .collect();
+    let expected: BTreeSet<Record> = reference
+        .iter()
+        .filter(|(_, _, v)| closable.iter().any(|w| v.contains(&format!("\"window_start\":\"{w}\""))))
+        .cloned()
+        .collect();
+
+    let mut rows = Vec::new();
+    for plugins in [Plugins::Wasm, Plugins::Native] {
+        eprintln!("kafka, {}, {} plugins ...", w.label(), plugins.name());
+        let prefix = format!("bench-{run_id}-{}-", plugins.name());
+        eprintln!("loading {} into {prefix}ad-impressions and {prefix}ad-clicks ...", w.label());
+        let (_, log) = bench.log("load-kafka")?;
+        let status = Command::new(bench.bin("adgen"))
+            .args(["--quiet", "--brokers", &bench.opts.brokers])
+            .args(["--impressions-topic", &format!("{prefix}ad-impressions")])
+            .args(["--clicks-topic", &format!("{prefix}ad-clicks")])
+            .args(["--events", &w.events.to_string(), "--users", &w.users.to_string()])
+            .args(["--seed", &bench.opts.seed.to_string()])
+            .stderr(log)
+            .status()
+            .context("running adgen")?;
+        anyhow::ensure!(status.success(), "adgen could not load the broker (is it running? `just kafka-up`)");
+        let outputs: Vec<String> =
+            ["campaign-ctr-results", "device-engagement-results"].iter().map(|t| format!("{prefix}{t}")).collect();
+        adstream::sink::topics::ensure_topics(&bench.opts.brokers, &outputs, 1)?;
+        let stats_path = bench.opts.out.join(format!("kafka-{}-stats.json", plugins.name()));
+        let _ = std::fs::remove_file(&stats_path);
+        let (log_path, log) = bench.log(&format!("kafka-{}", plugins.name()))?;
+        let mut cmd = bench.host(plugins, "run");
+        cmd.args(["--brokers", &bench.opts.brokers, "--group-id", &format!("{prefix}host")])
+            .args(["--topic-prefix", &prefix])
+            .arg("--stats-file")
+            .arg(&stats_path)
+            .stdout(Stdio::null())
+            .stderr(log);
+        let host = Running::spawn(&mut cmd)?;
+        let seen = kafka::await_windows(
+            &bench.opts.brokers,
+            &prefix,
+            &["campaign-ctr-results", "device-engagement-results"],
+            &closable,
+            Duration::from_secs(600),
+            || !host.has_exited(),
+        );
+        host.terminate()?;
+        let started = host.started();
+        let (seen, done_at) = match seen {
+            Ok(seen) => seen,
+            Err(e) => {
+                host.wait(None)?;
+                return Err(e.context(format!("see {}", log_path.display())));
+            }
+        };
+        let usage = host.wait(Some(done_at - started)).with_context(|| format!("see {}", log_path.display()))?;
+        // Records of later windows (published at shutdown, say) are not part of the comparison.
+        let seen: BTreeSet<Record> = seen
+            .into_iter()
+            .filter(|(_, _, v)| closable.iter().any(|w| v.contains(&format!("\"window_start\":\"{w}\""))))
+            .collect();
+        let stats: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&stats_path).with_context(|| format!("reading {}", stats_path.display()))?,
+        )?;
+        rows.push(Row::kafka(&w, plugins.name(), usage, &stats, seen == expected));
+        if seen != expected {
+            eprintln!(
+                "kafka {} results differ from the replay's: {} records seen, {} expected; first missing {:?}, first unexpected {:?}",
+                plugins.name(),
+                seen.len(),
+                expected.len(),
+                expected.difference(&seen).next(),
+                seen.difference(&expected).next(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// The largest event time in one input file, read with the host's own decoder.
+fn last_event_time(data: &Path, file: &str, source: Source) -> anyhow::Result<i64> {
+    let text = std::fs::read(data.join(file)).with_context(|| format!("reading {file}"))?;
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| decode(source, line, usize::MAX).ok().map(|e| e.event_time_ms()))
+        .max()
+        .with_context(|| format!("no valid event in {file}"))
+}
+
+/// Epoch ms of an RFC 3339 time.
+fn event_time_ms(s: &str) -> anyhow::Result<i64> {
+    adstream_abi::time::parse_rfc3339_millis(s).map_err(|e| anyhow::anyhow!("{s}: {e}"))
+}

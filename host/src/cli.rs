@@ -1,0 +1,157 @@
+//! The `adstream` command line: parses flags, sets up logging, and calls into the library.
+//! It lives in the library so that a benchmark build (`bench/`, `adstream-native`) runs the very
+//! same command with aggregations compiled in (see [`crate::plugin::native`]).
+
+use std::path::PathBuf;
+
+use crate::config::{Config, KafkaArgs, PluginArgs, TimeArgs};
+use crate::plugin::native::Natives;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Event-time ad analytics over Kafka: 1-minute tumbling windows, watermarks, a click-to-
+/// impression join, and the aggregations as WebAssembly plugins you swap by path.
+///
+/// Every flag can also be set by its ADSTREAM_* environment variable or in a TOML file given
+/// with --config; a flag beats its variable, which beats the file.
+#[derive(Parser)]
+#[command(version, propagate_version = true, max_term_width = 110)]
+struct Cli {
+    /// Log format: human-readable text, or one JSON object per line
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "ADSTREAM_LOG_FORMAT")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume ad-impressions and ad-clicks from Kafka, aggregate, and publish the results.
+    ///
+    /// Example:
+    ///   adstream run --brokers 127.0.0.1:9092 --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm
+    Run {
+        /// A TOML file with [kafka], [time] and [plugins] tables of the same settings as the flags
+        #[arg(long, env = "ADSTREAM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        time: TimeArgs,
+        #[command(flatten)]
+        plugins: PluginArgs,
+        /// On shutdown, write the final counters (consumed, counted, late, dead-lettered...) here as JSON
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
+    },
+    /// Run the same pipeline over JSONL files instead of Kafka and write every output record
+    /// (results, late events, dead letters) as JSON lines. The end of the input closes every
+    /// window. For plugin authors, tests, and reproducing a problem.
+    ///
+    /// Example:
+    ///   adstream replay --input events/ --plugin target/plugins/ctr.wasm --out results.jsonl
+    Replay {
+        /// A directory holding ad-impressions.jsonl and ad-clicks.jsonl (as `adgen --jsonl` writes)
+        #[arg(long, conflicts_with_all = ["impressions", "clicks"])]
+        input: Option<PathBuf>,
+        /// The impressions file, one message per line
+        #[arg(long, requires = "clicks")]
+        impressions: Option<PathBuf>,
+        /// The clicks file, one message per line
+        #[arg(long, requires = "impressions")]
+        clicks: Option<PathBuf>,
+        /// Where to write the output records [default: standard output]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A TOML file with [time] and [plugins] tables
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        time: TimeArgs,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Show the result topics as a live table, one block per window.
+    Tail(crate::tail::TailArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADSTREAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        runtime.block_on(async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            token.cancel();
+        });
+    })?;
+    Ok(())
+}
+
+/// The `adstream` command. `natives` are the aggregations compiled into this binary, loadable
+/// as `--plugin native:NAME` (none in the shipped host).
+pub fn main(natives: Natives) -> anyhow::Result<()> {
+    crate::metrics::process_started();
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::Run { config, kafka, time, plugins, stats_file } => {
+            let mut config = Config::load(config.as_deref(), kafka, time, plugins)?;
+            config.plugins.natives = natives;
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone())?;
+            let stats = crate::app::run(&config, &shutdown)?;
+            if let Some(path) = stats_file {
+                std::fs::write(&path, serde_json::to_vec_pretty(&stats)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Replay { input, impressions, clicks, out, config, time, plugins } => {
+            let (time, mut plugins) = Config::load_offline(config.as_deref(), time, plugins)?;
+            plugins.natives = natives;
+            let (impressions, clicks) = match (input, impressions, clicks) {
+                (Some(dir), _, _) => (dir.join("ad-impressions.jsonl"), dir.join("ad-clicks.jsonl")),
+                (None, Some(i), Some(c)) => (i, c),
+                _ => anyhow::bail!("name the input: --input DIR, or --impressions FILE --clicks FILE"),
+            };
+            let stats = match out {
+                Some(path) => {
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    crate::app::replay(time, &plugins, &impressions, &clicks, file)?
+                }
+                None => crate::app::replay(time, &plugins, &impressions, &clicks, std::io::stdout().lock())?,
+            };
+            eprintln!("{}", serde_json::to_string(&stats)?);
+        }
+        Command::Tail(args) => {
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone())?;
+            crate::tail::tail(&args, &shutdown)?;
+        }
+    }
+    Ok(())
+}
