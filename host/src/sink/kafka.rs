@@ -69,7 +69,9 @@ impl KafkaSink {
         config
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+            // Results leave in bursts, once per window: waiting long for a batch to fill only
+            // adds to their latency (see BENCHMARKS.md).
+            .set("linger.ms", "1")
             .set("batch.num.messages", "10000")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000");
@@ -104,6 +106,10 @@ impl KafkaSink {
                 self.producer.send_offsets_to_transaction(offsets, &group, TRANSACTION_TIMEOUT)
             })?;
         }
+        // commit_transaction would flush by itself, but through rust-rdkafka's flush, which
+        // waits in steps of 100 ms here (the producer thread takes the delivery reports it
+        // polls for): a window's results would wait ~100 ms to be acknowledged.
+        self.flush(TRANSACTION_TIMEOUT)?;
         retry_retriable("committing the transaction", || self.producer.commit_transaction(TRANSACTION_TIMEOUT))?;
         self.check_deliveries()?;
         self.producer.begin_transaction().context("beginning the next transaction")
@@ -119,9 +125,20 @@ impl KafkaSink {
     }
 
     /// Waits until every queued record is acknowledged; fails if any could not be delivered.
+    /// The producer's own thread serves the delivery reports as they arrive; this only watches
+    /// the count of records in flight, at a millisecond's granularity.
     pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.producer.flush(timeout).context("waiting for the output to be acknowledged by Kafka")?;
-        self.check_deliveries()
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let in_flight = self.producer.in_flight_count();
+            if in_flight == 0 {
+                return self.check_deliveries();
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("{in_flight} output records were not acknowledged by Kafka within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

@@ -92,6 +92,12 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "50")
+            // librdkafka pauses a partition's fetching for this long once its local queue is
+            // full (default 1 s): long enough to run the queue dry at our rate. Measured in
+            // BENCHMARKS.md: with the default the host waited on fetches for half of a run.
+            .set("fetch.queue.backoff.ms", "5")
+            // Bounds the prefetched messages held in memory (default 64 MiB per partition).
+            .set("queued.max.messages.kbytes", "16384")
             .create()
             .context("creating the Kafka consumer")?;
         let mut source = KafkaSource {
@@ -159,6 +165,17 @@ impl KafkaSource {
             bail!("topic {topic} does not exist: create it first (the generator creates it)");
         }
         Ok(t.partitions().iter().map(|p| p.id()).collect())
+    }
+
+    /// Those of `topics` the cluster does not have (by one metadata request for all topics).
+    pub fn missing_topics(&self, topics: &[String]) -> anyhow::Result<Vec<String>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .with_context(|| format!("fetching the cluster's topics from {}", self.config.brokers))?;
+        let existing: std::collections::HashSet<&str> =
+            metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
+        Ok(topics.iter().filter(|t| !existing.contains(t.as_str())).cloned().collect())
     }
 
     /// Which input a message's topic is.
