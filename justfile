@@ -61,8 +61,13 @@ bench *FLAGS: build-plugins kafka-up
     cargo build --release --locked -p adstream -p adgen -p adbench
     target/release/adbench {{FLAGS}}
 
-# Longer runs of the robustness tests (not in CI): 100 SIGKILLs, a million fuzzed messages
-soak: build build-plugins kafka-up
+# Memory soak (not in CI): MINUTES (30) at a steady RATE (10000 events/s); RSS must stay flat
+# after warm-up. Samples in target/soak/rss.csv
+soak MINUTES="30" RATE="10000": build build-plugins kafka-up
+    bash scripts/soak.sh {{MINUTES}} {{RATE}}
+
+# Longer run of the crash test (not in CI): 100 SIGKILLs mid-stream, exactly-once checked
+crash-soak: build build-plugins kafka-up
     ADSTREAM_CRASH_KILLS=100 cargo test --release --locked -p adstream --test crash_recovery -- --nocapture
 
 # Fuzz the decoder and the pipeline with a million random and mutated messages

@@ -17,6 +17,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
+use crate::event::fast::short_eq;
 use crate::event::{Click, Impression};
 
 /// Impressions are kept in buckets of this much event time, so that expiry drops whole buckets
@@ -149,7 +150,7 @@ impl Bucket {
         self.records.extend_from_slice(id);
         let hash = hasher.hash_one(id);
         let (index, records) = (&mut self.index, &self.records);
-        match index.find_mut(hash, |&r| records_id(records, r) == id) {
+        match index.find_mut(hash, |&r| short_eq(records_id(records, r), id)) {
             Some(slot) => *slot = at,
             None => {
                 index.insert_unique(hash, at, |&r| hasher.hash_one(records_id(records, r)));
@@ -158,7 +159,7 @@ impl Bucket {
     }
 
     fn get(&self, hash: u64, id: &[u8], start_ms: i64) -> Option<ImpressionInfo<'_>> {
-        let &at = self.index.find(hash, |&r| records_id(&self.records, r) == id)?;
+        let &at = self.index.find(hash, |&r| short_eq(records_id(&self.records, r), id))?;
         let r = self.record(at);
         let [campaign_id, ad_id, device_type, browser] = self.labels[r.labels as usize].get();
         Some(ImpressionInfo {

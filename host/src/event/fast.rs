@@ -126,6 +126,22 @@ fn special_byte(bytes: &[u8]) -> Option<usize> {
     Some(bytes.len() - tail.len() + at)
 }
 
+/// Byte equality for the short strings of the hot path (field names, ids) without a call to
+/// `memcmp`, which was a tenth of the profile: up to 16 bytes are two overlapping 8-byte loads.
+#[inline]
+pub fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    match n {
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// Fields of either event kind, in one table: the index is the bit in the "seen" mask.
 const IMPRESSION_FIELDS: [&str; 8] =
     ["impression_id", "user_id", "campaign_id", "ad_id", "device_type", "browser", "event_timestamp", "cost"];
@@ -146,7 +162,11 @@ fn fields<'a>(text: &'a str, names: &[&str], mut set: impl FnMut(usize, Value<'a
             let key = s.string()?;
             s.eat(b':')?;
             let value = s.value()?;
-            let known = if names.get(next) == Some(&key) { Some(next) } else { names.iter().position(|&n| n == key) };
+            let known = if names.get(next).is_some_and(|n| short_eq(n.as_bytes(), key.as_bytes())) {
+                Some(next)
+            } else {
+                names.iter().position(|&n| n == key)
+            };
             if let Some(i) = known {
                 next = i + 1;
                 if seen & (1 << i) != 0 {
@@ -343,6 +363,12 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn short_eq_is_equality(a in prop::collection::vec(0u8..3, 0..24), b in prop::collection::vec(0u8..3, 0..24)) {
+            prop_assert_eq!(short_eq(&a, &b), a == b);
+            prop_assert!(short_eq(&a, &a.clone()));
+        }
 
         #[test]
         fn finds_the_first_special_byte(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
