@@ -5,15 +5,16 @@ use adstream_abi::batch::{Event, Kind};
 use adstream_abi::json::Obj;
 use adstream_abi::sdk::{Aggregation, Output};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
-use hashbrown::HashSet;
-use rustc_hash::FxBuildHasher;
+
+mod users;
+use users::UserSet;
 
 /// Impressions and distinct users of one device type in one window.
 #[derive(Debug, Default)]
 pub struct Device {
     impressions: u64,
     /// Every distinct `user_id` seen: exact, so its size grows with the users of the window.
-    users: HashSet<Box<str>, FxBuildHasher>,
+    users: UserSet,
 }
 
 /// The accumulator of one window: one entry per device type. There are a handful of device
@@ -42,7 +43,7 @@ impl Aggregation for Engagement {
     fn add(&mut self, event: &Event<'_>) {
         let device = self.device(event.device_type);
         device.impressions += 1;
-        device.users.get_or_insert_with(event.user_id, |u: &str| u.into());
+        device.users.insert(event.user_id);
     }
 
     fn emit(self, start_ms: i64, end_ms: i64, out: &mut Vec<Output>) {
@@ -65,7 +66,7 @@ impl Aggregation for Engagement {
         out.u64(self.devices.len() as u64);
         for (device_type, d) in &self.devices {
             out.str(device_type).u64(d.impressions).u64(d.users.len() as u64);
-            for user in &d.users {
+            for user in d.users.iter() {
                 out.str(user);
             }
         }
@@ -75,9 +76,9 @@ impl Aggregation for Engagement {
         let mut acc = Engagement::default();
         for _ in 0..input.len(24)? {
             let device_type = input.str()?;
-            let mut d = Device { impressions: input.u64()?, users: HashSet::default() };
+            let mut d = Device { impressions: input.u64()?, users: UserSet::default() };
             for _ in 0..input.len(8)? {
-                d.users.insert(input.str()?.into());
+                d.users.insert(input.str()?);
             }
             acc.merge(Engagement { devices: vec![(device_type.into(), d)] });
         }
@@ -88,7 +89,9 @@ impl Aggregation for Engagement {
         for (device_type, d) in other.devices {
             let mine = self.device(&device_type);
             mine.impressions += d.impressions;
-            mine.users.extend(d.users);
+            for user in d.users.iter() {
+                mine.users.insert(user);
+            }
         }
     }
 }
