@@ -126,7 +126,11 @@ impl Bucket {
         self.scratch.set(labels);
         let hash = hasher.hash_one(&self.scratch);
         let (known, wanted) = (&self.labels, &self.scratch);
-        if let Some(&n) = self.label_index.find(hash, |&n| known[n as usize] == *wanted) {
+        let same = |n: &u32| {
+            let k = &known[*n as usize];
+            k.ends == wanted.ends && short_eq(k.text.as_bytes(), wanted.text.as_bytes())
+        };
+        if let Some(&n) = self.label_index.find(hash, same) {
             return n;
         }
         let n = u32::try_from(self.labels.len()).expect("fewer than 2^32 label combinations per minute");

@@ -21,8 +21,10 @@ pub type PartitionId = usize;
 struct Partition {
     /// Largest event time seen on the partition; `i64::MIN` until its first event.
     max_event_time: i64,
-    /// When the partition last delivered a message (valid or not).
-    last_activity: Instant,
+    /// When the partition turns idle unless it delivers a message (valid or not) first: its
+    /// last message plus the idle timeout. Kept as a deadline so that the per-message check is
+    /// a comparison rather than a subtraction. `None`: an idle timeout too long to represent.
+    idle_at: Option<Instant>,
     /// Input ended (replay): it never holds the watermark back again.
     finished: bool,
     /// The source knows of messages not read yet: the partition cannot be idle.
@@ -49,7 +51,7 @@ impl Watermarks {
     pub fn add_partition(&mut self, now: Instant) -> PartitionId {
         self.partitions.push(Partition {
             max_event_time: i64::MIN,
-            last_activity: now,
+            idle_at: self.idle_deadline(now),
             finished: false,
             backlog: false,
         });
@@ -58,14 +60,19 @@ impl Watermarks {
 
     /// A message arrived on `p` (an invalid one too: the partition is alive).
     pub fn touch(&mut self, p: PartitionId, now: Instant) {
-        self.partitions[p].last_activity = now;
+        self.partitions[p].idle_at = self.idle_deadline(now);
+    }
+
+    fn idle_deadline(&self, now: Instant) -> Option<Instant> {
+        now.checked_add(self.idle_timeout)
     }
 
     /// An event with time `event_time_ms` arrived on `p`.
     pub fn observe(&mut self, p: PartitionId, event_time_ms: i64, now: Instant) {
+        let idle_at = self.idle_deadline(now);
         let part = &mut self.partitions[p];
         part.max_event_time = part.max_event_time.max(event_time_ms);
-        part.last_activity = now;
+        part.idle_at = idle_at;
     }
 
     /// Whether the source has messages of `p` not read yet.
@@ -111,7 +118,7 @@ impl Watermarks {
     }
 
     fn is_idle(&self, p: &Partition, now: Instant) -> bool {
-        p.finished || (!p.backlog && now.saturating_duration_since(p.last_activity) >= self.idle_timeout)
+        p.finished || (!p.backlog && p.idle_at.is_some_and(|at| now >= at))
     }
 }
 
