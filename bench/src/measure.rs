@@ -81,6 +81,8 @@ impl Running {
             user_s: secs(usage.ru_utime),
             sys_s: secs(usage.ru_stime),
             wall_s: wall.as_secs_f64(),
+            // Linux counts the parent's resident memory at spawn in the child's peak (the
+            // copy before exec): adbench keeps itself small for that reason.
             max_rss_mb: usage.ru_maxrss as f64 / 1024.0,
         })
     }
