@@ -11,6 +11,10 @@
 //! click's window closes every impression that could match it has either arrived or is late.
 //! Clicks that find no impression on arrival wait (as *pending*) until their window closes;
 //! then they are counted as unattributed.
+//!
+//! An impression id seen twice (a producer's retry, say): a click matches the newest kept
+//! impression with that id whose time it can match, and within one minute of event time the
+//! later arrival. The order of arrival is the input's, so a restart decides the same way.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;

@@ -16,6 +16,7 @@
 //!
 //! Modules:
 //! - [`app`]: `run` over Kafka and `replay` over files; the delivery guarantee.
+//! - [`cli`]: the `adstream` command line (also run by the benchmark build, `bench/`).
 //! - [`config`]: flags, environment, config file, defaults, validation.
 //! - [`event`]: decoding input messages; why a message is rejected.
 //! - [`watermark`]: per-partition watermarks and idleness.
