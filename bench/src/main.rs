@@ -291,11 +291,9 @@ fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<
         .filter_map(|v| v["window_start"].as_str().map(str::to_owned))
         .filter(|w| event_time_ms(w).is_ok_and(|start| start + 60_000 <= max_ms - 5_000))
         .collect();
-    let expected: BTreeSet<Record> = reference
-        .iter()
-        .filter(|(_, _, v)| closable.iter().any(|w| v.contains(&format!("\"window_start\":\"{w}\""))))
-        .cloned()
-        .collect();
+    let of_closable =
+        |(_, _, value): &Record| closable.iter().any(|w| value.contains(&format!("\"window_start\":\"{w}\"")));
+    let expected: BTreeSet<Record> = reference.iter().filter(|r| of_closable(r)).cloned().collect();
 
     let mut rows = Vec::new();
     for plugins in [Plugins::Wasm, Plugins::Native] {
@@ -346,10 +344,7 @@ fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<
         };
         let usage = host.wait(Some(done_at - started)).with_context(|| format!("see {}", log_path.display()))?;
         // Records of later windows (published at shutdown, say) are not part of the comparison.
-        let seen: BTreeSet<Record> = seen
-            .into_iter()
-            .filter(|(_, _, v)| closable.iter().any(|w| v.contains(&format!("\"window_start\":\"{w}\""))))
-            .collect();
+        let seen: BTreeSet<Record> = seen.into_iter().filter(|r| of_closable(r)).collect();
         let stats: serde_json::Value = serde_json::from_slice(
             &std::fs::read(&stats_path).with_context(|| format!("reading {}", stats_path.display()))?,
         )?;

@@ -261,13 +261,6 @@ impl<'de> Deserialize<'de> for PluginLimit {
     }
 }
 
-impl std::str::FromStr for PluginLimit {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::parse(s)
-    }
-}
-
 /// The WASI capabilities an operator granted the plugins; by default none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -339,7 +332,7 @@ impl PluginArgs {
                 "no plugin given: name at least one aggregation with --plugin PATH.wasm (`just build-plugins` builds ours into target/plugins/)"
             );
         }
-        for p in c.plugins.iter().filter(|p| !p.to_string_lossy().starts_with(crate::plugin::native::NATIVE_PREFIX)) {
+        for p in c.plugins.iter().filter(|p| crate::plugin::native::native_name(p).is_none()) {
             ensure!(p.is_file(), "plugin {} does not exist (build ours with `just build-plugins`)", p.display());
         }
         ensure!((1..=1_000_000).contains(&c.batch_size), "--batch-size must be between 1 and 1000000");

@@ -30,6 +30,7 @@
 //! - [`tail`]: the live result table of `adstream tail`.
 
 pub mod app;
+mod bytes;
 pub mod cli;
 pub mod config;
 pub mod event;

@@ -22,7 +22,7 @@ use crate::event::{Event, Rejected, Source, decode};
 use crate::join::{Join, JoinedClick};
 use crate::metrics::Stats;
 use crate::offsets::OffsetTracker;
-use crate::plugin::native::NATIVE_PREFIX;
+use crate::plugin::native::native_name;
 use crate::plugin::{Aggregator, OutputRecord, Plugin, PluginError, PluginMeta, Runtime, Window};
 use crate::watermark::{PartitionId, Watermarks};
 
@@ -98,7 +98,7 @@ impl Pipeline {
         let runtime = Runtime::new(&plugins.cache_dir)?;
         let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
         for path in &plugins.plugins {
-            let plugin: Box<dyn Aggregator> = match path.to_string_lossy().strip_prefix(NATIVE_PREFIX) {
+            let plugin: Box<dyn Aggregator> = match native_name(path) {
                 Some(name) => {
                     let Some((_, make)) = plugins.natives.iter().find(|(n, _)| *n == name) else {
                         anyhow::bail!(
@@ -194,9 +194,9 @@ impl Pipeline {
         }
     }
 
-    /// When the watermark passed the end of each window emitted since the last call (the first
-    /// call starts the recording, and returns nothing): the
-    /// driver calls it once the output is acknowledged, to measure result latency.
+    /// When the watermark passed the end of each window emitted since the last call. The driver
+    /// calls it once the output is acknowledged, to measure result latency; the first call starts
+    /// the recording (and returns nothing), so a driver that never calls it accumulates nothing.
     pub fn take_emitted(&mut self) -> Vec<Instant> {
         self.emitted_at.replace(Vec::new()).unwrap_or_default()
     }
@@ -347,7 +347,6 @@ impl Pipeline {
         if !self.open.first_key_value().is_some_and(|(&w, _)| due(w)) {
             return Ok(());
         }
-        let passed = Instant::now();
         self.flush();
         while let Some((&w, _)) = self.open.first_key_value() {
             if !due(w) {
@@ -356,7 +355,7 @@ impl Pipeline {
             let (w, events) = self.open.pop_first().expect("checked above");
             self.emit_window(w, events, sink)?;
             if let Some(emitted) = &mut self.emitted_at {
-                emitted.push(passed);
+                emitted.push(now);
             }
         }
         self.offsets.release(watermark);

@@ -11,7 +11,7 @@ use adstream_abi::time::{TimeError, parse_rfc3339_millis};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-pub(crate) mod fast;
+mod fast;
 
 /// Event times before this are rejected as absurd (2000-01-01T00:00:00Z).
 pub const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;

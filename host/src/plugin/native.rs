@@ -15,7 +15,12 @@ use super::{Aggregator, OutputRecord, PluginError, PluginMeta, Window};
 pub type Natives = &'static [(&'static str, fn() -> Box<dyn Aggregator>)];
 
 /// The prefix of a `--plugin` that names a compiled-in aggregation.
-pub const NATIVE_PREFIX: &str = "native:";
+const NATIVE_PREFIX: &str = "native:";
+
+/// The aggregation a `--plugin native:NAME` names, or `None` for a path to a `.wasm`.
+pub fn native_name(plugin: &std::path::Path) -> Option<&str> {
+    plugin.to_str()?.strip_prefix(NATIVE_PREFIX)
+}
 
 pub struct NativeAggregator<A> {
     meta: PluginMeta,

@@ -6,8 +6,6 @@
 pub mod expected;
 
 use std::collections::HashMap;
-
-use expected::{Inputs, Late};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +14,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+use expected::{Inputs, Late};
 
 /// The broker the tests use: `ADSTREAM_TEST_BROKERS`, or the one `scripts/kafka.sh up` starts.
 pub fn brokers() -> String {
