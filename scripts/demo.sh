@@ -52,6 +52,7 @@ target/release/adstream run --brokers "$brokers" --topic-prefix "$prefix" --grou
   --stats-file "$work/stats.json" 2>"$work/host.log" &
 host=$!
 pids+=("$host")
+echo "demo: the host's web console is at http://127.0.0.1:8081/ while the demo runs (metrics at /metrics)"
 
 # Ten 1-minute windows, two result topics: 20 tables. Give up after two minutes.
 sleep 1

@@ -320,6 +320,8 @@ fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<
         let mut cmd = bench.host(plugins, "run");
         cmd.args(["--brokers", &bench.opts.brokers, "--group-id", &format!("{prefix}host")])
             .args(["--topic-prefix", &prefix])
+            // The console serves as in production (its cost is in the figures), on any free port.
+            .args(["--http-addr", "127.0.0.1:0"])
             .arg("--stats-file")
             .arg(&stats_path)
             .stdout(Stdio::null())

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, PluginConfig, TimeConfig};
 use crate::event::Source;
 use crate::metrics::Stats;
+use crate::ops::{Ops, Phase, PluginStatus, SwapInbox};
 use crate::pipeline::{Input, OutputTopics, Pipeline};
+use crate::plugin::{Aggregator, Plugin, SwapReport};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::topics::ensure_topics;
@@ -36,6 +38,8 @@ use crate::source::kafka::KafkaSource;
 const BACKLOG_EVERY: Duration = Duration::from_millis(100);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often the console's and /metrics' figures are refreshed.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs the pipeline over Kafka until `shutdown` is cancelled or an infrastructure error
 /// occurs. Blocking: call it from a thread of its own.
@@ -47,6 +51,21 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         prefix: config.kafka.topic_prefix.clone(),
     };
     let mut pipeline = Pipeline::new(config.time, &config.plugins, topics.clone())?;
+    let admin_open = config.http.addr.is_some_and(|a| a.ip().is_loopback());
+    let (ops, swaps) = Ops::new(pipeline.loader().cloned(), config.http.admin_token.clone(), admin_open);
+    // The server outlives the loop: it reports "stopping" while the last transaction commits.
+    let server_stop = CancellationToken::new();
+    let _stop_server = server_stop.clone().drop_guard();
+    if let Some(addr) = config.http.addr {
+        let bound = crate::ops::http::serve(addr, ops.clone(), server_stop.clone())?;
+        tracing::info!(url = %format!("http://{bound}/"), "console, /metrics, /healthz, /readyz and /api/ listening");
+        if !admin_open && config.http.admin_token.is_none() {
+            tracing::warn!(
+                "plugin swaps through the API are disabled: the console listens beyond loopback and no --admin-token is set"
+            );
+        }
+    }
+    ops.publish(pipeline.stats(), Vec::new(), PluginStatus::of(&pipeline), None);
     // Transactions first: initialising them fences a predecessor still running with our id, so
     // that the offsets read next cannot move under us.
     let mut sink = KafkaSink::new(&config.kafka.brokers, config.kafka.transactional_id.as_deref())?;
@@ -63,15 +82,22 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
             ensure_topics(&config.kafka.brokers, &missing, i32::try_from(partitions.max(1)).unwrap_or(1))?;
         }
     }
+    if config.plugins.watch {
+        let files = pipeline.plugins().filter(|m| m.path.is_file()).map(|m| (m.name.clone(), m.path.clone())).collect();
+        crate::ops::watch::start(ops.clone(), files, server_stop.clone())?;
+    }
     tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, partitions = pipeline.partitions().len(), "consuming");
+    ops.set_phase(Phase::Running);
     let mut last_commit = Instant::now();
     let mut last_progress = Instant::now();
     let mut last_backlog_check = Instant::now();
+    let mut last_publish = Instant::now() - PUBLISH_EVERY;
     let mut committed_windows = 0;
     let mut last_error: Option<String> = None;
     let mut first_message = None;
     let mut latencies_us = Vec::new();
     pipeline.take_emitted();
+    pipeline.take_results();
     while !shutdown.is_cancelled() {
         let now = Instant::now();
         match source.consumer.poll(Duration::from_millis(100)) {
@@ -103,6 +129,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         // measurable share of the per-message cost.
         if now.duration_since(last_backlog_check) >= BACKLOG_EVERY {
             source.report_backlog(&mut pipeline);
+            apply_swaps(&swaps, &mut pipeline, &source, config);
             last_backlog_check = now;
         }
         // Per message: only a counter. The full stats (which walk the join's pending clicks) are
@@ -110,15 +137,26 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         let windows_emitted = pipeline.windows_emitted();
         if now.duration_since(last_commit) >= config.kafka.commit_interval || windows_emitted > committed_windows {
             sink.checkpoint(&source.offsets(&pipeline)?, &source.consumer)?;
-            record_latencies(&mut pipeline, &mut latencies_us);
+            record_latencies(&mut pipeline, &mut latencies_us, &ops);
             committed_windows = windows_emitted;
             last_commit = Instant::now();
+        }
+        if now.duration_since(last_publish) >= PUBLISH_EVERY {
+            ops.add_results(pipeline.take_results());
+            ops.publish(
+                pipeline.stats(),
+                source.status(&pipeline, now),
+                PluginStatus::of(&pipeline),
+                last_error.clone(),
+            );
+            last_publish = now;
         }
         if now.duration_since(last_progress) >= PROGRESS_EVERY {
             log_progress(&pipeline.stats());
             last_progress = now;
         }
     }
+    ops.set_phase(Phase::Stopping);
     let mut stats = pipeline.stats();
     tracing::info!(
         open_windows = stats.open_windows,
@@ -126,7 +164,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
     );
     pipeline.flush();
     sink.checkpoint(&source.offsets(&pipeline)?, &source.consumer)?;
-    record_latencies(&mut pipeline, &mut latencies_us);
+    record_latencies(&mut pipeline, &mut latencies_us, &ops);
     log_progress(&stats);
     stats.startup_to_first_message_us = first_message.map(|d| d.as_micros() as u64);
     stats.result_latencies_us = latencies_us;
@@ -135,13 +173,41 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
 
 /// The output of the windows emitted since the last call is acknowledged now: how long after
 /// the watermark passed their end.
-fn record_latencies(pipeline: &mut Pipeline, latencies_us: &mut Vec<u64>) {
+fn record_latencies(pipeline: &mut Pipeline, latencies_us: &mut Vec<u64>, ops: &Ops) {
     let acknowledged = Instant::now();
     for passed in pipeline.take_emitted() {
-        let us = acknowledged.duration_since(passed).as_micros() as u64;
+        let latency = acknowledged.duration_since(passed);
+        ops.result_latency(latency);
+        let us = latency.as_micros() as u64;
         tracing::debug!(latency_us = us, "window results acknowledged");
         latencies_us.push(us);
     }
+}
+
+/// Puts in charge the plugin versions the console or the file watcher loaded, between two
+/// messages. Output topics a new version names are created first if missing (unless
+/// `--no-create-topics`).
+fn apply_swaps(swaps: &SwapInbox, pipeline: &mut Pipeline, source: &KafkaSource, config: &Config) {
+    while let Some(request) = swaps.try_recv() {
+        let result = swap(request.plugin, pipeline, source, config);
+        // The requester may have given up waiting; the swap stands either way.
+        let _ = request.reply.send(result);
+    }
+}
+
+fn swap(plugin: Plugin, pipeline: &mut Pipeline, source: &KafkaSource, config: &Config) -> Result<SwapReport, String> {
+    let prefix = &config.kafka.topic_prefix;
+    let outputs: Vec<String> = plugin.meta().output_topics.iter().map(|t| format!("{prefix}{t}")).collect();
+    let missing = source.missing_topics(&outputs).map_err(|e| format!("{e:#}"))?;
+    if !missing.is_empty() {
+        if !config.kafka.create_topics {
+            return Err(format!("its output topics {missing:?} do not exist, and --no-create-topics is set"));
+        }
+        let partitions = pipeline.partitions().iter().filter(|p| p.source == Source::Impressions).count();
+        ensure_topics(&config.kafka.brokers, &missing, i32::try_from(partitions.max(1)).unwrap_or(1))
+            .map_err(|e| format!("creating its output topics: {e:#}"))?;
+    }
+    pipeline.swap(Box::new(plugin)).map_err(|e| e.to_string())
 }
 
 fn log_progress(s: &Stats) {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, KafkaArgs, PluginArgs, TimeArgs};
+use crate::config::{Config, HttpArgs, KafkaArgs, PluginArgs, TimeArgs};
 use crate::plugin::native::Natives;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Built once per process: the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Consume ad-impressions and ad-clicks from Kafka, aggregate, and publish the results.
@@ -32,7 +34,7 @@ enum Command {
     /// Example:
     ///   adstream run --brokers 127.0.0.1:9092 --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm
     Run {
-        /// A TOML file with [kafka], [time] and [plugins] tables of the same settings as the flags
+        /// A TOML file with [kafka], [time], [plugins] and [http] tables of the same settings as the flags
         #[arg(long, env = "ADSTREAM_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -41,6 +43,8 @@ enum Command {
         time: TimeArgs,
         #[command(flatten)]
         plugins: PluginArgs,
+        #[command(flatten)]
+        http: HttpArgs,
         /// On shutdown, write the final counters (consumed, counted, late, dead-lettered...) here as JSON
         #[arg(long)]
         stats_file: Option<PathBuf>,
@@ -119,8 +123,8 @@ pub fn main(natives: Natives) -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match cli.command {
-        Command::Run { config, kafka, time, plugins, stats_file } => {
-            let mut config = Config::load(config.as_deref(), kafka, time, plugins)?;
+        Command::Run { config, kafka, time, plugins, http, stats_file } => {
+            let mut config = Config::load(config.as_deref(), kafka, time, plugins, http)?;
             config.plugins.natives = natives;
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone())?;

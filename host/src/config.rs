@@ -143,6 +143,28 @@ pub struct PluginArgs {
     #[arg(long = "plugin-grant", env = "ADSTREAM_PLUGIN_GRANTS", value_delimiter = ',', value_parser = ["stderr", "clock", "random"])]
     #[serde(default, rename = "plugin-grant")]
     pub plugin_grants: Vec<String>,
+    /// `run`: watch the --plugin files and swap in a new version when one changes, without a
+    /// restart (windows open at the swap finish with the old version, or carry over when the new
+    /// one keeps the same state-version). A file that fails to load is rejected and logged; the
+    /// running version stays
+    #[arg(long, env = "ADSTREAM_WATCH_PLUGINS")]
+    #[serde(default)]
+    pub watch_plugins: bool,
+}
+
+/// The console, `/metrics` and the admin API of `run`.
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpArgs {
+    /// Where the web console, /metrics (Prometheus), /healthz, /readyz and the JSON API listen, or
+    /// `off`. On an address beyond loopback (e.g. 0.0.0.0:8081), plugin swaps through the API need
+    /// --admin-token [default: 127.0.0.1:8081]
+    #[arg(long, env = "ADSTREAM_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// A secret that admin calls (swapping a plugin) must send as `Authorization: Bearer TOKEN`.
+    /// Without it, admin calls are only accepted when --http-addr is a loopback address
+    #[arg(long, env = "ADSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// The parts of a config file; each table holds the flags of one group.
@@ -155,6 +177,8 @@ struct FileConfig {
     time: TimeArgs,
     #[serde(default)]
     plugins: PluginArgs,
+    #[serde(default)]
+    http: HttpArgs,
 }
 
 /// Reads a config file, if one is named.
@@ -221,6 +245,33 @@ pub struct PluginConfig {
     pub limits: Vec<PluginLimit>,
     /// Aggregations compiled into this binary (`--plugin native:NAME`); none in `adstream`.
     pub natives: crate::plugin::native::Natives,
+    /// Swap a plugin when its file changes (`run` only).
+    pub watch: bool,
+}
+
+/// The HTTP server's settings, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `None`: no server.
+    pub addr: Option<std::net::SocketAddr>,
+    pub admin_token: Option<String>,
+}
+
+impl HttpArgs {
+    pub fn resolve(self, file: HttpArgs) -> anyhow::Result<HttpConfig> {
+        let addr = self.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:8081".to_owned());
+        let addr = match addr.trim() {
+            "off" | "none" | "" => None,
+            a => Some(a.parse().with_context(|| {
+                format!("--http-addr {a:?}: expected IP:PORT (e.g. 127.0.0.1:8081, 0.0.0.0:8081) or `off`")
+            })?),
+        };
+        let admin_token = self.admin_token.or(file.admin_token).filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token {
+            ensure!(t.len() >= 16, "--admin-token must be at least 16 characters");
+        }
+        Ok(HttpConfig { addr, admin_token })
+    }
 }
 
 /// Limits for one plugin, by name (`--plugin-limit ctr:timeout=500ms,memory-mib=128`).
@@ -326,6 +377,7 @@ impl PluginArgs {
                 Grants { stderr: has("stderr"), clock: has("clock"), random: has("random") }
             },
             natives: &[],
+            watch: self.watch_plugins || file.watch_plugins,
         };
         if c.plugins.is_empty() {
             bail!(
@@ -390,6 +442,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub time: TimeConfig,
     pub plugins: PluginConfig,
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -399,12 +452,14 @@ impl Config {
         kafka: KafkaArgs,
         time: TimeArgs,
         plugins: PluginArgs,
+        http: HttpArgs,
     ) -> anyhow::Result<Self> {
         let file = read_file(config_file)?;
         Ok(Config {
             kafka: kafka.resolve(file.kafka)?,
             time: time.resolve(file.time)?,
             plugins: plugins.resolve(file.plugins)?,
+            http: http.resolve(file.http)?,
         })
     }
 
@@ -451,6 +506,22 @@ mod tests {
         }
         let file: FileConfig = toml::from_str("[plugins]\nplugin-limit = [\"ctr:timeout=1s\"]\n").unwrap();
         assert_eq!(file.plugins.plugin_limits[0].timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn http_address_parses_or_turns_off() {
+        let resolve =
+            |addr: &str| HttpArgs { http_addr: Some(addr.into()), admin_token: None }.resolve(HttpArgs::default());
+        assert_eq!(
+            HttpArgs::default().resolve(HttpArgs::default()).unwrap().addr,
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(resolve("0.0.0.0:9000").unwrap().addr, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(resolve("off").unwrap().addr, None);
+        let err = resolve("localhost").unwrap_err().to_string();
+        assert!(err.contains("IP:PORT"), "{err}");
+        let short = HttpArgs { admin_token: Some("abc".into()), ..Default::default() }.resolve(HttpArgs::default());
+        assert!(short.is_err(), "a 3-character token is refused");
     }
 
     #[test]

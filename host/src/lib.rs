@@ -27,6 +27,7 @@
 //! - [`source`]: Kafka consumer and JSONL files.
 //! - [`sink`]: Kafka producer and JSONL output.
 //! - [`metrics`]: counters and the conservation identity.
+//! - [`ops`]: the web console, Prometheus metrics, health probes, and live plugin swaps.
 //! - [`tail`]: the live result table of `adstream tail`.
 
 pub mod app;
@@ -37,6 +38,7 @@ pub mod event;
 pub mod join;
 pub mod metrics;
 pub mod offsets;
+pub mod ops;
 pub mod pipeline;
 pub mod plugin;
 pub mod sink;

@@ -22,8 +22,8 @@ use crate::event::{Event, Rejected, Source, decode};
 use crate::join::{Join, JoinedClick};
 use crate::metrics::Stats;
 use crate::offsets::OffsetTracker;
-use crate::plugin::native::native_name;
-use crate::plugin::{Aggregator, OutputRecord, Plugin, PluginError, PluginMeta, Runtime, Window};
+use crate::plugin::slot::Which;
+use crate::plugin::{Aggregator, Loader, OutputRecord, PluginError, PluginMeta, Slot, SwapRefused, SwapReport, Window};
 use crate::watermark::{PartitionId, Watermarks};
 
 /// Largest input message accepted; longer ones are dead-lettered.
@@ -73,7 +73,9 @@ pub struct Pipeline {
     watermarks: Watermarks,
     join: Join,
     offsets: OffsetTracker,
-    plugins: Vec<Box<dyn Aggregator>>,
+    plugins: Vec<Slot>,
+    /// What loaded the plugins, for live swaps (`None` for a pipeline built from aggregators).
+    loader: Option<Loader>,
     /// Events decoded since the plugins were last called.
     batch: BatchWriter,
     batch_size: usize,
@@ -83,9 +85,9 @@ pub struct Pipeline {
     emit_pause: Option<std::time::Duration>,
     /// Windows with events or pending clicks, not emitted yet → events handed to the plugins.
     open: BTreeMap<i64, u64>,
-    /// Per plugin (same index as `plugins`): windows whose result it will not publish, because it
-    /// failed while holding them (its state for them was lost) → why.
-    withheld: Vec<BTreeMap<i64, String>>,
+    /// The results of each window emitted since [`Pipeline::take_results`], if the driver shows
+    /// them (`None` otherwise, so nothing accumulates).
+    results: Option<Vec<WindowResults>>,
     /// When the watermark passed the end of each window emitted since [`Pipeline::take_emitted`],
     /// if the driver measures latency (`None` otherwise, so nothing accumulates).
     emitted_at: Option<Vec<Instant>>,
@@ -95,21 +97,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads the WebAssembly plugins and builds an empty pipeline.
     pub fn new(time: TimeConfig, plugins: &PluginConfig, topics: OutputTopics) -> anyhow::Result<Self> {
-        let runtime = Runtime::new(&plugins.cache_dir)?;
+        let loader = Loader::new(plugins)?;
         let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
         for path in &plugins.plugins {
-            let plugin: Box<dyn Aggregator> = match native_name(path) {
-                Some(name) => {
-                    let Some((_, make)) = plugins.natives.iter().find(|(n, _)| *n == name) else {
-                        anyhow::bail!(
-                            "--plugin {}: this binary has no compiled-in aggregation {name:?} (only the benchmark build adstream-native has: ctr, engagement)",
-                            path.display()
-                        );
-                    };
-                    make()
-                }
-                None => Box::new(Plugin::load(&runtime, path, plugins)?),
-            };
+            let plugin = loader.load(path)?;
             let meta = plugin.meta();
             if let Some(other) = loaded.iter().find(|p| p.meta().name == meta.name) {
                 anyhow::bail!(
@@ -130,7 +121,9 @@ impl Pipeline {
                 loaded.iter().map(|p| p.meta().name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
-        Ok(Self::with_aggregators(time, loaded, plugins.batch_size, topics))
+        let mut pipeline = Self::with_aggregators(time, loaded, plugins.batch_size, topics);
+        pipeline.loader = Some(loader);
+        Ok(pipeline)
     }
 
     /// An empty pipeline over the given aggregations.
@@ -140,7 +133,6 @@ impl Pipeline {
         batch_size: usize,
         topics: OutputTopics,
     ) -> Self {
-        let withheld = vec![BTreeMap::new(); plugins.len()];
         Pipeline {
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
             join: Join::new(time.join_horizon_ms),
@@ -148,7 +140,8 @@ impl Pipeline {
             topics,
             partitions: Vec::new(),
             offsets: OffsetTracker::default(),
-            plugins,
+            plugins: plugins.into_iter().map(Slot::new).collect(),
+            loader: None,
             batch: BatchWriter::new(),
             batch_size,
             emit_pause: std::env::var("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS")
@@ -156,7 +149,7 @@ impl Pipeline {
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis),
             open: BTreeMap::new(),
-            withheld,
+            results: None,
             emitted_at: None,
             stats: Stats::default(),
         }
@@ -184,6 +177,39 @@ impl Pipeline {
         self.plugins.iter().map(|p| p.meta())
     }
 
+    /// Every plugin's place: its versions, errors and swaps.
+    pub fn slots(&self) -> &[Slot] {
+        &self.plugins
+    }
+
+    /// What loaded the plugins (for live swaps), unless the pipeline was built from aggregators.
+    pub fn loader(&self) -> Option<&Loader> {
+        self.loader.as_ref()
+    }
+
+    /// Puts a new version of a loaded plugin (found by name) in charge, while the pipeline runs;
+    /// see [`crate::plugin::slot`] for what happens to the open windows. Refused (and `new`
+    /// dropped) if no plugin of that name is loaded or the previous swap is still finishing.
+    pub fn swap(&mut self, new: Box<dyn Aggregator>) -> Result<SwapReport, SwapRefused> {
+        let name = new.meta().name.clone();
+        let Some(i) = self.plugins.iter().position(|s| s.meta().name == name) else {
+            let loaded = self.plugins.iter().map(|s| s.meta().name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(SwapRefused::NotLoaded(name, loaded));
+        };
+        // Every event so far goes to the version that was in charge when it arrived.
+        self.flush();
+        let open = self.open_windows();
+        let report = self.plugins[i].swap(new, &open, self.time.window_ms).map_err(|(_, refused)| refused)?;
+        tracing::info!(plugin = %report.plugin, from = %report.from_version, to = %report.to_version, hash = &report.to_hash[..report.to_hash.len().min(12)], mode = ?report.mode, "plugin swapped");
+        Ok(report)
+    }
+
+    /// The results of the windows emitted since the last call, for display. The first call starts
+    /// the recording (and returns nothing), so a driver that never calls it accumulates nothing.
+    pub fn take_results(&mut self) -> Vec<WindowResults> {
+        self.results.replace(Vec::new()).unwrap_or_default()
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             watermark_ms: self.watermarks.current(),
@@ -199,6 +225,11 @@ impl Pipeline {
     /// the recording (and returns nothing), so a driver that never calls it accumulates nothing.
     pub fn take_emitted(&mut self) -> Vec<Instant> {
         self.emitted_at.replace(Vec::new()).unwrap_or_default()
+    }
+
+    /// The windows open now (holding events, not emitted yet), oldest first.
+    pub fn open_windows(&self) -> Vec<i64> {
+        self.open.keys().copied().collect()
     }
 
     /// Windows emitted so far (cheap, unlike [`Pipeline::stats`]).
@@ -218,6 +249,11 @@ impl Pipeline {
     /// Largest event time seen on `p`.
     pub fn max_event_time(&self, p: PartitionId) -> Option<i64> {
         self.watermarks.max_event_time(p)
+    }
+
+    /// The watermark partition `p` alone allows, and whether it is idle at `now`.
+    pub fn partition_watermark(&self, p: PartitionId, now: Instant) -> (Option<i64>, bool) {
+        (self.watermarks.partition_watermark(p), self.watermarks.is_partition_idle(p, now))
     }
 
     /// Whether the source has unread messages of `p` (such a partition is never idle).
@@ -378,11 +414,15 @@ impl Pipeline {
             return;
         }
         let batch = self.batch.bytes();
-        let failures: Vec<_> =
-            self.plugins.iter_mut().enumerate().filter_map(|(i, p)| p.process(batch).err().map(|e| (i, e))).collect();
+        let failures: Vec<_> = self
+            .plugins
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, p)| p.process(batch).into_iter().map(move |(which, e)| (i, which, e)))
+            .collect();
         self.batch.clear();
-        for (i, e) in failures {
-            self.plugin_failed(i, e);
+        for (i, which, e) in failures {
+            self.plugin_failed(i, which, e);
         }
     }
 
@@ -391,27 +431,32 @@ impl Pipeline {
         let window = Window { start_ms, end_ms: start_ms + self.time.window_ms };
         let window_header = format_rfc3339_millis(start_ms);
         for i in 0..self.plugins.len() {
-            let records = match self.plugins[i].close_window(window) {
+            let (which, records) = self.plugins[i].close_window(window);
+            let records = match records {
                 Ok(records) => {
-                    let name = &self.plugins[i].meta().name;
+                    let name = &self.plugins[i].meta_of(which).name;
                     let checked = records.into_iter().map(|r| check_record(r, name)).collect::<Result<Vec<_>, _>>();
-                    self.stats.plugin_errors += u64::from(checked.is_err());
+                    if let Err(reason) = &checked {
+                        self.stats.plugin_errors += 1;
+                        self.plugins[i].bad_record(reason);
+                    }
                     checked
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    self.plugin_failed(i, e);
+                    self.plugin_failed(i, which, e);
                     Err(reason)
                 }
             };
-            let records = match (self.withheld[i].remove(&start_ms), records) {
+            let withheld = self.plugins[i].withheld.remove(&start_ms);
+            let records = match (withheld, records) {
                 (None, Ok(records)) => records,
                 (Some(reason), _) | (None, Err(reason)) => {
-                    self.withhold(i, window, events, &reason, sink)?;
+                    self.withhold(i, which, window, events, &reason, sink)?;
                     continue;
                 }
             };
-            let meta = self.plugins[i].meta();
+            let meta = self.plugins[i].meta_of(which);
             let headers: [(&str, &[u8]); 3] = [
                 ("plugin", meta.name.as_bytes()),
                 ("plugin-version", meta.version.as_bytes()),
@@ -422,11 +467,18 @@ impl Pipeline {
                 sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
             }
             self.stats.results += records.len() as u64;
+            if let Some(results) = &mut self.results {
+                results.push(WindowResults::new(meta, window, &records));
+            }
             if let Some(pause) = self.emit_pause.filter(|_| i == 0) {
                 tracing::info!(window = %window_header, "failpoint: pausing in the middle of emitting a window");
                 std::thread::sleep(pause);
                 tracing::info!(window = %window_header, "failpoint: resumed");
             }
+        }
+        // Only now: the records above name the version that produced them.
+        for slot in &mut self.plugins {
+            slot.emitted(start_ms);
         }
         self.stats.windows_emitted += 1;
         tracing::debug!(window = %window_header, watermark = self.watermarks.current(), "window emitted");
@@ -437,13 +489,14 @@ impl Pipeline {
     fn withhold(
         &mut self,
         i: usize,
+        which: Which,
         window: Window,
         events: u64,
         reason: &str,
         sink: &mut dyn Sink,
     ) -> anyhow::Result<()> {
         self.stats.windows_withheld += 1;
-        let meta = self.plugins[i].meta();
+        let meta = self.plugins[i].meta_of(which);
         let mut value = String::new();
         adstream_abi::json::Obj::new(&mut value)
             .str("plugin", &meta.name)
@@ -462,17 +515,11 @@ impl Pipeline {
     /// A plugin call failed: its instance restarts empty, so every window it held state for
     /// (every open window, and the one being closed) is incomplete for it. Those results are
     /// withheld rather than published wrong; windows that open afterwards are complete again.
-    fn plugin_failed(&mut self, i: usize, error: PluginError) {
+    fn plugin_failed(&mut self, i: usize, which: Which, error: PluginError) {
         self.stats.plugin_errors += 1;
-        let reason = error.to_string();
-        for &w in self.open.keys() {
-            self.withheld[i].entry(w).or_insert_with(|| reason.clone());
-        }
-        let name = self.plugins[i].meta().name.clone();
+        let name = self.plugins[i].meta_of(which).name.clone();
         tracing::error!(plugin = %name, kind = error.kind(), %error, open_windows = self.open.len(), "plugin call failed; restarting it with empty state, its results for the windows open now will be withheld");
-        if let Err(e) = self.plugins[i].reset() {
-            tracing::error!(plugin = %name, error = %e, "could not restart the plugin");
-        }
+        self.plugins[i].failed(which, &error, self.open.keys().copied());
     }
 
     fn source_headers<'a>(
@@ -549,4 +596,38 @@ fn check_record(r: OutputRecord, plugin: &str) -> Result<OutputRecord, String> {
         ));
     }
     Ok(r)
+}
+
+/// The records one plugin published for one window, kept for the console.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WindowResults {
+    pub plugin: String,
+    pub version: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    /// The records, in the plugin's order, at most [`WindowResults::MAX_RECORDS`].
+    pub records: Vec<(String, serde_json::Value)>,
+    /// How many records the window had in all.
+    pub total: usize,
+}
+
+impl WindowResults {
+    /// Records kept per window: enough for the console's charts and tables, and a bound on the
+    /// memory a plugin with many keys can take.
+    pub const MAX_RECORDS: usize = 500;
+
+    fn new(meta: &PluginMeta, window: Window, records: &[OutputRecord]) -> Self {
+        WindowResults {
+            plugin: meta.name.clone(),
+            version: meta.version.clone(),
+            window_start_ms: window.start_ms,
+            window_end_ms: window.end_ms,
+            records: records
+                .iter()
+                .take(Self::MAX_RECORDS)
+                .filter_map(|r| Some((r.key.clone(), serde_json::from_str(&r.value).ok()?)))
+                .collect(),
+            total: records.len(),
+        }
+    }
 }

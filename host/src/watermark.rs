@@ -117,6 +117,16 @@ impl Watermarks {
         self.partitions.iter().filter(|p| self.is_idle(p, now)).count()
     }
 
+    /// Whether `p` is idle or finished right now (for the console).
+    pub fn is_partition_idle(&self, p: PartitionId, now: Instant) -> bool {
+        self.is_idle(&self.partitions[p], now)
+    }
+
+    /// The watermark `p` alone allows: its largest event time minus the out-of-orderness.
+    pub fn partition_watermark(&self, p: PartitionId) -> Option<i64> {
+        self.max_event_time(p).map(|t| t.saturating_sub(self.out_of_orderness_ms))
+    }
+
     fn is_idle(&self, p: &Partition, now: Instant) -> bool {
         p.finished || (!p.backlog && p.idle_at.is_some_and(|at| now >= at))
     }

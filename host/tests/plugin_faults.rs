@@ -74,6 +74,7 @@ fn run_with(trigger: &str, grants: adstream::config::Grants, limits: Vec<adstrea
         grants,
         limits,
         natives: &[],
+        watch: false,
     };
     let runtime = Runtime::new(&cache).unwrap();
     let misbehave = workspace().join("target/test-plugins/misbehave.wasm");

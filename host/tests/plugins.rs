@@ -19,6 +19,7 @@ fn config(cache: &std::path::Path) -> PluginConfig {
         grants: Default::default(),
         limits: Vec::new(),
         natives: &[],
+        watch: false,
     }
 }
 

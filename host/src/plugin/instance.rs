@@ -113,7 +113,13 @@ fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64, grants
 impl Plugin {
     /// Loads, instantiates and describes the plugin at `path`.
     pub fn load(runtime: &Arc<Runtime>, path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
-        let (component, hash) = runtime.load(path)?;
+        let wasm = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        Self::from_bytes(runtime, &wasm, path, config)
+    }
+
+    /// [`Plugin::load`] of a `.wasm` already in memory; `path` says where it came from.
+    pub fn from_bytes(runtime: &Arc<Runtime>, wasm: &[u8], path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
+        let (component, hash) = runtime.load(wasm, path)?;
         let pre = prepare(runtime, &component).with_context(|| format!("linking plugin {}", path.display()))?;
         let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
         let deadline_ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -214,6 +220,14 @@ impl Aggregator for Plugin {
             }
         }
         Ok(records)
+    }
+
+    fn export_window(&mut self, window: Window) -> Result<Option<Vec<u8>>, PluginError> {
+        self.call("export-window", |b, s| b.call_export_window(s, window).map(Ok))
+    }
+
+    fn restore_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError> {
+        self.call("restore-window", |b, s| b.call_restore_window(s, window, state))
     }
 
     /// Replaces the instance with a fresh one (all window state is lost). Needed after a

@@ -5,16 +5,24 @@
 //! - [`instance`]: one loaded plugin: its store, limits and typed calls.
 //! - [`native`]: the same aggregations compiled into the host, for tests and for measuring what
 //!   WebAssembly costs.
+//! - [`slot`]: a plugin's place in the pipeline, and how a new version takes it (live swap).
 //!
 //! This is the only place that runs `bindgen!` for the host side of the WIT.
 
 pub mod instance;
 pub mod native;
 pub mod runtime;
+pub mod slot;
+
+use std::path::Path;
+use std::sync::Arc;
 
 pub use instance::{Plugin, PluginMeta};
 pub use native::NativeAggregator;
 pub use runtime::Runtime;
+pub use slot::{Slot, SwapMode, SwapRefused, SwapReport};
+
+use crate::config::PluginConfig;
 
 wasmtime::component::bindgen!({
     world: "aggregation",
@@ -62,4 +70,46 @@ pub trait Aggregator {
 
     /// Drops every window's state and starts afresh (after a failure).
     fn reset(&mut self) -> anyhow::Result<()>;
+
+    /// The accumulator of `window` as bytes (in the format its `state_version` names), or `None`
+    /// if it holds no state for it. The state stays in place. Used by a live swap.
+    fn export_window(&mut self, window: Window) -> Result<Option<Vec<u8>>, PluginError>;
+
+    /// Replaces the accumulator of `window` with bytes another instance exported.
+    fn restore_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError>;
+}
+
+/// Loads plugins with the settings the host started with: at start-up, and for live swaps (off
+/// the pipeline's thread; cloning it is cheap, and every clone shares one engine and cache).
+#[derive(Clone)]
+pub struct Loader {
+    runtime: Arc<Runtime>,
+    config: PluginConfig,
+}
+
+impl Loader {
+    pub fn new(config: &PluginConfig) -> anyhow::Result<Self> {
+        Ok(Loader { runtime: Runtime::new(&config.cache_dir)?, config: config.clone() })
+    }
+
+    /// What a `--plugin` names: a `.wasm` file, or `native:NAME` for an aggregation compiled into
+    /// this binary.
+    pub fn load(&self, path: &Path) -> anyhow::Result<Box<dyn Aggregator>> {
+        let Some(name) = native::native_name(path) else {
+            return Ok(Box::new(Plugin::load(&self.runtime, path, &self.config)?));
+        };
+        let Some((_, make)) = self.config.natives.iter().find(|(n, _)| *n == name) else {
+            anyhow::bail!(
+                "--plugin {}: this binary has no compiled-in aggregation {name:?} (only the benchmark build adstream-native has: ctr, engagement)",
+                path.display()
+            );
+        };
+        Ok(make())
+    }
+
+    /// A `.wasm` already in memory (an upload to the admin API); `origin` says where it came
+    /// from.
+    pub fn load_bytes(&self, wasm: &[u8], origin: &Path) -> anyhow::Result<Plugin> {
+        Plugin::from_bytes(&self.runtime, wasm, origin, &self.config)
+    }
 }

@@ -43,6 +43,14 @@ impl<A: Aggregation> NativeAggregator<A> {
         };
         NativeAggregator { meta, windows: Windows::default() }
     }
+
+    /// The same aggregation describing itself with another version and state version (tests of
+    /// live swaps).
+    pub fn with_version(mut self, version: &str, state_version: u32) -> Self {
+        self.meta.version = version.to_owned();
+        self.meta.state_version = state_version;
+        self
+    }
 }
 
 impl<A: Aggregation> Aggregator for NativeAggregator<A> {
@@ -75,5 +83,17 @@ impl<A: Aggregation> Aggregator for NativeAggregator<A> {
     fn reset(&mut self) -> anyhow::Result<()> {
         self.windows = Windows::default();
         Ok(())
+    }
+
+    fn export_window(&mut self, window: Window) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(self.windows.export(window.start_ms))
+    }
+
+    fn restore_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError> {
+        self.windows.restore(window.start_ms, state).map_err(|detail| PluginError::BadOutput {
+            plugin: self.meta.name.clone(),
+            call: "restore-window",
+            detail,
+        })
     }
 }

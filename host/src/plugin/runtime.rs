@@ -58,12 +58,11 @@ impl Runtime {
         &self.engine
     }
 
-    /// Loads a component, from the cache when this exact `.wasm` was compiled before by an
-    /// engine with the same settings; compiles and caches it otherwise. Returns the component
-    /// and the SHA-256 of the `.wasm` (hex).
-    pub fn load(&self, path: &Path) -> anyhow::Result<(Component, String)> {
-        let wasm = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
-        let hash = hex(&Sha256::digest(&wasm));
+    /// Compiles a component, or loads it from the cache when this exact `.wasm` was compiled
+    /// before by an engine with the same settings. Returns the component and the SHA-256 of the
+    /// `.wasm` (hex). `path` says where the bytes came from, for logs and errors.
+    pub fn load(&self, wasm: &[u8], path: &Path) -> anyhow::Result<(Component, String)> {
+        let hash = hex(&Sha256::digest(wasm));
         let mut engine_hash = std::hash::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
         let cached = self.cache_dir.join(format!("{}-{:016x}.cwasm", &hash[..32], engine_hash.finish()));
@@ -84,7 +83,7 @@ impl Runtime {
         let started = std::time::Instant::now();
         let compiled = self
             .engine
-            .precompile_component(&wasm)
+            .precompile_component(wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
         tracing::info!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");

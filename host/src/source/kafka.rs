@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::KafkaConfig;
 use crate::event::Source;
+use crate::ops::PartitionStatus;
 use crate::pipeline::Pipeline;
 use crate::watermark::PartitionId;
 
@@ -200,6 +201,28 @@ impl KafkaSource {
             };
             pipeline.set_backlog(id, backlog);
         }
+    }
+
+    /// Every input partition's position, end, lag and watermark, for the console and metrics.
+    pub fn status(&self, pipeline: &Pipeline, now: Instant) -> Vec<PartitionStatus> {
+        self.topics
+            .iter()
+            .enumerate()
+            .map(|(id, (topic, partition))| {
+                let next_offset = pipeline.next_offset(id).or(Some(self.start_offsets[id]));
+                let high_watermark = cached_high_watermark(&self.consumer, topic, *partition);
+                let (watermark_ms, idle) = pipeline.partition_watermark(id, now);
+                PartitionStatus {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset,
+                    high_watermark,
+                    lag: high_watermark.zip(next_offset).map(|(h, n)| (h - n).max(0)),
+                    watermark_ms,
+                    idle,
+                }
+            })
+            .collect()
     }
 
     /// For every partition, the first offset the pipeline still needs, with the checkpoint

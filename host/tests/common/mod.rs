@@ -91,6 +91,8 @@ impl Host {
         let mut cmd = Command::new(adstream());
         cmd.args(["run", "--brokers", &brokers(), "--topic-prefix", prefix, "--group-id", group])
             .args(["--idle-timeout", "3s", "--commit-interval", "500ms"])
+            // Any free port: tests run hosts side by side. `Host::http_url` finds it in the log.
+            .args(if extra.contains(&"--http-addr") { &[][..] } else { &["--http-addr", "127.0.0.1:0"][..] })
             .arg("--plugin-cache")
             .arg(dir.join("cache"))
             .arg("--stats-file")
@@ -128,6 +130,87 @@ impl Host {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The console's base URL (`http://127.0.0.1:PORT`), from the host's log line saying where
+    /// it listens; waits up to 60 s for it.
+    pub fn http_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if let Some(url) = log.lines().find(|l| l.contains("/metrics")).and_then(|l| l.split("url=").nth(1)) {
+                return url.split_whitespace().next().unwrap_or_default().trim_end_matches('/').to_owned();
+            }
+            assert!(Instant::now() < deadline, "the host never said where its console listens; log:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One HTTP call: (status, body). `body` is sent with a POST; without one it is a GET.
+pub fn http(url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let result = match body {
+        Some(body) => {
+            let mut req = agent.post(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(body)
+        }
+        None => {
+            let mut req = agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+    };
+    let mut response = result.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    let text =
+        response.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_else(|e| panic!("{url}: {e}"));
+    (status, text)
+}
+
+/// `GET url` that must answer 200; its body as JSON.
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = http(url, &[], None);
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"))
+}
+
+/// Polls the host's `/api/status` until `done` holds (fails after `timeout`); returns the
+/// status that satisfied it.
+pub fn await_status(
+    base: &str,
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = get_json(&format!("{base}/api/status"));
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last status: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` → value.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {l:?}"));
+            (series.to_owned(), value.parse().unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        })
+        .collect()
 }
 
 impl Drop for Host {

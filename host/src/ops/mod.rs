@@ -1,0 +1,432 @@
+//! Operating a running host: what it shows and how it is changed while it runs.
+//!
+//! - [`http`]: the web console (`/`), `/metrics`, `/healthz`, `/readyz` and the JSON API under
+//!   `/api/` that the console itself uses, including the admin call that swaps a plugin.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`watch`]: swaps a plugin when its `.wasm` file changes (`--watch-plugins`).
+//!
+//! The pipeline thread owns everything that changes per event. It publishes a snapshot here a
+//! few times a second ([`Ops::publish`]), which the HTTP server reads; and it takes swap
+//! requests from the [`SwapInbox`] between messages, so that a swap happens between two events,
+//! never during one.
+
+pub mod http;
+pub mod metrics;
+pub mod watch;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::metrics::Stats;
+use crate::pipeline::{Pipeline, WindowResults};
+use crate::plugin::{Aggregator, Loader, Plugin, PluginMeta, SwapReport};
+
+/// Windows of results kept per plugin for the console's charts.
+pub const RESULT_WINDOWS_KEPT: usize = 30;
+/// Swap attempts kept for the console.
+const SWAPS_KEPT: usize = 50;
+
+/// Wall-clock time, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One input partition, as the console shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to read (one past the last one handled).
+    pub next_offset: Option<i64>,
+    /// The partition's end, as last seen in a fetch response.
+    pub high_watermark: Option<i64>,
+    /// Messages not read yet.
+    pub lag: Option<i64>,
+    /// Largest event time seen minus the allowed out-of-orderness, Unix ms.
+    pub watermark_ms: Option<i64>,
+    /// With no message for the idle timeout, the partition no longer holds the watermark back.
+    pub idle: bool,
+}
+
+/// A version of a plugin.
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionStatus {
+    pub version: String,
+    pub hash: String,
+    pub path: String,
+    pub state_version: u32,
+}
+
+impl From<&PluginMeta> for VersionStatus {
+    fn from(m: &PluginMeta) -> Self {
+        VersionStatus {
+            version: m.version.clone(),
+            hash: m.hash.clone(),
+            path: m.path.display().to_string(),
+            state_version: m.state_version,
+        }
+    }
+}
+
+/// One loaded plugin, as the console shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub hash: String,
+    pub path: String,
+    pub state_version: u32,
+    pub output_topics: Vec<String>,
+    /// `running`, or `finishing-windows` while its previous version finishes the windows that
+    /// were open at a swap.
+    pub status: &'static str,
+    /// During an incompatible swap: the previous version, finishing windows through
+    /// `retiring_through_ms`.
+    pub retiring: Option<VersionStatus>,
+    pub retiring_through_ms: Option<i64>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Windows whose result will be withheld (a failure lost their state).
+    pub withheld_windows: usize,
+    pub swaps: u64,
+}
+
+impl PluginStatus {
+    pub fn of(pipeline: &Pipeline) -> Vec<PluginStatus> {
+        pipeline
+            .slots()
+            .iter()
+            .map(|slot| {
+                let m = slot.meta();
+                let retiring = slot.retiring();
+                PluginStatus {
+                    name: m.name.clone(),
+                    description: m.description.clone(),
+                    version: m.version.clone(),
+                    hash: m.hash.clone(),
+                    path: m.path.display().to_string(),
+                    state_version: m.state_version,
+                    output_topics: m.output_topics.clone(),
+                    status: if retiring.is_some() { "finishing-windows" } else { "running" },
+                    retiring: retiring.map(|(m, _)| m.into()),
+                    retiring_through_ms: retiring.map(|(_, w)| w),
+                    errors: slot.errors,
+                    last_error: slot.last_error.clone(),
+                    withheld_windows: slot.withheld.len(),
+                    swaps: slot.swaps,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One swap attempt, applied or rejected.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwapEvent {
+    pub at_ms: i64,
+    pub plugin: String,
+    /// `admin API` or `file watch`.
+    pub origin: String,
+    pub applied: bool,
+    /// On success, what the swap did.
+    pub report: Option<SwapReport>,
+    /// On rejection, why.
+    pub error: Option<String>,
+}
+
+/// A request to the pipeline thread to put `plugin` in charge, answered on `reply`.
+pub struct SwapRequest {
+    pub plugin: Plugin,
+    pub origin: &'static str,
+    pub reply: tokio::sync::oneshot::Sender<Result<SwapReport, String>>,
+}
+
+/// Where the pipeline thread picks up swap requests.
+pub struct SwapInbox(mpsc::Receiver<SwapRequest>);
+
+impl SwapInbox {
+    pub fn try_recv(&self) -> Option<SwapRequest> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// The lifecycle of `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Starting,
+    Running,
+    Stopping,
+}
+
+#[derive(Debug, Serialize)]
+struct State {
+    phase: Phase,
+    #[serde(skip)]
+    heartbeat: Instant,
+    /// The Kafka client's last error, until a message is read again.
+    kafka_error: Option<String>,
+    stats: Stats,
+    partitions: Vec<PartitionStatus>,
+    plugins: Vec<PluginStatus>,
+    /// Per plugin, its latest windows' results, oldest first.
+    #[serde(skip)]
+    results: BTreeMap<String, VecDeque<WindowResults>>,
+    swaps: VecDeque<SwapEvent>,
+}
+
+/// Shared between the pipeline thread, the HTTP server and the plugin watcher.
+pub struct Ops {
+    state: Mutex<State>,
+    metrics: metrics::Metrics,
+    swaps: Mutex<mpsc::Sender<SwapRequest>>,
+    loader: Option<Loader>,
+    started_ms: i64,
+    /// `--admin-token`: required by admin calls when set.
+    admin_token: Option<String>,
+    /// Whether admin calls are allowed without a token (the server listens on loopback only).
+    admin_open: bool,
+}
+
+/// The pipeline thread's heartbeat older than this makes `/healthz` fail: longer than any wait
+/// on Kafka the host makes (a transaction commit waits up to 120 s while the broker is away).
+pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(180);
+
+impl Ops {
+    /// `loader` loads swapped-in plugins (none: swaps are refused). `admin_open` allows admin
+    /// calls without a token.
+    pub fn new(loader: Option<Loader>, admin_token: Option<String>, admin_open: bool) -> (Arc<Ops>, SwapInbox) {
+        let (tx, rx) = mpsc::channel();
+        let state = State {
+            phase: Phase::Starting,
+            heartbeat: Instant::now(),
+            kafka_error: None,
+            stats: Stats::default(),
+            partitions: Vec::new(),
+            plugins: Vec::new(),
+            results: BTreeMap::new(),
+            swaps: VecDeque::new(),
+        };
+        let ops = Ops {
+            state: Mutex::new(state),
+            metrics: metrics::Metrics::default(),
+            swaps: Mutex::new(tx),
+            loader,
+            started_ms: now_ms(),
+            admin_token,
+            admin_open,
+        };
+        (Arc::new(ops), SwapInbox(rx))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the snapshot half-written in a way that
+        // matters: it is replaced wholesale on the next publish.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        let mut s = self.state();
+        s.phase = phase;
+        s.heartbeat = Instant::now();
+    }
+
+    /// The pipeline's current figures (called by the pipeline thread a few times a second).
+    pub fn publish(
+        &self,
+        stats: Stats,
+        partitions: Vec<PartitionStatus>,
+        plugins: Vec<PluginStatus>,
+        kafka_error: Option<String>,
+    ) {
+        let mut s = self.state();
+        s.heartbeat = Instant::now();
+        s.kafka_error = kafka_error;
+        let ready = s.phase == Phase::Running && s.kafka_error.is_none();
+        self.metrics.update(&stats, &partitions, &plugins, ready, now_ms());
+        s.stats = Stats { result_latencies_us: Vec::new(), ..stats };
+        s.partitions = partitions;
+        s.plugins = plugins;
+    }
+
+    /// Windows just published.
+    pub fn add_results(&self, results: Vec<WindowResults>) {
+        if results.is_empty() {
+            return;
+        }
+        let mut s = self.state();
+        for r in results {
+            let kept = s.results.entry(r.plugin.clone()).or_default();
+            kept.push_back(r);
+            if kept.len() > RESULT_WINDOWS_KEPT {
+                kept.pop_front();
+            }
+        }
+        let latest: Vec<&WindowResults> = s.results.values().filter_map(|w| w.back()).collect();
+        self.metrics.results(&latest);
+    }
+
+    /// A window's results were acknowledged by Kafka this long after the watermark passed its end.
+    pub fn result_latency(&self, latency: Duration) {
+        self.metrics.latency(latency.as_secs_f64());
+    }
+
+    /// Records a swap attempt.
+    pub fn swapped(&self, plugin: &str, origin: &str, result: &Result<SwapReport, String>) {
+        self.metrics.swap(plugin, result.is_ok());
+        let event = SwapEvent {
+            at_ms: now_ms(),
+            plugin: plugin.to_owned(),
+            origin: origin.to_owned(),
+            applied: result.is_ok(),
+            report: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().cloned(),
+        };
+        let mut s = self.state();
+        s.swaps.push_back(event);
+        if s.swaps.len() > SWAPS_KEPT {
+            s.swaps.pop_front();
+        }
+    }
+
+    /// Loads `wasm` (off the pipeline thread: compiling takes a while) and asks the pipeline to
+    /// put it in charge of the plugin `expected` names, if given. Every attempt is recorded; a
+    /// failure leaves the running version in place.
+    pub async fn swap(
+        self: &Arc<Self>,
+        expected: Option<&str>,
+        wasm: Vec<u8>,
+        origin: &'static str,
+        source: &Path,
+    ) -> Result<SwapReport, String> {
+        let result = self.load_and_swap(expected, wasm, origin, source).await;
+        let name = match &result {
+            Ok(report) => report.plugin.as_str(),
+            Err(_) => expected.unwrap_or("?"),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(plugin = %name, origin, error = %e, "plugin swap rejected; the running version stays");
+        }
+        self.swapped(name, origin, &result);
+        result
+    }
+
+    async fn load_and_swap(
+        self: &Arc<Self>,
+        expected: Option<&str>,
+        wasm: Vec<u8>,
+        origin: &'static str,
+        source: &Path,
+    ) -> Result<SwapReport, String> {
+        let loader = self.loader.clone().ok_or("this host cannot swap plugins")?;
+        let source = source.to_owned();
+        let plugin = tokio::task::spawn_blocking(move || loader.load_bytes(&wasm, &source))
+            .await
+            .map_err(|e| format!("loading the plugin panicked: {e}"))?
+            .map_err(|e| format!("{e:#}"))?;
+        let name = &plugin.meta().name;
+        if let Some(expected) = expected
+            && name != expected
+        {
+            return Err(format!(
+                "the new .wasm describes itself as {name:?}, not {expected:?}: a swap replaces a plugin with another version of itself"
+            ));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = SwapRequest { plugin, origin, reply };
+        self.swaps.lock().unwrap_or_else(|e| e.into_inner()).send(request).map_err(|_| "the pipeline has stopped")?;
+        match tokio::time::timeout(Duration::from_secs(60), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the pipeline stopped before taking the new version".to_owned()),
+            Err(_) => Err("the pipeline did not take the new version within 60 s".to_owned()),
+        }
+    }
+}
+
+/// What the HTTP server reads.
+impl Ops {
+    /// Live: the pipeline thread has reported recently.
+    pub fn health(&self) -> Result<String, String> {
+        let age = self.state().heartbeat.elapsed();
+        if age > HEARTBEAT_LIMIT {
+            return Err(format!("the pipeline thread has not reported for {} s", age.as_secs()));
+        }
+        Ok(format!("ok: the pipeline thread reported {} ms ago\n", age.as_millis()))
+    }
+
+    /// Ready: consuming, and Kafka answers.
+    pub fn readiness(&self) -> Result<String, String> {
+        let s = self.state();
+        match (s.phase, &s.kafka_error) {
+            (Phase::Starting, _) => Err("starting: loading plugins and connecting to Kafka".to_owned()),
+            (Phase::Stopping, _) => Err("stopping: committing the last transaction".to_owned()),
+            (Phase::Running, Some(e)) => Err(format!("Kafka error: {e}")),
+            (Phase::Running, None) => Ok("ready: consuming\n".to_owned()),
+        }
+    }
+
+    /// Everything the console shows, but the result history.
+    pub fn status(&self) -> serde_json::Value {
+        let s = self.state();
+        let latest: BTreeMap<&str, &WindowResults> =
+            s.results.iter().filter_map(|(name, w)| Some((name.as_str(), w.back()?))).collect();
+        serde_json::json!({
+            "started_ms": self.started_ms,
+            "now_ms": now_ms(),
+            "phase": s.phase,
+            "ready": s.phase == Phase::Running && s.kafka_error.is_none(),
+            "kafka_error": s.kafka_error,
+            "stats": s.stats,
+            "partitions": s.partitions,
+            "plugins": s.plugins,
+            "swaps": s.swaps,
+            "latest_results": latest,
+        })
+    }
+
+    /// The last `windows` windows of `plugin`'s results, oldest first.
+    pub fn results(&self, plugin: &str, windows: usize) -> Option<Vec<WindowResults>> {
+        let s = self.state();
+        let kept = s.results.get(plugin)?;
+        Some(kept.iter().skip(kept.len().saturating_sub(windows)).cloned().collect())
+    }
+
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        self.state().plugins.clone()
+    }
+
+    pub fn render_metrics(&self) -> String {
+        // Under the state lock, so that a scrape never sees half of an update.
+        let _s = self.state();
+        self.metrics.render()
+    }
+
+    /// Whether an admin call with this `Authorization` header may proceed.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), String> {
+        match &self.admin_token {
+            Some(token) => {
+                let given = authorization.and_then(|h| h.strip_prefix("Bearer "));
+                // Compared in full whatever the first difference, so timing reveals nothing.
+                let same = given.is_some_and(|g| {
+                    g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+                });
+                if same {
+                    Ok(())
+                } else {
+                    Err("admin calls need the header `Authorization: Bearer <--admin-token>`".to_owned())
+                }
+            }
+            None if self.admin_open => Ok(()),
+            None => {
+                Err("admin calls are disabled: the console listens beyond loopback and no --admin-token is set"
+                    .to_owned())
+            }
+        }
+    }
+}
