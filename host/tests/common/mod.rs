@@ -146,13 +146,22 @@ impl Host {
     }
 }
 
-/// One HTTP call: (status, body). `body` is sent with a POST; without one it is a GET.
-pub fn http(url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
-        .into();
+        .into()
+}
+
+/// `DELETE url`; its status.
+pub fn http_delete(url: &str) -> u16 {
+    agent().delete(url).call().map_or(0, |r| r.status().as_u16())
+}
+
+/// One HTTP call: (status, body). `body` is sent with a POST; without one it is a GET.
+pub fn http(url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, String) {
+    let agent = agent();
     let result = match body {
         Some(body) => {
             let mut req = agent.post(url);

@@ -1,0 +1,203 @@
+//! The web console in a real browser: headless Chromium (Debian's `chromium`), driven through
+//! ChromeDriver (`chromium-driver`) over the W3C WebDriver protocol, loads the console of a host
+//! consuming a live stream from the real broker, and checks that it shows the loaded plugins and
+//! figures that change without a reload, and draws the CTR and engagement charts once windows
+//! are published. The screenshot is saved as `target/test-artifacts/console.png`.
+//!
+//! `scripts/test.sh` installs both Debian packages when they are missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{Host, brokers, http, http_delete, workspace};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A ChromeDriver process and one browser session in it; both end on drop.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    fn start(profile: &Path, log: &Path) -> Browser {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: install Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; scripts/test.sh does it)"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The flags a closed network needs: no background connections, no first-run UI.
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,1600",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("--user-data-dir={}", profile.display())])
+        .collect::<Vec<_>>();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let mut browser = Browser { driver, base, session: String::new() };
+        let created = browser.call("/session", Some(capabilities));
+        browser.session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
+        browser
+    }
+
+    /// One WebDriver command; its `value`.
+    fn call(&self, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let body = body.map(|b| b.to_string());
+        let (status, text) = http(&url, &[("Content-Type", "application/json")], body.as_deref().map(str::as_bytes));
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+        assert_eq!(status, 200, "{url}: {v}");
+        v["value"].clone()
+    }
+
+    fn session(&self, path: &str, body: Option<Value>) -> Value {
+        self.call(&format!("/session/{}{path}", self.session), body)
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.session("/execute/sync", Some(json!({"script": script, "args": []})))
+    }
+
+    /// Runs `script` until it returns something truthy, or fails after `timeout`.
+    fn await_script(&self, script: &str, timeout: Duration, what: &str) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.script(script);
+            if !(v.is_null() || v == false || v == 0 || v == "") {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the console never showed {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            http_delete(&format!("{}/session/{}", self.base, self.session));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The consumed-messages figure as the page shows it.
+fn consumed(browser: &Browser) -> u64 {
+    let text = browser.script("return document.querySelector('[data-kpi=\"consumed\"]').textContent");
+    text.as_str().unwrap().replace(',', "").parse().unwrap_or_else(|e| panic!("consumed {text}: {e}"))
+}
+
+#[test]
+fn the_console_shows_live_figures_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::fresh_prefix("console");
+    // 100k messages at 4000/s: 25 s of live stream over 10 minutes of event time.
+    let mut generator = Command::new(common::adgen())
+        .args(["--brokers", &brokers(), "--partitions", "2", "--events", "100000", "--seed", "5", "--rate", "4000"])
+        .args(["--impressions-topic", &format!("{prefix}ad-impressions")])
+        .args(["--clicks-topic", &format!("{prefix}ad-clicks")])
+        .args(["--late-fraction", "0.002", "--malformed-fraction", "0.002", "--quiet"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("adgen");
+    std::thread::sleep(Duration::from_secs(2)); // adgen creates the topics
+    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), &[]);
+    let url = host.http_url();
+
+    let browser = Browser::start(&dir.path().join("profile"), &dir.path().join("chromedriver.log"));
+    browser.session("/url", Some(json!({"url": format!("{url}/")})));
+    assert_eq!(browser.script("return document.title"), "adstream console");
+
+    // The loaded plugins, with their versions.
+    let plugins = browser.await_script(
+        "const rows = [...document.querySelectorAll('#plugins tr[data-plugin]')];
+         return rows.length >= 2 ? rows.map(r => [...r.cells].map(c => c.textContent.trim())) : null",
+        Duration::from_secs(30),
+        "the plugins",
+    );
+    let rows: Vec<Vec<String>> = serde_json::from_value(plugins).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["ctr", "engagement"], "{rows:?}");
+    assert!(rows.iter().all(|r| r[1] == "0.1.0" && r[3] == "running"), "{rows:?}");
+
+    // Figures that change without a reload.
+    browser.await_script(
+        "return document.getElementById('phase').textContent === 'running'",
+        Duration::from_secs(30),
+        "running",
+    );
+    let first = consumed(&browser);
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = consumed(&browser);
+    assert!(second > first, "the consumed figure did not move: {first} then {second}");
+    let partitions = browser.script("return document.querySelectorAll('#partitions tr').length - 1");
+    assert_eq!(partitions, 4, "2 + 2 input partitions");
+
+    // The charts, once windows are published: bars per campaign, a line per device.
+    browser.await_script(
+        "return document.querySelectorAll('#ctr-chart rect').length >= 10",
+        Duration::from_secs(60),
+        "the CTR chart",
+    );
+    browser.await_script(
+        "return document.querySelectorAll('#eng-chart path').length >= 3",
+        Duration::from_secs(60),
+        "the engagement chart (two windows at least)",
+    );
+    browser.await_script(
+        "return document.querySelectorAll('#throughput path').length >= 1",
+        Duration::from_secs(10),
+        "the throughput chart",
+    );
+    let ctr_title = browser.script("return document.getElementById('ctr-title').textContent");
+    assert!(ctr_title.as_str().unwrap().contains("ctr 0.1.0"), "{ctr_title}");
+
+    let png = browser.session("/screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a real screenshot ({} bytes)", png.len());
+    let artifacts: PathBuf = workspace().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("console.png"), &png).unwrap();
+    eprintln!("screenshot: {}", artifacts.join("console.png").display());
+
+    drop(browser);
+    let _ = generator.kill();
+    let _ = generator.wait();
+    let stats = host.stop();
+    common::assert_accounted(&stats);
+}
