@@ -4,7 +4,8 @@
 # at the end if this script started it).
 #
 # Needs only rustup, a JDK and Maven: the pinned toolchain, the wasm32-wasip2 target and the
-# Kafka jars are installed on first use.
+# Kafka jars are installed on first use, and so are Debian's chromium and chromium-driver for the
+# console's browser test (with apt-get, as root or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,20 @@ cargo build --release --locked -p adstream -p adgen
 step "lints"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/ test-plugins/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
+
+step "browser for the console test (Debian's chromium and chromium-driver)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  if ! command -v apt-get >/dev/null; then
+    echo "the console's browser test needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
+/usr/bin/chromium --version
 
 step "Kafka broker"
 started_kafka=0

@@ -12,6 +12,9 @@
 //!   the host's time and plugin settings are loaded by `adstream replay` (same settings as `run`),
 //!   and `adgen` is started with the generator's exact arguments (writing to files instead of Kafka).
 //!   `adgen` is taken from the same target directory as `adstream`; without it that part is skipped.
+//! - Prometheus and Grafana (`deploy/`): the configuration and provisioning files parse, are mounted
+//!   where the services read them, point at each other and at the host's console port, and every
+//!   metric the dashboard queries is one the host exports.
 //! - The Dockerfile: its COPY sources exist and are not excluded by `.dockerignore`, it builds the
 //!   workspace packages whose binaries the images run, builder and runtime are the same Debian
 //!   release, and (on Debian) the runtime stage installs every shared library the binaries link.
@@ -34,7 +37,7 @@ const SPEC_TOPICS: &[&str] = &[
 ];
 
 /// Services the compose file must have.
-const SERVICES: &[&str] = &["kafka", "topics", "generator", "host"];
+const SERVICES: &[&str] = &["kafka", "topics", "generator", "host", "prometheus", "grafana"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_path_buf()
@@ -438,6 +441,23 @@ struct Package {
     name: String,
     dir: String,
     bins: Vec<String>,
+    /// The source the build reads: `src`, or the file `[lib] path` names.
+    source: String,
+}
+
+/// `a/b/../c` → `a/c`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            ".." => {
+                parts.pop();
+            }
+            "." | "" => {}
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 fn workspace_packages() -> Vec<Package> {
@@ -458,7 +478,12 @@ fn workspace_packages() -> Vec<Package> {
             if bins.is_empty() && workspace().join(&dir).join("src/main.rs").is_file() {
                 bins.push(name.clone());
             }
-            Package { name, dir, bins }
+            let lib_path = manifest.get("lib").and_then(|l| l.get("path")).and_then(|p| p.as_str());
+            let source = match lib_path {
+                Some(path) => normalize(&format!("{dir}/{path}")),
+                None => format!("{dir}/src"),
+            };
+            Package { name, dir, bins, source }
         })
         .collect()
 }
@@ -532,7 +557,8 @@ fn check_command_line(service: &str, bin: &Path, args: &[String], env: &BTreeMap
     }
     for name in env.keys().filter(|k| k.starts_with(env_prefix)) {
         assert!(
-            help.contains(&format!("[env: {name}=")),
+            // `[env: NAME]` when clap hides the value (a secret).
+            help.contains(&format!("[env: {name}=")) || help.contains(&format!("[env: {name}]")),
             "service `{service}` sets {name}, which `{} {}` does not read:\n{help}",
             bin.display(),
             subcommands.join(" ")
@@ -1067,7 +1093,7 @@ fn the_dockerfile_builds_the_binaries_the_services_run() {
     for required in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "wit"]
         .into_iter()
         .map(str::to_owned)
-        .chain(packages.iter().flat_map(|p| [p.dir.clone(), format!("{}/Cargo.toml", p.dir), format!("{}/src", p.dir)]))
+        .chain(packages.iter().flat_map(|p| [p.dir.clone(), format!("{}/Cargo.toml", p.dir), p.source.clone()]))
     {
         assert!(workspace().join(&required).exists(), "{required} does not exist");
         assert!(!ignored(&patterns, &required), ".dockerignore excludes {required}, which the build needs");
@@ -1166,4 +1192,107 @@ fn the_runtime_image_installs_the_libraries_the_binaries_link() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus and Grafana
+
+fn yaml_file(rel: &str) -> Value {
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"));
+    assert_eq!(docs.len(), 1, "{rel} is one YAML document");
+    to_json(&docs[0])
+}
+
+/// The container path a service mounts `source` (relative to the workspace) at.
+fn mounted_at(svc: &Value, source: &str) -> String {
+    mounts(svc)
+        .into_iter()
+        .find(|m| m.kind == "bind" && m.source.trim_start_matches("./") == source)
+        .map(|m| {
+            assert!(m.read_only, "{source} is mounted read-only");
+            m.target
+        })
+        .unwrap_or_else(|| panic!("{source} is not mounted into the service"))
+}
+
+/// Prometheus scrapes the host where it listens; Grafana's data source is that Prometheus; the
+/// dashboard's every query names only metrics the host exports (`adstream::ops::metrics::NAMES`,
+/// which `ops.rs` checks against a live `/metrics`), and it has the panels operators look for.
+#[test]
+fn the_monitoring_stack_reads_what_the_host_exports() {
+    let compose = Compose::load();
+    let host = compose.service("host");
+    let addr: std::net::SocketAddr =
+        environment(host)["ADSTREAM_HTTP_ADDR"].parse().expect("ADSTREAM_HTTP_ADDR is IP:PORT");
+    assert!(addr.ip().is_unspecified(), "the host listens on all interfaces, so Prometheus can reach it");
+    let host_ports: Vec<String> = host["ports"].as_array().expect("host ports").iter().map(scalar).collect();
+    assert!(host_ports.iter().any(|p| p.ends_with(&format!(":{}", addr.port()))), "{host_ports:?}");
+
+    // Prometheus.
+    let prometheus = compose.service("prometheus");
+    let config_path = mounted_at(prometheus, "deploy/prometheus/prometheus.yml");
+    assert!(argv(&prometheus["command"]).contains(&format!("--config.file={config_path}")));
+    let config = yaml_file("deploy/prometheus/prometheus.yml");
+    let jobs = config["scrape_configs"].as_array().expect("scrape_configs");
+    let job = jobs.iter().find(|j| j["job_name"] == "adstream").expect("an adstream scrape job");
+    assert_eq!(job["metrics_path"], "/metrics");
+    let targets: Vec<String> =
+        job["static_configs"][0]["targets"].as_array().expect("targets").iter().map(scalar).collect();
+    assert_eq!(targets, [format!("host:{}", addr.port())], "the host service, on its console port");
+
+    // Grafana: provisioning mounted where Grafana reads it, the data source, the dashboards folder.
+    let grafana = compose.service("grafana");
+    assert_eq!(mounted_at(grafana, "deploy/grafana/provisioning"), "/etc/grafana/provisioning");
+    let dashboards_dir = mounted_at(grafana, "deploy/grafana/dashboards");
+    let datasources = yaml_file("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let ds = &datasources["datasources"][0];
+    assert_eq!(ds["type"], "prometheus");
+    let prometheus_port = prometheus["ports"][0].as_str().and_then(|p| p.rsplit(':').next()).unwrap_or("9090");
+    assert_eq!(ds["url"], format!("http://prometheus:{prometheus_port}"));
+    let uid = ds["uid"].as_str().expect("the data source has a uid").to_owned();
+    let providers = yaml_file("deploy/grafana/provisioning/dashboards/adstream.yml");
+    assert_eq!(providers["providers"][0]["options"]["path"], dashboards_dir);
+    let home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
+    assert_eq!(home, format!("{dashboards_dir}/adstream.json"));
+
+    // The dashboard.
+    let dashboard: Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/adstream.json")).expect("the dashboard is valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let exported: BTreeSet<&str> = adstream::ops::metrics::NAMES.iter().copied().collect();
+    let mut queried = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("every panel has a title");
+        assert_eq!(panel["datasource"]["uid"], uid.as_str(), "panel {title:?} uses the provisioned data source");
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("panel {title:?} has no queries"));
+        assert!(!targets.is_empty(), "panel {title:?} has no queries");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("a query of {title:?} has no expr"));
+            let mut rest = expr;
+            while let Some(at) = rest.find("adstream_") {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(
+                    exported.contains(name.as_str()),
+                    "panel {title:?} queries {name}, which the host does not export"
+                );
+                queried.insert(name.clone());
+                rest = &rest[at + name.len()..];
+            }
+            exprs.push(expr.to_owned());
+        }
+    }
+    let all = exprs.join("\n");
+    for (what, needle) in [
+        ("throughput", "rate(adstream_messages_consumed_total"),
+        ("watermark lag", "adstream_watermark_delay_seconds"),
+        ("late rate", "rate(adstream_late_events_total"),
+        ("dead-letter rate", "rate(adstream_dead_lettered_total"),
+        ("CTR per campaign", r#"adstream_result_value{plugin="ctr",field="ctr"}"#),
+        ("engagement per device", r#"adstream_result_value{plugin="engagement",field="impressions"}"#),
+    ] {
+        assert!(all.contains(needle), "the dashboard has no {what} panel ({needle})");
+    }
+    assert!(queried.len() >= 10, "the dashboard queries {queried:?}");
 }
