@@ -430,6 +430,8 @@ impl Pipeline {
         self.stats.clicks_unattributed += self.join.close_window(start_ms);
         let window = Window { start_ms, end_ms: start_ms + self.time.window_ms };
         let window_header = format_rfc3339_millis(start_ms);
+        // "ctr=100 engagement=3", for the log line below.
+        let mut published = String::new();
         for i in 0..self.plugins.len() {
             let (which, records) = self.plugins[i].close_window(window);
             let records = match records {
@@ -467,6 +469,12 @@ impl Pipeline {
                 sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
             }
             self.stats.results += records.len() as u64;
+            published.push_str(&format!(
+                "{}{}={}",
+                if published.is_empty() { "" } else { " " },
+                meta.name,
+                records.len()
+            ));
             if let Some(results) = &mut self.results {
                 results.push(WindowResults::new(meta, window, &records));
             }
@@ -481,7 +489,8 @@ impl Pipeline {
             slot.emitted(start_ms);
         }
         self.stats.windows_emitted += 1;
-        tracing::debug!(window = %window_header, watermark = self.watermarks.current(), "window emitted");
+        let watermark = format_rfc3339_millis(self.watermarks.current());
+        tracing::info!(window = %window_header, events, records = %published, %watermark, "window emitted");
         Ok(())
     }
 
@@ -548,7 +557,8 @@ impl Pipeline {
             source[1],
             source[2],
         ];
-        tracing::debug!(topic = %self.partitions[input.partition].topic, offset = input.offset, reason = reason.code(), "dead-lettered");
+        let info = &self.partitions[input.partition];
+        tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, reason = reason.code(), "dead-lettered");
         sink.send(&self.topics.dead_letter, input.key, input.payload, &headers)
     }
 
@@ -561,6 +571,8 @@ impl Pipeline {
             format_rfc3339_millis(ts),
             format_rfc3339_millis(self.watermarks.current())
         );
+        let info = &self.partitions[input.partition];
+        tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, window = %format_rfc3339_millis(window), "late");
         let source = self.source_headers(&input, &offset, &partition);
         let headers =
             [("reason", b"late".as_slice()), ("reason-detail", detail.as_bytes()), source[0], source[1], source[2]];
