@@ -129,7 +129,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         // measurable share of the per-message cost.
         if now.duration_since(last_backlog_check) >= BACKLOG_EVERY {
             source.report_backlog(&mut pipeline);
-            apply_swaps(&swaps, &mut pipeline, &source, config);
+            apply_swaps(&swaps, &mut pipeline, &source, config, &ops);
             last_backlog_check = now;
         }
         // Per message: only a counter. The full stats (which walk the join's pending clicks) are
@@ -187,11 +187,20 @@ fn record_latencies(pipeline: &mut Pipeline, latencies_us: &mut Vec<u64>, ops: &
 /// Puts in charge the plugin versions the console or the file watcher loaded, between two
 /// messages. Output topics a new version names are created first if missing (unless
 /// `--no-create-topics`).
-fn apply_swaps(swaps: &SwapInbox, pipeline: &mut Pipeline, source: &KafkaSource, config: &Config) {
+fn apply_swaps(swaps: &SwapInbox, pipeline: &mut Pipeline, source: &KafkaSource, config: &Config, ops: &Ops) {
     while let Some(request) = swaps.try_recv() {
+        let name = request.plugin.meta().name.clone();
+        // The requester gave up waiting (the pipeline was blocked on Kafka) and reported the
+        // swap as not taken: keep it that way.
+        if request.reply.is_closed() {
+            tracing::warn!(plugin = %name, origin = request.origin, "a swap request was abandoned by its requester while the pipeline was busy; not applied");
+            continue;
+        }
         let result = swap(request.plugin, pipeline, source, config);
-        // The requester may have given up waiting; the swap stands either way.
-        let _ = request.reply.send(result);
+        // If the requester gave up in the meantime, nobody records the outcome: do it here.
+        if let Err(result) = request.reply.send(result) {
+            ops.swapped(&name, request.origin, &result);
+        }
     }
 }
 

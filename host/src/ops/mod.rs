@@ -338,13 +338,20 @@ impl Ops {
                 "the new .wasm describes itself as {name:?}, not {expected:?}: a swap replaces a plugin with another version of itself"
             ));
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
         let request = SwapRequest { plugin, origin, reply };
         self.swaps.lock().unwrap_or_else(|e| e.into_inner()).send(request).map_err(|_| "the pipeline has stopped")?;
-        match tokio::time::timeout(Duration::from_secs(60), answer).await {
+        match tokio::time::timeout(Duration::from_secs(60), &mut answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the pipeline stopped before taking the new version".to_owned()),
-            Err(_) => Err("the pipeline did not take the new version within 60 s".to_owned()),
+            Err(_) => {
+                // Closing first settles a race with the pipeline answering just now: after it,
+                // either the answer is here or the pipeline will see the request abandoned.
+                answer.close();
+                answer.try_recv().unwrap_or_else(|_| {
+                    Err("the pipeline did not take the new version within 60 s (it may be waiting on Kafka); the swap is abandoned, try again".to_owned())
+                })
+            }
         }
     }
 }
