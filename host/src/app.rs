@@ -91,7 +91,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
     let mut last_commit = Instant::now();
     let mut last_progress = Instant::now();
     let mut last_backlog_check = Instant::now();
-    let mut last_publish = Instant::now() - PUBLISH_EVERY;
+    let mut last_publish = Instant::now().checked_sub(PUBLISH_EVERY).unwrap_or_else(Instant::now);
     let mut committed_windows = 0;
     let mut last_error: Option<String> = None;
     let mut first_message = None;

@@ -126,7 +126,7 @@ async fn swap(
         return (StatusCode::BAD_REQUEST, usage).into_response();
     }
     let source = format!("upload to /api/plugins/{plugin}");
-    match ops.swap(Some(&plugin), body.to_vec(), "admin API", Path::new(&source)).await {
+    match ops.swap(&plugin, body.to_vec(), "admin API", Path::new(&source)).await {
         Ok(report) => Json(report).into_response(),
         Err(why) => (StatusCode::UNPROCESSABLE_ENTITY, why + "\n").into_response(),
     }

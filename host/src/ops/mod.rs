@@ -296,30 +296,26 @@ impl Ops {
     }
 
     /// Loads `wasm` (off the pipeline thread: compiling takes a while) and asks the pipeline to
-    /// put it in charge of the plugin `expected` names, if given. Every attempt is recorded; a
-    /// failure leaves the running version in place.
+    /// put it in charge of `plugin`, which it must describe itself as. Every attempt is recorded;
+    /// a failure leaves the running version in place.
     pub async fn swap(
         self: &Arc<Self>,
-        expected: Option<&str>,
+        plugin: &str,
         wasm: Vec<u8>,
         origin: &'static str,
         source: &Path,
     ) -> Result<SwapReport, String> {
-        let result = self.load_and_swap(expected, wasm, origin, source).await;
-        let name = match &result {
-            Ok(report) => report.plugin.as_str(),
-            Err(_) => expected.unwrap_or("?"),
-        };
+        let result = self.load_and_swap(plugin, wasm, origin, source).await;
         if let Err(e) = &result {
-            tracing::warn!(plugin = %name, origin, error = %e, "plugin swap rejected; the running version stays");
+            tracing::warn!(plugin, origin, error = %e, "plugin swap rejected; the running version stays");
         }
-        self.swapped(name, origin, &result);
+        self.swapped(plugin, origin, &result);
         result
     }
 
     async fn load_and_swap(
-        self: &Arc<Self>,
-        expected: Option<&str>,
+        &self,
+        expected: &str,
         wasm: Vec<u8>,
         origin: &'static str,
         source: &Path,
@@ -331,9 +327,7 @@ impl Ops {
             .map_err(|e| format!("loading the plugin panicked: {e}"))?
             .map_err(|e| format!("{e:#}"))?;
         let name = &plugin.meta().name;
-        if let Some(expected) = expected
-            && name != expected
-        {
+        if name != expected {
             return Err(format!(
                 "the new .wasm describes itself as {name:?}, not {expected:?}: a swap replaces a plugin with another version of itself"
             ));

@@ -90,5 +90,5 @@ async fn poll(ops: &Arc<Ops>, w: &mut Watched) {
     w.hash = hash;
     tracing::info!(plugin = %w.plugin, path = %w.path.display(), "the plugin file changed: swapping in the new version");
     // Success and failure are both logged and recorded by `swap`.
-    let _ = ops.swap(Some(&w.plugin), bytes, "file watch", &w.path).await;
+    let _ = ops.swap(&w.plugin, bytes, "file watch", &w.path).await;
 }
