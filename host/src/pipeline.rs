@@ -199,7 +199,7 @@ impl Pipeline {
         // Every event so far goes to the version that was in charge when it arrived.
         self.flush();
         let open = self.open_windows();
-        let report = self.plugins[i].swap(new, &open, self.time.window_ms).map_err(|(_, refused)| refused)?;
+        let report = self.plugins[i].swap(new, &open, self.time.window_ms)?;
         tracing::info!(plugin = %report.plugin, from = %report.from_version, to = %report.to_version, hash = &report.to_hash[..report.to_hash.len().min(12)], mode = ?report.mode, "plugin swapped");
         Ok(report)
     }

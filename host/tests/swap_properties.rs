@@ -205,3 +205,71 @@ proptest! {
         check(raw, at, state_version, batch_size)?;
     }
 }
+
+/// ctr that cannot take another instance's state: `restore-window` always fails.
+struct NoRestore(NativeAggregator<ctr::Ctr>);
+
+impl Aggregator for NoRestore {
+    fn meta(&self) -> &adstream::plugin::PluginMeta {
+        self.0.meta()
+    }
+    fn process(&mut self, batch: &[u8]) -> Result<(), adstream::plugin::PluginError> {
+        self.0.process(batch)
+    }
+    fn close_window(
+        &mut self,
+        window: adstream::plugin::Window,
+    ) -> Result<Vec<adstream::plugin::OutputRecord>, adstream::plugin::PluginError> {
+        self.0.close_window(window)
+    }
+    fn reset(&mut self) -> anyhow::Result<()> {
+        self.0.reset()
+    }
+    fn export_window(
+        &mut self,
+        window: adstream::plugin::Window,
+    ) -> Result<Option<Vec<u8>>, adstream::plugin::PluginError> {
+        self.0.export_window(window)
+    }
+    fn restore_window(&mut self, _: adstream::plugin::Window, _: &[u8]) -> Result<(), adstream::plugin::PluginError> {
+        Err(adstream::plugin::PluginError::BadOutput {
+            plugin: "ctr".into(),
+            call: "restore-window",
+            detail: "refuses every state".into(),
+        })
+    }
+}
+
+/// A compatible version that then refuses the exported state: the swap falls back to the old
+/// version finishing the open windows, and nothing is lost.
+#[test]
+fn a_failed_carry_over_falls_back_to_the_old_version_finishing() {
+    let raw: Vec<(u16, u8, bool)> = (0..400u16).map(|i| (i.wrapping_mul(7919), (i % 251) as u8, i % 5 == 0)).collect();
+    let events = stream(&raw);
+    let at = events.len() / 2;
+    let (plain, _) = run(&events, 7, None);
+    let mut p = pipeline(7);
+    let mut sink = Collect::default();
+    let now = Instant::now();
+    let mut open = Vec::new();
+    for (n, (partition, payload)) in events.iter().enumerate() {
+        if n == at {
+            open = p.open_windows();
+            assert!(!open.is_empty(), "windows are open mid-stream");
+            let new = NoRestore(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr").with_version("2.0.0", 1));
+            let report = p.swap(Box::new(new)).expect("the swap is taken");
+            assert!(matches!(report.mode, SwapMode::FinishingOpenWindows { .. }), "{report:?}");
+        }
+        let input = Input { partition: *partition, offset: n as i64, key: None, payload: payload.as_bytes() };
+        p.ingest(input, now, &mut sink).expect("ingest");
+    }
+    p.finish(&mut sink).expect("finish");
+    assert_eq!(sink.results.keys().collect::<Vec<_>>(), plain.results.keys().collect::<Vec<_>>());
+    let through = *open.iter().max().unwrap();
+    for ((plugin, window), versions) in &sink.versions {
+        let start = adstream_abi::time::parse_rfc3339_millis(window).unwrap();
+        if plugin == "ctr" {
+            assert_eq!(versions, &[if start <= through { "1.0.0" } else { "2.0.0" }], "window {window}");
+        }
+    }
+}

@@ -194,13 +194,12 @@ impl Slot {
         mut new: Box<dyn Aggregator>,
         open: &[i64],
         window_ms: i64,
-    ) -> Result<SwapReport, (Box<dyn Aggregator>, SwapRefused)> {
+    ) -> Result<SwapReport, SwapRefused> {
         if let Some((meta, through)) = self.retiring() {
-            let refused = SwapRefused::Busy { plugin: meta.name.clone(), through: format_rfc3339_millis(through) };
-            return Err((new, refused));
+            return Err(SwapRefused::Busy { plugin: meta.name.clone(), through: format_rfc3339_millis(through) });
         }
         let old = self.current.meta().clone();
-        let mut report = SwapReport {
+        let report = SwapReport {
             plugin: old.name.clone(),
             from_version: old.version.clone(),
             to_version: new.meta().version.clone(),
@@ -208,46 +207,39 @@ impl Slot {
             to_hash: new.meta().hash.clone(),
             mode: SwapMode::Immediate,
         };
-        let compatible = old.state_version == new.meta().state_version;
-        let window = |start_ms: i64| Window { start_ms, end_ms: start_ms + window_ms };
-        if let Some(&through) = open.iter().max() {
-            report.mode = match compatible.then(|| self.carry_over(new.as_mut(), open, window)) {
-                Some(Ok(())) => SwapMode::CarriedOver { windows: open.len() },
-                refused => {
-                    if let Some(Err(e)) = refused {
-                        tracing::warn!(plugin = %old.name, error = %e, "could not carry the open windows over to the new version; the old version finishes them instead");
-                        if let Err(e) = new.reset() {
-                            tracing::error!(plugin = %old.name, error = %e, "could not restart the new version");
-                        }
-                    }
-                    let old = std::mem::replace(&mut self.current, new);
-                    self.retiring = Some(Retiring { aggregator: old, through });
-                    self.swaps += 1;
-                    return Ok(SwapReport {
-                        mode: SwapMode::FinishingOpenWindows {
-                            through: format_rfc3339_millis(through),
-                            windows: open.len(),
-                        },
-                        ..report
-                    });
-                }
-            };
-        }
-        self.current = new;
         self.swaps += 1;
-        Ok(report)
+        let Some(&through) = open.iter().max() else {
+            self.current = new;
+            return Ok(report);
+        };
+        if old.state_version == new.meta().state_version {
+            match self.carry_over(new.as_mut(), open, window_ms) {
+                Ok(()) => {
+                    self.current = new;
+                    return Ok(SwapReport { mode: SwapMode::CarriedOver { windows: open.len() }, ..report });
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %old.name, error = %e, "could not carry the open windows over to the new version; the old version finishes them instead");
+                    if let Err(e) = new.reset() {
+                        tracing::error!(plugin = %old.name, error = %e, "could not restart the new version");
+                    }
+                }
+            }
+        }
+        // If the export above trapped, the old instance fails on its next call, and the windows it
+        // holds are withheld (see `failed`) rather than published incomplete.
+        let old = std::mem::replace(&mut self.current, new);
+        self.retiring = Some(Retiring { aggregator: old, through });
+        let mode = SwapMode::FinishingOpenWindows { through: format_rfc3339_millis(through), windows: open.len() };
+        Ok(SwapReport { mode, ..report })
     }
 
     /// Moves every open window's accumulator from the current version into `new`.
-    fn carry_over(
-        &mut self,
-        new: &mut dyn Aggregator,
-        open: &[i64],
-        window: impl Fn(i64) -> Window,
-    ) -> Result<(), PluginError> {
-        for &w in open {
-            if let Some(state) = self.current.export_window(window(w))? {
-                new.restore_window(window(w), &state)?;
+    fn carry_over(&mut self, new: &mut dyn Aggregator, open: &[i64], window_ms: i64) -> Result<(), PluginError> {
+        for &start_ms in open {
+            let window = Window { start_ms, end_ms: start_ms + window_ms };
+            if let Some(state) = self.current.export_window(window)? {
+                new.restore_window(window, &state)?;
             }
         }
         Ok(())
