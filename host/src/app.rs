@@ -136,7 +136,13 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         // gathered when progress is logged.
         let windows_emitted = pipeline.windows_emitted();
         if now.duration_since(last_commit) >= config.kafka.commit_interval || windows_emitted > committed_windows {
-            sink.checkpoint(&source.offsets(&pipeline)?, &source.consumer)?;
+            let offsets = source.offsets(&pipeline)?;
+            sink.checkpoint(&offsets, &source.consumer)?;
+            // Committing offsets is a round trip to the broker: a consumer error seen before is
+            // over, as far as readiness goes (on an idle stream no message comes to say so).
+            if offsets.count() > 0 {
+                last_error = None;
+            }
             record_latencies(&mut pipeline, &mut latencies_us, &ops);
             committed_windows = windows_emitted;
             last_commit = Instant::now();

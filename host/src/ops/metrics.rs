@@ -218,7 +218,7 @@ impl Metrics {
         self.open_windows.set(stats.open_windows as i64);
         self.join_impressions.set(stats.join_impressions as i64);
         self.pending_clicks.set(stats.pending_clicks as i64);
-        self.ready.set(i64::from(ready));
+        self.ready(ready);
         for p in partitions {
             let labels = vec![("topic", p.topic.clone()), ("partition", p.partition.to_string())];
             if let Some(next) = p.next_offset {
@@ -269,6 +269,10 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     pub fn swap(&self, plugin: &str, applied: bool) {

@@ -194,6 +194,10 @@ pub struct Ops {
     admin_open: bool,
 }
 
+/// The pipeline thread publishes every 250 ms; a heartbeat older than this makes `/readyz` fail:
+/// the thread is waiting on Kafka (a transaction that cannot commit while the broker is away).
+pub const READY_STALE: Duration = Duration::from_secs(5);
+
 /// The pipeline thread's heartbeat older than this makes `/healthz` fail: longer than any wait
 /// on Kafka the host makes (a transaction commit waits up to 120 s while the broker is away).
 pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(180);
@@ -248,7 +252,7 @@ impl Ops {
         let mut s = self.state();
         s.heartbeat = Instant::now();
         s.kafka_error = kafka_error;
-        let ready = s.phase == Phase::Running && s.kafka_error.is_none();
+        let ready = Self::ready(&s).is_ok();
         self.metrics.update(&stats, &partitions, &plugins, ready, now_ms());
         s.stats = Stats { result_latencies_us: Vec::new(), ..stats };
         s.partitions = partitions;
@@ -361,13 +365,21 @@ impl Ops {
         Ok(format!("ok: the pipeline thread reported {} ms ago\n", age.as_millis()))
     }
 
-    /// Ready: consuming, and Kafka answers.
+    /// Ready: consuming, Kafka answers, and the pipeline thread is not stuck waiting on it.
     pub fn readiness(&self) -> Result<String, String> {
-        let s = self.state();
+        Self::ready(&self.state())
+    }
+
+    fn ready(s: &State) -> Result<String, String> {
+        let age = s.heartbeat.elapsed();
         match (s.phase, &s.kafka_error) {
             (Phase::Starting, _) => Err("starting: loading plugins and connecting to Kafka".to_owned()),
             (Phase::Stopping, _) => Err("stopping: committing the last transaction".to_owned()),
             (Phase::Running, Some(e)) => Err(format!("Kafka error: {e}")),
+            (Phase::Running, None) if age > READY_STALE => Err(format!(
+                "the pipeline has not reported for {} s: it is waiting on Kafka (a commit), or stuck",
+                age.as_secs()
+            )),
             (Phase::Running, None) => Ok("ready: consuming\n".to_owned()),
         }
     }
@@ -381,7 +393,7 @@ impl Ops {
             "started_ms": self.started_ms,
             "now_ms": now_ms(),
             "phase": s.phase,
-            "ready": s.phase == Phase::Running && s.kafka_error.is_none(),
+            "ready": Self::ready(&s).is_ok(),
             "kafka_error": s.kafka_error,
             "stats": s.stats,
             "partitions": s.partitions,
@@ -404,7 +416,9 @@ impl Ops {
 
     pub fn render_metrics(&self) -> String {
         // Under the state lock, so that a scrape never sees half of an update.
-        let _s = self.state();
+        let s = self.state();
+        // Readiness as of now: a stuck pipeline thread publishes nothing.
+        self.metrics.ready(Self::ready(&s).is_ok());
         self.metrics.render()
     }
 
