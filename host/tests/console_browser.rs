@@ -88,6 +88,13 @@ impl Browser {
         self.call(&format!("/session/{}{path}", self.session), body)
     }
 
+    /// Types `text` into the element `css` selects (for a file input: the file's path).
+    fn type_into(&self, css: &str, text: &str) {
+        let found = self.session("/element", Some(json!({"using": "css selector", "value": css})));
+        let id = found["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("no {css}: {found}"));
+        self.session(&format!("/element/{id}/value"), Some(json!({"text": text})));
+    }
+
     fn script(&self, script: &str) -> Value {
         self.session("/execute/sync", Some(json!({"script": script, "args": []})))
     }
@@ -186,6 +193,38 @@ fn the_console_shows_live_figures_in_chromium() {
     );
     let ctr_title = browser.script("return document.getElementById('ctr-title').textContent");
     assert!(ctr_title.as_str().unwrap().contains("ctr 0.1.0"), "{ctr_title}");
+
+    // Swapping through the console's form: a new version of ctr, then another plugin's .wasm
+    // offered as ctr (rejected).
+    let upload = |wasm: &Path| {
+        browser.type_into("#swap-file", wasm.to_str().unwrap());
+        browser.script(
+            "document.getElementById('swap-result').textContent = ''; document.getElementById('swap-button').click()",
+        );
+        let shown = browser.await_script(
+            "const t = document.getElementById('swap-result').textContent;
+             return t.startsWith('Swapped') || t.startsWith('Rejected') ? t : null",
+            Duration::from_secs(60),
+            "the swap's outcome",
+        );
+        shown.as_str().unwrap().to_owned()
+    };
+    let next = workspace().join("target/test-plugins/ctr_next.wasm");
+    let swapped = upload(&next);
+    assert!(swapped.starts_with("Swapped ctr 0.1.0 → 0.2.0-next"), "{swapped}");
+    browser.await_script(
+        "return [...document.querySelectorAll('#plugins tr[data-plugin=\"ctr\"] td')].some(td => td.textContent === '0.2.0-next')",
+        Duration::from_secs(10),
+        "the new version in the plugins table",
+    );
+    let rejected = upload(&common::plugin("engagement"));
+    assert!(rejected.starts_with("Rejected (HTTP 422)") && rejected.contains("describes itself as"), "{rejected}");
+    let swaps = browser.await_script(
+        "const rows = document.querySelectorAll('#swaps tr'); return rows.length >= 3 ? rows.length - 1 : null",
+        Duration::from_secs(10),
+        "both swaps in the swap table",
+    );
+    assert_eq!(swaps, 2, "one applied, one rejected");
 
     let png = browser.session("/screenshot", None);
     let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
