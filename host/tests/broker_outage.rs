@@ -50,12 +50,15 @@ fn a_broker_outage_of_30_seconds_loses_and_doubles_nothing() {
     assert!(not_ready.len() >= 10, "/readyz should fail while the broker is away: {seen:?}");
     assert!(seen.iter().all(|(_, health)| *health == 200), "/healthz stays live through 30 s: {seen:?}");
     kafka("up");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // As long as the results below may take. Usually seconds; in one CI run the host stayed blocked
+    // in a transaction commit for about two minutes after the broker came back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
     while probe("/readyz").0 != 200 {
         assert!(
             std::time::Instant::now() < deadline,
-            "not ready 120 s after the broker came back: {:?}",
-            probe("/readyz")
+            "not ready 240 s after the broker came back: {:?}; log:\n{}",
+            probe("/readyz"),
+            host.log()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
