@@ -136,7 +136,10 @@ pub fn main(natives: Natives) -> anyhow::Result<()> {
         }
         Command::Replay { input, impressions, clicks, out, config, time, plugins } => {
             let (time, mut plugins) = Config::load_offline(config.as_deref(), time, plugins)?;
-            anyhow::ensure!(!plugins.watch, "--watch-plugins applies to `run`; replay loads its plugins once");
+            if plugins.watch {
+                // Not an error: the same ADSTREAM_* environment often serves run and replay.
+                tracing::warn!("--watch-plugins applies to `run`; replay loads its plugins once and ignores it");
+            }
             plugins.natives = natives;
             let (impressions, clicks) = match (input, impressions, clicks) {
                 (Some(dir), _, _) => (dir.join("ad-impressions.jsonl"), dir.join("ad-clicks.jsonl")),
