@@ -75,11 +75,10 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         for plugin in pipeline.plugins() {
             outputs.extend(plugin.output_topics.iter().map(|t| format!("{}{t}", topics.prefix)));
         }
-        let partitions = pipeline.partitions().iter().filter(|p| p.source == Source::Impressions).count();
         // Only when one is missing: an admin client costs ~100 ms of start-up.
         let missing = source.missing_topics(&outputs)?;
         if !missing.is_empty() {
-            ensure_topics(&config.kafka.brokers, &missing, i32::try_from(partitions.max(1)).unwrap_or(1))?;
+            create_topics(config, &pipeline, &missing)?;
         }
     }
     if config.plugins.watch {
@@ -218,11 +217,15 @@ fn swap(plugin: Plugin, pipeline: &mut Pipeline, source: &KafkaSource, config: &
         if !config.kafka.create_topics {
             return Err(format!("its output topics {missing:?} do not exist, and --no-create-topics is set"));
         }
-        let partitions = pipeline.partitions().iter().filter(|p| p.source == Source::Impressions).count();
-        ensure_topics(&config.kafka.brokers, &missing, i32::try_from(partitions.max(1)).unwrap_or(1))
-            .map_err(|e| format!("creating its output topics: {e:#}"))?;
+        create_topics(config, pipeline, &missing).map_err(|e| format!("creating its output topics: {e:#}"))?;
     }
     pipeline.swap(Box::new(plugin)).map_err(|e| e.to_string())
+}
+
+/// Creates output topics with as many partitions as the impressions topic.
+fn create_topics(config: &Config, pipeline: &Pipeline, topics: &[String]) -> anyhow::Result<()> {
+    let partitions = pipeline.partitions().iter().filter(|p| p.source == Source::Impressions).count();
+    ensure_topics(&config.kafka.brokers, topics, i32::try_from(partitions.max(1)).unwrap_or(1))
 }
 
 fn log_progress(s: &Stats) {
