@@ -12,9 +12,10 @@
 # ---- build: the release binaries of the adstream and adgen packages ----
 FROM rust:1-bookworm AS builder
 # rdkafka-sys compiles librdkafka from source with its own configure script and make (C and C++);
-# python3 lets it generate the linker script; zlib is found with pkg-config and linked dynamically.
+# python3 lets it generate the linker script; zlib and OpenSSL (TLS, SASL/SCRAM) are found with
+# pkg-config and linked dynamically; zstd is compiled in.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev python3 perl \
+ && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev libssl-dev python3 perl \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The toolchain pinned in rust-toolchain.toml (rustup reads the file); its own layer, so that a source
@@ -34,7 +35,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # ---- runtime: both binaries on Debian slim, as a non-root user ----
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates zlib1g libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/adstream adstream \
  && mkdir -p /plugins /cache \

@@ -15,6 +15,7 @@ build-plugins:
 # Build the host (adstream) and the generator (adgen), release
 build:
     rustup toolchain install
+    bash -c 'source scripts/packages.sh && need_build_packages'
     cargo build --release --locked -p adstream -p adgen
 
 # The whole pipeline on a local Kafka broker, with live result tables
@@ -58,6 +59,7 @@ kafka-down *FLAGS:
 # target/bench/results.{md,json}. Flags pass through (`--no-scaling`, `--repeat 1`, `--events 1M`...)
 bench *FLAGS: build-plugins kafka-up
     rustup toolchain install
+    bash -c 'source scripts/packages.sh && need_build_packages'
     cargo build --release --locked -p adstream -p adgen -p adbench
     target/release/adbench {{FLAGS}}
 

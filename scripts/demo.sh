@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 events=${DEMO_EVENTS:-600000}
 rate=${DEMO_RATE:-40000}
 
+source scripts/packages.sh
 rustup toolchain install
+need_build_packages
 bash scripts/build-plugins.sh
 cargo build --release --locked -p adstream -p adgen
 

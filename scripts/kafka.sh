@@ -3,6 +3,15 @@
 # loopback, for developers and CI. The broker jars come from Maven Central via
 # kafka/pom.xml; nothing else is downloaded.
 #
+# Besides the PLAINTEXT listener (127.0.0.1:9092), the broker has a SASL_SSL one
+# (127.0.0.1:9094), as managed clusters do: TLS with a certificate made by the JDK's
+# keytool and signed by a CA of its own ($KAFKA_HOME/tls/ca.pem), and SASL with
+# SCRAM-SHA-256/512 and PLAIN (user "adstream", password "adstream-secret"; user
+# "nobody", password "nobody-secret", who may do nothing) and OAUTHBEARER (unsecured
+# tokens, as Kafka's default validator takes: for tests only). The SCRAM users are
+# created when the storage is formatted. An authorizer is on: the PLAINTEXT listener's
+# anonymous user and "adstream" are super users; everyone else needs ACLs.
+#
 # Usage: scripts/kafka.sh <command>
 #   up            fetch jars (first run only), format storage (first run only),
 #                 start the broker and wait until it answers. Safe to run twice.
@@ -13,6 +22,11 @@
 #                 1 if not running, 2 if running but not answering).
 #   fetch         only fetch the jars into $KAFKA_HOME/lib.
 #   bootstrap     print the bootstrap address (127.0.0.1:$KAFKA_PORT).
+#   sasl-flags    print the adstream flags that reach the SASL_SSL listener (the
+#                 password goes in ADSTREAM_SASL_PASSWORD: see the README).
+#   create-topic NAME [PARTITIONS] [KEY=VALUE...]
+#                 create a topic (3 partitions by default) with topic configs,
+#                 e.g. create-topic ad-impressions 3 max.message.bytes=8388608
 #   tool CLASS [ARGS...]
 #                 run a Kafka CLI class from the same jars with quiet logging, e.g.
 #                 scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand \
@@ -23,6 +37,7 @@
 #                          server.properties, broker.log, broker.pid
 #   KAFKA_PORT             PLAINTEXT listener port (default 9092)
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 9093)
+#   KAFKA_SASL_SSL_PORT    SASL_SSL listener port (default 9094)
 #   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx512m")
 #   KAFKA_JVM_OPTS         extra JVM options for the broker (default empty)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 60)
@@ -36,6 +51,7 @@ POM="$REPO_ROOT/kafka/pom.xml"
 KAFKA_HOME="${KAFKA_HOME:-$REPO_ROOT/.kafka}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-9094}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
@@ -50,6 +66,13 @@ TOOLS_LOG4J_CONF="$KAFKA_HOME/tools-log4j.properties"
 LOG="$KAFKA_HOME/broker.log"
 PIDFILE="$KAFKA_HOME/broker.pid"
 FETCH_MARKER="$LIB/.fetched"
+TLS="$KAFKA_HOME/tls"
+# Test credentials, not secrets: this broker is for development and CI on loopback.
+TLS_PASSWORD="adstream-tls"
+SASL_USER="adstream"
+SASL_PASSWORD="adstream-secret"
+DENIED_USER="nobody"
+DENIED_PASSWORD="nobody-secret"
 
 # Main classes of the pinned release (Kafka 3.9.x).
 BROKER_MAIN="kafka.Kafka"
@@ -110,20 +133,83 @@ fetch_jars() {
   msg "$(find "$LIB" -name '*.jar' | wc -l) jars in $LIB"
 }
 
+keytool_bin() {
+  local java
+  java="$(java_bin)"
+  if [[ -x "$(dirname "$java")/keytool" ]]; then
+    echo "$(dirname "$java")/keytool"
+  elif command -v keytool >/dev/null 2>&1; then
+    command -v keytool
+  else
+    die "no keytool found (it comes with the JDK)"
+  fi
+}
+
+# A CA of the broker's own, the broker's certificate (for localhost and 127.0.0.1) signed by
+# it, and a second, unrelated CA for tests that need an untrusted one. Made once, kept in $TLS.
+make_tls() {
+  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" ]] && return 0
+  local kt tmp
+  kt="$(keytool_bin)"
+  tmp="$KAFKA_HOME/tls.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  msg "making a CA and the broker's TLS certificate with keytool..."
+  (
+    set -e
+    cd "$tmp"
+    k() { "$kt" "$@" >>keytool.log 2>&1; }
+    k -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=adstream test CA" \
+      -ext bc:c -keystore ca.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
+    k -exportcert -alias ca -rfc -keystore ca.p12 -storepass "$TLS_PASSWORD" -file ca.pem
+    k -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=localhost" \
+      -keystore broker.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
+    k -certreq -alias broker -keystore broker.p12 -storepass "$TLS_PASSWORD" -file broker.csr
+    k -gencert -alias ca -keystore ca.p12 -storepass "$TLS_PASSWORD" -infile broker.csr -outfile broker.pem \
+      -rfc -validity 3650 -ext SAN=dns:localhost,ip:127.0.0.1 -ext ku:c=digitalSignature,keyEncipherment -ext eku=serverAuth
+    k -importcert -alias ca -file ca.pem -keystore broker.p12 -storepass "$TLS_PASSWORD" -noprompt
+    k -importcert -alias broker -file broker.pem -keystore broker.p12 -storepass "$TLS_PASSWORD" -noprompt
+    k -genkeypair -alias other -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=some other CA" \
+      -ext bc:c -keystore other.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
+    k -exportcert -alias other -rfc -keystore other.p12 -storepass "$TLS_PASSWORD" -file other-ca.pem
+  ) || { cat "$tmp/keytool.log" >&2 || true; rm -rf "$tmp"; die "keytool failed"; }
+  rm -rf "$TLS"
+  mv "$tmp" "$TLS"
+}
+
 write_config() {
   mkdir -p "$DATA"
+  make_tls
   cat >"$CONF" <<EOF
 # Written by scripts/kafka.sh on every 'up'; edit the script, not this file.
 # Single combined broker+controller node (KRaft, no ZooKeeper) on loopback.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT}
+listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT},SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=${DATA}
+
+# The SASL_SSL listener: what a managed cluster looks like to a client.
+ssl.keystore.type=PKCS12
+ssl.keystore.location=${TLS}/broker.p12
+ssl.keystore.password=${TLS_PASSWORD}
+ssl.key.password=${TLS_PASSWORD}
+ssl.client.auth=none
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${SASL_USER}="${SASL_PASSWORD}" user_${DENIED_USER}="${DENIED_PASSWORD}";
+# Unsecured tokens (alg none), as Kafka's default validator takes them: for tests only.
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
+
+# ACLs: the PLAINTEXT listener (anonymous) and the SASL user adstream may do anything;
+# anyone else ("nobody") nothing, for the tests of a missing permission.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:${SASL_USER};User:broker
 
 # One node: every replication factor / ISR is 1.
 num.partitions=1
@@ -186,12 +272,40 @@ format_storage() {
   # A random KRaft cluster id: 16 random bytes, base64url without padding (22 chars).
   cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
   msg "formatting KRaft storage in $DATA (cluster id $cluster_id)..."
+  # The SCRAM users are created with the storage, as KRaft allows (no broker needed).
   if ! "$java" -Dlog4j.configuration="file:$TOOLS_LOG4J_CONF" -cp "$LIB/*" \
       "$STORAGE_TOOL_MAIN" format -t "$cluster_id" -c "$CONF" --ignore-formatted \
+      --add-scram "SCRAM-SHA-256=[name=${SASL_USER},password=${SASL_PASSWORD}]" \
+      --add-scram "SCRAM-SHA-512=[name=${SASL_USER},password=${SASL_PASSWORD}]" \
+      --add-scram "SCRAM-SHA-256=[name=${DENIED_USER},password=${DENIED_PASSWORD}]" \
+      --add-scram "SCRAM-SHA-512=[name=${DENIED_USER},password=${DENIED_PASSWORD}]" \
       >"$KAFKA_HOME/format.log" 2>&1; then
     cat "$KAFKA_HOME/format.log" >&2 || true
     die "formatting the storage failed"
   fi
+  touch "$DATA/.scram-users"
+}
+
+# Storage formatted by an older version of this script has no SCRAM users: add them through
+# the running broker (ConfigCommand over the PLAINTEXT listener).
+ensure_scram_users() {
+  [[ -f "$DATA/.scram-users" ]] && return 0
+  local java user password
+  java="$(java_bin)"
+  msg "adding the SCRAM users to storage formatted without them..."
+  local pair mechanism
+  for pair in "$SASL_USER:$SASL_PASSWORD" "$DENIED_USER:$DENIED_PASSWORD"; do
+    user="${pair%%:*}"
+    password="${pair#*:}"
+    # One mechanism per request: the broker refuses to alter a user's credentials twice in one.
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+      "$java" -Xmx256m -Dlog4j.configuration="file:$TOOLS_LOG4J_CONF" -cp "$LIB/*" kafka.admin.ConfigCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type users --entity-name "$user" \
+        --add-config "${mechanism}=[password=${password}]" \
+        >>"$KAFKA_HOME/format.log" 2>&1 || die "adding SCRAM user $user failed (see $KAFKA_HOME/format.log)"
+    done
+  done
+  touch "$DATA/.scram-users"
 }
 
 # Is process $1 alive? A zombie (exited, not yet reaped by a non-reaping
@@ -248,7 +362,7 @@ api_versions_ok() {
 # The listener address in the config the broker was started with.
 listening_on() {
   local l
-  l="$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\///p' "$CONF" 2>/dev/null | head -n1)"
+  l="$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/\([^,]*\).*/\1/p' "$CONF" 2>/dev/null | head -n1)"
   echo "${l:-127.0.0.1:$KAFKA_PORT}"
 }
 
@@ -287,6 +401,7 @@ cmd_up() {
       msg "warning: kafka/pom.xml changed since the jars were fetched; run 'down' then 'up' to use it"
     fi
     if broker_answering; then
+      ensure_scram_users
       msg "broker already running on $(listening_on) (pid $pid)"
       return 0
     fi
@@ -298,10 +413,14 @@ cmd_up() {
   rm -f "$PIDFILE"
 
   fetch_jars
+  if api_versions_ok "$KAFKA_PORT"; then
+    msg "a broker started elsewhere (not from KAFKA_HOME=$KAFKA_HOME) answers on 127.0.0.1:$KAFKA_PORT: using it"
+    return 0
+  fi
   local port
-  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT"; do
     if port_open "$port"; then
-      die "port 127.0.0.1:$port is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+      die "port 127.0.0.1:$port is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_SSL_PORT)"
     fi
   done
   write_config
@@ -328,7 +447,8 @@ cmd_up() {
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [[ -n "$pid" ]] || die "the broker did not start (see $LOG)"
   wait_until_answering "$pid"
-  msg "broker up on 127.0.0.1:$KAFKA_PORT (KRaft, node 1, pid $pid) in $((SECONDS - t0))s"
+  ensure_scram_users
+  msg "broker up on 127.0.0.1:$KAFKA_PORT (KRaft, node 1, pid $pid) in $((SECONDS - t0))s; SASL_SSL on 127.0.0.1:$KAFKA_SASL_SSL_PORT ('sasl-flags' prints how to reach it)"
 }
 
 cmd_down() {
@@ -360,7 +480,7 @@ cmd_down() {
   fi
   rm -f "$PIDFILE"
   if (( wipe )); then
-    rm -rf "$DATA" "$CONF" "$LOG" "$LOG.1" "$LOG4J_CONF" "$TOOLS_LOG4J_CONF" "$KAFKA_HOME/format.log"
+    rm -rf "$DATA" "$CONF" "$LOG" "$LOG.1" "$LOG4J_CONF" "$TOOLS_LOG4J_CONF" "$KAFKA_HOME/format.log" "$TLS"
     msg "data wiped ($DATA); jars kept in $LIB"
   fi
 }
@@ -375,10 +495,30 @@ cmd_status() {
     msg "broker process running (pid $pid) but not answering on $(listening_on) yet; log: $LOG"
     return 2
   fi
+  if api_versions_ok "$KAFKA_PORT"; then
+    msg "a broker answers on 127.0.0.1:$KAFKA_PORT, but not one started from KAFKA_HOME=$KAFKA_HOME (another checkout's?): it is usable, and 'down' here will not stop it"
+    return 0
+  fi
   local formatted="no data"
   [[ -f "$DATA/meta.properties" ]] && formatted="formatted data in $DATA"
   msg "broker not running (KAFKA_HOME=$KAFKA_HOME, $formatted)"
   return 1
+}
+
+cmd_sasl_flags() {
+  [[ -f "$TLS/ca.pem" ]] || die "no TLS material yet: run 'scripts/kafka.sh up' first"
+  echo "--brokers 127.0.0.1:$KAFKA_SASL_SSL_PORT --security-protocol sasl_ssl --sasl-mechanism SCRAM-SHA-512 --sasl-username $SASL_USER --ssl-ca-location $TLS/ca.pem"
+  echo "# and the password in the environment: export ADSTREAM_SASL_PASSWORD=$SASL_PASSWORD" >&2
+}
+
+cmd_create_topic() {
+  (( $# >= 1 )) || die "usage: scripts/kafka.sh create-topic NAME [PARTITIONS] [KEY=VALUE...]"
+  local name="$1" partitions="${2:-3}" config=()
+  shift; (( $# >= 1 )) && shift
+  local kv
+  for kv in "$@"; do config+=(--config "$kv"); done
+  cmd_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
+    --topic "$name" --partitions "$partitions" --replication-factor 1 "${config[@]}"
 }
 
 cmd_tool() {
@@ -408,9 +548,11 @@ main() {
       ;;
     status) cmd_status ;;
     bootstrap) echo "127.0.0.1:$KAFKA_PORT" ;;
+    sasl-flags) cmd_sasl_flags ;;
+    create-topic) cmd_create_topic "$@" ;;
     tool) cmd_tool "$@" ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, tool)" ;;
+    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, sasl-flags, create-topic, tool)" ;;
   esac
 }
 

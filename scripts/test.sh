@@ -4,15 +4,18 @@
 # at the end if this script started it).
 #
 # Needs only rustup, a JDK and Maven: the pinned toolchain, the wasm32-wasip2 target and the
-# Kafka jars are installed on first use, and so are Debian's chromium and chromium-driver for the
-# console's browser test (with apt-get, as root or through sudo).
+# Kafka jars are installed on first use, and so are Debian's packages for OpenSSL's headers
+# (the host links the system's OpenSSL) and chromium and chromium-driver for the console's
+# browser test (with apt-get, as root or through sudo, when they are missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/packages.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "toolchain (rust-toolchain.toml)"
+step "toolchain (rust-toolchain.toml) and OpenSSL's headers"
 rustup toolchain install
+need_build_packages
 
 step "formatting"
 cargo fmt --all --check
@@ -28,17 +31,7 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/ test-plugins/*/; do printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
 
 step "browser for the console test (Debian's chromium and chromium-driver)"
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  if ! command -v apt-get >/dev/null; then
-    echo "the console's browser test needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver)" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
-    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
-fi
+need_packages "test -x /usr/bin/chromium && test -x /usr/bin/chromedriver" chromium chromium-driver
 /usr/bin/chromium --version
 
 step "Kafka broker"

@@ -313,7 +313,12 @@ fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<
         anyhow::ensure!(status.success(), "adgen could not load the broker (is it running? `just kafka-up`)");
         let outputs: Vec<String> =
             ["campaign-ctr-results", "device-engagement-results"].iter().map(|t| format!("{prefix}{t}")).collect();
-        adstream::sink::topics::ensure_topics(&bench.opts.brokers, &outputs, 1)?;
+        {
+            use adstream::kafka::admin::{Admin, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+            let settings = std::sync::Arc::new(adstream::kafka::ClientSettings::plaintext(&bench.opts.brokers));
+            let admin = Admin::new(&settings, &adstream::kafka::Health::default())?;
+            admin.create(&outputs, 1, KAFKA_DEFAULT_MAX_MESSAGE_BYTES).map_err(adstream::kafka::Failure::into_error)?;
+        }
         let stats_path = bench.opts.out.join(format!("kafka-{}-stats.json", plugins.name()));
         let _ = std::fs::remove_file(&stats_path);
         let (log_path, log) = bench.log(&format!("kafka-{}", plugins.name()))?;

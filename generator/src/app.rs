@@ -43,8 +43,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary> {
         Destination::Kafka { tee_jsonl } => {
             let settings = KafkaSettings {
                 brokers: config.brokers.clone(),
-                topics: [config.impressions_topic.clone(), config.clicks_topic.clone()],
+                topics: config.topics(),
                 partitions: config.partitions,
+                compression: config.compression.clone(),
                 overrides: config.producer_config.clone(),
             };
             kafka::ensure_topics(&settings).await?;
@@ -56,7 +57,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary> {
         }
     };
     let progress = progress_bar(config.quiet, stream.total());
-    let summary = Summary::new(config.seed, &config.impressions_topic, &config.clicks_topic);
+    let [impressions_topic, clicks_topic] = config.topics();
+    let summary = Summary::new(config.seed, &impressions_topic, &clicks_topic);
     let pace = config.pace();
     // Making and writing messages is CPU-bound and the producer API blocks: keep it off the async workers.
     let summary = tokio::task::spawn_blocking(move || write_all(stream, sink, pace, &progress, &shutdown, summary))

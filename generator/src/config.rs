@@ -53,6 +53,15 @@ pub struct Config {
     )]
     pub clicks_topic: String,
 
+    /// Prefix added to both topic names (as `adstream run --topic-prefix` reads them), e.g. `test-42.`.
+    #[arg(long, env = "ADGEN_TOPIC_PREFIX", default_value = "", value_name = "PREFIX", help_heading = "Destination")]
+    pub topic_prefix: String,
+
+    /// Compression of the produced batches: none, gzip, snappy, lz4 or zstd (the host reads them all).
+    #[arg(long, env = "ADGEN_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"],
+          help_heading = "Destination")]
+    pub compression: String,
+
     /// Partitions of each topic when adgen creates it (replication factor 1). Topics that already exist are
     /// left as they are. Messages are keyed by impression id, so with equal partition counts an impression
     /// and its clicks share a partition number.
@@ -283,6 +292,14 @@ impl Config {
             Some(dir) => Destination::Jsonl(dir.clone()),
             None => Destination::Kafka { tee_jsonl: self.tee_jsonl.clone() },
         }
+    }
+
+    /// The two topic names, prefixed: impressions, clicks.
+    pub fn topics(&self) -> [String; 2] {
+        [
+            format!("{}{}", self.topic_prefix, self.impressions_topic),
+            format!("{}{}", self.topic_prefix, self.clicks_topic),
+        ]
     }
 
     /// Messages per second, if paced.

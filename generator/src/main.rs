@@ -21,12 +21,29 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The first Ctrl-C stops the run cleanly (flush, summary); a second one exits at once.
+/// The first Ctrl-C or SIGTERM (what `timeout` and `docker stop` send) stops the run cleanly (flush,
+/// summary, complete `--tee-jsonl` files); a second one exits at once.
 async fn stop_on_ctrl_c(shutdown: adgen::Shutdown) {
-    if tokio::signal::ctrl_c().await.is_ok() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        eprintln!("adgen: cannot listen for SIGTERM");
+        return;
+    };
+    let signal = async {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            r = term.recv() => r.is_some(),
+        }
+    };
+    if signal.await {
         eprintln!("adgen: stopping; Ctrl-C again to quit without flushing");
         shutdown.trigger();
-        if tokio::signal::ctrl_c().await.is_ok() {
+        let again = async {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = term.recv() => r.is_some(),
+            }
+        };
+        if again.await {
             std::process::exit(130);
         }
     }

@@ -82,7 +82,7 @@ enum Command {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADSTREAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -118,10 +118,49 @@ fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
 
 /// The `adstream` command. `natives` are the aggregations compiled into this binary, loadable
 /// as `--plugin native:NAME` (none in the shipped host).
-pub fn main(natives: Natives) -> anyhow::Result<()> {
+///
+/// An error ends it with the message and its causes, one per line, and exit code 1; the stack
+/// trace of where it arose in the host is printed only with `ADSTREAM_BACKTRACE=1` (not with
+/// `RUST_BACKTRACE`, which many machines set for other reasons).
+pub fn main(natives: Natives) -> std::process::ExitCode {
     crate::metrics::process_started();
+    let backtrace = std::env::var_os("ADSTREAM_BACKTRACE").is_some_and(|v| v != "0");
+    // SAFETY: the first thing the process does, before any other thread exists.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", if backtrace { "1" } else { "0" }) };
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    let json = cli.log_format == "json";
+    match command(cli, natives) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if json => {
+            tracing::error!(error = %format!("{error:#}"), "stopped");
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("{}", report(&error, backtrace));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error for a person: the message, then each cause on a line of its own, then (on request)
+/// the stack trace.
+fn report(error: &anyhow::Error, backtrace: bool) -> String {
+    let mut text = format!("error: {error}");
+    let causes: Vec<String> = error.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        text.push_str("\n\ncaused by:");
+        for c in causes {
+            text.push_str(&format!("\n    {c}"));
+        }
+    }
+    if backtrace {
+        text.push_str(&format!("\n\n{}", error.backtrace()));
+    }
+    text
+}
+
+fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, kafka, time, plugins, http, stats_file } => {
             let mut config = Config::load(config.as_deref(), kafka, time, plugins, http)?;

@@ -36,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod join;
+pub mod kafka;
 pub mod metrics;
 pub mod offsets;
 pub mod ops;

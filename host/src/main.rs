@@ -1,5 +1,5 @@
 //! The `adstream` binary: the command line of [`adstream::cli`], with no aggregation compiled in.
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     adstream::cli::main(&[])
 }

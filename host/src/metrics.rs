@@ -7,7 +7,10 @@
 //! `consumed = impressions + clicks_attributed + clicks_unattributed + pending_clicks + late + dead_lettered + replayed`
 //!
 //! (an attributed click is counted when it is matched, so `clicks_attributed` includes clicks
-//! released from pending.)
+//! released from pending.) Copies cut to fit their topic (`truncated`) are among the late and
+//! dead-lettered, not beside them. When `run` starts again from its last checkpoint after
+//! Kafka failed it, the attempts' counters add up ([`Stats::then`]): the messages read after
+//! that checkpoint are read, and counted, again, and the identity holds over the whole run.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -50,6 +53,13 @@ pub struct Stats {
     pub plugin_errors: u64,
     /// (plugin, window) results withheld because the plugin failed while holding the window.
     pub windows_withheld: u64,
+    /// Plugin records withheld because they were larger than their topic takes.
+    pub records_withheld: u64,
+    /// Late and dead-letter copies cut to fit their topic (also counted as late or
+    /// dead-lettered).
+    pub truncated: u64,
+    /// Times `run` started again from the last checkpoint after Kafka failed it.
+    pub restarts: u64,
     /// Gauge: the current watermark, epoch ms.
     pub watermark_ms: i64,
     /// Gauge: windows open.
@@ -68,6 +78,31 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The counters of `self` and of `later` (a later attempt of the same run) added up, with
+    /// `later`'s gauges.
+    pub fn then(&self, later: &Stats) -> Stats {
+        Stats {
+            consumed: self.consumed + later.consumed,
+            impressions: self.impressions + later.impressions,
+            clicks_attributed: self.clicks_attributed + later.clicks_attributed,
+            clicks_unattributed: self.clicks_unattributed + later.clicks_unattributed,
+            late: self.late + later.late,
+            dead_lettered: self.dead_lettered + later.dead_lettered,
+            replayed: self.replayed + later.replayed,
+            windows_emitted: self.windows_emitted + later.windows_emitted,
+            results: self.results + later.results,
+            plugin_errors: self.plugin_errors + later.plugin_errors,
+            windows_withheld: self.windows_withheld + later.windows_withheld,
+            records_withheld: self.records_withheld + later.records_withheld,
+            truncated: self.truncated + later.truncated,
+            restarts: self.restarts + later.restarts,
+            // Clicks an ended attempt held pending were consumed there (and are read again by
+            // the next one): adding them keeps `consumed == accounted()` over the whole run.
+            pending_clicks: self.pending_clicks + later.pending_clicks,
+            ..later.clone()
+        }
+    }
+
     /// Messages accounted for: must equal `consumed` at every moment.
     pub fn accounted(&self) -> u64 {
         self.impressions

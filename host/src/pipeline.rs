@@ -14,25 +14,38 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use sha2::Digest as _;
+
 use adstream_abi::batch::{BatchWriter, Event as BatchEvent, Kind};
 use adstream_abi::time::{format_rfc3339_millis, window_start};
 
-use crate::config::{PluginConfig, TimeConfig};
+use crate::config::TimeConfig;
 use crate::event::{Event, Rejected, Source, decode};
 use crate::join::{Join, JoinedClick};
 use crate::metrics::Stats;
 use crate::offsets::OffsetTracker;
 use crate::plugin::slot::Which;
 use crate::plugin::{Aggregator, Loader, OutputRecord, PluginError, PluginMeta, Slot, SwapRefused, SwapReport, Window};
+use crate::sink::topics::{OutputTopics, record_bytes};
 use crate::watermark::{PartitionId, Watermarks};
 
 /// Largest input message accepted; longer ones are dead-lettered.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// A key longer than this is cut to it in a truncated copy.
+const KEPT_KEY_BYTES: usize = 1024;
+
 /// Where the pipeline's output goes: result, late and dead-letter records alike.
 pub trait Sink {
     /// Queues one record. An error here is an infrastructure failure and stops the pipeline.
     fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> anyhow::Result<()>;
+
+    /// The largest record `topic` takes, as [`record_bytes`] counts it; `None`: no limit. The
+    /// pipeline never sends a larger one: it truncates a copy of an input message, and
+    /// withholds a plugin's record (see [`Pipeline`]).
+    fn record_limit(&self, _topic: &str) -> Option<usize> {
+        None
+    }
 }
 
 /// One input message.
@@ -52,17 +65,6 @@ pub struct PartitionInfo {
     pub partition: i32,
     /// Messages below this offset were processed by an earlier run (see [`Pipeline::resume`]).
     replay_until: i64,
-}
-
-/// Output topic names the pipeline writes besides the plugins' own.
-#[derive(Clone, Debug)]
-pub struct OutputTopics {
-    pub late: String,
-    pub dead_letter: String,
-    /// Where a record goes in place of a plugin's result that is withheld after a failure.
-    pub plugin_errors: String,
-    /// Prepended to every plugin output topic.
-    pub prefix: String,
 }
 
 /// The pipeline: watermarks, open windows, the join, the plugins, and the counters.
@@ -95,9 +97,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads the WebAssembly plugins and builds an empty pipeline.
-    pub fn new(time: TimeConfig, plugins: &PluginConfig, topics: OutputTopics) -> anyhow::Result<Self> {
-        let loader = Loader::new(plugins)?;
+    /// Loads the plugins `loader` was configured with and builds an empty pipeline.
+    pub fn new(time: TimeConfig, loader: &Loader, topics: OutputTopics) -> anyhow::Result<Self> {
+        let plugins = loader.config();
         let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
         for path in &plugins.plugins {
             let plugin = loader.load(path)?;
@@ -121,8 +123,9 @@ impl Pipeline {
                 loaded.iter().map(|p| p.meta().name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
+        topics.check_overrides(loaded.iter().map(|p| p.meta()))?;
         let mut pipeline = Self::with_aggregators(time, loaded, plugins.batch_size, topics);
-        pipeline.loader = Some(loader);
+        pipeline.loader = Some(loader.clone());
         Ok(pipeline)
     }
 
@@ -436,8 +439,8 @@ impl Pipeline {
             let (which, records) = self.plugins[i].close_window(window);
             let records = match records {
                 Ok(records) => {
-                    let name = &self.plugins[i].meta_of(which).name;
-                    let checked = records.into_iter().map(|r| check_record(r, name)).collect::<Result<Vec<_>, _>>();
+                    let meta = self.plugins[i].meta_of(which);
+                    let checked = records.into_iter().map(|r| check_record(r, meta)).collect::<Result<Vec<_>, _>>();
                     if let Err(reason) = &checked {
                         self.stats.plugin_errors += 1;
                         self.plugins[i].bad_record(reason);
@@ -464,19 +467,28 @@ impl Pipeline {
                 ("plugin-version", meta.version.as_bytes()),
                 ("window-start", window_header.as_bytes()),
             ];
-            for r in &records {
-                let topic = format!("{}{}", self.topics.prefix, r.topic);
-                sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
+            // Each record to its topic, unless it is larger than the topic takes: the broker
+            // would refuse it and, with it, the whole transaction.
+            let mut sent = Vec::with_capacity(records.len());
+            let mut too_large = Vec::new();
+            for r in records {
+                let topic = self.topics.plugin_topic(meta, &r.topic);
+                let size = record_bytes(Some(r.key.as_bytes()), r.value.as_bytes(), &headers);
+                match sink.record_limit(&topic) {
+                    Some(limit) if size > limit => too_large.push((topic, r, size, limit)),
+                    _ => {
+                        sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
+                        sent.push(r);
+                    }
+                }
             }
-            self.stats.results += records.len() as u64;
-            published.push_str(&format!(
-                "{}{}={}",
-                if published.is_empty() { "" } else { " " },
-                meta.name,
-                records.len()
-            ));
+            self.stats.results += sent.len() as u64;
+            published.push_str(&format!("{}{}={}", if published.is_empty() { "" } else { " " }, meta.name, sent.len()));
             if let Some(results) = &mut self.results {
-                results.push(WindowResults::new(meta, window, &records));
+                results.push(WindowResults::new(meta, window, &sent));
+            }
+            for (topic, record, size, limit) in too_large {
+                self.withhold_record(i, which, window, &topic, &record, size, limit, sink)?;
             }
             if let Some(pause) = self.emit_pause.filter(|_| i == 0) {
                 tracing::info!(window = %window_header, "failpoint: pausing in the middle of emitting a window");
@@ -521,6 +533,44 @@ impl Pipeline {
         sink.send(&self.topics.plugin_errors, Some(meta.name.as_bytes()), value.as_bytes(), &headers)
     }
 
+    /// Publishes, instead of a record of plugin `i` that is larger than its topic takes, a
+    /// record saying so. The plugin's other records of the window are published.
+    #[allow(clippy::too_many_arguments)] // one call site, each argument named there
+    fn withhold_record(
+        &mut self,
+        i: usize,
+        which: Which,
+        window: Window,
+        topic: &str,
+        record: &OutputRecord,
+        size: usize,
+        limit: usize,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        self.stats.records_withheld += 1;
+        let meta = self.plugins[i].meta_of(which);
+        let key: String = record.key.chars().take(256).collect();
+        let reason = format!(
+            "the record takes {size} bytes and topic {topic} takes at most {limit} (its max.message.bytes): raise that, or make the plugin's records smaller"
+        );
+        let mut value = String::new();
+        adstream_abi::json::Obj::new(&mut value)
+            .str("plugin", &meta.name)
+            .str("plugin_version", &meta.version)
+            .time("window_start", window.start_ms)
+            .time("window_end", window.end_ms)
+            .str("topic", topic)
+            .str("key", &key)
+            .u64("bytes", size as u64)
+            .u64("limit", limit as u64)
+            .str("reason", &reason)
+            .end();
+        tracing::warn!(plugin = %meta.name, window = %format_rfc3339_millis(window.start_ms), %topic, key, size, limit, "result record withheld: larger than its topic takes");
+        let headers: [(&str, &[u8]); 2] =
+            [("plugin", meta.name.as_bytes()), ("plugin-version", meta.version.as_bytes())];
+        sink.send(&self.topics.plugin_errors, Some(meta.name.as_bytes()), value.as_bytes(), &headers)
+    }
+
     /// A plugin call failed: its instance restarts empty, so every window it held state for
     /// (every open window, and the one being closed) is incomplete for it. Those results are
     /// withheld rather than published wrong; windows that open afterwards are complete again.
@@ -531,13 +581,8 @@ impl Pipeline {
         self.plugins[i].failed(which, &error, self.open.keys().copied());
     }
 
-    fn source_headers<'a>(
-        &'a self,
-        input: &Input<'_>,
-        offset: &'a str,
-        partition: &'a str,
-    ) -> [(&'a str, &'a [u8]); 3] {
-        let info = &self.partitions[input.partition];
+    /// Where a copied message came from, as headers.
+    fn source_headers<'a>(info: &'a PartitionInfo, offset: &'a str, partition: &'a str) -> [(&'a str, &'a [u8]); 3] {
         [
             ("source-topic", info.topic.as_bytes()),
             ("source-partition", partition.as_bytes()),
@@ -549,7 +594,7 @@ impl Pipeline {
         self.stats.dead_lettered += 1;
         let (offset, partition) = (input.offset.to_string(), self.partitions[input.partition].partition.to_string());
         let detail = reason.to_string();
-        let source = self.source_headers(&input, &offset, &partition);
+        let source = Self::source_headers(&self.partitions[input.partition], &offset, &partition);
         let headers = [
             ("reason", reason.code().as_bytes()),
             ("reason-detail", detail.as_bytes()),
@@ -559,7 +604,7 @@ impl Pipeline {
         ];
         let info = &self.partitions[input.partition];
         tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, reason = reason.code(), "dead-lettered");
-        sink.send(&self.topics.dead_letter, input.key, input.payload, &headers)
+        send_copy(&self.topics.dead_letter, input, info, &headers, &mut self.stats.truncated, sink)
     }
 
     fn late(&mut self, input: Input<'_>, ts: i64, window: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
@@ -573,11 +618,50 @@ impl Pipeline {
         );
         let info = &self.partitions[input.partition];
         tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, window = %format_rfc3339_millis(window), "late");
-        let source = self.source_headers(&input, &offset, &partition);
+        let source = Self::source_headers(&self.partitions[input.partition], &offset, &partition);
         let headers =
             [("reason", b"late".as_slice()), ("reason-detail", detail.as_bytes()), source[0], source[1], source[2]];
-        sink.send(&self.topics.late, input.key, input.payload, &headers)
+        send_copy(&self.topics.late, input, info, &headers, &mut self.stats.truncated, sink)
     }
+}
+
+/// Sends a copy of an input message (late or dead-lettered) to `topic`, whole if the topic
+/// takes it; otherwise as much of it as fits, with headers `truncated: true`,
+/// `original-size` (bytes) and `original-sha256` (hex) beside the usual ones, so that
+/// nothing the input topics accept can make the broker refuse the transaction. Counted in
+/// `truncated`, on top of the late or dead-letter count.
+fn send_copy(
+    topic: &str,
+    input: Input<'_>,
+    info: &PartitionInfo,
+    headers: &[(&str, &[u8])],
+    truncated: &mut u64,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    let Some(limit) = sink.record_limit(topic).filter(|&l| record_bytes(input.key, input.payload, headers) > l) else {
+        return sink.send(topic, input.key, input.payload, headers);
+    };
+    *truncated += 1;
+    let size = input.payload.len().to_string();
+    let sha = crate::bytes::hex(&sha2::Sha256::digest(input.payload));
+    let mut headers = headers.to_vec();
+    headers.extend([
+        ("truncated", b"true".as_slice()),
+        ("original-size", size.as_bytes()),
+        ("original-sha256", sha.as_bytes()),
+    ]);
+    let key = input.key.map(|k| &k[..k.len().min(KEPT_KEY_BYTES)]);
+    // The longest prefix that fits (record_bytes grows by at least one per byte kept).
+    let mut kept = input.payload.len();
+    while kept > 0 {
+        let over = record_bytes(key, &input.payload[..kept], &headers).saturating_sub(limit);
+        if over == 0 {
+            break;
+        }
+        kept = kept.saturating_sub(over);
+    }
+    tracing::warn!(source_topic = %info.topic, partition = info.partition, offset = input.offset, %topic, size = input.payload.len(), kept, limit, "copy truncated: the message is larger than the topic takes");
+    sink.send(topic, key, &input.payload[..kept], &headers)
 }
 
 fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {
@@ -595,9 +679,16 @@ fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {
     });
 }
 
-/// A record a plugin returned, if the host can publish it: a non-empty key, and a value that is
-/// one JSON object.
-fn check_record(r: OutputRecord, plugin: &str) -> Result<OutputRecord, String> {
+/// A record a plugin returned, if the host can publish it: a non-empty key, a value that is one
+/// JSON object, and a topic the plugin declared (the host creates and sizes only those).
+fn check_record(r: OutputRecord, meta: &PluginMeta) -> Result<OutputRecord, String> {
+    let plugin = &meta.name;
+    if !meta.output_topics.contains(&r.topic) {
+        return Err(format!(
+            "plugin {plugin} returned a record for topic {:?}, which it did not declare (it declares {:?})",
+            r.topic, meta.output_topics
+        ));
+    }
     let is_object =
         r.value.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(&r.value).is_ok();
     if r.key.is_empty() || !is_object {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use serde_json::Value;
@@ -22,17 +21,19 @@ const ORDER_KEY: &str = "\u{0}order";
 /// How long a window's block waits for more of its records before it is printed.
 const QUIET: Duration = Duration::from_millis(700);
 
+/// `tail` takes the Kafka settings of `run` (the same flags, variables and `[kafka]` table), so
+/// that it reaches the same cluster the same way and finds the topics under the same prefix.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TailArgs {
-    /// Kafka bootstrap servers, comma-separated
-    #[arg(long, env = "ADSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// A result topic to show; repeat for several
+    /// A result topic to show, as the plugin names it (the output prefix is added); repeat for
+    /// several
     #[arg(long = "topic", default_values = ["campaign-ctr-results", "device-engagement-results"])]
     pub topics: Vec<String>,
-    /// Prefix of the topic names (as given to `run --topic-prefix`)
-    #[arg(long, env = "ADSTREAM_TOPIC_PREFIX", default_value = "")]
-    pub topic_prefix: String,
+    /// A TOML file with a [kafka] table, as `run --config` reads
+    #[arg(long, env = "ADSTREAM_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub kafka: crate::config::KafkaArgs,
     /// Rows shown per window (the largest by the first count column); a total row follows
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -53,22 +54,29 @@ struct Block {
 
 /// Consumes the result topics and prints blocks until cancelled or `--max-windows` is reached.
 pub fn tail(args: &TailArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let kafka = crate::config::Config::load_kafka(args.config.as_deref(), args.kafka.clone())?;
     let group = format!("adstream-tail-{}", std::process::id());
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" })
-        .create()
-        .context("creating the Kafka consumer")?;
-    let topics: Vec<String> = args.topics.iter().map(|t| format!("{}{t}", args.topic_prefix)).collect();
+    let defaults = [
+        ("group.id", group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("isolation.level", "read_committed"),
+        ("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" }),
+    ];
+    let health = crate::kafka::Health::default();
+    let context = crate::kafka::HostContext::new(crate::kafka::Role::Consumer, kafka.client.clone(), health.clone());
+    let consumer: BaseConsumer<crate::kafka::HostContext> = kafka
+        .client
+        .client_config(crate::kafka::Role::Consumer, &defaults)
+        .create_with_context(context)
+        .map_err(|e| kafka.client.explain(crate::kafka::Role::Consumer, e))?;
+    let topics: Vec<String> = args.topics.iter().map(|t| format!("{}{t}", kafka.outputs.prefix)).collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).with_context(|| format!("subscribing to {}", names.join(", ")))?;
-    eprintln!("tail: waiting for results on {} at {} (Ctrl-C to stop)", names.join(", "), args.brokers);
+    eprintln!("tail: waiting for results on {} at {} (Ctrl-C to stop)", names.join(", "), kafka.client.describe());
     let mut blocks: BTreeMap<(String, String), Block> = BTreeMap::new();
     let mut printed = 0;
     while !shutdown.is_cancelled() && args.max_windows.is_none_or(|m| printed < m) {
+        health.fatal.check()?;
         if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
             let payload = msg.payload().unwrap_or_default();
             let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(payload) else { continue };

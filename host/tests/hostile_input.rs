@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use adstream::config::TimeConfig;
 use adstream::event::{Source, decode};
-use adstream::pipeline::{Input, MAX_MESSAGE_BYTES, OutputTopics, Pipeline, Sink};
+use adstream::pipeline::{Input, MAX_MESSAGE_BYTES, Pipeline, Sink};
 use adstream::plugin::{Aggregator, NativeAggregator};
+use adstream::sink::topics::OutputTopics;
 use proptest::prelude::*;
 
 const IMP: &str = r#"{"impression_id":"i1","user_id":"u1","campaign_id":"c1","ad_id":"a1","device_type":"mobile","browser":"chrome","event_timestamp":"2026-11-29T10:00:00.123Z","cost":0.5}"#;
@@ -111,7 +112,7 @@ fn pipeline() -> Pipeline {
         late: "late".into(),
         dead_letter: "dlq".into(),
         plugin_errors: "errors".into(),
-        prefix: String::new(),
+        ..OutputTopics::with_prefix("")
     };
     let time = TimeConfig { idle_timeout: Duration::from_secs(3600), ..TimeConfig::default() };
     let mut p = Pipeline::with_aggregators(time, aggregators, 64, topics);

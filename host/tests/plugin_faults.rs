@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use adstream::config::{PluginConfig, TimeConfig};
 use adstream::event::Source;
-use adstream::pipeline::{Input, OutputTopics, Pipeline, Sink};
+use adstream::pipeline::{Input, Pipeline, Sink};
 use adstream::plugin::{Aggregator, Plugin, Runtime};
+use adstream::sink::topics::OutputTopics;
 use common::{plugin, workspace};
 use serde_json::Value;
 
@@ -87,7 +88,7 @@ fn run_with(trigger: &str, grants: adstream::config::Grants, limits: Vec<adstrea
         late: "late".into(),
         dead_letter: "dlq".into(),
         plugin_errors: "errors".into(),
-        prefix: String::new(),
+        ..OutputTopics::with_prefix("")
     };
     let time = TimeConfig { out_of_orderness_ms: 0, idle_timeout: Duration::from_secs(3600), ..TimeConfig::default() };
     let mut p = Pipeline::with_aggregators(time, aggregators, 1, topics);

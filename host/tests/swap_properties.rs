@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use adstream::config::TimeConfig;
 use adstream::event::Source;
-use adstream::pipeline::{Input, OutputTopics, Pipeline, Sink};
+use adstream::pipeline::{Input, Pipeline, Sink};
 use adstream::plugin::{Aggregator, NativeAggregator, SwapMode};
+use adstream::sink::topics::OutputTopics;
 use proptest::prelude::*;
 
 const BASE: i64 = 1_795_946_400_000;
@@ -55,7 +56,7 @@ fn topics() -> OutputTopics {
         late: "late".into(),
         dead_letter: "dlq".into(),
         plugin_errors: "errors".into(),
-        prefix: String::new(),
+        ..OutputTopics::with_prefix("")
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use adstream::config::TimeConfig;
 use adstream::event::Source;
-use adstream::pipeline::{Input, OutputTopics, Pipeline, Sink};
+use adstream::pipeline::{Input, Pipeline, Sink};
 use adstream::plugin::{Aggregator, NativeAggregator};
+use adstream::sink::topics::OutputTopics;
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -183,7 +184,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         late: "late".into(),
         dead_letter: "dlq".into(),
         plugin_errors: "errors".into(),
-        prefix: String::new(),
+        ..OutputTopics::with_prefix("")
     };
     // A small batch size, so that windows close between batches too.
     let mut pipeline = Pipeline::with_aggregators(case.time, aggregators, 7, topics);

@@ -13,6 +13,6 @@ fn engagement() -> Box<dyn Aggregator> {
     Box::new(NativeAggregator::<engagement::Engagement>::new("engagement", "device-engagement-results"))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     adstream::cli::main(&[("ctr", ctr), ("engagement", engagement)])
 }

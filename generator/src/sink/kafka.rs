@@ -29,7 +29,6 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("client.id", "adgen"),
     ("enable.idempotence", "true"),
     ("acks", "all"),
-    ("compression.type", "lz4"),
     ("linger.ms", "10"),
     ("batch.num.messages", "10000"),
     ("queue.buffering.max.messages", "1000000"),
@@ -52,6 +51,8 @@ pub struct KafkaSettings {
     pub topics: [String; 2],
     /// Partitions of a topic adgen creates.
     pub partitions: i32,
+    /// `compression.type` (before the `-X` overrides).
+    pub compression: String,
     /// `-X` overrides.
     pub overrides: Vec<(String, String)>,
 }
@@ -63,6 +64,7 @@ impl KafkaSettings {
         for (key, value) in PRODUCER_DEFAULTS {
             config.set(*key, *value);
         }
+        config.set("compression.type", &self.compression);
         for (key, value) in &self.overrides {
             config.set(key, value);
         }
@@ -234,6 +236,7 @@ mod tests {
             brokers: "127.0.0.1:1".to_owned(),
             topics: ["a".to_owned(), "b".to_owned()],
             partitions: 1,
+            compression: "zstd".to_owned(),
             overrides: vec![("linger.ms".to_owned(), "20".to_owned())],
         };
         assert!(KafkaSink::connect(&settings).is_ok());

@@ -32,6 +32,9 @@ pub const NAMES: &[&str] = &[
     "adstream_windows_emitted_total",
     "adstream_result_records_total",
     "adstream_windows_withheld_total",
+    "adstream_records_withheld_total",
+    "adstream_truncated_copies_total",
+    "adstream_restarts_total",
     "adstream_plugin_errors_total",
     "adstream_plugin_swaps_total",
     "adstream_watermark_seconds",
@@ -68,6 +71,9 @@ pub struct Metrics {
     windows_emitted: Counter,
     results: Counter,
     windows_withheld: Counter,
+    records_withheld: Counter,
+    truncated: Counter,
+    restarts: Counter,
     plugin_errors: Family<Labels, Counter>,
     swaps: Family<Labels, Counter>,
     watermark: FloatGauge,
@@ -99,6 +105,9 @@ impl Default for Metrics {
             windows_emitted: Counter::default(),
             results: Counter::default(),
             windows_withheld: Counter::default(),
+            records_withheld: Counter::default(),
+            truncated: Counter::default(),
+            restarts: Counter::default(),
             plugin_errors: Family::default(),
             swaps: Family::default(),
             watermark: FloatGauge::default(),
@@ -134,6 +143,21 @@ impl Default for Metrics {
             "windows_withheld",
             "Per-plugin window results withheld because the plugin failed while holding the window",
             m.windows_withheld.clone(),
+        );
+        r.register(
+            "records_withheld",
+            "Plugin result records withheld because they were larger than their topic takes (see adstream-plugin-errors)",
+            m.records_withheld.clone(),
+        );
+        r.register(
+            "truncated_copies",
+            "Late and dead-letter copies cut to fit their topic (header truncated=true; also counted as late or dead-lettered)",
+            m.truncated.clone(),
+        );
+        r.register(
+            "restarts",
+            "Times the pipeline started again from the last checkpoint after Kafka failed it",
+            m.restarts.clone(),
         );
         r.register("plugin_errors", "Failed plugin calls and unusable plugin records", m.plugin_errors.clone());
         r.register("plugin_swaps", "Live plugin swaps, by outcome (applied, rejected)", m.swaps.clone());
@@ -210,6 +234,9 @@ impl Metrics {
         set_counter(&self.windows_emitted, stats.windows_emitted);
         set_counter(&self.results, stats.results);
         set_counter(&self.windows_withheld, stats.windows_withheld);
+        set_counter(&self.records_withheld, stats.records_withheld);
+        set_counter(&self.truncated, stats.truncated);
+        set_counter(&self.restarts, stats.restarts);
         // Before the first event the watermark is "no time yet": leave the gauges at 0.
         if stats.watermark_ms > i64::MIN / 2 {
             self.watermark.set(secs(stats.watermark_ms));

@@ -162,6 +162,9 @@ impl SwapInbox {
 pub enum Phase {
     Starting,
     Running,
+    /// Kafka failed the last attempt (or the first could not start): waiting to start again
+    /// from the last checkpoint; `kafka_error` says why.
+    Waiting,
     Stopping,
 }
 
@@ -198,9 +201,10 @@ pub struct Ops {
 /// the thread is waiting on Kafka (a transaction that cannot commit while the broker is away).
 pub const READY_STALE: Duration = Duration::from_secs(5);
 
-/// The pipeline thread's heartbeat older than this makes `/healthz` fail: longer than any wait
-/// on Kafka the host makes (a transaction commit waits up to 120 s while the broker is away).
-pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(180);
+/// The pipeline thread's heartbeat older than this makes `/healthz` fail: well beyond any wait
+/// on Kafka the host makes (a transaction step gives up after
+/// [`crate::sink::kafka::STEP_DEADLINE`], 30 s, and the attempt starts again).
+pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(90);
 
 impl Ops {
     /// `loader` loads swapped-in plugins (none: swaps are refused). `admin_open` allows admin
@@ -239,6 +243,28 @@ impl Ops {
         let mut s = self.state();
         s.phase = phase;
         s.heartbeat = Instant::now();
+    }
+
+    /// The pipeline thread is alive (between attempts, when it publishes nothing else).
+    pub fn heartbeat(&self) {
+        self.state().heartbeat = Instant::now();
+    }
+
+    /// Between attempts: why, and the run's counters so far.
+    pub fn waiting(&self, reason: &str, stats: &Stats) {
+        let mut s = self.state();
+        s.phase = Phase::Waiting;
+        s.heartbeat = Instant::now();
+        s.kafka_error = Some(reason.to_owned());
+        self.metrics.update(stats, &s.partitions, &s.plugins, false, now_ms());
+        s.stats = Stats { result_latencies_us: Vec::new(), ..stats.clone() };
+    }
+
+    /// The run ends on a failure retrying cannot heal.
+    pub fn stopped(&self, reason: &str) {
+        let mut s = self.state();
+        s.phase = Phase::Stopping;
+        s.kafka_error = Some(reason.to_owned());
     }
 
     /// The pipeline's current figures (called by the pipeline thread a few times a second).
@@ -374,6 +400,7 @@ impl Ops {
         let age = s.heartbeat.elapsed();
         match (s.phase, &s.kafka_error) {
             (Phase::Starting, _) => Err("starting: loading plugins and connecting to Kafka".to_owned()),
+            (Phase::Waiting, e) => Err(format!("waiting for Kafka: {}", e.as_deref().unwrap_or("starting again"))),
             (Phase::Stopping, _) => Err("stopping: committing the last transaction".to_owned()),
             (Phase::Running, Some(e)) => Err(format!("Kafka error: {e}")),
             (Phase::Running, None) if age > READY_STALE => Err(format!(

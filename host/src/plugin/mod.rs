@@ -92,6 +92,11 @@ impl Loader {
         Ok(Loader { runtime: Runtime::new(&config.cache_dir)?, config: config.clone() })
     }
 
+    /// The settings plugins are loaded with (the `--plugin` files among them).
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
     /// What a `--plugin` names: a `.wasm` file, or `native:NAME` for an aggregation compiled into
     /// this binary.
     pub fn load(&self, path: &Path) -> anyhow::Result<Box<dyn Aggregator>> {

@@ -62,7 +62,7 @@ impl Runtime {
     /// before by an engine with the same settings. Returns the component and the SHA-256 of the
     /// `.wasm` (hex). `path` says where the bytes came from, for logs and errors.
     pub fn load(&self, wasm: &[u8], path: &Path) -> anyhow::Result<(Component, String)> {
-        let hash = hex(&Sha256::digest(wasm));
+        let hash = crate::bytes::hex(&Sha256::digest(wasm));
         let mut engine_hash = std::hash::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
         let cached = self.cache_dir.join(format!("{}-{:016x}.cwasm", &hash[..32], engine_hash.finish()));
@@ -109,8 +109,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

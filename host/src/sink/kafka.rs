@@ -6,140 +6,434 @@
 //! consumer sees a window's results if and only if the offsets covering them were committed. A
 //! host that dies mid-transaction leaves it open; its successor, with the same transactional id,
 //! fences it at start-up (`init_transactions`) and the broker aborts it, so nothing it produced
-//! after its last checkpoint is ever visible. The cost: one transaction commit per checkpoint
-//! (a few milliseconds on a local broker), and results appear to `read_committed` consumers only
-//! at checkpoints.
+//! after its last checkpoint is ever visible. Nor is anything of a transaction the host aborts
+//! itself, or gives up on, when a step fails: it then starts again from the last checkpoint
+//! (see `app::run`), which is the same path.
+//!
+//! Every transaction step runs on a thread of its own ([`Steps`]) and the pipeline waits for it
+//! at most [`STEP_DEADLINE`]: librdkafka can wait past the timeout it is given when a
+//! coordinator went away (confluentinc/librdkafka#5456, the cause of a two-minute stall seen
+//! after a broker outage), and a host blocked there would neither consume nor say why. A step
+//! that overruns abandons this producer; the next one fences it.
+//!
+//! Records are checked against their topic's size limit before they are produced
+//! ([`Sink::record_limit`]), so the broker does not refuse them; one it refuses all the same
+//! (a limit lowered under a running host) fails the transaction, and the next attempt learns the
+//! size ([`KafkaSink::refused_sizes`]).
 //!
 //! At-least-once (`--delivery at-least-once`): records are produced without a transaction;
 //! a checkpoint waits until all of them are acknowledged, then commits the offsets.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use super::topics::record_bytes;
+use crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
+use crate::kafka::{ClientSettings, Failure, Health, HostContext, Role};
 use crate::pipeline::Sink;
 
-/// Counts failed deliveries, reported by librdkafka's delivery callbacks.
+/// How long one transaction step (init, the offsets, the flush, the commit) may take, retries
+/// included, before the host gives this producer up and starts again from the last checkpoint.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The transaction timeout the host asks for (`transaction.timeout.ms`): how long the broker
+/// keeps a dead host's transaction open, which holds back `read_committed` consumers of the
+/// output topics until a successor fences it. It must exceed [`STEP_DEADLINE`].
+const TRANSACTION_TIMEOUT_MS: &str = "60000";
+
+/// Failed deliveries, as librdkafka's delivery reports tell them.
 #[derive(Default)]
-pub struct DeliveryContext {
-    /// The first delivery error since the last flush, with how many failed in all.
-    failures: Mutex<(u64, Option<String>)>,
+struct Deliveries {
+    failed: u64,
+    first: Option<(RDKafkaErrorCode, String)>,
+    /// Records the broker refused as too large: (topic, size as [`record_bytes`] counts).
+    too_large: Vec<(String, usize)>,
 }
 
-impl ClientContext for DeliveryContext {}
+/// The producer's context: the host's, plus the delivery reports.
+pub struct SinkContext {
+    client: HostContext,
+    deliveries: Mutex<Deliveries>,
+}
 
-impl ProducerContext for DeliveryContext {
+impl ClientContext for SinkContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.client.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.client.generate_oauth_token(config)
+    }
+}
+
+impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, message)) = result {
-            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            failures.0 += 1;
-            if failures.1.is_none() {
-                use rdkafka::Message;
-                failures.1 = Some(format!("to {}: {error}", message.topic()));
-            }
+        use rdkafka::Message;
+        use rdkafka::message::Headers;
+        let Err((error, message)) = result else { return };
+        let mut d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        d.failed += 1;
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+        if code == RDKafkaErrorCode::MessageSizeTooLarge {
+            let headers: Vec<(&str, &[u8])> = message
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
+                .unwrap_or_default();
+            let size = record_bytes(message.key(), message.payload().unwrap_or_default(), &headers);
+            d.too_large.push((message.topic().to_owned(), size));
+        }
+        if d.first.is_none() {
+            d.first = Some((code, format!("to {}: {error}", message.topic())));
         }
     }
 }
 
-/// How long one transaction step (init, commit) may wait for the broker, e.g. through an outage.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// A transaction step for the [`Steps`] thread.
+enum Step {
+    Init,
+    Checkpoint { offsets: TopicPartitionList, group: Box<ConsumerGroupMetadata> },
+}
+
+/// The thread that runs transaction steps, so that the pipeline can stop waiting for one.
+struct Steps {
+    requests: mpsc::Sender<Step>,
+    replies: mpsc::Receiver<Result<(), Failure>>,
+}
 
 /// A Kafka producer behind the [`Sink`] trait.
 pub struct KafkaSink {
-    producer: ThreadedProducer<DeliveryContext>,
-    /// A transaction is open (exactly-once) or there are none (at-least-once).
-    transactional: bool,
+    producer: Arc<ThreadedProducer<SinkContext>>,
+    /// Exactly-once: the transaction thread; at-least-once: none.
+    steps: Option<Steps>,
+    /// The largest record each output topic takes, as [`record_bytes`] counts.
+    limits: HashMap<String, usize>,
+    health: Health,
+}
+
+/// What the producer is sized for: the largest record any output topic takes, and the smallest
+/// topic limit (a batch of many records must still fit the strictest topic).
+fn size_settings(limits: &HashMap<String, usize>) -> (String, String) {
+    let largest = limits.values().copied().max().unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+    let smallest = limits.values().copied().min().unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+    let message_max = largest.clamp(1_000_000, 1_000_000_000);
+    let batch = smallest.saturating_sub(1024).clamp(1024, 1_000_000);
+    (message_max.to_string(), batch.to_string())
 }
 
 impl KafkaSink {
-    /// An idempotent producer tuned for throughput (large batches, lz4); transactional when
-    /// `transactional_id` is given, in which case it fences any earlier producer with that id and
-    /// opens the first transaction.
-    pub fn new(brokers: &str, transactional_id: Option<&str>) -> anyhow::Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
+    /// An idempotent producer tuned for throughput (large batches, `compression`); transactional
+    /// when `transactional_id` is given, in which case it fences any earlier producer with that
+    /// id and opens the first transaction. `limits` are the output topics' size limits.
+    pub fn new(
+        settings: &Arc<ClientSettings>,
+        health: &Health,
+        transactional_id: Option<&str>,
+        compression: &str,
+        limits: HashMap<String, usize>,
+    ) -> Result<Self, Failure> {
+        let (message_max, batch_size) = size_settings(&limits);
+        let mut defaults: Vec<(&str, &str)> = vec![
+            ("enable.idempotence", "true"),
             // Results leave in bursts, once per window: waiting long for a batch to fill only
             // adds to their latency (see BENCHMARKS.md).
-            .set("linger.ms", "1")
-            .set("batch.num.messages", "10000")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "1000000");
+            ("linger.ms", "1"),
+            ("batch.num.messages", "10000"),
+            ("compression.type", compression),
+            ("queue.buffering.max.messages", "1000000"),
+            ("message.max.bytes", &message_max),
+            ("batch.size", &batch_size),
+            // After an outage, reconnect within 2 s of the broker's return (default: 10 s).
+            ("reconnect.backoff.max.ms", "2000"),
+        ];
         if let Some(id) = transactional_id {
-            config.set("transactional.id", id).set("transaction.timeout.ms", "300000");
+            defaults.push(("transactional.id", id));
+            defaults.push(("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS));
         }
-        let producer: ThreadedProducer<DeliveryContext> =
-            config.create_with_context(DeliveryContext::default()).context("creating the Kafka producer")?;
+        let context = SinkContext {
+            client: HostContext::new(Role::Producer, settings.clone(), health.clone()),
+            deliveries: Mutex::default(),
+        };
+        let producer: ThreadedProducer<SinkContext> = settings
+            .client_config(Role::Producer, &defaults)
+            .create_with_context(context)
+            .map_err(|e| Failure::Fatal(settings.explain(Role::Producer, e)))?;
+        let producer = Arc::new(producer);
+        let mut sink = KafkaSink { steps: None, producer, limits, health: health.clone() };
         if let Some(id) = transactional_id {
-            producer.init_transactions(TRANSACTION_TIMEOUT).with_context(|| {
-                format!("initialising transactions as {id:?} (this also fences any earlier host with that id)")
-            })?;
-            producer.begin_transaction().context("beginning a transaction")?;
+            sink.steps = Some(Steps::start(sink.producer.clone(), id.to_owned())?);
+            sink.run_step(Step::Init, "initialising transactions (this also fences any earlier host with that id)")?;
         }
-        Ok(KafkaSink { producer, transactional: transactional_id.is_some() })
+        Ok(sink)
+    }
+
+    /// Hands `step` to the transaction thread and waits for it, at most [`STEP_DEADLINE`] and a
+    /// little more, and no longer once a client has hit an error that never heals.
+    fn run_step(&self, step: Step, what: &str) -> Result<(), Failure> {
+        let steps = self.steps.as_ref().expect("only transactional sinks run steps");
+        steps
+            .requests
+            .send(step)
+            .map_err(|_| Failure::Recoverable(anyhow::anyhow!("{what}: the transaction thread stopped")))?;
+        let deadline = Instant::now() + STEP_DEADLINE + Duration::from_secs(2);
+        loop {
+            match steps.replies.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => return result.map_err(|f| with_context(f, what)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Failure::Recoverable(anyhow::anyhow!("{what}: the transaction thread stopped")));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if let Some(fatal) = self.health.fatal.get() {
+                return Err(Failure::Fatal(anyhow::anyhow!(fatal).context(what.to_owned())));
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Recoverable(anyhow::anyhow!(
+                    "{what}: no answer from Kafka within {} s (librdkafka can wait past its own timeout after a coordinator was away: confluentinc/librdkafka#5456); this producer is given up",
+                    STEP_DEADLINE.as_secs()
+                )));
+            }
+        }
     }
 
     /// Makes everything produced so far durable together with `offsets` (committed for the
     /// consumer's group): in one transaction (exactly-once), or after waiting for every record's
     /// acknowledgement (at-least-once).
-    pub fn checkpoint(&self, offsets: &TopicPartitionList, consumer: &BaseConsumer) -> anyhow::Result<()> {
-        if !self.transactional {
-            self.flush(TRANSACTION_TIMEOUT)?;
+    pub fn checkpoint(
+        &self,
+        offsets: &TopicPartitionList,
+        consumer: &BaseConsumer<HostContext>,
+    ) -> Result<(), Failure> {
+        if self.steps.is_none() {
+            self.flush(STEP_DEADLINE)?;
             if offsets.count() > 0 {
-                consumer.commit(offsets, CommitMode::Sync).context("committing input offsets")?;
+                // Async: a commit lost in an outage is covered by the next one, and the output
+                // it covers is already acknowledged.
+                consumer
+                    .commit(offsets, CommitMode::Async)
+                    .map_err(|e| Failure::kafka(e, "committing input offsets"))?;
             }
             return Ok(());
         }
-        if offsets.count() > 0 {
-            let group = consumer.group_metadata().context("the consumer has no group metadata")?;
-            retry_retriable("adding the input offsets to the transaction", || {
-                self.producer.send_offsets_to_transaction(offsets, &group, TRANSACTION_TIMEOUT)
-            })?;
-        }
-        // commit_transaction would flush by itself, but through rust-rdkafka's flush, which
-        // waits in steps of 100 ms here (the producer thread takes the delivery reports it
-        // polls for): a window's results would wait ~100 ms to be acknowledged.
-        self.flush(TRANSACTION_TIMEOUT)?;
-        retry_retriable("committing the transaction", || self.producer.commit_transaction(TRANSACTION_TIMEOUT))?;
-        self.check_deliveries()?;
-        self.producer.begin_transaction().context("beginning the next transaction")
-    }
-
-    fn check_deliveries(&self) -> anyhow::Result<()> {
-        let mut failures = self.producer.context().failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.0 > 0 {
-            let (count, first) = std::mem::take(&mut *failures);
-            bail!("{count} output records could not be delivered, first {}", first.unwrap_or_default());
-        }
-        Ok(())
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| Failure::Fatal(anyhow::anyhow!("the consumer has no group metadata")))?;
+        let t0 = Instant::now();
+        let r = self.run_step(
+            Step::Checkpoint { offsets: offsets.clone(), group: Box::new(group) },
+            "committing a transaction",
+        );
+        tracing::debug!(us = t0.elapsed().as_micros() as u64, "checkpoint");
+        r
     }
 
     /// Waits until every queued record is acknowledged; fails if any could not be delivered.
-    /// The producer's own thread serves the delivery reports as they arrive; this only watches
-    /// the count of records in flight, at a millisecond's granularity.
-    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let in_flight = self.producer.in_flight_count();
-            if in_flight == 0 {
-                return self.check_deliveries();
+    pub fn flush(&self, timeout: Duration) -> Result<(), Failure> {
+        wait_for_deliveries(&self.producer, timeout)
+    }
+
+    /// The sizes of records the broker refused as too large, by topic (for the next attempt).
+    pub fn refused_sizes(&self) -> Vec<(String, usize)> {
+        self.producer.context().deliveries.lock().unwrap_or_else(|e| e.into_inner()).too_large.clone()
+    }
+
+    /// Whether the size limit of `topic` is known (it was set up at start-up or since).
+    pub fn knows(&self, topic: &str) -> bool {
+        self.limits.contains_key(topic)
+    }
+
+    /// A topic created or found after start-up (a swapped-in plugin's), with its size limit.
+    pub fn add_limit(&mut self, topic: String, limit: usize) {
+        self.limits.insert(topic, limit);
+    }
+
+    /// The smallest topic limit the producer's batches fit.
+    pub fn batch_limit(&self) -> usize {
+        size_settings(&self.limits).1.parse().unwrap_or(1024)
+    }
+
+    /// Gives the producer up without waiting: its thread may be stuck in librdkafka, and closing
+    /// it could wait on the broker. Dropped on a thread of its own.
+    pub fn abandon(self) {
+        let KafkaSink { producer, steps, .. } = self;
+        drop(steps);
+        let _ = std::thread::Builder::new().name("abandoned-producer".into()).spawn(move || drop(producer));
+    }
+}
+
+/// Adds `what` to a failure's message.
+fn with_context(failure: Failure, what: &str) -> Failure {
+    match failure {
+        Failure::Fatal(e) => Failure::Fatal(e.context(what.to_owned())),
+        Failure::Recoverable(e) => Failure::Recoverable(e.context(what.to_owned())),
+    }
+}
+
+/// Waits until every queued record is acknowledged, watching the count of records in flight at
+/// a millisecond's granularity (rust-rdkafka's flush waits in steps of 100 ms here, and a
+/// window's results would wait that long to be acknowledged); then reports failed deliveries.
+fn wait_for_deliveries(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> Result<(), Failure> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let in_flight = producer.in_flight_count();
+        if in_flight == 0 {
+            return take_failures(producer);
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::Recoverable(anyhow::anyhow!(
+                "{in_flight} output records were not acknowledged by Kafka within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The delivery failures since the last call, as one failure.
+fn take_failures(producer: &ThreadedProducer<SinkContext>) -> Result<(), Failure> {
+    let mut d = producer.context().deliveries.lock().unwrap_or_else(|e| e.into_inner());
+    if d.failed == 0 {
+        return Ok(());
+    }
+    let count = std::mem::take(&mut d.failed);
+    let (code, first) = d.first.take().unwrap_or((RDKafkaErrorCode::Unknown, String::new()));
+    Err(Failure::kafka(
+        KafkaError::MessageProduction(code),
+        format!("{count} output records could not be delivered, the first {first}"),
+    ))
+}
+
+impl Steps {
+    fn start(producer: Arc<ThreadedProducer<SinkContext>>, id: String) -> Result<Steps, Failure> {
+        let (requests, inbox) = mpsc::channel::<Step>();
+        let (outbox, replies) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("transactions".into())
+            .spawn(move || {
+                let mut last_commit = Instant::now();
+                for step in inbox {
+                    let result = match step {
+                        Step::Init => init(&producer),
+                        Step::Checkpoint { offsets, group } => commit(&producer, &offsets, &group),
+                    };
+                    let result = result.map_err(|e| judge(&producer, e, &id, last_commit));
+                    if result.is_ok() {
+                        last_commit = Instant::now();
+                    }
+                    if outbox.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("starting the transaction thread")
+            .map_err(Failure::Fatal)?;
+        Ok(Steps { requests, replies })
+    }
+}
+
+fn init(producer: &ThreadedProducer<SinkContext>) -> Result<(), KafkaError> {
+    producer.init_transactions(STEP_DEADLINE)?;
+    producer.begin_transaction()
+}
+
+/// Offsets into the transaction, every record acknowledged, commit, and the next one begun.
+fn commit(
+    producer: &ThreadedProducer<SinkContext>,
+    offsets: &TopicPartitionList,
+    group: &ConsumerGroupMetadata,
+) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + STEP_DEADLINE;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    if offsets.count() > 0 {
+        retry(deadline, "adding the input offsets to the transaction", || {
+            producer.send_offsets_to_transaction(offsets, group, left())
+        })?;
+    }
+    // commit_transaction would flush by itself, but through rust-rdkafka's flush, which waits
+    // in steps of 100 ms here (see wait_for_deliveries).
+    match wait_for_deliveries(producer, left()) {
+        Ok(()) => {}
+        Err(Failure::Recoverable(_)) if producer.in_flight_count() > 0 => {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        // A failed delivery makes the transaction abortable: the commit below says so.
+        Err(_) => {}
+    }
+    retry(deadline, "committing the transaction", || producer.commit_transaction(left()))?;
+    producer.begin_transaction()
+}
+
+/// Runs a step again while librdkafka says its error is retriable (a broker briefly away), until
+/// `deadline`.
+fn retry(deadline: Instant, what: &str, mut step: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    loop {
+        match step() {
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() && Instant::now() + Duration::from_secs(1) < deadline =>
+            {
+                tracing::warn!(error = %e, "{what}: retrying");
+                std::thread::sleep(Duration::from_secs(1));
             }
-            if std::time::Instant::now() >= deadline {
-                bail!("{in_flight} output records were not acknowledged by Kafka within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(1));
+            other => return other,
         }
     }
+}
+
+/// What a failed transaction step means. An abortable error is aborted here (its output must
+/// not survive), and the attempt restarts from the last checkpoint. A fenced producer is
+/// another host with the same transactional id, unless the broker could have aborted this
+/// host's transaction on its own (no commit for longer than the transaction timeout, as
+/// through a long outage): then it is only a restart.
+fn judge(producer: &ThreadedProducer<SinkContext>, error: KafkaError, id: &str, last_commit: Instant) -> Failure {
+    if let KafkaError::Transaction(e) = &error
+        && e.txn_requires_abort()
+    {
+        if let Err(abort) = producer.abort_transaction(STEP_DEADLINE) {
+            tracing::warn!(error = %abort, "aborting the failed transaction");
+        }
+        if let Err(f) = take_failures(producer) {
+            return with_context(f, "the transaction was aborted");
+        }
+        return Failure::Recoverable(anyhow::Error::new(error).context("the transaction was aborted"));
+    }
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        let fenced = matches!(
+            code,
+            RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::Fenced
+        );
+        let timeout = Duration::from_millis(TRANSACTION_TIMEOUT_MS.parse().unwrap_or(60_000));
+        if fenced && last_commit.elapsed() < timeout {
+            return Failure::Fatal(anyhow::anyhow!(
+                "another producer took over transactional id {id:?} ({reason}): two hosts must not share a --transactional-id (or a --group-id, from which it is derived)"
+            ));
+        }
+        return Failure::Recoverable(anyhow::anyhow!("the producer hit a fatal error: {reason}"));
+    }
+    if let KafkaError::Flush(_) = error {
+        return Failure::Recoverable(anyhow::anyhow!(
+            "output records were not acknowledged within {} s",
+            STEP_DEADLINE.as_secs()
+        ));
+    }
+    Failure::kafka(error, "a transaction step")
 }
 
 impl Sink for KafkaSink {
@@ -152,11 +446,22 @@ impl Sink for KafkaSink {
         if let Some(key) = key {
             record = record.key(key);
         }
+        let mut full_since: Option<Instant> = None;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The background thread drains the queue; wait for room rather than drop.
+                    // The background thread drains the queue; wait for room rather than drop,
+                    // but not forever: a queue that stays full means Kafka is away.
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    self.health.fatal.check()?;
+                    anyhow::ensure!(
+                        since.elapsed() < STEP_DEADLINE,
+                        Failure::Recoverable(anyhow::anyhow!(
+                            "the producer's queue stayed full for {} s: Kafka does not take the output",
+                            STEP_DEADLINE.as_secs()
+                        ))
+                    );
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -164,21 +469,24 @@ impl Sink for KafkaSink {
             }
         }
     }
+
+    fn record_limit(&self, topic: &str) -> Option<usize> {
+        Some(self.limits.get(topic).copied().unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES))
+    }
 }
 
-/// Runs a transaction step again while librdkafka says the error is retriable (a broker that is
-/// briefly unreachable); any other error ends the host, whose successor resumes from the last
-/// committed transaction.
-fn retry_retriable(what: &str, mut step: impl FnMut() -> Result<(), KafkaError>) -> anyhow::Result<()> {
-    for attempt in 1.. {
-        match step() {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 30 => {
-                tracing::warn!(error = %e, attempt, "{what}: retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            Err(e) => return Err(e).context(what.to_owned()),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producer_is_sized_for_the_largest_record_and_the_strictest_topic() {
+        let limits: HashMap<String, usize> =
+            [("dlq".to_owned(), 8 << 20), ("results".to_owned(), 200_000)].into_iter().collect();
+        let (message_max, batch) = size_settings(&limits);
+        assert_eq!(message_max, (8usize << 20).to_string());
+        assert_eq!(batch, (200_000 - 1024).to_string());
+        let (message_max, batch) = size_settings(&HashMap::new());
+        assert_eq!((message_max.as_str(), batch.as_str()), ("1048588", "1000000"));
     }
-    unreachable!("the loop returns")
 }

@@ -9,23 +9,26 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 
 use crate::config::KafkaConfig;
 use crate::event::Source;
+use crate::kafka::{Failure, Health, HostContext, Role};
 use crate::ops::PartitionStatus;
 use crate::pipeline::Pipeline;
+use crate::sink::kafka::STEP_DEADLINE;
 use crate::watermark::PartitionId;
 
-const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the first contact with the cluster may take before the attempt is given up (and
+/// tried again after a backoff).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The consumer and the map from Kafka partitions to pipeline partitions.
 pub struct KafkaSource {
-    pub consumer: BaseConsumer,
+    pub consumer: BaseConsumer<HostContext>,
     config: KafkaConfig,
     /// (source, Kafka partition) → pipeline partition.
     ids: HashMap<(Source, i32), PartitionId>,
@@ -34,10 +37,12 @@ pub struct KafkaSource {
     /// Pipeline partition → the offset reading started at (0 when unknown), for the backlog
     /// of a partition nothing was read from yet.
     start_offsets: Vec<i64>,
+    /// The input partitions found at connection: (source, topic, partition).
+    partitions: Vec<(Source, String, i32)>,
 }
 
 /// The high watermark of a partition as last seen in a fetch response, if any.
-fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+fn cached_high_watermark(consumer: &BaseConsumer<HostContext>, topic: &str, partition: i32) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a valid C
@@ -83,101 +88,165 @@ impl Checkpoint {
 }
 
 impl KafkaSource {
-    /// Connects, finds the partitions of both input topics, registers them with the pipeline,
-    /// resumes it from the committed checkpoints and assigns the partitions.
-    pub fn open(config: &KafkaConfig, pipeline: &mut Pipeline) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "50")
+    /// Connects (waiting at most [`CONNECT_TIMEOUT`] for the cluster to answer, and not at all
+    /// once a client hit an error that never heals, such as refused credentials), and checks
+    /// that both input topics exist. Nothing is assigned yet: see [`KafkaSource::open`].
+    pub fn connect(config: &KafkaConfig, health: &Health) -> Result<Self, Failure> {
+        let settings = &config.client;
+        let defaults = [
+            ("group.id", config.group_id.as_str()),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("fetch.wait.max.ms", "50"),
             // librdkafka pauses a partition's fetching for this long once its local queue is
             // full (default 1 s): long enough to run the queue dry at our rate. Measured in
             // BENCHMARKS.md: with the default the host waited on fetches for half of a run.
-            .set("fetch.queue.backoff.ms", "5")
+            ("fetch.queue.backoff.ms", "5"),
             // Bounds the prefetched messages held in memory (default 64 MiB per partition); 4 MiB
             // kept the host fed in the benchmark and took ~30 MB off its peak RSS against 16.
-            .set("queued.max.messages.kbytes", "4096")
-            .create()
-            .context("creating the Kafka consumer")?;
+            ("queued.max.messages.kbytes", "4096"),
+            // After an outage, reconnect within 2 s of the broker's return (default: 10 s).
+            ("reconnect.backoff.max.ms", "2000"),
+        ];
+        let context = HostContext::new(Role::Consumer, settings.clone(), health.clone());
+        let consumer: BaseConsumer<HostContext> = settings
+            .client_config(Role::Consumer, &defaults)
+            .create_with_context(context)
+            .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
         let mut source = KafkaSource {
             consumer,
             config: config.clone(),
             ids: HashMap::new(),
             topics: Vec::new(),
             start_offsets: Vec::new(),
+            partitions: Vec::new(),
         };
-        let mut assignment = TopicPartitionList::new();
-        let now = Instant::now();
+        source.wait_for_cluster(health)?;
         for (kind, topic) in [(Source::Impressions, &config.impressions_topic), (Source::Clicks, &config.clicks_topic)]
         {
             for partition in source.partitions_of(topic)? {
-                let id = pipeline.add_partition(kind, topic, partition, now);
-                source.ids.insert((kind, partition), id);
-                source.topics.push((topic.clone(), partition));
-                assignment.add_partition(topic, partition);
+                source.partitions.push((kind, topic.clone(), partition));
             }
         }
-        let committed = source
-            .consumer
-            .committed_offsets(assignment, METADATA_TIMEOUT)
-            .with_context(|| format!("reading the committed offsets of group {}", config.group_id))?;
+        Ok(source)
+    }
+
+    /// Polls the consumer (its errors reach the context, and the fatal slot, only then) and
+    /// asks for the impressions topic's metadata until the cluster answers.
+    fn wait_for_cluster(&self, health: &Health) -> Result<(), Failure> {
+        let started = Instant::now();
+        loop {
+            while let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
+                tracing::debug!(error = %e, "while connecting");
+            }
+            if let Some(fatal) = health.fatal.get() {
+                return Err(Failure::Fatal(anyhow::anyhow!(fatal)));
+            }
+            let topic = &self.config.impressions_topic;
+            let error = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if started.elapsed() >= CONNECT_TIMEOUT {
+                let seen = health.last_error.recent(CONNECT_TIMEOUT).unwrap_or_else(|| error.to_string());
+                return Err(Failure::Recoverable(anyhow::anyhow!(
+                    "no answer from Kafka at {} within {} s: {seen}",
+                    self.config.client.describe(),
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+
+    /// The number of partitions of the impressions topic.
+    pub fn impression_partitions(&self) -> usize {
+        self.partitions.iter().filter(|(kind, ..)| *kind == Source::Impressions).count()
+    }
+
+    /// Registers the partitions with the pipeline, resumes it from the committed checkpoints and
+    /// assigns the partitions. Call it once the producer has fenced any predecessor, so that
+    /// the offsets read here cannot move under us.
+    pub fn open(&mut self, pipeline: &mut Pipeline) -> Result<(), Failure> {
+        let mut assignment = TopicPartitionList::new();
+        let now = Instant::now();
+        for (kind, topic, partition) in &self.partitions {
+            let id = pipeline.add_partition(*kind, topic, *partition, now);
+            self.ids.insert((*kind, *partition), id);
+            self.topics.push((topic.clone(), *partition));
+            assignment.add_partition(topic, *partition);
+        }
+        let committed = self.consumer.committed_offsets(assignment, STEP_DEADLINE).map_err(|e| {
+            Failure::kafka(e, format!("reading the committed offsets of group {}", self.config.group_id))
+        })?;
         let mut start = TopicPartitionList::new();
         let mut replays = Vec::new();
         let mut watermark = i64::MIN;
         for elem in committed.elements() {
-            let id = source.ids[&(source.kind_of(elem.topic()), elem.partition())];
+            let id = self.ids[&(self.kind_of(elem.topic()), elem.partition())];
             let offset = match elem.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
-            if source.start_offsets.len() <= id {
-                source.start_offsets.resize(id + 1, 0);
+            if self.start_offsets.len() <= id {
+                self.start_offsets.resize(id + 1, 0);
             }
-            source.start_offsets[id] = if let Offset::Offset(o) = offset { o } else { 0 };
+            self.start_offsets[id] = if let Offset::Offset(o) = offset { o } else { 0 };
             if let Some(cp) = Checkpoint::decode(elem.metadata()) {
                 watermark = watermark.max(cp.watermark);
                 replays.push((id, cp.next));
             }
             tracing::info!(topic = elem.topic(), partition = elem.partition(), start = ?offset, "assigned");
-            start.add_partition_offset(elem.topic(), elem.partition(), offset)?;
+            start
+                .add_partition_offset(elem.topic(), elem.partition(), offset)
+                .map_err(|e| Failure::kafka(e, "assigning the input partitions"))?;
         }
         if watermark > i64::MIN {
             tracing::info!(watermark = %adstream_abi::time::format_rfc3339_millis(watermark), "resuming: windows up to the committed watermark were already emitted");
         }
         pipeline.resume(watermark, &replays);
-        source.consumer.assign(&start).context("assigning the input partitions")?;
-        Ok(source)
+        self.consumer.assign(&start).map_err(|e| Failure::kafka(e, "assigning the input partitions"))
     }
 
-    fn partitions_of(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .with_context(|| format!("fetching metadata of topic {topic} from {}", self.config.brokers))?;
-        let t = metadata.topics().first().with_context(|| format!("no metadata for topic {topic}"))?;
+    /// What a consumer error means: the host stops on one that never heals (an input topic
+    /// gone, a codec it cannot read, a permission missing); librdkafka retries the others.
+    pub fn judge(&self, error: &KafkaError) -> Option<Failure> {
+        let code = error.rdkafka_error_code()?;
+        let fix = crate::kafka::failure::fix_for(code, &format!("consuming: {error}"))?;
+        Some(Failure::Fatal(anyhow::anyhow!(
+            "{fix} (reading {} and {}: {error})",
+            self.config.impressions_topic,
+            self.config.clicks_topic
+        )))
+    }
+
+    fn partitions_of(&self, topic: &str) -> Result<Vec<i32>, Failure> {
+        let metadata = self.consumer.fetch_metadata(Some(topic), STEP_DEADLINE).map_err(|e| {
+            Failure::kafka(e, format!("fetching metadata of topic {topic} from {}", self.config.client.brokers))
+        })?;
+        let missing = || {
+            Failure::Fatal(anyhow::anyhow!(
+                "input topic {topic} does not exist on {}: create it (adgen creates its topics; with this project's broker: bash scripts/kafka.sh create-topic {topic} 3; elsewhere: kafka-topics.sh --create --topic {topic} --partitions N), or name the right one with --impressions-topic / --clicks-topic",
+                self.config.client.brokers
+            ))
+        };
+        let t = metadata.topics().first().ok_or_else(missing)?;
         if let Some(err) = t.error() {
-            bail!(
-                "topic {topic} is not usable ({err:?}): create it first (the generator creates it, or `kafka-topics.sh --create`)"
-            );
+            let code = rdkafka::error::RDKafkaErrorCode::from(err);
+            if code == rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition {
+                return Err(missing());
+            }
+            return Err(Failure::kafka(KafkaError::MetadataFetch(code), format!("topic {topic} is not usable")));
         }
         if t.partitions().is_empty() {
-            bail!("topic {topic} does not exist: create it first (the generator creates it)");
+            return Err(missing());
         }
         Ok(t.partitions().iter().map(|p| p.id()).collect())
     }
 
-    /// Those of `topics` the cluster does not have (by one metadata request for all topics).
-    pub fn missing_topics(&self, topics: &[String]) -> anyhow::Result<Vec<String>> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(None, METADATA_TIMEOUT)
-            .with_context(|| format!("fetching the cluster's topics from {}", self.config.brokers))?;
-        let existing: std::collections::HashSet<&str> =
-            metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
-        Ok(topics.iter().filter(|t| !existing.contains(t.as_str())).cloned().collect())
+    /// Gives the consumer up without waiting: closing it can wait on an absent broker.
+    pub fn abandon(self) {
+        let _ = std::thread::Builder::new().name("abandoned-consumer".into()).spawn(move || drop(self));
     }
 
     /// Which input a message's topic is.
@@ -227,12 +296,12 @@ impl KafkaSource {
 
     /// For every partition, the first offset the pipeline still needs, with the checkpoint
     /// metadata: what a checkpoint commits once the output covering it is durable.
-    pub fn offsets(&self, pipeline: &Pipeline) -> anyhow::Result<TopicPartitionList> {
+    pub fn offsets(&self, pipeline: &Pipeline) -> Result<TopicPartitionList, Failure> {
         let mut tpl = TopicPartitionList::new();
         for (id, (topic, partition)) in self.topics.iter().enumerate() {
             let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id)) else { continue };
             let mut elem = tpl.add_partition(topic, *partition);
-            elem.set_offset(Offset::Offset(offset))?;
+            elem.set_offset(Offset::Offset(offset)).map_err(|e| Failure::kafka(e, "recording an offset"))?;
             elem.set_metadata(Checkpoint { watermark: pipeline.watermark(), next }.encode());
         }
         Ok(tpl)

@@ -44,6 +44,60 @@ pub fn adstream() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_adstream"))
 }
 
+/// The test broker's SASL_SSL listener (`scripts/kafka.sh`) and its test credentials.
+pub struct SaslSsl {
+    pub brokers: String,
+    /// The CA that signed the broker's certificate.
+    pub ca: PathBuf,
+    /// A CA that did not.
+    pub other_ca: PathBuf,
+    pub user: &'static str,
+    pub password: &'static str,
+    /// A user the broker's ACLs allow nothing.
+    pub denied_user: &'static str,
+    pub denied_password: &'static str,
+}
+
+impl SaslSsl {
+    /// `adstream run` flags for SCRAM-SHA-512 over TLS (the password goes in the environment).
+    pub fn flags(&self, ca: &Path) -> Vec<String> {
+        [
+            "--brokers",
+            &self.brokers,
+            "--security-protocol",
+            "sasl_ssl",
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--sasl-username",
+            self.user,
+            "--ssl-ca-location",
+            &ca.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+pub fn sasl_ssl() -> SaslSsl {
+    let home = std::env::var_os("KAFKA_HOME").map(PathBuf::from).unwrap_or_else(|| workspace().join(".kafka"));
+    let ca = home.join("tls/ca.pem");
+    assert!(
+        ca.is_file(),
+        "{} is missing: the test broker was started without its SASL_SSL listener; restart it with `bash scripts/kafka.sh down && bash scripts/kafka.sh up`",
+        ca.display()
+    );
+    SaslSsl {
+        brokers: std::env::var("ADSTREAM_TEST_SASL_BROKERS").unwrap_or_else(|_| "127.0.0.1:9094".to_owned()),
+        other_ca: home.join("tls/other-ca.pem"),
+        ca,
+        user: "adstream",
+        password: "adstream-secret",
+        denied_user: "nobody",
+        denied_password: "nobody-secret",
+    }
+}
+
 /// A topic prefix no other test run uses, so tests never see each other's data.
 pub fn fresh_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -89,7 +143,9 @@ impl Host {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("{group}-{n}.log"));
         let mut cmd = Command::new(adstream());
-        cmd.args(["run", "--brokers", &brokers(), "--topic-prefix", prefix, "--group-id", group])
+        cmd.arg("run")
+            .args(if extra.contains(&"--brokers") { vec![] } else { vec!["--brokers".to_owned(), brokers()] })
+            .args(["--topic-prefix", prefix, "--group-id", group])
             .args(["--idle-timeout", "3s", "--commit-interval", "500ms"])
             // Any free port: tests run hosts side by side. `Host::http_url` finds it in the log.
             .args(if extra.contains(&"--http-addr") { &[][..] } else { &["--http-addr", "127.0.0.1:0"][..] })
@@ -326,12 +382,25 @@ pub fn assert_accounted(stats: &serde_json::Value) {
 /// with the given fractions of late and malformed messages, and the same bytes to
 /// `dir/events/*.jsonl`; returns them as read back from those files.
 pub fn generate(prefix: &str, dir: &Path, events: &str, seed: &str, late: &str, malformed: &str) -> Inputs {
+    generate_with(prefix, dir, events, seed, late, malformed, &[])
+}
+
+/// As [`generate`], with more `adgen` flags (e.g. `--compression zstd`).
+pub fn generate_with(
+    prefix: &str,
+    dir: &Path,
+    events: &str,
+    seed: &str,
+    late: &str,
+    malformed: &str,
+    extra: &[&str],
+) -> Inputs {
     run_ok(
         Command::new(adgen())
             .args(["--brokers", &brokers(), "--partitions", "3", "--events", events, "--seed", seed])
-            .args(["--impressions-topic", &format!("{prefix}ad-impressions")])
-            .args(["--clicks-topic", &format!("{prefix}ad-clicks")])
+            .args(["--topic-prefix", prefix])
             .args(["--late-fraction", late, "--malformed-fraction", malformed, "--quiet"])
+            .args(extra)
             .arg("--tee-jsonl")
             .arg(dir.join("events")),
     );

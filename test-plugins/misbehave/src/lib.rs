@@ -6,7 +6,9 @@
 //! - `evil-oom`: allocates without end (the memory limit must stop it);
 //! - `evil-output`: from then on emits records whose value is not JSON;
 //! - `evil-file`: tries to read `/etc/hostname` and emits what it read (it must not be able to);
-//! - `evil-clock`: emits the wall-clock time it sees (it must see no real clock).
+//! - `evil-clock`: emits the wall-clock time it sees (it must see no real clock);
+//! - `evil-huge`: counted like any campaign, but its record carries [`HUGE_BYTES`] of padding, more than
+//!   any result topic takes (the host must withhold that one record and publish the others).
 //!
 //! Only for the host's tests; `scripts/build-plugins.sh` builds it into `target/test-plugins/`.
 
@@ -16,6 +18,9 @@ use adstream_abi::batch::{Event, Kind};
 use adstream_abi::json::Obj;
 use adstream_abi::sdk::{Aggregation, Output};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
+
+/// Padding of the `evil-huge` record: above the 8 MiB + 64 KiB the tests' topics take.
+pub const HUGE_BYTES: usize = 12 << 20;
 
 #[derive(Debug, Default)]
 pub struct Misbehave {
@@ -71,12 +76,16 @@ impl Aggregation for Misbehave {
             None => {
                 for (campaign_id, n) in self.counts {
                     let mut value = String::new();
-                    Obj::new(&mut value)
+                    let obj = Obj::new(&mut value)
                         .str("campaign_id", &campaign_id)
                         .time("window_start", start_ms)
                         .time("window_end", end_ms)
-                        .u64("impressions", n)
-                        .end();
+                        .u64("impressions", n);
+                    if campaign_id == "evil-huge" {
+                        obj.str("padding", &"x".repeat(HUGE_BYTES)).end();
+                    } else {
+                        obj.end();
+                    }
                     out.push(Output { topic: String::new(), key: campaign_id, value });
                 }
             }

@@ -1,0 +1,392 @@
+//! One attempt of `run` over Kafka: connect, set up the output topics, fence any predecessor
+//! and resume from the last checkpoint, then consume until shutdown or a [`Failure`].
+//!
+//! Start-up order matters for exactly-once: the producer initialises its transactions (which
+//! fences a predecessor still running with the same transactional id) before the committed
+//! offsets are read, so they cannot move under us. Between messages the attempt looks at the
+//! shared [`Health`]: an error that never heals, reported by any client, ends it within a
+//! tenth of a second.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::kafka::admin::{Admin, HEADROOM};
+use crate::kafka::{Failure, Health};
+use crate::metrics::Stats;
+use crate::ops::{Ops, Phase, PluginStatus, SwapInbox};
+use crate::pipeline::{Input, Pipeline};
+use crate::plugin::{Aggregator, Loader, Plugin, SwapReport};
+use crate::sink::kafka::KafkaSink;
+use crate::source::kafka::KafkaSource;
+
+/// How often the partitions' backlog, the fatal slot and the swap inbox are looked at.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often the console's and /metrics' figures are refreshed.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// The smallest `max.message.bytes` of an output topic the host can publish to (a truncated
+/// copy's headers, a plugin-error record).
+const MIN_TOPIC_BYTES: usize = 4096;
+
+/// What every attempt of a run shares.
+pub struct Env<'a> {
+    pub config: &'a Config,
+    pub loader: &'a Loader,
+    pub ops: &'a Arc<Ops>,
+    pub swaps: &'a SwapInbox,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// When each periodic task last ran.
+struct Timers {
+    commit: Instant,
+    progress: Instant,
+    housekeeping: Instant,
+    publish: Instant,
+}
+
+impl Timers {
+    fn new() -> Self {
+        let now = Instant::now();
+        Timers { commit: now, progress: now, housekeeping: now, publish: now.checked_sub(PUBLISH_EVERY).unwrap_or(now) }
+    }
+
+    /// Whether `every` has passed since `*last` (as of `now`); if so, `*last` becomes `now`.
+    fn due(last: &mut Instant, every: Duration, now: Instant) -> bool {
+        let due = now.duration_since(*last) >= every;
+        if due {
+            *last = now;
+        }
+        due
+    }
+}
+
+/// A running attempt.
+pub struct Attempt<'a> {
+    env: &'a Env<'a>,
+    pipeline: Pipeline,
+    source: KafkaSource,
+    sink: KafkaSink,
+    health: Health,
+    /// The counters of the run's earlier attempts.
+    carried: Stats,
+    /// The largest `max.message.bytes` of the input topics (for topics created later).
+    input_max_bytes: usize,
+    timers: Timers,
+    /// Windows emitted as of the last checkpoint.
+    committed_windows: u64,
+    /// The consumer's last error, until a message is read or a checkpoint commits offsets.
+    consumer_error: Option<String>,
+    first_message: Option<Duration>,
+    latencies_us: Vec<u64>,
+}
+
+/// How an attempt ended.
+pub struct Ended {
+    /// The run's counters so far (earlier attempts' included).
+    pub stats: Stats,
+    /// `None`: a clean stop.
+    pub failure: Option<Failure>,
+    /// Sizes of records the broker refused, by topic, for the next attempt.
+    pub refused: Vec<(String, usize)>,
+}
+
+impl<'a> Attempt<'a> {
+    /// Connects and resumes, with `pipeline` if given (the first attempt's, loaded before) or a
+    /// new one. `refused` are sizes of records the broker refused in earlier attempts, by
+    /// topic: the topic's limit is taken to be below them.
+    pub fn start(
+        env: &'a Env<'a>,
+        pipeline: Option<Pipeline>,
+        carried: Stats,
+        refused: &[(String, usize)],
+    ) -> Result<Self, Failure> {
+        let config = env.config;
+        env.ops.set_phase(Phase::Starting);
+        let mut pipeline = match pipeline {
+            Some(p) => p,
+            None => Pipeline::new(config.time, env.loader, config.kafka.outputs.clone())?,
+        };
+        let health = Health::default();
+        tracing::info!(kafka = %config.kafka.client.describe(), "connecting");
+        let mut source = KafkaSource::connect(&config.kafka, &health)?;
+        let (limits, input_max_bytes) = set_up_topics(config, &pipeline, &source, &health, refused)?;
+        let sink = KafkaSink::new(
+            &config.kafka.client,
+            &health,
+            config.kafka.transactional_id.as_deref(),
+            &config.kafka.output_compression,
+            limits,
+        )?;
+        source.open(&mut pipeline)?;
+        pipeline.take_emitted();
+        pipeline.take_results();
+        Ok(Attempt {
+            env,
+            pipeline,
+            source,
+            sink,
+            health,
+            carried,
+            input_max_bytes,
+            timers: Timers::new(),
+            committed_windows: 0,
+            consumer_error: None,
+            first_message: None,
+            latencies_us: Vec::new(),
+        })
+    }
+
+    /// Consumes until shutdown (then commits what is done) or a failure.
+    pub fn run(mut self) -> Ended {
+        let config = &self.env.config.kafka;
+        tracing::info!(kafka = %config.client.describe(), group = %config.group_id, partitions = self.pipeline.partitions().len(), "consuming");
+        self.env.ops.set_phase(Phase::Running);
+        match self.consume() {
+            Ok(()) => self.shut_down(),
+            Err(failure) => {
+                let ended = Ended { stats: self.stats(), failure: Some(failure), refused: self.sink.refused_sizes() };
+                self.abandon();
+                ended
+            }
+        }
+    }
+
+    /// The run's counters: earlier attempts' and this one's.
+    fn stats(&self) -> Stats {
+        self.carried.then(&self.pipeline.stats())
+    }
+
+    fn consume(&mut self) -> Result<(), Failure> {
+        while !self.env.shutdown.is_cancelled() {
+            let now = Instant::now();
+            match self.source.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => {
+                    let Some(partition) = self.source.partition_id(msg.topic(), msg.partition()) else {
+                        continue;
+                    };
+                    let input = Input {
+                        partition,
+                        offset: msg.offset(),
+                        key: msg.key(),
+                        payload: msg.payload().unwrap_or_default(),
+                    };
+                    self.first_message.get_or_insert_with(crate::metrics::since_start);
+                    self.pipeline.ingest(input, now, &mut self.sink)?;
+                    if self.consumer_error.take().is_some() {
+                        self.health.last_error.clear();
+                    }
+                }
+                Some(Err(e)) => {
+                    if let Some(fatal) = self.source.judge(&e) {
+                        return Err(fatal);
+                    }
+                    self.consumer_error = Some(e.to_string());
+                }
+                None => self.pipeline.advance(now, &mut self.sink)?,
+            }
+            // One clock read per message (`now`) serves every check below: the clock is a
+            // measurable share of the per-message cost.
+            self.periodic(now)?;
+        }
+        Ok(())
+    }
+
+    fn periodic(&mut self, now: Instant) -> Result<(), Failure> {
+        if Timers::due(&mut self.timers.housekeeping, HOUSEKEEPING_EVERY, now) {
+            self.health.fatal.check()?;
+            self.source.report_backlog(&mut self.pipeline);
+            self.apply_swaps();
+        }
+        // Per message: only a counter. The full stats (which walk the join's pending clicks) are
+        // gathered when progress is logged.
+        let windows_emitted = self.pipeline.windows_emitted();
+        if now.duration_since(self.timers.commit) >= self.env.config.kafka.commit_interval
+            || windows_emitted > self.committed_windows
+        {
+            self.checkpoint()?;
+            self.committed_windows = windows_emitted;
+            self.timers.commit = Instant::now();
+        }
+        if Timers::due(&mut self.timers.publish, PUBLISH_EVERY, now) {
+            self.publish(now);
+        }
+        if Timers::due(&mut self.timers.progress, PROGRESS_EVERY, now) {
+            super::log_progress(&self.stats());
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), Failure> {
+        let offsets = self.source.offsets(&self.pipeline)?;
+        self.sink.checkpoint(&offsets, &self.source.consumer)?;
+        // Committing offsets is a round trip to the broker: a consumer error seen before is
+        // over, as far as readiness goes (on an idle stream no message comes to say so).
+        if offsets.count() > 0 {
+            self.consumer_error = None;
+            self.health.last_error.clear();
+        }
+        self.record_latencies();
+        Ok(())
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let ops = self.env.ops;
+        ops.add_results(self.pipeline.take_results());
+        let kafka_error = self.consumer_error.clone().or_else(|| self.health.last_error.recent(Duration::MAX));
+        ops.publish(
+            self.stats(),
+            self.source.status(&self.pipeline, now),
+            PluginStatus::of(&self.pipeline),
+            kafka_error,
+        );
+    }
+
+    /// The output of the windows emitted since the last call is acknowledged now: how long after
+    /// the watermark passed their end.
+    fn record_latencies(&mut self) {
+        let acknowledged = Instant::now();
+        for passed in self.pipeline.take_emitted() {
+            let latency = acknowledged.duration_since(passed);
+            self.env.ops.result_latency(latency);
+            let us = latency.as_micros() as u64;
+            tracing::debug!(latency_us = us, "window results acknowledged");
+            self.latencies_us.push(us);
+        }
+    }
+
+    /// Clean stop: commits what is done.
+    fn shut_down(mut self) -> Ended {
+        self.env.ops.set_phase(Phase::Stopping);
+        tracing::info!(
+            open_windows = self.pipeline.stats().open_windows,
+            "shutting down: committing what is done; open windows are rebuilt from Kafka on restart"
+        );
+        self.pipeline.flush();
+        let failure = self.checkpoint().err();
+        let mut stats = self.stats();
+        super::log_progress(&stats);
+        stats.startup_to_first_message_us = self.first_message.map(|d| d.as_micros() as u64);
+        stats.result_latencies_us = std::mem::take(&mut self.latencies_us);
+        Ended { stats, failure, refused: Vec::new() }
+    }
+
+    /// Gives the clients up without waiting on Kafka; whatever this attempt produced after its
+    /// last checkpoint is aborted (or fenced by the next attempt) and never seen.
+    fn abandon(self) {
+        self.sink.abandon();
+        self.source.abandon();
+    }
+
+    /// Puts in charge the plugin versions the console or the file watcher loaded, between two
+    /// messages. Output topics a new version names are created first if missing (unless
+    /// `--no-create-topics`), and their size limits read.
+    fn apply_swaps(&mut self) {
+        while let Some(request) = self.env.swaps.try_recv() {
+            let name = request.plugin.meta().name.clone();
+            // The requester gave up waiting (the pipeline was blocked on Kafka) and reported the
+            // swap as not taken: keep it that way.
+            if request.reply.is_closed() {
+                tracing::warn!(plugin = %name, origin = request.origin, "a swap request was abandoned by its requester while the pipeline was busy; not applied");
+                continue;
+            }
+            let result = self.swap(request.plugin);
+            // If the requester gave up in the meantime, nobody records the outcome: do it here.
+            if let Err(result) = request.reply.send(result) {
+                self.env.ops.swapped(&name, request.origin, &result);
+            }
+        }
+    }
+
+    fn swap(&mut self, plugin: Plugin) -> Result<SwapReport, String> {
+        let config = &self.env.config.kafka;
+        let outputs = config.outputs.of_plugin(plugin.meta());
+        let new: Vec<String> = outputs.into_iter().filter(|t| !self.sink.knows(t)).collect();
+        if !new.is_empty() {
+            let limits = (|| -> Result<HashMap<String, usize>, Failure> {
+                let admin = Admin::new(&config.client, &self.health)?;
+                let missing = admin.missing(&new)?;
+                if !missing.is_empty() {
+                    if !config.create_topics {
+                        return Err(Failure::Fatal(anyhow::anyhow!(
+                            "its output topics {missing:?} do not exist, and --no-create-topics is set"
+                        )));
+                    }
+                    let partitions = i32::try_from(self.source.impression_partitions().max(1)).unwrap_or(1);
+                    admin.create(&missing, partitions, self.input_max_bytes + HEADROOM)?;
+                }
+                admin.max_message_bytes(&new)
+            })()
+            .map_err(|f| format!("setting up its output topics: {f}"))?;
+            for (topic, limit) in limits {
+                if limit < self.sink.batch_limit() {
+                    return Err(format!(
+                        "its output topic {topic} takes at most {limit} bytes, less than the producer's batches (sized at start-up for the strictest topic then): raise the topic's max.message.bytes, or restart the host with the new plugin file"
+                    ));
+                }
+                self.sink.add_limit(topic, limit);
+            }
+        }
+        self.pipeline.swap(Box::new(plugin)).map_err(|e| e.to_string())
+    }
+}
+
+/// Creates the missing output topics (sized to hold what the inputs can hold) and reads every
+/// output topic's size limit, lowered below any size the broker refused before. Returns the
+/// limits by output topic and the largest input topic's limit.
+fn set_up_topics(
+    config: &Config,
+    pipeline: &Pipeline,
+    source: &KafkaSource,
+    health: &Health,
+    refused: &[(String, usize)],
+) -> Result<(HashMap<String, usize>, usize), Failure> {
+    let kafka = &config.kafka;
+    let admin = Admin::new(&kafka.client, health)?;
+    let inputs = [kafka.impressions_topic.clone(), kafka.clicks_topic.clone()];
+    let mut outputs: Vec<String> = kafka.outputs.host_topics().into();
+    for meta in pipeline.plugins() {
+        for t in kafka.outputs.of_plugin(meta) {
+            if !outputs.contains(&t) {
+                outputs.push(t);
+            }
+        }
+    }
+    let input_limits = admin.max_message_bytes(&inputs)?;
+    let input_max =
+        input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+    let missing = admin.missing(&outputs)?;
+    if !missing.is_empty() {
+        if !kafka.create_topics {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "output topics {missing:?} do not exist and --no-create-topics is set: create them, or run without --no-create-topics"
+            )));
+        }
+        let partitions = i32::try_from(source.impression_partitions().max(1)).unwrap_or(1);
+        admin.create(&missing, partitions, input_max + HEADROOM)?;
+    }
+    let mut limits = admin.max_message_bytes(&outputs)?;
+    for (topic, size) in refused {
+        if let Some(limit) = limits.get_mut(topic) {
+            *limit = (*limit).min(size.saturating_sub(1));
+        }
+    }
+    for (topic, &limit) in &limits {
+        if limit < MIN_TOPIC_BYTES {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "output topic {topic} takes records of at most {limit} bytes (max.message.bytes); the host needs at least {MIN_TOPIC_BYTES} to publish to it"
+            )));
+        }
+        let copies = [&kafka.outputs.late, &kafka.outputs.dead_letter].contains(&topic);
+        if copies && limit < input_max + HEADROOM {
+            tracing::warn!(%topic, limit, input_max, "this topic takes smaller records than the input topics: copies of larger messages will be truncated (headers truncated=true, original-size, original-sha256)");
+        }
+    }
+    Ok((limits, input_max))
+}

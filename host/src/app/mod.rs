@@ -1,0 +1,189 @@
+//! Wires sources, the pipeline and sinks together: [`run`] over Kafka, [`replay`] over files.
+//!
+//! Delivery guarantee of `run` (exactly-once by default): every output record — window results,
+//! late and dead-lettered messages, plugin error records — is produced in a Kafka transaction,
+//! and each checkpoint commits that transaction together with the input offsets it covers and the
+//! watermark through which windows were emitted (see `sink/kafka.rs`). Offsets are committed only
+//! for messages nothing needs any more (`offsets.rs`). A host that stops, cleanly or not, resumes
+//! from the last committed transaction: it re-reads from the committed offsets, rebuilds the open
+//! windows and the join state, and emits no window at or below the committed watermark again,
+//! while whatever its predecessor produced after that checkpoint was aborted and is never seen by
+//! `read_committed` consumers. So each window's result appears exactly once, with the numbers of
+//! an uninterrupted run. Cost: a transaction commit per checkpoint (every `--commit-interval`,
+//! and after each emitted window), and a replay on restart of at most the join horizon plus the
+//! open windows. With `--delivery at-least-once` the same checkpoints commit offsets after the
+//! output is acknowledged, without transactions; a crash can then publish a window twice.
+//!
+//! Failures (the restart policy of `run`, as Flink's restart strategy): an error that retrying
+//! cannot heal (refused credentials, an untrusted certificate, a missing topic or permission, a
+//! plugin that does not load) stops the host with a message that says what to fix. Any other
+//! failure of Kafka — a broker down at start-up, an outage, a transaction step that does not
+//! finish within its deadline — ends the current [`attempt`], which gives its clients up, and a
+//! new attempt starts from the last checkpoint, exactly as a restarted process would: that path
+//! is the one the crash tests prove exactly-once. Attempts are spaced by a backoff of 1 s doubling
+//! to at most [`MAX_BACKOFF`], so a host is consuming again at most about [`MAX_BACKOFF`] plus a
+//! start-up after the broker answers; a transaction step waits at most
+//! [`crate::sink::kafka::STEP_DEADLINE`], which bounds how long a host that was mid-commit when
+//! the broker went away can take. `/readyz` says why while the host waits.
+
+mod attempt;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, PluginConfig, TimeConfig};
+use crate::event::Source;
+use crate::metrics::Stats;
+use crate::ops::{Ops, PluginStatus};
+use crate::pipeline::{Input, Pipeline};
+use crate::plugin::Loader;
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::topics::OutputTopics;
+use crate::source::files::JsonlFile;
+
+use attempt::{Attempt, Env};
+
+/// The first wait before a new attempt; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between attempts: what bounds the time from a broker's return to the host
+/// consuming again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// An attempt that ran this long resets the backoff.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// Runs the pipeline over Kafka until `shutdown` is cancelled or a failure that retrying cannot
+/// heal. Blocking: call it from a thread of its own.
+pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stats> {
+    let loader = Loader::new(&config.plugins)?;
+    // Plugins are loaded before anything touches Kafka: one that does not load is a mistake in
+    // the command, to be told at once. Each attempt loads them again (from the compile cache).
+    let first = Pipeline::new(config.time, &loader, config.kafka.outputs.clone())?;
+    let admin_open = config.http.addr.is_some_and(|a| a.ip().is_loopback());
+    let (ops, swaps) = Ops::new(Some(loader.clone()), config.http.admin_token.clone(), admin_open);
+    // The server outlives the attempts: it reports "waiting" between them and "stopping" while
+    // the last transaction commits.
+    let server_stop = CancellationToken::new();
+    let _stop_server = server_stop.clone().drop_guard();
+    if let Some(addr) = config.http.addr {
+        let bound = crate::ops::http::serve(addr, ops.clone(), server_stop.clone())?;
+        tracing::info!(url = %format!("http://{bound}/"), "console, /metrics, /healthz, /readyz and /api/ listening");
+        if !admin_open && config.http.admin_token.is_none() {
+            tracing::warn!(
+                "plugin swaps through the API are disabled: the console listens beyond loopback and no --admin-token is set"
+            );
+        }
+    }
+    ops.publish(first.stats(), Vec::new(), PluginStatus::of(&first), None);
+    if config.plugins.watch {
+        let files = first.plugins().filter(|m| m.path.is_file()).map(|m| (m.name.clone(), m.path.clone())).collect();
+        crate::ops::watch::start(ops.clone(), files, server_stop.clone())?;
+    }
+    let mut first = Some(first);
+    let env = Env { config, loader: &loader, ops: &ops, swaps: &swaps, shutdown };
+    let mut carried = Stats::default();
+    let mut refused: Vec<(String, usize)> = Vec::new();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let (failure, consumed) = match Attempt::start(&env, first.take(), carried.clone(), &refused) {
+            Ok(attempt) => {
+                let ended = attempt.run();
+                carried = ended.stats;
+                refused.extend(ended.refused);
+                match ended.failure {
+                    None => return Ok(carried),
+                    Some(failure) => (failure, true),
+                }
+            }
+            Err(failure) => (failure, false),
+        };
+        if failure.is_fatal() {
+            ops.stopped(&failure.to_string());
+            return Err(failure.into_error());
+        }
+        if shutdown.is_cancelled() {
+            tracing::warn!(error = %failure, "stopping without the last commit: the next start redoes what followed the last checkpoint");
+            return Ok(carried);
+        }
+        if started.elapsed() >= BACKOFF_RESET {
+            backoff = FIRST_BACKOFF;
+        }
+        let what = if consumed { "the pipeline stopped" } else { "cannot start" };
+        tracing::warn!(error = %failure, retry_in_s = backoff.as_secs_f32(), "{what}; starting again from the last checkpoint (output after it was never committed, so nothing is lost or doubled)");
+        carried.restarts += u64::from(consumed);
+        ops.waiting(&format!("{what}: {failure}; next attempt in {} s", backoff.as_secs()), &carried);
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !shutdown.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(100));
+            ops.heartbeat();
+        }
+        if shutdown.is_cancelled() {
+            return Ok(carried);
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+pub(crate) fn log_progress(s: &Stats) {
+    tracing::info!(
+        consumed = s.consumed,
+        impressions = s.impressions,
+        clicks = s.clicks_attributed,
+        unattributed = s.clicks_unattributed,
+        late = s.late,
+        dead_lettered = s.dead_lettered,
+        windows = s.windows_emitted,
+        watermark = %adstream_abi::time::format_rfc3339_millis(s.watermark_ms.max(0)),
+        "progress"
+    );
+}
+
+/// Runs the pipeline over two JSONL files, as if each were one Kafka partition, writing every
+/// output record (results, late, dead letters) to `out` as JSON lines. The end of the input
+/// closes every window.
+///
+/// The files are read in step: the next line always comes from the file whose largest event
+/// time so far is the smaller, so the watermark advances as it would with two live partitions.
+pub fn replay(
+    time: TimeConfig,
+    plugins: &PluginConfig,
+    impressions: &Path,
+    clicks: &Path,
+    out: impl Write,
+) -> anyhow::Result<Stats> {
+    let loader = Loader::new(plugins)?;
+    let mut pipeline = Pipeline::new(time, &loader, OutputTopics::with_prefix(""))?;
+    let mut sink = JsonlSink::new(std::io::BufWriter::new(out));
+    let now = Instant::now();
+    let mut inputs = Vec::new();
+    for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
+        let id = pipeline.add_partition(kind, &path.display().to_string(), 0, now);
+        inputs.push((id, JsonlFile::open(path)?));
+    }
+    let mut live: Vec<usize> = (0..inputs.len()).collect();
+    while !live.is_empty() {
+        let pick = *live
+            .iter()
+            .min_by_key(|&&i| pipeline.max_event_time(inputs[i].0).unwrap_or(i64::MIN))
+            .expect("live is not empty");
+        let (id, file) = &mut inputs[pick];
+        let offset = file.offset + 1;
+        match file.next_line()? {
+            Some(line) => {
+                let input = Input { partition: *id, offset, key: None, payload: line };
+                pipeline.ingest(input, now, &mut sink)?;
+            }
+            None => {
+                pipeline.finish_partition(*id);
+                live.retain(|&i| i != pick);
+            }
+        }
+    }
+    pipeline.finish(&mut sink)?;
+    sink.into_inner().flush().context("writing the output")?;
+    Ok(pipeline.stats())
+}

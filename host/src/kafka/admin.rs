@@ -1,0 +1,172 @@
+//! Topic administration: reading how large a record each topic accepts, and creating missing
+//! output topics able to hold what the input topics can hold.
+//!
+//! Output topics are created at start-up (and when a swapped-in plugin names a new one) so that
+//! a first run on a fresh cluster does not fail with "unknown topic"; existing topics are never
+//! changed. A created topic gets as many partitions as the impressions topic and a
+//! `max.message.bytes` of the largest input topic's plus [`HEADROOM`], so that a dead letter
+//! or late copy of any message the inputs accept, with the host's headers, fits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::error::RDKafkaErrorCode;
+
+use super::context::{Health, HostContext};
+use super::failure::Failure;
+use super::settings::{ClientSettings, Role, SaslMechanism};
+
+/// Room for the host's headers on top of a copied input message.
+pub const HEADROOM: usize = 64 * 1024;
+
+/// What a topic accepts when its limit cannot be read (Kafka's default `max.message.bytes`).
+pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// How long one admin request may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Admin {
+    client: AdminClient<HostContext>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    pub fn new(settings: &Arc<ClientSettings>, health: &Health) -> anyhow::Result<Admin> {
+        let context = HostContext::new(Role::Admin, settings.clone(), health.clone());
+        let client: AdminClient<HostContext> = settings
+            .client_config(Role::Admin, &[])
+            .create_with_context(context)
+            .map_err(|e| settings.explain(Role::Admin, e))?;
+        if settings.sasl.as_ref().is_some_and(|s| s.mechanism == SaslMechanism::OAuthBearer) {
+            give_token(&client, settings)?;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Admin { client, runtime })
+    }
+
+    /// The partitions of `topic`, or `None` if the cluster does not have it.
+    pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, Failure> {
+        let metadata = self
+            .client
+            .inner()
+            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+            .map_err(|e| Failure::kafka(e, format!("fetching the metadata of topic {topic}")))?;
+        let Some(t) = metadata.topics().first() else { return Ok(None) };
+        match t.error() {
+            None if !t.partitions().is_empty() => Ok(Some(t.partitions().iter().map(|p| p.id()).collect())),
+            None => Ok(None),
+            Some(e) => {
+                let code = RDKafkaErrorCode::from(e);
+                if code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                    Ok(None)
+                } else {
+                    Err(Failure::kafka(rdkafka::error::KafkaError::MetadataFetch(code), format!("topic {topic}")))
+                }
+            }
+        }
+    }
+
+    /// Those of `topics` the cluster does not have.
+    pub fn missing(&self, topics: &[String]) -> Result<Vec<String>, Failure> {
+        let metadata = self
+            .client
+            .inner()
+            .fetch_metadata(None, ADMIN_TIMEOUT)
+            .map_err(|e| Failure::kafka(e, "listing the cluster's topics"))?;
+        let existing: std::collections::HashSet<&str> =
+            metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
+        Ok(topics.iter().filter(|t| !existing.contains(t.as_str())).cloned().collect())
+    }
+
+    /// Each topic's `max.message.bytes` as the broker applies it (the topic's own setting, or
+    /// the broker's default). A topic whose configuration the principal may not read is
+    /// assumed to take Kafka's default, and the host says so.
+    pub fn max_message_bytes(&self, topics: &[String]) -> Result<HashMap<String, usize>, Failure> {
+        let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.client.describe_configs(&resources, &options))
+            .map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
+        let mut limits = HashMap::new();
+        for (topic, result) in topics.iter().zip(results) {
+            let limit = match result {
+                Ok(resource) => resource
+                    .get("max.message.bytes")
+                    .and_then(|e| e.value.as_deref())
+                    .and_then(|v| v.parse::<usize>().ok()),
+                Err(code) => {
+                    tracing::warn!(%topic, error = %code, "cannot read the topic's max.message.bytes; assuming Kafka's default of {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}");
+                    None
+                }
+            };
+            limits.insert(topic.clone(), limit.unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
+        }
+        Ok(limits)
+    }
+
+    /// Creates each of `topics` that does not exist, with `partitions` partitions, the broker's
+    /// default replication factor and `max_message_bytes`.
+    pub fn create(&self, topics: &[String], partitions: i32, max_message_bytes: usize) -> Result<(), Failure> {
+        let limit = max_message_bytes.to_string();
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)).set("max.message.bytes", &limit))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.client.create_topics(&new, &options))
+            .map_err(|e| Failure::kafka(e, "creating output topics"))?;
+        for result in results {
+            match result {
+                Ok(topic) => tracing::info!(%topic, partitions, max_message_bytes, "created missing output topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Failure::kafka(
+                        rdkafka::error::KafkaError::AdminOp(code),
+                        format!(
+                            "creating output topic {topic} (or create it yourself, and run with --no-create-topics)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// rust-rdkafka's admin client never polls the queue on which librdkafka asks for OAUTHBEARER
+/// tokens, so it is given the current token at once. An admin client lives for seconds; the
+/// token outlives it.
+fn give_token(client: &AdminClient<HostContext>, settings: &ClientSettings) -> anyhow::Result<()> {
+    let file = super::context::token_file(settings).context("SASL OAUTHBEARER needs --sasl-oauthbearer-token-file")?;
+    let token = super::context::read_token(&file)?;
+    let value = std::ffi::CString::new(token.token).context("the token holds a NUL byte")?;
+    let principal = std::ffi::CString::new(token.principal_name).context("the principal holds a NUL byte")?;
+    let mut errstr = [0 as std::ffi::c_char; 512];
+    // SAFETY: the client pointer is valid for the client's lifetime; the strings are valid C
+    // strings for the duration of the call (librdkafka copies them); no extensions are passed
+    // (null pointer, size 0); errstr is a writable buffer of the size given.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_oauthbearer_set_token(
+            client.inner().native_ptr(),
+            value.as_ptr(),
+            token.lifetime_ms,
+            principal.as_ptr(),
+            std::ptr::null_mut(),
+            0,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        )
+    };
+    if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        // SAFETY: librdkafka wrote a NUL-terminated message into errstr.
+        let message = unsafe { std::ffi::CStr::from_ptr(errstr.as_ptr()) }.to_string_lossy().into_owned();
+        anyhow::bail!("the admin client refused the OAUTHBEARER token from {}: {message}", file.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! What the host's Kafka clients share: how to reach and authenticate to the cluster, the
+//! client context, what an error means, and topic administration. The consumer and the
+//! producer themselves are [`crate::source::kafka`] and [`crate::sink::kafka`].
+//!
+//! - [`settings`]: brokers, TLS, SASL, librdkafka pass-through properties; secrets redacted.
+//! - [`context`]: librdkafka's errors and logs into `tracing`, fatal errors noticed at once,
+//!   OAUTHBEARER tokens from a file.
+//! - [`failure`]: which errors end the host (and what to fix) and which are waited out.
+//! - [`admin`]: topic sizes (`max.message.bytes`) and creating missing output topics.
+
+pub mod admin;
+pub mod context;
+pub mod failure;
+pub mod settings;
+
+pub use context::{Health, HostContext};
+pub use failure::Failure;
+pub use settings::{ClientSettings, Role};

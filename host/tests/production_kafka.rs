@@ -1,0 +1,371 @@
+//! The host against Kafka as companies run it, on the real test broker (`scripts/kafka.sh`):
+//!
+//! - the whole pipeline through the SASL_SSL listener (SCRAM-SHA-512 over TLS, and OAUTHBEARER),
+//!   with results equal to the batch computation, and no secret in the log or the console's API;
+//! - a wrong password, an untrusted certificate and a missing permission each end the host within
+//!   seconds, with a message that names the cause;
+//! - input written with each of gzip, snappy, lz4 and zstd, read exactly;
+//! - messages of 2 MiB and 6 MiB on input topics that accept them, dead-lettered whole (the host
+//!   creates its output topics large enough) or truncated with the original's size and hash (an
+//!   existing dead-letter topic that takes less), and a plugin record larger than its topic
+//!   takes, withheld and reported: the host never stops, every message is accounted for, and a
+//!   restart reads none of them again.
+//!
+//! One binary for all of them, sharing the one broker; each test has topics of its own.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adstream::kafka::admin::Admin;
+use adstream::kafka::{ClientSettings, Health};
+use common::expected::{self, Inputs, Late};
+use common::{Host, Record, adstream, brokers, finish_and_check_exactly_once, fresh_prefix, plugin, read_topics};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sha2::{Digest, Sha256};
+
+fn admin() -> Admin {
+    Admin::new(&Arc::new(ClientSettings::plaintext(&brokers())), &Health::default()).expect("admin client")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_pipeline_runs_through_a_sasl_ssl_listener_and_keeps_its_secrets() {
+    let sasl = common::sasl_ssl();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("sasl");
+    let inputs = common::generate(&prefix, dir.path(), "60000", "21", "0", "0.002");
+    let flags = sasl.flags(&sasl.ca);
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let host = Host::start_with_env(
+        &prefix,
+        &format!("{prefix}g"),
+        &["ctr", "engagement"],
+        dir.path(),
+        &extra,
+        &[("ADSTREAM_SASL_PASSWORD", sasl.password)],
+    );
+    let status = common::get_json(&format!("{}/api/status", host.http_url()));
+    let log = finish_and_check_exactly_once(host, &prefix, &inputs);
+    assert!(log.contains("over sasl_ssl, SASL SCRAM-SHA-512 as adstream"), "the log says how it connected:\n{log}");
+    assert!(!log.contains(sasl.password), "the password is in the log:\n{log}");
+    assert!(!status.to_string().contains(sasl.password), "the password is in /api/status: {status}");
+}
+
+#[test]
+fn oauthbearer_tokens_come_from_a_file() {
+    let sasl = common::sasl_ssl();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("oauth");
+    let inputs = common::generate(&prefix, dir.path(), "20000", "22", "0", "0");
+    let token = dir.path().join("token");
+    // Kafka's default OAUTHBEARER validator takes unsigned tokens: the test broker's is for tests.
+    std::fs::write(&token, adstream::kafka::context::unsecured_token(sasl.user, 3600)).unwrap();
+    let ca = sasl.ca.display().to_string();
+    let token_path = token.display().to_string();
+    let extra = [
+        "--brokers",
+        &sasl.brokers,
+        "--sasl-mechanism",
+        "OAUTHBEARER",
+        "--sasl-oauthbearer-token-file",
+        &token_path,
+        "--ssl-ca-location",
+        &ca,
+    ];
+    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), &extra);
+    let log = finish_and_check_exactly_once(host, &prefix, &inputs);
+    assert!(log.contains("SASL OAUTHBEARER"), "{log}");
+}
+
+/// Runs `adstream run` with `flags` until it exits (at most `limit`): its exit status, stderr
+/// and how long it ran.
+fn run_until_exit(
+    flags: &[String],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (std::process::ExitStatus, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    let started = Instant::now();
+    let mut child = Command::new(adstream())
+        .arg("run")
+        .args(flags)
+        .args(["--http-addr", "off", "--plugin"])
+        .arg(plugin("ctr"))
+        .arg("--plugin-cache")
+        .arg(dir.path().join("cache"))
+        .env_remove("ADSTREAM_SASL_PASSWORD")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("starting adstream run");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the host was still running after {limit:?}:\n{}", std::fs::read_to_string(&stderr).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&stderr).unwrap(), started.elapsed())
+}
+
+#[test]
+fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_host_within_seconds() {
+    let sasl = common::sasl_ssl();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("refused");
+    common::generate(&prefix, dir.path(), "1000", "23", "0", "0");
+    let topics = |mut flags: Vec<String>| {
+        flags.extend(["--topic-prefix".to_owned(), prefix.clone(), "--group-id".to_owned(), format!("{prefix}g")]);
+        flags
+    };
+    let wrong = "not-the-password-3141";
+    let cases: [(&str, Vec<String>, &str, &str); 3] = [
+        ("a wrong password", topics(sasl.flags(&sasl.ca)), wrong, "the broker refused the SASL credentials"),
+        (
+            "an untrusted certificate",
+            topics(sasl.flags(&sasl.other_ca)),
+            sasl.password,
+            "TLS certificate is not trusted",
+        ),
+        (
+            "a user without permissions",
+            topics(sasl.flags(&sasl.ca))
+                .into_iter()
+                .map(|f| if f == sasl.user { sasl.denied_user.to_owned() } else { f })
+                .collect(),
+            sasl.denied_password,
+            "is not allowed to use",
+        ),
+    ];
+    for (case, flags, password, says) in cases {
+        let (status, stderr, took) =
+            run_until_exit(&flags, &[("ADSTREAM_SASL_PASSWORD", password)], Duration::from_secs(30));
+        assert_eq!(status.code(), Some(1), "{case}: exit status {status}; stderr:\n{stderr}");
+        assert!(took < Duration::from_secs(15), "{case}: stopped only after {took:?}:\n{stderr}");
+        let last = stderr.lines().skip_while(|l| !l.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+        assert!(last.contains(says), "{case}: the final message should say {says:?}:\n{stderr}");
+        assert!(!stderr.contains(password), "{case}: the password is on stderr:\n{stderr}");
+        eprintln!("{case}: stopped in {took:?}: {}", last.lines().next().unwrap_or_default());
+    }
+}
+
+#[test]
+fn input_in_every_compression_codec_is_read_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<(String, Inputs, Host)> = ["gzip", "snappy", "lz4", "zstd"]
+        .iter()
+        .enumerate()
+        .map(|(i, codec)| {
+            let prefix = fresh_prefix(&format!("codec-{codec}"));
+            let sub = dir.path().join(codec);
+            std::fs::create_dir_all(&sub).unwrap();
+            let seed = (30 + i).to_string();
+            let inputs = common::generate_with(&prefix, &sub, "25000", &seed, "0", "0.002", &["--compression", codec]);
+            let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], &sub, &[]);
+            (prefix, inputs, host)
+        })
+        .collect();
+    for (prefix, inputs, host) in runs {
+        let log = finish_and_check_exactly_once(host, &prefix, &inputs);
+        assert!(!log.contains("Decompression"), "{prefix}: {log}");
+    }
+}
+
+/// A JSON impression padded to `bytes` with text that does not compress, so that the broker and
+/// the host see its real size.
+fn padded_impression(bytes: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut pad = String::with_capacity(bytes);
+    while pad.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        pad.push(char::from(b'a' + (x % 26) as u8));
+    }
+    format!(
+        r#"{{"impression_id":"big-{seed}","user_id":"u1","campaign_id":"c1","ad_id":"a1","device_type":"mobile","browser":"b","event_timestamp":"2026-11-29T10:00:00.000Z","cost":0.1,"padding":"{pad}"}}"#
+    )
+    .into_bytes()
+}
+
+/// What the oversized-message test produces by itself, before the generator's events.
+struct Oversized {
+    /// The 2 MiB and 6 MiB messages, by partition.
+    messages: Vec<(i32, Vec<u8>)>,
+}
+
+fn produce_oversized(prefix: &str, events: &Path) -> Oversized {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "10000000")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    let topic = format!("{prefix}ad-impressions");
+    // An impression of a campaign the misbehave plugin answers with a record larger than any
+    // topic takes; first in its partition, at the start of the generated event time, so on time.
+    let evil = br#"{"impression_id":"evil-1","user_id":"u-evil","campaign_id":"evil-huge","ad_id":"a1","device_type":"mobile","browser":"b","event_timestamp":"2026-11-29T10:00:00.000Z","cost":0.5}"#;
+    producer.send(BaseRecord::to(&topic).partition(0).key("evil-1").payload(&evil[..])).unwrap();
+    let messages = vec![(1, padded_impression(2 << 20, 1)), (2, padded_impression(6 << 20, 2))];
+    for (partition, m) in &messages {
+        producer.send(BaseRecord::to(&topic).partition(*partition).key("big").payload(m)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    // The batch computation reads the same valid input: the evil impression first.
+    let path = events.join("ad-impressions.jsonl");
+    std::fs::create_dir_all(events).unwrap();
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(evil).unwrap();
+    file.write_all(b"\n").unwrap();
+    Oversized { messages }
+}
+
+fn by_topic<'a>(records: &'a [Record], topic: &str) -> Vec<&'a Record> {
+    records.iter().filter(|r| r.topic == topic).collect()
+}
+
+/// Input topics that take 8 MiB messages, the test's own oversized and evil messages, then the
+/// generator's events; returns the inputs as the batch computation reads them.
+fn oversized_input(prefix: &str, dir: &Path) -> (Inputs, Oversized) {
+    let topics = [format!("{prefix}ad-impressions"), format!("{prefix}ad-clicks")];
+    admin().create(&topics, 3, 8 << 20).unwrap();
+    let oversized = produce_oversized(prefix, &dir.join("own"));
+    common::generate(prefix, dir, "20000", "24", "0", "0.002");
+    // The generator's tee file, after the test's own evil impression.
+    let own = std::fs::read(dir.join("own/ad-impressions.jsonl")).unwrap();
+    let generated = std::fs::read(dir.join("events/ad-impressions.jsonl")).unwrap();
+    std::fs::write(dir.join("events/ad-impressions.jsonl"), [own, generated].concat()).unwrap();
+    (Inputs::load(&dir.join("events"), Late::Designated), oversized)
+}
+
+/// Runs a host over `prefix` with ctr, engagement and misbehave until every expected result, dead
+/// letter and plugin-error record is in; checks the results and returns the records and stats.
+fn run_over_oversized(prefix: &str, dir: &Path, inputs: &Inputs) -> (Vec<Record>, serde_json::Value, String) {
+    let group = format!("{prefix}g");
+    let misbehave = common::workspace().join("target/test-plugins/misbehave.wasm");
+    let misbehave = misbehave.display().to_string();
+    let mut host = Host::start(prefix, &group, &["ctr", "engagement"], dir, &["--plugin", &misbehave]);
+    let limit = Some(inputs.emitted_by_idle_watermark());
+    let (want_ctr, want_eng) = (inputs.ctr(limit), inputs.engagement(limit));
+    let names = [
+        "campaign-ctr-results",
+        "device-engagement-results",
+        "ad-events-dlq",
+        "adstream-plugin-errors",
+        "misbehave-results",
+    ];
+    let topics: Vec<String> = names.iter().map(|t| format!("{prefix}{t}")).collect();
+    let records = read_topics(&topics, Duration::from_secs(180), Duration::from_secs(4), |r| {
+        let n = |t: usize| r.iter().filter(|m| m.topic == topics[t]).count();
+        n(0) >= want_ctr.len() && n(1) >= want_eng.len() && n(2) >= inputs.malformed + 2 && n(3) >= 1
+    });
+    let log = host.log();
+    assert!(host.child.try_wait().unwrap().is_none(), "the host stopped by itself:\n{log}");
+    let stats = host.stop();
+    let values = |t: usize| by_topic(&records, &topics[t]).iter().map(|r| r.json()).collect::<Vec<_>>();
+    expected::check_ctr(&values(0), &want_ctr);
+    expected::check_engagement(&values(1), &want_eng);
+    common::assert_accounted(&stats);
+    (records, stats, log)
+}
+
+#[test]
+fn oversized_messages_and_records_never_stop_the_host_and_are_all_accounted_for() {
+    // 1. The host creates its output topics: they take what the inputs take, so the copies are whole.
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("big");
+    let (inputs, oversized) = oversized_input(&prefix, dir.path());
+    let (records, stats, log) = run_over_oversized(&prefix, dir.path(), &inputs);
+    let dlq = by_topic(&records, &format!("{prefix}ad-events-dlq"));
+    assert_eq!(dlq.len(), inputs.malformed + 2, "every invalid message dead-lettered once");
+    for (partition, original) in &oversized.messages {
+        let copy = dlq
+            .iter()
+            .find(|r| r.headers["source-partition"] == partition.to_string() && r.value.len() > 1 << 20)
+            .unwrap_or_else(|| panic!("no dead letter of the {} B message; log:\n{log}", original.len()));
+        assert_eq!(copy.value, *original, "copied whole");
+        assert_eq!(copy.headers["reason"], "too-long");
+        assert!(!copy.headers.contains_key("truncated"));
+    }
+    assert_eq!(stats["dead_lettered"].as_u64(), Some(inputs.malformed as u64 + 2), "{stats}");
+    assert_eq!(stats["truncated"].as_u64(), Some(0), "{stats}");
+    check_withheld_record(&records, &prefix, &stats);
+
+    // A restart reads the oversized messages again only to skip them: nothing new is routed.
+    let group = format!("{prefix}g");
+    let again = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), &[]);
+    std::thread::sleep(Duration::from_secs(6));
+    let stats = again.stop();
+    assert_eq!(stats["dead_lettered"].as_u64(), Some(0), "a restart dead-letters nothing again: {stats}");
+    common::assert_accounted(&stats);
+    let dlq_after =
+        read_topics(&[format!("{prefix}ad-events-dlq")], Duration::from_secs(30), Duration::from_secs(3), |r| {
+            r.len() >= inputs.malformed + 2
+        });
+    assert_eq!(dlq_after.len(), inputs.malformed + 2, "no message dead-lettered twice");
+
+    // 2. A dead-letter topic that already exists with Kafka's default limit (1 MiB): truncated
+    // copies, with the original's size and hash.
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("big-truncated");
+    admin().create(&[format!("{prefix}ad-events-dlq")], 3, 1_048_588).unwrap();
+    let (inputs, oversized) = oversized_input(&prefix, dir.path());
+    let (records, stats, log) = run_over_oversized(&prefix, dir.path(), &inputs);
+    assert!(log.contains("copies of larger messages will be truncated"), "the host warns at start-up:\n{log}");
+    let dlq = by_topic(&records, &format!("{prefix}ad-events-dlq"));
+    assert_eq!(dlq.len(), inputs.malformed + 2, "every invalid message dead-lettered once");
+    for (partition, original) in &oversized.messages {
+        let copy = dlq
+            .iter()
+            .find(|r| r.headers["source-partition"] == partition.to_string() && r.headers.contains_key("truncated"))
+            .unwrap_or_else(|| panic!("no truncated copy of the {} B message", original.len()));
+        let h: &HashMap<String, String> = &copy.headers;
+        assert_eq!(h["truncated"], "true");
+        assert_eq!(h["original-size"], original.len().to_string());
+        assert_eq!(h["original-sha256"], hex(&Sha256::digest(original)));
+        assert_eq!(h["reason"], "too-long");
+        assert_eq!(h["source-topic"], format!("{prefix}ad-impressions"));
+        assert!(h["source-offset"].parse::<i64>().is_ok());
+        assert!(!copy.value.is_empty() && original.starts_with(&copy.value), "a prefix of the original");
+        assert!(copy.value.len() < 1_048_588, "fits the topic: {} B", copy.value.len());
+    }
+    assert_eq!(stats["truncated"].as_u64(), Some(2), "{stats}");
+    check_withheld_record(&records, &prefix, &stats);
+}
+
+/// The misbehave plugin's record for `evil-huge` is larger than any topic takes: it is withheld,
+/// reported on the plugin-errors topic, and the plugin's other records of that window published.
+fn check_withheld_record(records: &[Record], prefix: &str, stats: &serde_json::Value) {
+    assert_eq!(stats["records_withheld"].as_u64(), Some(1), "{stats}");
+    let errors = by_topic(records, &format!("{prefix}adstream-plugin-errors"));
+    assert_eq!(errors.len(), 1, "one plugin-error record");
+    let e = errors[0].json();
+    assert_eq!(e["plugin"], "misbehave");
+    assert_eq!(e["key"], "evil-huge");
+    assert_eq!(e["window_start"], "2026-11-29T10:00:00.000Z");
+    assert!(e["bytes"].as_u64().unwrap() > e["limit"].as_u64().unwrap(), "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("max.message.bytes"), "{e}");
+    let first_window: Vec<serde_json::Value> = by_topic(records, &format!("{prefix}misbehave-results"))
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| v["window_start"] == "2026-11-29T10:00:00.000Z")
+        .collect();
+    assert!(first_window.len() > 1, "the window's other records are published: {first_window:?}");
+    assert!(first_window.iter().all(|v| v["campaign_id"] != "evil-huge"));
+}
