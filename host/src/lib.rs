@@ -15,17 +15,20 @@
 //! records. See `wit/aggregation.wit` for the plugin contract and the README for the design.
 //!
 //! Modules:
-//! - [`app`]: `run` over Kafka and `replay` over files; the delivery guarantee.
+//! - [`app`]: `run` over Kafka (attempts restarted from the last checkpoint when Kafka fails
+//!   one) and `replay` over files; the delivery guarantee.
 //! - [`cli`]: the `adstream` command line (also run by the benchmark build, `bench/`).
 //! - [`config`]: flags, environment, config file, defaults, validation.
 //! - [`event`]: decoding input messages; why a message is rejected.
 //! - [`watermark`]: per-partition watermarks and idleness.
 //! - [`join`]: clicks matched to impressions within the horizon.
+//! - [`kafka`]: what the Kafka clients share: connection and security settings, the client
+//!   context, which errors stop the host, topic sizes and creation.
 //! - [`offsets`]: which input offsets are safe to commit.
 //! - [`pipeline`]: the synchronous core tying the above to the plugins.
 //! - [`plugin`]: loading, caching, limiting and calling WebAssembly plugins.
 //! - [`source`]: Kafka consumer and JSONL files.
-//! - [`sink`]: Kafka producer and JSONL output.
+//! - [`sink`]: Kafka producer and JSONL output; output topic names and record sizes.
 //! - [`metrics`]: counters and the conservation identity.
 //! - [`ops`]: the web console, Prometheus metrics, health probes, and live plugin swaps.
 //! - [`tail`]: the live result table of `adstream tail`.

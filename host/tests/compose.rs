@@ -874,13 +874,13 @@ fn the_host_runs_plugins_that_build_plugins_sh_produces() {
             .any(|m| m.kind == "volume" && (cache == &m.target || cache.starts_with(&format!("{}/", m.target)))),
         "ADSTREAM_PLUGIN_CACHE ({cache}) should be on a named volume, to survive restarts"
     );
-    // The host needs time to commit its last transaction on SIGTERM (TRANSACTION_TIMEOUT in
-    // host/src/sink/kafka.rs).
+    // The host needs time to commit its last transaction on SIGTERM: a transaction step waits
+    // at most STEP_DEADLINE (host/src/sink/kafka.rs).
     let flush = read("host/src/sink/kafka.rs")
         .lines()
-        .find(|l| l.contains("const TRANSACTION_TIMEOUT"))
+        .find(|l| l.contains("const STEP_DEADLINE"))
         .and_then(|l| l.split("from_secs(").nth(1)?.split(')').next()?.trim().parse::<u64>().ok())
-        .expect("TRANSACTION_TIMEOUT in host/src/sink/kafka.rs");
+        .expect("STEP_DEADLINE in host/src/sink/kafka.rs");
     let grace = host.get("stop_grace_period").map(scalar).map(|s| go_duration(&s)).unwrap_or(Duration::from_secs(10));
     assert!(
         grace > Duration::from_secs(flush),
@@ -1175,10 +1175,18 @@ fn the_runtime_image_installs_the_libraries_the_binaries_link() {
             if !path.starts_with('/') {
                 continue; // linux-vdso
             }
-            let mut dpkg = Command::new("dpkg");
-            dpkg.arg("-S").arg(path);
-            let owner = run(dpkg);
-            assert!(owner.status.success(), "{} links {path}, which no Debian package provides", bin.display());
+            // With a merged /usr, the loader finds /lib/x/libssl.so.3 where dpkg installed
+            // /usr/lib/x/libssl.so.3: ask for both.
+            let owner = [path.to_owned(), format!("/usr{path}")]
+                .into_iter()
+                .map(|p| {
+                    let mut dpkg = Command::new("dpkg");
+                    dpkg.arg("-S").arg(p);
+                    run(dpkg)
+                })
+                .find(|out| out.status.success());
+            let owner =
+                owner.unwrap_or_else(|| panic!("{} links {path}, which no Debian package provides", bin.display()));
             let package = String::from_utf8_lossy(&owner.stdout);
             let package = package.split(':').next().unwrap().trim().to_owned();
             // glibc and libgcc are in every Debian image.
