@@ -23,19 +23,20 @@ printf '%-7s %14s %14s %12s\n' codec "output bytes" "vs none" "host CPU s"
 none_bytes=""
 for codec in none lz4 snappy zstd gzip; do
   out="${prefix}${codec}."
-  /usr/bin/time -f "%U %S" -o "$work/time" target/release/adstream run --topic-prefix "$prefix" \
+  target/release/adstream run --topic-prefix "$prefix" \
     --output-topic-prefix "$out" --group-id "${out}g" --idle-timeout 2s --http-addr 127.0.0.1:18181 \
     --output-compression "$codec" --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm \
     2>"$work/$codec.log" &
   host=$!
   # Until every message is consumed, then a moment for the idle partitions to close the windows.
-  until curl -s http://127.0.0.1:18181/metrics 2>/dev/null | grep -q "^adstream_messages_consumed_total $total\$"; do
+  until [[ "$(curl -s http://127.0.0.1:18181/metrics 2>/dev/null || true)" == *$'\n'"adstream_messages_consumed_total $total"$'\n'* ]]; do
     sleep 0.5
   done
   sleep 4
+  # utime + stime of the host, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$host/stat")
   kill -TERM "$host"
   wait "$host"
-  cpu=$(awk '{printf "%.2f", $1 + $2}' "$work/time")
   bytes=$(find "$data" -path "*/${out}*" -name '*.log' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   [ -z "$none_bytes" ] && none_bytes=$bytes
   printf '%-7s %14s %13.1f%% %12s\n' "$codec" "$bytes" "$(awk -v b="$bytes" -v n="$none_bytes" 'BEGIN {print 100 * b / n}')" "$cpu"

@@ -31,8 +31,17 @@ struct Cli {
 enum Command {
     /// Consume ad-impressions and ad-clicks from Kafka, aggregate, and publish the results.
     ///
-    /// Example:
+    /// Examples:
     ///   adstream run --brokers 127.0.0.1:9092 --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm
+    ///
+    ///   # a cluster with SASL over TLS (README: "Connecting to your cluster")
+    ///   export ADSTREAM_SASL_PASSWORD=...
+    ///   adstream run --brokers b-1.kafka.example.com:9096 --sasl-mechanism SCRAM-SHA-512 \
+    ///     --sasl-username adstream --ssl-ca-location kafka-ca.pem --plugin target/plugins/ctr.wasm
+    ///
+    /// A failure that retrying cannot heal (credentials, certificates, permissions, a missing
+    /// topic) stops it with a message saying what to fix; a broker that is away is waited for.
+    #[command(verbatim_doc_comment)]
     Run {
         /// A TOML file with [kafka], [time], [plugins] and [http] tables of the same settings as the flags
         #[arg(long, env = "ADSTREAM_CONFIG")]

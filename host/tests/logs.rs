@@ -47,3 +47,42 @@ fn json_logs_carry_plugin_and_window_fields() {
         assert_eq!(w["level"], "INFO");
     }
 }
+
+/// An error is the message and its causes, one per line, and exit code 1, even where
+/// `RUST_BACKTRACE=1` is set (as on many developer machines); the stack trace inside the host
+/// only with `ADSTREAM_BACKTRACE=1`; with `--log-format json`, one JSON line.
+#[test]
+fn an_error_is_its_message_and_causes_and_a_backtrace_only_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("adstream.toml");
+    std::fs::write(&config, "[kafka.consumer-properties]\n\"fetch.max.byts\" = 1\n").unwrap();
+    let run = |env: &[(&str, &str)], json: bool| {
+        let mut cmd = Command::new(adstream());
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let out = cmd
+            .args(["run", "--http-addr", "off", "--config"])
+            .arg(&config)
+            .arg("--plugin")
+            .arg(plugin("ctr"))
+            .env_remove("ADSTREAM_BACKTRACE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let plain = run(&[("RUST_BACKTRACE", "1")], false);
+    assert!(
+        plain.starts_with("error: [kafka.consumer-properties] fetch.max.byts: No such configuration property"),
+        "{plain}"
+    );
+    assert!(!plain.contains("stack backtrace") && !plain.contains("      at "), "no backtrace:\n{plain}");
+    let traced = run(&[("ADSTREAM_BACKTRACE", "1")], false);
+    assert!(traced.contains("adstream::"), "a backtrace through the host's frames on request:\n{traced}");
+    let json = run(&[("RUST_BACKTRACE", "1")], true);
+    let last: Value = serde_json::from_str(json.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(last["level"], "ERROR", "{json}");
+    assert!(last["fields"]["error"].as_str().unwrap().contains("fetch.max.byts"), "{json}");
+}

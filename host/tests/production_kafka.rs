@@ -62,7 +62,7 @@ fn the_pipeline_runs_through_a_sasl_ssl_listener_and_keeps_its_secrets() {
 }
 
 #[test]
-fn oauthbearer_tokens_come_from_a_file() {
+fn oauthbearer_tokens_come_from_a_file_and_outputs_go_where_they_are_named() {
     let sasl = common::sasl_ssl();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("oauth");
@@ -72,6 +72,9 @@ fn oauthbearer_tokens_come_from_a_file() {
     std::fs::write(&token, adstream::kafka::context::unsecured_token(sasl.user, 3600)).unwrap();
     let ca = sasl.ca.display().to_string();
     let token_path = token.display().to_string();
+    // The outputs elsewhere than the input: under an output prefix, and ctr's under a name of its own.
+    let (staging, ctr_topic) = (format!("{prefix}staging."), format!("{prefix}ctr-v2"));
+    let ctr_override = format!("ctr={ctr_topic}");
     let extra = [
         "--brokers",
         &sasl.brokers,
@@ -81,9 +84,19 @@ fn oauthbearer_tokens_come_from_a_file() {
         &token_path,
         "--ssl-ca-location",
         &ca,
+        "--output-topic-prefix",
+        &staging,
+        "--plugin-topic",
+        &ctr_override,
     ];
     let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), &extra);
-    let log = finish_and_check_exactly_once(host, &prefix, &inputs);
+    let topics = [
+        ctr_topic,
+        format!("{staging}device-engagement-results"),
+        format!("{staging}ad-events-dlq"),
+        format!("{staging}ad-events-late"),
+    ];
+    let log = common::finish_and_check_exactly_once_in(host, &topics, &inputs);
     assert!(log.contains("SASL OAUTHBEARER"), "{log}");
 }
 
@@ -163,6 +176,19 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
         assert!(!stderr.contains(password), "{case}: the password is on stderr:\n{stderr}");
         eprintln!("{case}: stopped in {took:?}: {}", last.lines().next().unwrap_or_default());
     }
+    // A missing input topic, on the plaintext listener: what to do, with this project's broker too.
+    let flags: Vec<String> = ["--brokers", &brokers(), "--topic-prefix", &format!("{prefix}absent.")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("input topic {prefix}absent.ad-impressions does not exist"))
+            && stderr.contains("scripts/kafka.sh create-topic"),
+        "{stderr}"
+    );
 }
 
 #[test]

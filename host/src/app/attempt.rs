@@ -210,7 +210,7 @@ impl<'a> Attempt<'a> {
         if now.duration_since(self.timers.commit) >= self.env.config.kafka.commit_interval
             || windows_emitted > self.committed_windows
         {
-            self.checkpoint()?;
+            self.checkpoint(false)?;
             self.committed_windows = windows_emitted;
             self.timers.commit = Instant::now();
         }
@@ -223,9 +223,10 @@ impl<'a> Attempt<'a> {
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> Result<(), Failure> {
+    /// Commits the output so far with the input offsets it covers; `last` on the clean stop.
+    fn checkpoint(&mut self, last: bool) -> Result<(), Failure> {
         let offsets = self.source.offsets(&self.pipeline)?;
-        self.sink.checkpoint(&offsets, &self.source.consumer)?;
+        self.sink.checkpoint(&offsets, &self.source.consumer, last)?;
         // Committing offsets is a round trip to the broker: a consumer error seen before is
         // over, as far as readiness goes (on an idle stream no message comes to say so).
         if offsets.count() > 0 {
@@ -269,7 +270,7 @@ impl<'a> Attempt<'a> {
             "shutting down: committing what is done; open windows are rebuilt from Kafka on restart"
         );
         self.pipeline.flush();
-        let failure = self.checkpoint().err();
+        let failure = self.checkpoint(true).err();
         let mut stats = self.stats();
         super::log_progress(&stats);
         stats.startup_to_first_message_us = self.first_message.map(|d| d.as_micros() as u64);
@@ -312,6 +313,7 @@ impl<'a> Attempt<'a> {
             let limits = (|| -> Result<HashMap<String, usize>, Failure> {
                 let admin = Admin::new(&config.client, &self.health)?;
                 let missing = admin.missing(&new)?;
+                let mut created = HashMap::new();
                 if !missing.is_empty() {
                     if !config.create_topics {
                         return Err(Failure::Fatal(anyhow::anyhow!(
@@ -319,9 +321,9 @@ impl<'a> Attempt<'a> {
                         )));
                     }
                     let partitions = i32::try_from(self.source.impression_partitions().max(1)).unwrap_or(1);
-                    admin.create(&missing, partitions, self.input_max_bytes + HEADROOM)?;
+                    created = admin.create(&missing, partitions, self.input_max_bytes + HEADROOM)?;
                 }
-                admin.max_message_bytes(&new)
+                admin.limits(&new, created)
             })()
             .map_err(|f| format!("setting up its output topics: {f}"))?;
             for (topic, limit) in limits {
@@ -362,6 +364,7 @@ fn set_up_topics(
     let input_max =
         input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let missing = admin.missing(&outputs)?;
+    let mut created = HashMap::new();
     if !missing.is_empty() {
         if !kafka.create_topics {
             return Err(Failure::Fatal(anyhow::anyhow!(
@@ -369,9 +372,9 @@ fn set_up_topics(
             )));
         }
         let partitions = i32::try_from(source.impression_partitions().max(1)).unwrap_or(1);
-        admin.create(&missing, partitions, input_max + HEADROOM)?;
+        created = admin.create(&missing, partitions, input_max + HEADROOM)?;
     }
-    let mut limits = admin.max_message_bytes(&outputs)?;
+    let mut limits = admin.limits(&outputs, created)?;
     for (topic, size) in refused {
         if let Some(limit) = limits.get_mut(topic) {
             *limit = (*limit).min(size.saturating_sub(1));

@@ -83,34 +83,54 @@ impl Admin {
 
     /// Each topic's `max.message.bytes` as the broker applies it (the topic's own setting, or
     /// the broker's default). A topic whose configuration the principal may not read is
-    /// assumed to take Kafka's default, and the host says so.
+    /// assumed to take Kafka's default, and the host says so. A topic the broker does not know
+    /// yet (just created, its metadata still on the way) is asked for again, for up to 2 s.
     pub fn max_message_bytes(&self, topics: &[String]) -> Result<HashMap<String, usize>, Failure> {
-        let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
-        let results = self
-            .runtime
-            .block_on(self.client.describe_configs(&resources, &options))
-            .map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
         let mut limits = HashMap::new();
-        for (topic, result) in topics.iter().zip(results) {
-            let limit = match result {
-                Ok(resource) => resource
-                    .get("max.message.bytes")
-                    .and_then(|e| e.value.as_deref())
-                    .and_then(|v| v.parse::<usize>().ok()),
-                Err(code) => {
-                    tracing::warn!(%topic, error = %code, "cannot read the topic's max.message.bytes; assuming Kafka's default of {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}");
-                    None
-                }
-            };
-            limits.insert(topic.clone(), limit.unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
+        let mut pending: Vec<String> = topics.to_vec();
+        for attempt in 0.. {
+            let resources: Vec<ResourceSpecifier<'_>> = pending.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+            let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+            let results = self
+                .runtime
+                .block_on(self.client.describe_configs(&resources, &options))
+                .map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
+            let mut unknown = Vec::new();
+            for (topic, result) in pending.iter().zip(results) {
+                let limit = match result {
+                    Ok(resource) => resource
+                        .get("max.message.bytes")
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.parse::<usize>().ok()),
+                    Err(RDKafkaErrorCode::UnknownTopicOrPartition) if attempt < 10 => {
+                        unknown.push(topic.clone());
+                        continue;
+                    }
+                    Err(code) => {
+                        tracing::warn!(%topic, error = %code, "cannot read the topic's max.message.bytes; assuming Kafka's default of {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}");
+                        None
+                    }
+                };
+                limits.insert(topic.clone(), limit.unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
+            }
+            if unknown.is_empty() {
+                break;
+            }
+            pending = unknown;
+            std::thread::sleep(Duration::from_millis(200));
         }
         Ok(limits)
     }
 
     /// Creates each of `topics` that does not exist, with `partitions` partitions, the broker's
-    /// default replication factor and `max_message_bytes`.
-    pub fn create(&self, topics: &[String], partitions: i32, max_message_bytes: usize) -> Result<(), Failure> {
+    /// default replication factor and `max_message_bytes`; returns the limits of those it
+    /// created (the others existed already).
+    pub fn create(
+        &self,
+        topics: &[String],
+        partitions: i32,
+        max_message_bytes: usize,
+    ) -> Result<HashMap<String, usize>, Failure> {
         let limit = max_message_bytes.to_string();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
@@ -121,9 +141,13 @@ impl Admin {
             .runtime
             .block_on(self.client.create_topics(&new, &options))
             .map_err(|e| Failure::kafka(e, "creating output topics"))?;
+        let mut created = HashMap::new();
         for result in results {
             match result {
-                Ok(topic) => tracing::info!(%topic, partitions, max_message_bytes, "created missing output topic"),
+                Ok(topic) => {
+                    tracing::info!(%topic, partitions, max_message_bytes, "created missing output topic");
+                    created.insert(topic, max_message_bytes);
+                }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
                     return Err(Failure::kafka(
@@ -135,7 +159,19 @@ impl Admin {
                 }
             }
         }
-        Ok(())
+        Ok(created)
+    }
+
+    /// The limits of `topics`: those just `created` as created, the others as described.
+    pub fn limits(
+        &self,
+        topics: &[String],
+        created: HashMap<String, usize>,
+    ) -> Result<HashMap<String, usize>, Failure> {
+        let others: Vec<String> = topics.iter().filter(|t| !created.contains_key(*t)).cloned().collect();
+        let mut limits = self.max_message_bytes(&others)?;
+        limits.extend(created);
+        Ok(limits)
     }
 }
 

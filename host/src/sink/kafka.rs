@@ -218,19 +218,21 @@ impl KafkaSink {
     /// Makes everything produced so far durable together with `offsets` (committed for the
     /// consumer's group): in one transaction (exactly-once), or after waiting for every record's
     /// acknowledgement (at-least-once).
+    ///
+    /// At-least-once commits are asynchronous while the host runs (one lost in an outage is
+    /// covered by the next, and the output it covers is already acknowledged), and synchronous
+    /// when `last` (the clean stop), so that a restart does not publish again what was done.
     pub fn checkpoint(
         &self,
         offsets: &TopicPartitionList,
         consumer: &BaseConsumer<HostContext>,
+        last: bool,
     ) -> Result<(), Failure> {
         if self.steps.is_none() {
             self.flush(STEP_DEADLINE)?;
             if offsets.count() > 0 {
-                // Async: a commit lost in an outage is covered by the next one, and the output
-                // it covers is already acknowledged.
-                consumer
-                    .commit(offsets, CommitMode::Async)
-                    .map_err(|e| Failure::kafka(e, "committing input offsets"))?;
+                let mode = if last { CommitMode::Sync } else { CommitMode::Async };
+                consumer.commit(offsets, mode).map_err(|e| Failure::kafka(e, "committing input offsets"))?;
             }
             return Ok(());
         }

@@ -412,13 +412,17 @@ pub fn generate_with(
 /// computation's numbers, every dead letter once, nothing late, and the host's counters
 /// balanced. Returns the host's log.
 pub fn finish_and_check_exactly_once(host: Host, prefix: &str, inputs: &Inputs) -> String {
+    let topics = ["campaign-ctr-results", "device-engagement-results", "ad-events-dlq", "ad-events-late"]
+        .map(|t| format!("{prefix}{t}"));
+    finish_and_check_exactly_once_in(host, &topics, inputs)
+}
+
+/// As [`finish_and_check_exactly_once`], with the output topics named: ctr, engagement,
+/// dead letters, late.
+pub fn finish_and_check_exactly_once_in(host: Host, topics: &[String; 4], inputs: &Inputs) -> String {
     let limit = Some(inputs.emitted_by_idle_watermark());
     let (want_ctr, want_eng) = (inputs.ctr(limit), inputs.engagement(limit));
-    let topics: Vec<String> = ["campaign-ctr-results", "device-engagement-results", "ad-events-dlq", "ad-events-late"]
-        .iter()
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-    let records = read_topics(&topics, Duration::from_secs(240), Duration::from_secs(5), |r| {
+    let records = read_topics(topics, Duration::from_secs(240), Duration::from_secs(5), |r| {
         r.len() >= want_ctr.len() + want_eng.len() + inputs.malformed
     });
     let log = host.log();
