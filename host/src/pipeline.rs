@@ -17,6 +17,7 @@ use std::time::Instant;
 use sha2::Digest as _;
 
 use adstream_abi::batch::{BatchWriter, Event as BatchEvent, Kind};
+use adstream_abi::json::Obj;
 use adstream_abi::time::{format_rfc3339_millis, window_start};
 
 use crate::config::TimeConfig;
@@ -518,19 +519,8 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         self.stats.windows_withheld += 1;
         let meta = self.plugins[i].meta_of(which);
-        let mut value = String::new();
-        adstream_abi::json::Obj::new(&mut value)
-            .str("plugin", &meta.name)
-            .str("plugin_version", &meta.version)
-            .time("window_start", window.start_ms)
-            .time("window_end", window.end_ms)
-            .u64("events", events)
-            .str("reason", reason)
-            .end();
         tracing::warn!(plugin = %meta.name, window = %format_rfc3339_millis(window.start_ms), events, reason, "result withheld");
-        let headers: [(&str, &[u8]); 2] =
-            [("plugin", meta.name.as_bytes()), ("plugin-version", meta.version.as_bytes())];
-        sink.send(&self.topics.plugin_errors, Some(meta.name.as_bytes()), value.as_bytes(), &headers)
+        plugin_error(&self.topics.plugin_errors, meta, window, |o| o.u64("events", events).str("reason", reason), sink)
     }
 
     /// Publishes, instead of a record of plugin `i` that is larger than its topic takes, a
@@ -553,22 +543,20 @@ impl Pipeline {
         let reason = format!(
             "the record takes {size} bytes and topic {topic} takes at most {limit} (its max.message.bytes): raise that, or make the plugin's records smaller"
         );
-        let mut value = String::new();
-        adstream_abi::json::Obj::new(&mut value)
-            .str("plugin", &meta.name)
-            .str("plugin_version", &meta.version)
-            .time("window_start", window.start_ms)
-            .time("window_end", window.end_ms)
-            .str("topic", topic)
-            .str("key", &key)
-            .u64("bytes", size as u64)
-            .u64("limit", limit as u64)
-            .str("reason", &reason)
-            .end();
         tracing::warn!(plugin = %meta.name, window = %format_rfc3339_millis(window.start_ms), %topic, key, size, limit, "result record withheld: larger than its topic takes");
-        let headers: [(&str, &[u8]); 2] =
-            [("plugin", meta.name.as_bytes()), ("plugin-version", meta.version.as_bytes())];
-        sink.send(&self.topics.plugin_errors, Some(meta.name.as_bytes()), value.as_bytes(), &headers)
+        plugin_error(
+            &self.topics.plugin_errors,
+            meta,
+            window,
+            |o| {
+                o.str("topic", topic)
+                    .str("key", &key)
+                    .u64("bytes", size as u64)
+                    .u64("limit", limit as u64)
+                    .str("reason", &reason)
+            },
+            sink,
+        )
     }
 
     /// A plugin call failed: its instance restarts empty, so every window it held state for
@@ -623,6 +611,26 @@ impl Pipeline {
             [("reason", b"late".as_slice()), ("reason-detail", detail.as_bytes()), source[0], source[1], source[2]];
         send_copy(&self.topics.late, input, info, &headers, &mut self.stats.truncated, sink)
     }
+}
+
+/// Publishes on `topic` (the plugin-errors topic) a record saying what of plugin `meta`'s result
+/// for `window` is withheld: the plugin, its version, the window, and the `fields` of the case.
+fn plugin_error(
+    topic: &str,
+    meta: &PluginMeta,
+    window: Window,
+    fields: impl for<'o> FnOnce(Obj<'o>) -> Obj<'o>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    let mut value = String::new();
+    let head = Obj::new(&mut value)
+        .str("plugin", &meta.name)
+        .str("plugin_version", &meta.version)
+        .time("window_start", window.start_ms)
+        .time("window_end", window.end_ms);
+    fields(head).end();
+    let headers: [(&str, &[u8]); 2] = [("plugin", meta.name.as_bytes()), ("plugin-version", meta.version.as_bytes())];
+    sink.send(topic, Some(meta.name.as_bytes()), value.as_bytes(), &headers)
 }
 
 /// Sends a copy of an input message (late or dead-lettered) to `topic`, whole if the topic

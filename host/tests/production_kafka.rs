@@ -100,6 +100,40 @@ fn oauthbearer_tokens_come_from_a_file_and_outputs_go_where_they_are_named() {
     assert!(log.contains("SASL OAUTHBEARER"), "{log}");
 }
 
+/// PLAIN and SCRAM-SHA-256 reach the listener too (SCRAM-SHA-512 and OAUTHBEARER run whole
+/// pipelines above): the host connects, consumes, and stops cleanly.
+#[test]
+fn every_password_mechanism_authenticates() {
+    let sasl = common::sasl_ssl();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("mechanisms");
+    common::generate(&prefix, dir.path(), "2000", "25", "0", "0");
+    for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+        let flags: Vec<String> = sasl
+            .flags(&sasl.ca)
+            .into_iter()
+            .map(|f| if f == "SCRAM-SHA-512" { mechanism.to_owned() } else { f })
+            .collect();
+        let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let group = format!("{prefix}{mechanism}");
+        let host = Host::start_with_env(
+            &prefix,
+            &group,
+            &["ctr"],
+            dir.path(),
+            &extra,
+            &[("ADSTREAM_SASL_PASSWORD", sasl.password)],
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !host.log().contains("\"consuming\"") && !host.log().contains(" consuming ") {
+            assert!(Instant::now() < deadline, "{mechanism}: never consuming:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stats = host.stop();
+        assert!(stats["consumed"].as_u64().is_some(), "{mechanism}: {stats}");
+    }
+}
+
 /// Runs `adstream run` with `flags` until it exits (at most `limit`): its exit status, stderr
 /// and how long it ran.
 fn run_until_exit(

@@ -310,22 +310,11 @@ impl<'a> Attempt<'a> {
         let outputs = config.outputs.of_plugin(plugin.meta());
         let new: Vec<String> = outputs.into_iter().filter(|t| !self.sink.knows(t)).collect();
         if !new.is_empty() {
-            let limits = (|| -> Result<HashMap<String, usize>, Failure> {
-                let admin = Admin::new(&config.client, &self.health)?;
-                let missing = admin.missing(&new)?;
-                let mut created = HashMap::new();
-                if !missing.is_empty() {
-                    if !config.create_topics {
-                        return Err(Failure::Fatal(anyhow::anyhow!(
-                            "its output topics {missing:?} do not exist, and --no-create-topics is set"
-                        )));
-                    }
-                    let partitions = i32::try_from(self.source.impression_partitions().max(1)).unwrap_or(1);
-                    created = admin.create(&missing, partitions, self.input_max_bytes + HEADROOM)?;
-                }
-                admin.limits(&new, created)
-            })()
-            .map_err(|f| format!("setting up its output topics: {f}"))?;
+            let partitions = self.source.impression_partitions();
+            let limits = Admin::new(&config.client, &self.health)
+                .map_err(Failure::Fatal)
+                .and_then(|admin| output_limits(&admin, config, &new, partitions, self.input_max_bytes))
+                .map_err(|f| format!("setting up its output topics: {f}"))?;
             for (topic, limit) in limits {
                 if limit < self.sink.batch_limit() {
                     return Err(format!(
@@ -363,18 +352,7 @@ fn set_up_topics(
     let input_limits = admin.max_message_bytes(&inputs)?;
     let input_max =
         input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
-    let missing = admin.missing(&outputs)?;
-    let mut created = HashMap::new();
-    if !missing.is_empty() {
-        if !kafka.create_topics {
-            return Err(Failure::Fatal(anyhow::anyhow!(
-                "output topics {missing:?} do not exist and --no-create-topics is set: create them, or run without --no-create-topics"
-            )));
-        }
-        let partitions = i32::try_from(source.impression_partitions().max(1)).unwrap_or(1);
-        created = admin.create(&missing, partitions, input_max + HEADROOM)?;
-    }
-    let mut limits = admin.limits(&outputs, created)?;
+    let mut limits = output_limits(&admin, kafka, &outputs, source.impression_partitions(), input_max)?;
     for (topic, size) in refused {
         if let Some(limit) = limits.get_mut(topic) {
             *limit = (*limit).min(size.saturating_sub(1));
@@ -392,4 +370,28 @@ fn set_up_topics(
         }
     }
     Ok((limits, input_max))
+}
+
+/// Creates those of `topics` that are missing (unless `--no-create-topics`), with `partitions`
+/// partitions and room for the largest input message (`input_max`) and its headers, and returns
+/// every one's size limit.
+fn output_limits(
+    admin: &Admin,
+    kafka: &crate::config::KafkaConfig,
+    topics: &[String],
+    partitions: usize,
+    input_max: usize,
+) -> Result<HashMap<String, usize>, Failure> {
+    let missing = admin.missing(topics)?;
+    let mut created = HashMap::new();
+    if !missing.is_empty() {
+        if !kafka.create_topics {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "output topics {missing:?} do not exist and --no-create-topics is set: create them, or run without --no-create-topics"
+            )));
+        }
+        let partitions = i32::try_from(partitions.max(1)).unwrap_or(1);
+        created = admin.create(&missing, partitions, input_max + HEADROOM)?;
+    }
+    admin.limits(topics, created)
 }

@@ -247,6 +247,15 @@ impl ClientSettings {
         }
     }
 
+    /// Every pass-through property, for every client and for one.
+    fn all_properties(&self) -> impl Iterator<Item = &Property> {
+        self.properties
+            .iter()
+            .chain(&self.consumer_properties)
+            .chain(&self.producer_properties)
+            .chain(&self.admin_properties)
+    }
+
     fn role_properties(&self, role: Role) -> &[Property] {
         match role {
             Role::Consumer => &self.consumer_properties,
@@ -315,13 +324,7 @@ impl ClientSettings {
     /// and every client's configuration with librdkafka itself (its own error text, with
     /// secrets redacted).
     pub fn validate(&self) -> anyhow::Result<()> {
-        for p in self
-            .properties
-            .iter()
-            .chain(&self.consumer_properties)
-            .chain(&self.producer_properties)
-            .chain(&self.admin_properties)
-        {
+        for p in self.all_properties() {
             if let Some((_, flag)) = FLAG_PROPERTIES.iter().find(|(k, _)| *k == p.key) {
                 bail!("{} {}: set it with {flag} instead", p.origin, p.key);
             }
@@ -411,13 +414,7 @@ impl ClientSettings {
         if let Some(p) = &self.tls.key_password {
             secrets.push(p.expose());
         }
-        for p in self
-            .properties
-            .iter()
-            .chain(&self.consumer_properties)
-            .chain(&self.producer_properties)
-            .chain(&self.admin_properties)
-        {
+        for p in self.all_properties() {
             if is_secret_key(&p.key) {
                 secrets.push(&p.value);
             }
