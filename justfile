@@ -72,6 +72,11 @@ soak MINUTES="30" RATE="10000": build build-plugins kafka-up
 crash-soak: build build-plugins kafka-up
     ADSTREAM_CRASH_KILLS=100 cargo test --release --locked -p adstream --test crash_recovery -- --nocapture
 
+# Broker outages again and again (not in CI): CYCLES outages of SECONDS each, SIGTERM and SIGKILL
+# in turn, on a broker of its own; prints how soon after each the host was ready again
+outage-soak CYCLES="6" SECONDS="30": build build-plugins
+    bash scripts/outage-soak.sh {{CYCLES}} {{SECONDS}}
+
 # Fuzz the decoder and the pipeline with a million random and mutated messages
 fuzz:
     ADSTREAM_FUZZ_CASES=1000000 cargo test --release --locked -p adstream --test hostile_input

@@ -108,9 +108,12 @@ impl<'a> Attempt<'a> {
         refused: &[(String, usize)],
     ) -> Result<Self, Failure> {
         let config = env.config;
-        env.ops.set_phase(Phase::Starting);
+        // A later attempt leaves the phase at "waiting", with the reason, until it consumes.
         let mut pipeline = match pipeline {
-            Some(p) => p,
+            Some(p) => {
+                env.ops.set_phase(Phase::Starting);
+                p
+            }
             None => Pipeline::new(config.time, env.loader, config.kafka.outputs.clone())?,
         };
         let health = Health::default();
@@ -366,7 +369,7 @@ fn set_up_topics(
         }
         let copies = [&kafka.outputs.late, &kafka.outputs.dead_letter].contains(&topic);
         if copies && limit < input_max + HEADROOM {
-            tracing::warn!(%topic, limit, input_max, "this topic takes smaller records than the input topics: copies of larger messages will be truncated (headers truncated=true, original-size, original-sha256)");
+            tracing::warn!(%topic, limit, input_max, "this topic takes records of at most {limit} bytes, less than a copy of the largest message the input topics take ({input_max} bytes) with its headers: copies of larger messages will be truncated (headers truncated=true, original-size, original-sha256)");
         }
     }
     Ok((limits, input_max))
