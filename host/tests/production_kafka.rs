@@ -225,6 +225,65 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
     );
 }
 
+/// Grants `nobody` what `operations` say on the test broker (through its PLAINTEXT listener).
+fn grant(args: &[&str]) {
+    common::run_ok(
+        Command::new("bash")
+            .arg(common::workspace().join("scripts/kafka.sh"))
+            .args(["tool", "kafka.admin.AclCommand", "--bootstrap-server", &brokers(), "--add"])
+            .args(["--allow-principal", "User:nobody"])
+            .args(args),
+    );
+}
+
+/// A principal that may read the input but not write one output topic: the broker refuses the
+/// first window's records, and the host stops saying what to grant instead of starting again
+/// from its checkpoint forever.
+#[test]
+fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
+    let sasl = common::sasl_ssl();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("no-write");
+    common::generate(&prefix, dir.path(), "5000", "26", "0", "0");
+    let t = |name: &str| format!("{prefix}{name}");
+    let outputs = [t("ad-events-late"), t("ad-events-dlq"), t("adstream-plugin-errors"), t("campaign-ctr-results")];
+    admin().create(&outputs, 3, 1_048_588).unwrap();
+    let group = t("g");
+    let txn = format!("{group}.host");
+    grant(&[
+        "--operation",
+        "Read",
+        "--operation",
+        "Describe",
+        "--topic",
+        &t("ad-impressions"),
+        "--topic",
+        &t("ad-clicks"),
+        "--group",
+        &group,
+    ]);
+    let mut describe = vec!["--operation", "Describe"];
+    for o in &outputs {
+        describe.extend(["--topic", o.as_str()]);
+    }
+    grant(&describe);
+    grant(&["--operation", "Write", "--operation", "Describe", "--transactional-id", &txn]);
+    let flags: Vec<String> = sasl
+        .flags(&sasl.ca)
+        .into_iter()
+        .map(|f| if f == sasl.user { sasl.denied_user.to_owned() } else { f })
+        .chain(["--topic-prefix".to_owned(), prefix.clone(), "--group-id".to_owned(), group.clone()])
+        .collect();
+    let (status, stderr, took) =
+        run_until_exit(&flags, &[("ADSTREAM_SASL_PASSWORD", sasl.denied_password)], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(30), "stopped only after {took:?}:\n{stderr}");
+    let last = stderr.lines().skip_while(|l| !l.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+    assert!(last.contains("is not allowed to use a topic"), "{stderr}");
+    assert!(!stderr.contains("starting again"), "a refused permission is not retried:\n{stderr}");
+    eprintln!("no write permission: stopped in {took:?}: {}", last.lines().next().unwrap_or_default());
+}
+
 #[test]
 fn input_in_every_compression_codec_is_read_exactly() {
     let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::topics::record_bytes;
 use crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
+use crate::kafka::failure::fix_for;
 use crate::kafka::{ClientSettings, Failure, Health, HostContext, Role};
 use crate::pipeline::Sink;
 
@@ -63,12 +64,35 @@ struct Deliveries {
 pub struct SinkContext {
     client: HostContext,
     deliveries: Mutex<Deliveries>,
+    /// Why librdkafka last failed the current transaction, as its log says (`TXNERR`): a later
+    /// call may only answer "erroneous state", and the cause is needed to tell a refused
+    /// permission (stop) from a broker away (start again).
+    transaction_error: Mutex<Option<String>>,
+}
+
+/// The broker errors, by the name librdkafka logs them with, that fail a transaction for good.
+const NEVER_HEALING_TRANSACTION_ERRORS: &[(&str, RDKafkaErrorCode)] = &[
+    ("TOPIC_AUTHORIZATION_FAILED", RDKafkaErrorCode::TopicAuthorizationFailed),
+    ("GROUP_AUTHORIZATION_FAILED", RDKafkaErrorCode::GroupAuthorizationFailed),
+    ("CLUSTER_AUTHORIZATION_FAILED", RDKafkaErrorCode::ClusterAuthorizationFailed),
+    ("TRANSACTIONAL_ID_AUTHORIZATION_FAILED", RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+];
+
+impl SinkContext {
+    /// The error that failed the current transaction, if librdkafka logged one that never heals.
+    fn never_healing_transaction_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        let logged = self.transaction_error.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        NEVER_HEALING_TRANSACTION_ERRORS.iter().find(|(name, _)| logged.contains(name)).map(|(_, code)| (*code, logged))
+    }
 }
 
 impl ClientContext for SinkContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "TXNERR" {
+            *self.transaction_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());
+        }
         self.client.log(level, fac, message);
     }
 
@@ -102,7 +126,9 @@ impl ProducerContext for SinkContext {
             let size = record_bytes(message.key(), message.payload().unwrap_or_default(), &headers);
             d.too_large.push((message.topic().to_owned(), size));
         }
-        if d.first.is_none() {
+        // Records purged by an abort say nothing of why the transaction failed.
+        let purged = matches!(code, RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight);
+        if d.first.is_none() && !purged {
             d.first = Some((code, format!("to {}: {error}", message.topic())));
         }
     }
@@ -172,6 +198,7 @@ impl KafkaSink {
         let context = SinkContext {
             client: HostContext::new(Role::Producer, settings.clone(), health.clone()),
             deliveries: Mutex::default(),
+            transaction_error: Mutex::default(),
         };
         let producer: ThreadedProducer<SinkContext> = settings
             .client_config(Role::Producer, &defaults)
@@ -282,31 +309,37 @@ impl KafkaSink {
     }
 }
 
-/// Adds `what` to a failure's message.
+/// Adds `what` to a recoverable failure's message. A fatal one is left to open with what to fix.
 fn with_context(failure: Failure, what: &str) -> Failure {
     match failure {
-        Failure::Fatal(e) => Failure::Fatal(e.context(what.to_owned())),
+        Failure::Fatal(e) => Failure::Fatal(e),
         Failure::Recoverable(e) => Failure::Recoverable(e.context(what.to_owned())),
     }
 }
 
-/// Waits until every queued record is acknowledged, watching the count of records in flight at
-/// a millisecond's granularity (rust-rdkafka's flush waits in steps of 100 ms here, and a
-/// window's results would wait that long to be acknowledged); then reports failed deliveries.
-fn wait_for_deliveries(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> Result<(), Failure> {
+/// Waits until every queued record is acknowledged (or failed), watching the count of records in
+/// flight at a millisecond's granularity: rust-rdkafka's flush waits in steps of 100 ms here, and
+/// a window's results would wait that long to be acknowledged. Whether none is left in flight.
+fn all_acknowledged(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    loop {
-        let in_flight = producer.in_flight_count();
-        if in_flight == 0 {
-            return take_failures(producer);
-        }
+    while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
-            return Err(Failure::Recoverable(anyhow::anyhow!(
-                "{in_flight} output records were not acknowledged by Kafka within {timeout:?}"
-            )));
+            return false;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    true
+}
+
+/// [`all_acknowledged`], then the failed deliveries, as one failure.
+fn wait_for_deliveries(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> Result<(), Failure> {
+    if !all_acknowledged(producer, timeout) {
+        return Err(Failure::Recoverable(anyhow::anyhow!(
+            "{} output records were not acknowledged by Kafka within {timeout:?}",
+            producer.in_flight_count()
+        )));
+    }
+    take_failures(producer)
 }
 
 /// The delivery failures since the last call, as one failure.
@@ -316,7 +349,11 @@ fn take_failures(producer: &ThreadedProducer<SinkContext>) -> Result<(), Failure
         return Ok(());
     }
     let count = std::mem::take(&mut d.failed);
-    let (code, first) = d.first.take().unwrap_or((RDKafkaErrorCode::Unknown, String::new()));
+    let Some((code, first)) = d.first.take() else {
+        return Err(Failure::Recoverable(anyhow::anyhow!(
+            "{count} output records were purged when their transaction was aborted"
+        )));
+    };
     Err(Failure::kafka(
         KafkaError::MessageProduction(code),
         format!("{count} output records could not be delivered, the first {first}"),
@@ -339,6 +376,7 @@ impl Steps {
                     let result = result.map_err(|e| judge(&producer, e, &id, last_commit));
                     if result.is_ok() {
                         last_commit = Instant::now();
+                        *producer.context().transaction_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     }
                     if outbox.send(result).is_err() {
                         break;
@@ -370,14 +408,10 @@ fn commit(
         })?;
     }
     // commit_transaction would flush by itself, but through rust-rdkafka's flush, which waits
-    // in steps of 100 ms here (see wait_for_deliveries).
-    match wait_for_deliveries(producer, left()) {
-        Ok(()) => {}
-        Err(Failure::Recoverable(_)) if producer.in_flight_count() > 0 => {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-        }
-        // A failed delivery makes the transaction abortable: the commit below says so.
-        Err(_) => {}
+    // in steps of 100 ms here (see all_acknowledged). A failed delivery makes the transaction
+    // abortable: the commit below says so, and `judge` reports the delivery's own error.
+    if !all_acknowledged(producer, left()) {
+        return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
     }
     retry(deadline, "committing the transaction", || producer.commit_transaction(left()))?;
     producer.begin_transaction()
@@ -408,13 +442,27 @@ fn judge(producer: &ThreadedProducer<SinkContext>, error: KafkaError, id: &str, 
     if let KafkaError::Transaction(e) = &error
         && e.txn_requires_abort()
     {
+        // The transaction's own error first: a refused permission is in it, or in what librdkafka
+        // logged when it failed the transaction (the records' delivery reports then only say
+        // they were purged by the abort).
+        let logged = producer.context().never_healing_transaction_error();
+        let never_heals =
+            fix_for(e.code(), &e.to_string()).or_else(|| logged.as_ref().and_then(|(code, text)| fix_for(*code, text)));
         if let Err(abort) = producer.abort_transaction(STEP_DEADLINE) {
             tracing::warn!(error = %abort, "aborting the failed transaction");
         }
-        if let Err(f) = take_failures(producer) {
-            return with_context(f, "the transaction was aborted");
+        let delivered = take_failures(producer);
+        if let Some(fix) = never_heals {
+            let cause = logged.map_or_else(|| error.to_string(), |(_, text)| text);
+            return Failure::Fatal(anyhow::anyhow!(cause).context("the transaction was aborted").context(fix));
         }
-        return Failure::Recoverable(anyhow::Error::new(error).context("the transaction was aborted"));
+        return match delivered {
+            Err(f @ Failure::Fatal(_)) => f,
+            Err(Failure::Recoverable(d)) => Failure::Recoverable(
+                anyhow::Error::new(error).context(format!("{d:#}")).context("the transaction was aborted"),
+            ),
+            Ok(()) => Failure::Recoverable(anyhow::Error::new(error).context("the transaction was aborted")),
+        };
     }
     if let Some((code, reason)) = producer.client().fatal_error() {
         let fenced = matches!(
