@@ -179,8 +179,8 @@ impl Admin {
 /// tokens, so it is given the current token at once. An admin client lives for seconds; the
 /// token outlives it.
 fn give_token(client: &AdminClient<HostContext>, settings: &ClientSettings) -> anyhow::Result<()> {
-    let file = super::context::token_file(settings).context("SASL OAUTHBEARER needs --sasl-oauthbearer-token-file")?;
-    let token = super::context::read_token(&file)?;
+    let file = settings.token_file().context("SASL OAUTHBEARER needs --sasl-oauthbearer-token-file")?;
+    let token = super::context::read_token(file)?;
     let value = std::ffi::CString::new(token.token).context("the token holds a NUL byte")?;
     let principal = std::ffi::CString::new(token.principal_name).context("the principal holds a NUL byte")?;
     let mut errstr = [0 as std::ffi::c_char; 512];

@@ -14,7 +14,7 @@
 //! Every text from librdkafka is redacted of the configuration's secrets before it is logged.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,13 +161,8 @@ impl ClientContext for HostContext {
     }
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        let file = self
-            .settings
-            .sasl
-            .as_ref()
-            .and_then(|s| s.token_file.clone())
-            .ok_or("SASL OAUTHBEARER needs --sasl-oauthbearer-token-file")?;
-        match read_token(&file) {
+        let file = self.settings.token_file().ok_or("SASL OAUTHBEARER needs --sasl-oauthbearer-token-file")?;
+        match read_token(file) {
             Ok(token) => {
                 tracing::debug!(client = self.role.name(), principal = %token.principal_name, expires_ms = token.lifetime_ms, "OAUTHBEARER token read");
                 Ok(token)
@@ -215,11 +210,6 @@ pub fn unsecured_token(sub: &str, for_secs: i64) -> String {
     let header = b64(serde_json::json!({"alg": "none"}));
     let claims = b64(serde_json::json!({"sub": sub, "iat": now, "exp": now + for_secs}));
     format!("{header}.{claims}.")
-}
-
-/// Where a token file named in the settings is, if any.
-pub fn token_file(settings: &ClientSettings) -> Option<PathBuf> {
-    settings.sasl.as_ref().and_then(|s| s.token_file.clone())
 }
 
 #[cfg(test)]

@@ -158,12 +158,11 @@ pub struct KafkaSink {
 
 /// What the producer is sized for: the largest record any output topic takes, and the smallest
 /// topic limit (a batch of many records must still fit the strictest topic).
-fn size_settings(limits: &HashMap<String, usize>) -> (String, String) {
+/// Both in bytes: `message.max.bytes` and `batch.size`.
+fn size_settings(limits: &HashMap<String, usize>) -> (usize, usize) {
     let largest = limits.values().copied().max().unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let smallest = limits.values().copied().min().unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
-    let message_max = largest.clamp(1_000_000, 1_000_000_000);
-    let batch = smallest.saturating_sub(1024).clamp(1024, 1_000_000);
-    (message_max.to_string(), batch.to_string())
+    (largest.clamp(1_000_000, 1_000_000_000), smallest.saturating_sub(1024).clamp(1024, 1_000_000))
 }
 
 impl KafkaSink {
@@ -178,6 +177,7 @@ impl KafkaSink {
         limits: HashMap<String, usize>,
     ) -> Result<Self, Failure> {
         let (message_max, batch_size) = size_settings(&limits);
+        let (message_max, batch_size) = (message_max.to_string(), batch_size.to_string());
         let mut defaults: Vec<(&str, &str)> = vec![
             ("enable.idempotence", "true"),
             // Results leave in bursts, once per window: waiting long for a batch to fill only
@@ -297,7 +297,7 @@ impl KafkaSink {
 
     /// The smallest topic limit the producer's batches fit.
     pub fn batch_limit(&self) -> usize {
-        size_settings(&self.limits).1.parse().unwrap_or(1024)
+        size_settings(&self.limits).1
     }
 
     /// Gives the producer up without waiting: its thread may be stuck in librdkafka, and closing
@@ -533,10 +533,7 @@ mod tests {
     fn the_producer_is_sized_for_the_largest_record_and_the_strictest_topic() {
         let limits: HashMap<String, usize> =
             [("dlq".to_owned(), 8 << 20), ("results".to_owned(), 200_000)].into_iter().collect();
-        let (message_max, batch) = size_settings(&limits);
-        assert_eq!(message_max, (8usize << 20).to_string());
-        assert_eq!(batch, (200_000 - 1024).to_string());
-        let (message_max, batch) = size_settings(&HashMap::new());
-        assert_eq!((message_max.as_str(), batch.as_str()), ("1048588", "1000000"));
+        assert_eq!(size_settings(&limits), (8 << 20, 200_000 - 1024));
+        assert_eq!(size_settings(&HashMap::new()), (1_048_588, 1_000_000));
     }
 }

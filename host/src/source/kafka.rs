@@ -13,6 +13,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 
 use crate::config::KafkaConfig;
 use crate::event::Source;
@@ -122,10 +123,19 @@ impl KafkaSource {
             start_offsets: Vec::new(),
             partitions: Vec::new(),
         };
-        source.wait_for_cluster(health)?;
-        for (kind, topic) in [(Source::Impressions, &config.impressions_topic), (Source::Clicks, &config.clicks_topic)]
-        {
-            for partition in source.partitions_of(topic)? {
+        // The probe's answer is the impressions topic's metadata: the first of the two reads.
+        let impressions = source.wait_for_cluster(health)?;
+        let clicks = source.consumer.fetch_metadata(Some(&config.clicks_topic), STEP_DEADLINE).map_err(|e| {
+            Failure::kafka(
+                e,
+                format!("fetching metadata of topic {} from {}", config.clicks_topic, config.client.brokers),
+            )
+        })?;
+        for (kind, topic, metadata) in [
+            (Source::Impressions, &config.impressions_topic, &impressions),
+            (Source::Clicks, &config.clicks_topic, &clicks),
+        ] {
+            for partition in source.partitions_in(metadata, topic)? {
                 source.partitions.push((kind, topic.clone(), partition));
             }
         }
@@ -133,8 +143,8 @@ impl KafkaSource {
     }
 
     /// Polls the consumer (its errors reach the context, and the fatal slot, only then) and
-    /// asks for the impressions topic's metadata until the cluster answers.
-    fn wait_for_cluster(&self, health: &Health) -> Result<(), Failure> {
+    /// asks for the impressions topic's metadata until the cluster answers; returns it.
+    fn wait_for_cluster(&self, health: &Health) -> Result<Metadata, Failure> {
         let started = Instant::now();
         loop {
             while let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
@@ -145,7 +155,7 @@ impl KafkaSource {
             }
             let topic = &self.config.impressions_topic;
             let error = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
-                Ok(_) => return Ok(()),
+                Ok(metadata) => return Ok(metadata),
                 Err(e) => e,
             };
             if started.elapsed() >= CONNECT_TIMEOUT {
@@ -220,10 +230,8 @@ impl KafkaSource {
         )))
     }
 
-    fn partitions_of(&self, topic: &str) -> Result<Vec<i32>, Failure> {
-        let metadata = self.consumer.fetch_metadata(Some(topic), STEP_DEADLINE).map_err(|e| {
-            Failure::kafka(e, format!("fetching metadata of topic {topic} from {}", self.config.client.brokers))
-        })?;
+    /// The partitions of `topic` in `metadata` (an answer for that topic).
+    fn partitions_in(&self, metadata: &Metadata, topic: &str) -> Result<Vec<i32>, Failure> {
         let missing = || {
             Failure::Fatal(anyhow::anyhow!(
                 "input topic {topic} does not exist on {}: create it (adgen creates its topics; with this project's broker: bash scripts/kafka.sh create-topic {topic} 3; elsewhere: kafka-topics.sh --create --topic {topic} --partitions N), or name the right one with --impressions-topic / --clicks-topic",
