@@ -27,6 +27,8 @@
 #   create-topic NAME [PARTITIONS] [KEY=VALUE...]
 #                 create a topic (3 partitions by default) with topic configs,
 #                 e.g. create-topic ad-impressions 3 max.message.bytes=8388608
+#   add-partitions NAME TOTAL
+#                 grow a topic to TOTAL partitions (both input topics must keep equal counts)
 #   tool CLASS [ARGS...]
 #                 run a Kafka CLI class from the same jars with quiet logging, e.g.
 #                 scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand \
@@ -521,6 +523,12 @@ cmd_create_topic() {
     --topic "$name" --partitions "$partitions" --replication-factor 1 "${config[@]}"
 }
 
+cmd_add_partitions() {
+  (( $# == 2 )) || die "usage: scripts/kafka.sh add-partitions NAME TOTAL (the partition count it should have)"
+  cmd_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+    --topic "$1" --partitions "$2"
+}
+
 cmd_tool() {
   (( $# >= 1 )) || die "usage: scripts/kafka.sh tool CLASS [ARGS...]"
   jars_fetched || die "jars not fetched yet (run 'scripts/kafka.sh fetch' or 'up')"
@@ -550,9 +558,10 @@ main() {
     bootstrap) echo "127.0.0.1:$KAFKA_PORT" ;;
     sasl-flags) cmd_sasl_flags ;;
     create-topic) cmd_create_topic "$@" ;;
+    add-partitions) cmd_add_partitions "$@" ;;
     tool) cmd_tool "$@" ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, sasl-flags, create-topic, tool)" ;;
+    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, sasl-flags, create-topic, add-partitions, tool)" ;;
   esac
 }
 

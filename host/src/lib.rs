@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! ad-impressions ─┐                                            ┌─> campaign-ctr-results
-//!                 ├─> source ─> decode ─> watermark / windows ─> join ─> batch ─> plugins ─┤─> device-engagement-results
-//! ad-clicks ──────┘                │             │                                           └─> (any plugin's topic)
-//!                                  └─> ad-events-dlq     └─> ad-events-late
+//!                 ├─> source ─> task p: decode ─> watermark / windows ─> join ─> batch ─> plugins ─┐
+//! ad-clicks ──────┘                   │              │                                         partials
+//!                                     └─> dlq        └─> late      merge: every task closed it ─<─┘─> results
 //! ```
 //!
 //! The host owns time (windows, watermarks, lateness), the click-to-impression join and the
@@ -20,12 +20,11 @@
 //! - [`cli`]: the `adstream` command line (also run by the benchmark build, `bench/`).
 //! - [`config`]: flags, environment, config file, defaults, validation.
 //! - [`event`]: decoding input messages; why a message is rejected.
-//! - [`watermark`]: per-partition watermarks and idleness.
-//! - [`join`]: clicks matched to impressions within the horizon.
+//! - [`engine`]: the synchronous core: tasks (partition `p` of both inputs, each with its own
+//!   watermark, join and plugin instances), the merge stage that publishes a window once every
+//!   task has closed it, the window rule, offsets, and what is published.
 //! - [`kafka`]: what the Kafka clients share: connection and security settings, the client
 //!   context, which errors stop the host, topic sizes and creation.
-//! - [`offsets`]: which input offsets are safe to commit.
-//! - [`pipeline`]: the synchronous core tying the above to the plugins.
 //! - [`plugin`]: loading, caching, limiting and calling WebAssembly plugins.
 //! - [`source`]: Kafka consumer and JSONL files.
 //! - [`sink`]: Kafka producer and JSONL output; output topic names and record sizes.
@@ -37,15 +36,12 @@ pub mod app;
 mod bytes;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod event;
-pub mod join;
 pub mod kafka;
 pub mod metrics;
-pub mod offsets;
 pub mod ops;
-pub mod pipeline;
 pub mod plugin;
 pub mod sink;
 pub mod source;
 pub mod tail;
-pub mod watermark;

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use adstream::config::TimeConfig;
+use adstream::engine::{Engine, Input, MAX_MESSAGE_BYTES, Sink};
 use adstream::event::{Source, decode};
-use adstream::pipeline::{Input, MAX_MESSAGE_BYTES, Pipeline, Sink};
 use adstream::plugin::{Aggregator, NativeAggregator};
 use adstream::sink::topics::OutputTopics;
 use proptest::prelude::*;
@@ -106,7 +106,7 @@ impl Sink for Collect {
     }
 }
 
-fn pipeline() -> Pipeline {
+fn pipeline() -> Engine {
     let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
     let topics = OutputTopics {
         late: "late".into(),
@@ -115,9 +115,9 @@ fn pipeline() -> Pipeline {
         ..OutputTopics::with_prefix("")
     };
     let time = TimeConfig { idle_timeout: Duration::from_secs(3600), ..TimeConfig::default() };
-    let mut p = Pipeline::with_aggregators(time, aggregators, 64, topics);
-    p.add_partition(Source::Impressions, "ad-impressions", 0, Instant::now());
-    p.add_partition(Source::Clicks, "ad-clicks", 3, Instant::now());
+    let mut p = Engine::with_aggregators(time, aggregators, 64, topics).unwrap();
+    p.add_partition(Source::Impressions, "ad-impressions", 0, Instant::now()).unwrap();
+    p.add_partition(Source::Clicks, "ad-clicks", 3, Instant::now()).unwrap();
     p
 }
 

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use adstream::config::{PluginConfig, TimeConfig};
+use adstream::engine::{Engine, Input, Sink};
 use adstream::event::Source;
-use adstream::pipeline::{Input, Pipeline, Sink};
 use adstream::plugin::{Aggregator, Plugin, Runtime};
 use adstream::sink::topics::OutputTopics;
 use common::{plugin, workspace};
@@ -91,8 +91,8 @@ fn run_with(trigger: &str, grants: adstream::config::Grants, limits: Vec<adstrea
         ..OutputTopics::with_prefix("")
     };
     let time = TimeConfig { out_of_orderness_ms: 0, idle_timeout: Duration::from_secs(3600), ..TimeConfig::default() };
-    let mut p = Pipeline::with_aggregators(time, aggregators, 1, topics);
-    p.add_partition(Source::Impressions, "ad-impressions", 0, Instant::now());
+    let mut p = Engine::with_aggregators(time, aggregators, 1, topics).unwrap();
+    p.add_partition(Source::Impressions, "ad-impressions", 0, Instant::now()).unwrap();
     let mut sink = Collect::default();
     let mut trigger_call = Duration::ZERO;
     for (n, (ts, campaign)) in events(trigger).iter().enumerate() {

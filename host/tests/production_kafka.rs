@@ -3,7 +3,8 @@
 //! - the whole pipeline through the SASL_SSL listener (SCRAM-SHA-512 over TLS, and OAUTHBEARER),
 //!   with results equal to the batch computation, and no secret in the log or the console's API;
 //! - a wrong password, an untrusted certificate and a missing permission each end the host within
-//!   seconds, with a message that names the cause;
+//!   seconds, with a message that names the cause; so do a missing input topic and input topics
+//!   with different partition counts;
 //! - input written with each of gzip, snappy, lz4 and zstd, read exactly;
 //! - messages of 2 MiB and 6 MiB on input topics that accept them, dead-lettered whole (the host
 //!   creates its output topics large enough) or truncated with the original's size and hash (an
@@ -221,6 +222,25 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
     assert!(
         stderr.contains(&format!("input topic {prefix}absent.ad-impressions does not exist"))
             && stderr.contains("scripts/kafka.sh create-topic"),
+        "{stderr}"
+    );
+    // Input topics that are not co-partitioned (3 and 2 partitions): refused, saying what to fix.
+    let uneven = format!("{prefix}uneven.");
+    for (topic, partitions) in [("ad-impressions", "3"), ("ad-clicks", "2")] {
+        common::run_ok(Command::new("bash").arg(common::workspace().join("scripts/kafka.sh")).args([
+            "create-topic",
+            &format!("{uneven}{topic}"),
+            partitions,
+        ]));
+    }
+    let flags: Vec<String> =
+        ["--brokers", &brokers(), "--topic-prefix", &uneven].iter().map(|s| s.to_string()).collect();
+    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("input topic {uneven}ad-impressions has 3 partitions and {uneven}ad-clicks has 2"))
+            && stderr.contains(&format!("scripts/kafka.sh add-partitions {uneven}ad-clicks 3")),
         "{stderr}"
     );
 }

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use adstream::config::TimeConfig;
+use adstream::engine::{Engine, Input, Sink};
 use adstream::event::Source;
-use adstream::pipeline::{Input, Pipeline, Sink};
 use adstream::plugin::{Aggregator, NativeAggregator, SwapMode};
 use adstream::sink::topics::OutputTopics;
 use proptest::prelude::*;
@@ -68,7 +68,8 @@ fn engagement() -> Box<dyn Aggregator> {
     Box::new(NativeAggregator::<engagement::Engagement>::new("engagement", "engagement"))
 }
 
-/// (partition, payload) in consumption order: impressions on partitions 0 and 1, clicks on 2.
+/// (partition, payload) in consumption order: impressions on partitions 0 and 1 (tasks 0 and 1),
+/// each click on the clicks partition of its impression's task (2 or 3).
 fn stream(raw: &[(u16, u8, bool)]) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut impressions = Vec::new();
@@ -80,7 +81,7 @@ fn stream(raw: &[(u16, u8, bool)]) -> Vec<(usize, String)> {
                 r#"{{"click_id":"k{i}","impression_id":"i{id}","user_id":"u{key}","event_timestamp":{}}}"#,
                 its + i64::from(jitter % 900)
             );
-            out.push((2, payload));
+            out.push((2 + id % 2, payload));
         } else {
             impressions.push((i, ts));
             let payload = format!(
@@ -95,7 +96,7 @@ fn stream(raw: &[(u16, u8, bool)]) -> Vec<(usize, String)> {
     out
 }
 
-fn pipeline(batch_size: usize) -> Pipeline {
+fn pipeline(batch_size: usize) -> Engine {
     let time = TimeConfig {
         window_ms: WINDOW_MS,
         out_of_orderness_ms: 500,
@@ -103,10 +104,12 @@ fn pipeline(batch_size: usize) -> Pipeline {
         allowed_lateness_ms: 0,
         join_horizon_ms: 5_000,
     };
-    let mut p = Pipeline::with_aggregators(time, vec![ctr("1.0.0", 1), engagement()], batch_size, topics());
+    let mut p = Engine::with_aggregators(time, vec![ctr("1.0.0", 1), engagement()], batch_size, topics()).unwrap();
     let now = Instant::now();
-    for (i, source) in [Source::Impressions, Source::Impressions, Source::Clicks].into_iter().enumerate() {
-        p.add_partition(source, "t", i as i32, now);
+    for (source, partition) in
+        [(Source::Impressions, 0), (Source::Impressions, 1), (Source::Clicks, 0), (Source::Clicks, 1)]
+    {
+        p.add_partition(source, "t", partition, now).unwrap();
     }
     p
 }
@@ -207,37 +210,64 @@ proptest! {
     }
 }
 
-/// ctr that cannot take another instance's state: `restore-window` always fails.
-struct NoRestore(NativeAggregator<ctr::Ctr>);
+/// ctr that cannot take the state of a window open at the swap: `restore-window` fails for
+/// windows up to `refuses_through`.
+struct NoRestore {
+    inner: NativeAggregator<ctr::Ctr>,
+    refuses_through: i64,
+}
+
+impl NoRestore {
+    fn new(refuses_through: i64) -> Self {
+        NoRestore { inner: NativeAggregator::<ctr::Ctr>::new("ctr", "ctr").with_version("2.0.0", 1), refuses_through }
+    }
+}
 
 impl Aggregator for NoRestore {
     fn meta(&self) -> &adstream::plugin::PluginMeta {
-        self.0.meta()
+        self.inner.meta()
     }
     fn process(&mut self, batch: &[u8]) -> Result<(), adstream::plugin::PluginError> {
-        self.0.process(batch)
+        self.inner.process(batch)
     }
     fn close_window(
         &mut self,
         window: adstream::plugin::Window,
     ) -> Result<Vec<adstream::plugin::OutputRecord>, adstream::plugin::PluginError> {
-        self.0.close_window(window)
+        self.inner.close_window(window)
     }
     fn reset(&mut self) -> anyhow::Result<()> {
-        self.0.reset()
+        self.inner.reset()
     }
     fn export_window(
         &mut self,
         window: adstream::plugin::Window,
     ) -> Result<Option<Vec<u8>>, adstream::plugin::PluginError> {
-        self.0.export_window(window)
+        self.inner.export_window(window)
     }
-    fn restore_window(&mut self, _: adstream::plugin::Window, _: &[u8]) -> Result<(), adstream::plugin::PluginError> {
+    fn restore_window(
+        &mut self,
+        window: adstream::plugin::Window,
+        state: &[u8],
+    ) -> Result<(), adstream::plugin::PluginError> {
+        if window.start_ms > self.refuses_through {
+            return self.inner.restore_window(window, state);
+        }
         Err(adstream::plugin::PluginError::BadOutput {
             plugin: "ctr".into(),
             call: "restore-window",
-            detail: "refuses every state".into(),
+            detail: "refuses the state of a window open at the swap".into(),
         })
+    }
+    fn merge_window(
+        &mut self,
+        window: adstream::plugin::Window,
+        state: &[u8],
+    ) -> Result<(), adstream::plugin::PluginError> {
+        self.inner.merge_window(window, state)
+    }
+    fn fresh(&self) -> anyhow::Result<Box<dyn Aggregator>> {
+        Ok(Box::new(NoRestore::new(self.refuses_through)))
     }
 }
 
@@ -257,7 +287,7 @@ fn a_failed_carry_over_falls_back_to_the_old_version_finishing() {
         if n == at {
             open = p.open_windows();
             assert!(!open.is_empty(), "windows are open mid-stream");
-            let new = NoRestore(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr").with_version("2.0.0", 1));
+            let new = NoRestore::new(*open.iter().max().unwrap());
             let report = p.swap(Box::new(new)).expect("the swap is taken");
             assert!(matches!(report.mode, SwapMode::FinishingOpenWindows { .. }), "{report:?}");
         }

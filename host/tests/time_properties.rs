@@ -1,8 +1,9 @@
 //! Property tests of the time logic: for random event sequences (disorder within and beyond the
-//! bound, several partitions, random interleaving, random window sizes, lateness and join
-//! horizons), the pipeline's late events are exactly those a straightforward re-implementation of
-//! the SPEC's watermark rule calls late; each appears once in the late topic; and the emitted
-//! windows equal a batch computation over the events that were not late.
+//! bound, several tasks, random interleaving, random window sizes, lateness and join horizons),
+//! the engine's late events are exactly those a straightforward re-implementation of the SPEC's
+//! per-task watermark rule calls late; each appears once in the late topic; the published
+//! windows equal a batch computation over the events that were not late; and none of it depends
+//! on how the tasks' messages are interleaved (what spreading tasks over hosts changes).
 //!
 //! The aggregations run natively here (the same code the plugins run), so that a thousand cases
 //! take seconds.
@@ -11,15 +12,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use adstream::config::TimeConfig;
+use adstream::engine::{Engine, Input, Sink};
 use adstream::event::Source;
-use adstream::pipeline::{Input, Pipeline, Sink};
 use adstream::plugin::{Aggregator, NativeAggregator};
 use adstream::sink::topics::OutputTopics;
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 struct Ev {
-    partition: usize,
+    /// The task: partition `task` of both input topics.
+    task: usize,
     /// Impression id, or for a click the id it clicked.
     id: usize,
     click: bool,
@@ -48,10 +50,16 @@ impl Ev {
 #[derive(Clone, Debug)]
 struct Case {
     time: TimeConfig,
-    impression_partitions: usize,
-    click_partitions: usize,
+    tasks: usize,
     /// In consumption order.
     events: Vec<Ev>,
+}
+
+impl Ev {
+    /// The engine's partition id: impressions of task t are 2t, its clicks 2t + 1.
+    fn partition(&self) -> usize {
+        2 * self.task + usize::from(self.click)
+    }
 }
 
 const BASE: i64 = 1_795_946_400_000;
@@ -62,8 +70,7 @@ fn case() -> impl Strategy<Value = Case> {
         0i64..4_000,
         prop_oneof![Just(0i64), Just(1_500)],
         prop_oneof![Just(3_000i64), Just(20_000)],
-        1usize..4,
-        1usize..3,
+        1usize..5,
         // disorder: sometimes within the out-of-orderness, sometimes far beyond it
         prop_oneof![Just(500i64), Just(6_000), Just(30_000)],
         proptest::collection::vec(
@@ -71,7 +78,7 @@ fn case() -> impl Strategy<Value = Case> {
             0..150,
         ),
     )
-        .prop_map(|(window, ooo, lateness, horizon, ip, cp, disorder, raw)| {
+        .prop_map(|(window, ooo, lateness, horizon, tasks, disorder, raw)| {
             let time = TimeConfig {
                 window_ms: window,
                 out_of_orderness_ms: ooo,
@@ -80,30 +87,25 @@ fn case() -> impl Strategy<Value = Case> {
                 join_horizon_ms: horizon,
             };
             let mut events = Vec::new();
-            let mut impressions: Vec<(usize, i64)> = Vec::new();
+            let mut impressions: Vec<(usize, usize, i64)> = Vec::new();
             for (i, (r, step, campaign, device, user, click)) in raw.into_iter().enumerate() {
                 // The stream's clock advances by `step`; each event is that minus a random delay.
                 let clock = BASE + i as i64 * 100 + step * 10;
                 let ts = clock - (r % (disorder as u64 + 1)) as i64;
                 if click && !impressions.is_empty() {
-                    // Mostly clicks on a real impression, shortly after it (sometimes beyond the
-                    // horizon, sometimes before it); now and then one on an unknown impression.
-                    let (id, its) = impressions[(r as usize / 7) % impressions.len()];
+                    // Mostly clicks on a real impression, in its task, shortly after it (sometimes
+                    // beyond the horizon, sometimes before it); now and then one on an unknown
+                    // impression, or one a producer put in another task's partition.
+                    let (id, task, its) = impressions[(r as usize / 7) % impressions.len()];
                     let delay = (r % (horizon as u64 * 3 / 2)) as i64 - 500;
                     let id = if r % 11 == 0 { 1_000_000 + i } else { id };
-                    events.push(Ev {
-                        partition: ip + (r as usize % cp),
-                        id,
-                        click: true,
-                        ts: its + delay,
-                        campaign,
-                        device,
-                        user,
-                    });
+                    let task = if r % 13 == 0 { (task + 1) % tasks } else { task };
+                    events.push(Ev { task, id, click: true, ts: its + delay, campaign, device, user });
                 } else {
-                    impressions.push((i, ts));
+                    let task = r as usize % tasks;
+                    impressions.push((i, task, ts));
                     events.push(Ev {
-                        partition: r as usize % ip,
+                        task,
                         id: i,
                         click: false,
                         ts,
@@ -120,18 +122,13 @@ fn case() -> impl Strategy<Value = Case> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let k = next_key.entry(e.partition).or_insert(0);
+                    let k = next_key.entry(e.partition()).or_insert(0);
                     *k = (*k).max((i as u64 * 2654435761) % 997 + i as u64);
                     (*k, e)
                 })
                 .collect();
             keyed.sort_by_key(|(k, _)| *k);
-            Case {
-                time,
-                impression_partitions: ip,
-                click_partitions: cp,
-                events: keyed.into_iter().map(|(_, e)| e).collect(),
-            }
+            Case { time, tasks, events: keyed.into_iter().map(|(_, e)| e).collect() }
         })
 }
 
@@ -157,25 +154,54 @@ fn window(ts: i64, size: i64) -> i64 {
     ts.div_euclid(size) * size
 }
 
-/// The SPEC rule, restated: an event is late if, when it is read, the watermark (the minimum
-/// over partitions of their largest event time so far, minus the out-of-orderness) has reached
-/// its window's end plus the allowed lateness. No partition is idle here.
+/// The SPEC rule, restated: an event is late if, when it is read, its task's watermark (the
+/// smaller of its two partitions' largest event time so far, minus the out-of-orderness) has
+/// reached its window's end plus the allowed lateness. No partition is idle here.
 fn late_by_spec(case: &Case) -> Vec<bool> {
-    let parts = case.impression_partitions + case.click_partitions;
-    let mut max_ts = vec![i64::MIN; parts];
+    let mut max_ts = vec![i64::MIN; 2 * case.tasks];
     case.events
         .iter()
         .map(|e| {
-            let wm = max_ts.iter().min().copied().unwrap_or(i64::MIN).saturating_sub(case.time.out_of_orderness_ms);
+            let own = [max_ts[2 * e.task], max_ts[2 * e.task + 1]];
+            let wm = own.iter().min().copied().unwrap_or(i64::MIN).saturating_sub(case.time.out_of_orderness_ms);
             let end = window(e.ts, case.time.window_ms) + case.time.window_ms;
             let late = end + case.time.allowed_lateness_ms <= wm;
-            max_ts[e.partition] = max_ts[e.partition].max(e.ts);
+            max_ts[e.partition()] = max_ts[e.partition()].max(e.ts);
             late
         })
         .collect()
 }
 
-fn run(case: &Case) -> Result<(), TestCaseError> {
+/// The events' indices in another interleaving of the tasks: each task's own sequence (and so
+/// each of its partitions') is kept, as on any spread of tasks over hosts and threads.
+fn reinterleaved(case: &Case, seed: u64) -> Vec<usize> {
+    let mut per_task: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); case.tasks];
+    for (n, e) in case.events.iter().enumerate() {
+        per_task[e.task].push_back(n);
+    }
+    let mut order = Vec::with_capacity(case.events.len());
+    let mut x = seed | 1;
+    while order.len() < case.events.len() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if let Some(n) = per_task[(x % case.tasks as u64) as usize].pop_front() {
+            order.push(n);
+        }
+    }
+    order
+}
+
+/// What a run published: result records by topic (sorted), and the late copies.
+type Published = (BTreeMap<String, Vec<String>>, Vec<Vec<u8>>);
+
+/// Runs the events of `case` through the engine in `order` (indices into its events; an
+/// event's offset is its index, so two orders of one case publish the same bytes).
+fn ingest_all(
+    case: &Case,
+    payloads: &[String],
+    order: &[usize],
+) -> Result<(Collect, adstream::metrics::Stats), TestCaseError> {
     let aggregators: Vec<Box<dyn Aggregator>> = vec![
         Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr")),
         Box::new(NativeAggregator::<engagement::Engagement>::new("engagement", "engagement")),
@@ -187,19 +213,43 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         ..OutputTopics::with_prefix("")
     };
     // A small batch size, so that windows close between batches too.
-    let mut pipeline = Pipeline::with_aggregators(case.time, aggregators, 7, topics);
+    let mut engine =
+        Engine::with_aggregators(case.time, aggregators, 7, topics).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let now = Instant::now();
-    for p in 0..case.impression_partitions + case.click_partitions {
-        let source = if p < case.impression_partitions { Source::Impressions } else { Source::Clicks };
-        pipeline.add_partition(source, "t", p as i32, now);
+    for t in 0..case.tasks {
+        for source in [Source::Impressions, Source::Clicks] {
+            engine.add_partition(source, "t", t as i32, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
     }
     let mut sink = Collect::default();
-    let payloads: Vec<String> = case.events.iter().enumerate().map(|(n, e)| e.json(n)).collect();
-    for (n, (e, payload)) in case.events.iter().zip(&payloads).enumerate() {
-        let input = Input { partition: e.partition, offset: n as i64, key: None, payload: payload.as_bytes() };
-        pipeline.ingest(input, now, &mut sink).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for &n in order {
+        let e = &case.events[n];
+        let input = Input { partition: e.partition(), offset: n as i64, key: None, payload: payloads[n].as_bytes() };
+        engine.ingest(input, now, &mut sink).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
-    pipeline.finish(&mut sink).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    engine.finish(&mut sink).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    Ok((sink, engine.stats()))
+}
+
+fn published(sink: &Collect) -> Published {
+    let results = sink
+        .results
+        .iter()
+        .map(|(topic, values)| {
+            let mut v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            v.sort();
+            (topic.clone(), v)
+        })
+        .collect();
+    let mut late = sink.late.clone();
+    late.sort();
+    (results, late)
+}
+
+fn run(case: &Case) -> Result<(), TestCaseError> {
+    let payloads: Vec<String> = case.events.iter().enumerate().map(|(n, e)| e.json(n)).collect();
+    let order: Vec<usize> = (0..case.events.len()).collect();
+    let (sink, stats) = ingest_all(case, &payloads, &order)?;
 
     // Late: exactly the SPEC's, each once.
     let expected_late = late_by_spec(case);
@@ -218,7 +268,10 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     let mut eng: BTreeMap<(String, i64), (u64, HashSet<u8>)> = BTreeMap::new();
     for e in &on_time {
         if e.click {
-            let hit = imps.get(&e.id).filter(|i| i.ts <= e.ts && i.ts >= e.ts - case.time.join_horizon_ms);
+            // The join is local to a task: a click in another task's partition never finds its impression.
+            let hit = imps
+                .get(&e.id)
+                .filter(|i| i.task == e.task && i.ts <= e.ts && i.ts >= e.ts - case.time.join_horizon_ms);
             if let Some(i) = hit {
                 ctr.entry((format!("c{}", i.campaign), window(e.ts, size))).or_default().1 += 1;
             }
@@ -249,9 +302,14 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     prop_assert_eq!(got_eng, want_eng);
 
     // Conservation.
-    let stats = pipeline.stats();
     prop_assert_eq!(stats.accounted(), stats.consumed);
     prop_assert_eq!(stats.consumed as usize, case.events.len());
+
+    // The tasks interleaved otherwise: the very same records.
+    let other = reinterleaved(case, case.events.len() as u64 * 7919 + 1);
+    let (other_sink, other_stats) = ingest_all(case, &payloads, &other)?;
+    prop_assert_eq!(published(&other_sink), published(&sink), "another interleaving of the tasks published otherwise");
+    prop_assert_eq!(other_stats.late, stats.late);
     Ok(())
 }
 
@@ -262,4 +320,279 @@ proptest! {
     fn windows_equal_the_batch_computation_over_events_not_late(case in case()) {
         run(&case)?;
     }
+}
+
+// The merge stage on its own: partials built by real (native) plugin instances, one per task,
+// handed over in any order and some of them twice, with tasks that are empty, lagging or idle.
+
+mod merge_stage {
+    use std::collections::BTreeSet;
+
+    use adstream::engine::merge::{Added, Merge, Partial, Share, TaskClock};
+    use adstream::engine::time::WindowRule;
+    use adstream::plugin::{Aggregator, NativeAggregator, Slot, Window};
+    use adstream_abi::batch::{BatchWriter, Event, Kind};
+    use proptest::prelude::*;
+
+    const WINDOW: i64 = 60_000;
+
+    /// An event: window index, campaign, user, whether it is a click.
+    type Ev = (u8, u8, u8, bool);
+
+    #[derive(Clone, Debug)]
+    struct MergeCase {
+        /// Per task: its events and its clock.
+        tasks: Vec<(Vec<Ev>, TaskClock)>,
+        /// A permutation key for the order partials arrive in, and which of them come twice.
+        order_seed: u64,
+        duplicate_every: usize,
+    }
+
+    fn merge_case() -> impl Strategy<Value = MergeCase> {
+        let task = (
+            proptest::collection::vec((0u8..4, 0u8..4, 0u8..10, any::<bool>()), 0..40),
+            // Watermark in windows closed (0: none yet, 4: all) and whether it is idle.
+            0i64..5,
+            any::<bool>(),
+        )
+            .prop_map(|(events, closed, idle)| (events, TaskClock { watermark: closed * WINDOW, idle }));
+        (proptest::collection::vec(task, 1..6), any::<u64>(), 1usize..5)
+            .prop_map(|(tasks, order_seed, duplicate_every)| MergeCase { tasks, order_seed, duplicate_every })
+    }
+
+    fn plugins() -> Vec<Box<dyn Aggregator>> {
+        vec![
+            Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr")),
+            Box::new(NativeAggregator::<engagement::Engagement>::new("engagement", "engagement")),
+        ]
+    }
+
+    /// Each task's partials of the windows its clock has closed, exported by its own instances.
+    fn partials(case: &MergeCase) -> Vec<Partial> {
+        let mut out = Vec::new();
+        for (t, (events, clock)) in case.tasks.iter().enumerate() {
+            let mut instances = plugins();
+            let mut batch = BatchWriter::new();
+            let names: Vec<(String, String)> =
+                events.iter().map(|&(_, c, u, _)| (format!("c{c}"), format!("u{u}"))).collect();
+            for (&(w, _, _, click), (campaign, user)) in events.iter().zip(&names) {
+                let start = i64::from(w) * WINDOW;
+                batch.push(&Event {
+                    kind: if click { Kind::Click } else { Kind::Impression },
+                    window_start_ms: start,
+                    event_time_ms: start + 1,
+                    impression_time_ms: start,
+                    cost: 0.5,
+                    campaign_id: campaign,
+                    ad_id: "a",
+                    device_type: "d",
+                    browser: "b",
+                    user_id: user,
+                });
+            }
+            for i in &mut instances {
+                i.process(batch.bytes()).unwrap();
+            }
+            let windows: BTreeSet<u8> = events.iter().map(|e| e.0).collect();
+            for w in windows {
+                let start = i64::from(w) * WINDOW;
+                if start + WINDOW > clock.watermark {
+                    continue; // not closed at this task yet
+                }
+                let count = events.iter().filter(|e| e.0 == w).count() as u64;
+                for i in &mut instances {
+                    let state = i.export_window(Window { start_ms: start, end_ms: start + WINDOW }).unwrap();
+                    out.push(Partial {
+                        task: t as i32,
+                        window_start_ms: start,
+                        plugin: i.meta().name.clone(),
+                        version: i.meta().version.clone(),
+                        state_version: i.meta().state_version,
+                        events: count,
+                        share: state.map_or(Share::Empty, Share::State),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// What one plugin instance given every event of the tasks in `contributing` publishes.
+    fn batch_computation(case: &MergeCase, contributing: &BTreeSet<usize>, start: i64) -> Vec<Vec<(String, String)>> {
+        let mut instances = plugins();
+        let mut batch = BatchWriter::new();
+        let mut names = Vec::new();
+        for (t, (events, _)) in case.tasks.iter().enumerate() {
+            if contributing.contains(&t) {
+                names.extend(
+                    events
+                        .iter()
+                        .filter(|e| i64::from(e.0) * WINDOW == start)
+                        .map(|&(_, c, u, click)| (format!("c{c}"), format!("u{u}"), click)),
+                );
+            }
+        }
+        for (campaign, user, click) in &names {
+            batch.push(&Event {
+                kind: if *click { Kind::Click } else { Kind::Impression },
+                window_start_ms: start,
+                event_time_ms: start + 1,
+                impression_time_ms: start,
+                cost: 0.5,
+                campaign_id: campaign,
+                ad_id: "a",
+                device_type: "d",
+                browser: "b",
+                user_id: user,
+            });
+        }
+        instances
+            .iter_mut()
+            .map(|i| {
+                i.process(batch.bytes()).unwrap();
+                let mut records: Vec<(String, String)> = i
+                    .close_window(Window { start_ms: start, end_ms: start + WINDOW })
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| (r.key, r.value))
+                    .collect();
+                records.sort();
+                records
+            })
+            .collect()
+    }
+
+    fn check(case: MergeCase) -> Result<(), TestCaseError> {
+        let rule = WindowRule { window_ms: WINDOW, allowed_lateness_ms: 0, join_horizon_ms: 0 };
+        let mut merge = Merge::new(rule, plugins().into_iter().map(Slot::new).collect());
+        for t in 0..case.tasks.len() {
+            merge.expect(t as i32);
+        }
+        // Any order, some partials twice (a replay after a failover), clocks reported last.
+        let mut all = partials(&case);
+        let mut x = case.order_seed | 1;
+        for i in (1..all.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            all.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        for (n, p) in all.iter().enumerate() {
+            prop_assert_eq!(merge.add(p.clone()), Added::Kept);
+            if n % case.duplicate_every == 0 {
+                prop_assert_eq!(merge.add(p.clone()), Added::Duplicate);
+            }
+        }
+        for (t, (_, clock)) in case.tasks.iter().enumerate() {
+            merge.report(t as i32, *clock);
+        }
+        let watermark = merge.advance();
+        // The SPEC's rule: the smallest watermark over busy tasks; the largest if all are idle.
+        let busy = case.tasks.iter().filter(|(_, c)| !c.idle).map(|(_, c)| c.watermark).min();
+        let want = busy.unwrap_or_else(|| case.tasks.iter().map(|(_, c)| c.watermark).max().unwrap());
+        prop_assert_eq!(watermark, want);
+        let mut published = BTreeSet::new();
+        while let Some(start) = merge.next_due() {
+            prop_assert!(start + WINDOW <= watermark, "window {} published before every busy task closed it", start);
+            let (due, by_plugin) = merge.take(start).unwrap();
+            let contributing: BTreeSet<usize> = case
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, c))| start + WINDOW <= c.watermark)
+                .map(|(t, _)| t)
+                .collect();
+            prop_assert!(
+                due.tasks.iter().all(|&t| contributing.contains(&(t as usize))),
+                "a partial of a task that had not closed the window"
+            );
+            let want = batch_computation(&case, &contributing, start);
+            for (i, partials) in by_plugin.iter().enumerate() {
+                let (_, closed) = merge.close(i, due.window, partials);
+                let Ok(records) = closed else { return Err(TestCaseError::fail("the merge refused a window")) };
+                let mut got: Vec<(String, String)> = records.into_iter().map(|r| (r.key, r.value)).collect();
+                got.sort();
+                prop_assert_eq!(&got, &want[i], "plugin {} window {}", i, start);
+            }
+            published.insert(start);
+        }
+        // Windows held back are exactly those a busy task has not closed.
+        let held: BTreeSet<i64> = merge.pending_windows().collect();
+        for w in &held {
+            prop_assert!(w + WINDOW > watermark);
+        }
+        // A lagging idle task that closes a published window later: refused, never merged in.
+        for (t, (events, clock)) in case.tasks.iter().enumerate() {
+            for &(w, ..) in events {
+                let start = i64::from(w) * WINDOW;
+                if published.contains(&start) && start + WINDOW > clock.watermark {
+                    let late = Partial {
+                        task: t as i32,
+                        window_start_ms: start,
+                        plugin: "ctr".into(),
+                        version: "native".into(),
+                        state_version: 0,
+                        events: 1,
+                        share: Share::Empty,
+                    };
+                    prop_assert_eq!(merge.add(late), Added::AfterPublication);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn merged_partials_equal_one_instance_over_every_event(case in merge_case()) {
+            check(case)?;
+        }
+    }
+}
+
+/// An idle task does not hold the merge back, but its share of a window the others close is in
+/// the published result: the merge takes it before publishing.
+#[test]
+fn an_idle_task_s_events_are_in_the_window_the_others_close() {
+    let time = TimeConfig {
+        window_ms: 60_000,
+        out_of_orderness_ms: 0,
+        idle_timeout: Duration::from_secs(3),
+        allowed_lateness_ms: 0,
+        join_horizon_ms: 1_000,
+    };
+    let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
+    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };
+    let mut engine = Engine::with_aggregators(time, aggregators, 100, topics).unwrap();
+    let t0 = Instant::now();
+    for t in 0..2 {
+        for source in [Source::Impressions, Source::Clicks] {
+            engine.add_partition(source, "t", t, t0).unwrap();
+        }
+    }
+    let mut sink = Collect::default();
+    let imp = |n: usize, ts: i64| Ev { task: 0, id: n, click: false, ts, campaign: 0, device: 0, user: 0 }.json(n);
+    let mut offset = 0;
+    let mut send = |engine: &mut Engine, partition: usize, ts: i64, now: Instant, sink: &mut Collect| {
+        offset += 1;
+        let payload = imp(offset as usize, ts);
+        let input = Input { partition, offset, key: None, payload: payload.as_bytes() };
+        engine.ingest(input, now, sink).unwrap();
+    };
+    // Both tasks have events in the first window; task 1 then falls silent.
+    for i in 0..5 {
+        send(&mut engine, 0, BASE + i * 1_000, t0, &mut sink);
+        send(&mut engine, 2, BASE + i * 1_000, t0, &mut sink);
+    }
+    let later = t0 + Duration::from_secs(5);
+    engine.advance(later, &mut sink).unwrap();
+    // Task 0 (both partitions) moves on past the window's end; task 1 is idle.
+    send(&mut engine, 0, BASE + 61_000, later, &mut sink);
+    send(&mut engine, 1, BASE + 61_000, later, &mut sink);
+    let ctr = sink.results.get("ctr").expect("the first window is published");
+    assert_eq!(ctr.len(), 1, "{ctr:?}");
+    assert_eq!(ctr[0]["impressions"], 10, "both tasks' impressions: {}", ctr[0]);
+    assert!(sink.late.is_empty());
 }

@@ -15,11 +15,11 @@ use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::{Engine, Input};
 use crate::kafka::admin::{Admin, HEADROOM};
 use crate::kafka::{Failure, Health};
 use crate::metrics::Stats;
 use crate::ops::{Ops, Phase, PluginStatus, SwapInbox};
-use crate::pipeline::{Input, Pipeline};
 use crate::plugin::{Aggregator, Loader, Plugin, SwapReport};
 use crate::sink::kafka::KafkaSink;
 use crate::source::kafka::KafkaSource;
@@ -70,7 +70,7 @@ impl Timers {
 /// A running attempt.
 pub struct Attempt<'a> {
     env: &'a Env<'a>,
-    pipeline: Pipeline,
+    pipeline: Engine,
     source: KafkaSource,
     sink: KafkaSink,
     health: Health,
@@ -103,7 +103,7 @@ impl<'a> Attempt<'a> {
     /// topic: the topic's limit is taken to be below them.
     pub fn start(
         env: &'a Env<'a>,
-        pipeline: Option<Pipeline>,
+        pipeline: Option<Engine>,
         carried: Stats,
         refused: &[(String, usize)],
     ) -> Result<Self, Failure> {
@@ -114,7 +114,7 @@ impl<'a> Attempt<'a> {
                 env.ops.set_phase(Phase::Starting);
                 p
             }
-            None => Pipeline::new(config.time, env.loader, config.kafka.outputs.clone())?,
+            None => Engine::new(config.time, env.loader, config.kafka.outputs.clone())?,
         };
         let health = Health::default();
         tracing::info!(kafka = %config.kafka.client.describe(), "connecting");
@@ -204,7 +204,9 @@ impl<'a> Attempt<'a> {
     fn periodic(&mut self, now: Instant) -> Result<(), Failure> {
         if Timers::due(&mut self.timers.housekeeping, HOUSEKEEPING_EVERY, now) {
             self.health.fatal.check()?;
-            self.source.report_backlog(&mut self.pipeline);
+            self.source.report_backlog(&mut self.pipeline, now);
+            // Every task's clock, for those idle or behind since their last message.
+            self.pipeline.advance(now, &mut self.sink)?;
             self.apply_swaps();
         }
         // Per message: only a counter. The full stats (which walk the join's pending clicks) are
@@ -336,7 +338,7 @@ impl<'a> Attempt<'a> {
 /// limits by output topic and the largest input topic's limit.
 fn set_up_topics(
     config: &Config,
-    pipeline: &Pipeline,
+    pipeline: &Engine,
     source: &KafkaSource,
     health: &Health,
     refused: &[(String, usize)],

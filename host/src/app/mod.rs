@@ -36,10 +36,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, PluginConfig, TimeConfig};
+use crate::engine::{Engine, Input};
 use crate::event::Source;
 use crate::metrics::Stats;
 use crate::ops::{Ops, PluginStatus};
-use crate::pipeline::{Input, Pipeline};
 use crate::plugin::Loader;
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::topics::OutputTopics;
@@ -61,7 +61,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
     let loader = Loader::new(&config.plugins)?;
     // Plugins are loaded before anything touches Kafka: one that does not load is a mistake in
     // the command, to be told at once. Each attempt loads them again (from the compile cache).
-    let first = Pipeline::new(config.time, &loader, config.kafka.outputs.clone())?;
+    let first = Engine::new(config.time, &loader, config.kafka.outputs.clone())?;
     let admin_open = config.http.addr.is_some_and(|a| a.ip().is_loopback());
     let (ops, swaps) = Ops::new(Some(loader.clone()), config.http.admin_token.clone(), admin_open);
     // The server outlives the attempts: it reports "waiting" between them and "stopping" while
@@ -156,12 +156,12 @@ pub fn replay(
     out: impl Write,
 ) -> anyhow::Result<Stats> {
     let loader = Loader::new(plugins)?;
-    let mut pipeline = Pipeline::new(time, &loader, OutputTopics::with_prefix(""))?;
+    let mut pipeline = Engine::new(time, &loader, OutputTopics::with_prefix(""))?;
     let mut sink = JsonlSink::new(std::io::BufWriter::new(out));
     let now = Instant::now();
     let mut inputs = Vec::new();
     for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
-        let id = pipeline.add_partition(kind, &path.display().to_string(), 0, now);
+        let id = pipeline.add_partition(kind, &path.display().to_string(), 0, now)?;
         inputs.push((id, JsonlFile::open(path)?));
     }
     let mut live: Vec<usize> = (0..inputs.len()).collect();

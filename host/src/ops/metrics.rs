@@ -13,8 +13,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::{PartitionStatus, PluginStatus};
+use crate::engine::WindowResults;
 use crate::metrics::Stats;
-use crate::pipeline::WindowResults;
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::engine::{Engine, WindowResults};
 use crate::metrics::Stats;
-use crate::pipeline::{Pipeline, WindowResults};
 use crate::plugin::{Aggregator, Loader, Plugin, PluginMeta, SwapReport};
 
 /// Windows of results kept per plugin for the console's charts.
@@ -98,13 +98,12 @@ pub struct PluginStatus {
 }
 
 impl PluginStatus {
-    pub fn of(pipeline: &Pipeline) -> Vec<PluginStatus> {
-        pipeline
-            .slots()
-            .iter()
-            .map(|slot| {
-                let m = slot.meta();
-                let retiring = slot.retiring();
+    pub fn of(engine: &Engine) -> Vec<PluginStatus> {
+        engine
+            .plugin_summaries()
+            .into_iter()
+            .map(|p| {
+                let m = p.meta;
                 PluginStatus {
                     name: m.name.clone(),
                     description: m.description.clone(),
@@ -113,13 +112,13 @@ impl PluginStatus {
                     path: m.path.display().to_string(),
                     state_version: m.state_version,
                     output_topics: m.output_topics.clone(),
-                    status: if retiring.is_some() { "finishing-windows" } else { "running" },
-                    retiring: retiring.map(|(m, _)| m.into()),
-                    retiring_through_ms: retiring.map(|(_, w)| w),
-                    errors: slot.errors,
-                    last_error: slot.last_error.clone(),
-                    withheld_windows: slot.withheld.len(),
-                    swaps: slot.swaps,
+                    status: if p.retiring.is_some() { "finishing-windows" } else { "running" },
+                    retiring: p.retiring.map(|(m, _)| m.into()),
+                    retiring_through_ms: p.retiring.map(|(_, w)| w),
+                    errors: p.errors,
+                    last_error: p.last_error,
+                    withheld_windows: p.withheld_windows,
+                    swaps: p.swaps,
                 }
             })
             .collect()

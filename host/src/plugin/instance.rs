@@ -230,6 +230,31 @@ impl Aggregator for Plugin {
         self.call("restore-window", |b, s| b.call_restore_window(s, window, state))
     }
 
+    fn merge_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError> {
+        self.call("merge-window", |b, s| b.call_merge_window(s, window, state))
+    }
+
+    /// A new store and instance of the same compiled component, with the same limits.
+    fn fresh(&self) -> anyhow::Result<Box<dyn Aggregator>> {
+        let mut store = new_store(&self.runtime, self.memory_bytes, self.deadline_ticks, self.grants);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("instantiating another instance of plugin {}", self.meta.name))?;
+        Ok(Box::new(Plugin {
+            meta: self.meta.clone(),
+            runtime: self.runtime.clone(),
+            pre: self.pre.clone(),
+            store,
+            bindings,
+            deadline_ticks: self.deadline_ticks,
+            timeout_ms: self.timeout_ms,
+            memory_bytes: self.memory_bytes,
+            grants: self.grants,
+        }))
+    }
+
     /// Replaces the instance with a fresh one (all window state is lost). Needed after a
     /// trap: an instance that trapped cannot be entered again.
     fn reset(&mut self) -> anyhow::Result<()> {

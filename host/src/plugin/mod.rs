@@ -77,6 +77,13 @@ pub trait Aggregator {
 
     /// Replaces the accumulator of `window` with bytes another instance exported.
     fn restore_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError>;
+
+    /// Merges bytes another instance exported into the accumulator of `window` (associative and
+    /// commutative). Used by the merge stage.
+    fn merge_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError>;
+
+    /// Another instance of the same plugin and version, with no state: one per task.
+    fn fresh(&self) -> anyhow::Result<Box<dyn Aggregator>>;
 }
 
 /// Loads plugins with the settings the host started with: at start-up, and for live swaps (off

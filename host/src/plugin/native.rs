@@ -53,7 +53,7 @@ impl<A: Aggregation> NativeAggregator<A> {
     }
 }
 
-impl<A: Aggregation> Aggregator for NativeAggregator<A> {
+impl<A: Aggregation + 'static> Aggregator for NativeAggregator<A> {
     fn meta(&self) -> &PluginMeta {
         &self.meta
     }
@@ -87,6 +87,18 @@ impl<A: Aggregation> Aggregator for NativeAggregator<A> {
 
     fn export_window(&mut self, window: Window) -> Result<Option<Vec<u8>>, PluginError> {
         Ok(self.windows.export(window.start_ms))
+    }
+
+    fn merge_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError> {
+        self.windows.merge(window.start_ms, state).map_err(|detail| PluginError::BadOutput {
+            plugin: self.meta.name.clone(),
+            call: "merge-window",
+            detail,
+        })
+    }
+
+    fn fresh(&self) -> anyhow::Result<Box<dyn Aggregator>> {
+        Ok(Box::new(NativeAggregator::<A> { meta: self.meta.clone(), windows: Windows::default() }))
     }
 
     fn restore_window(&mut self, window: Window, state: &[u8]) -> Result<(), PluginError> {

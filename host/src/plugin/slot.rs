@@ -85,6 +85,8 @@ pub enum SwapRefused {
         "plugin {plugin} is still finishing the windows through {through} of its previous version; swap again once that window is emitted"
     )]
     Busy { plugin: String, through: String },
+    #[error("the new version could not be instantiated: {0}")]
+    Instantiate(String),
 }
 
 impl Slot {
@@ -140,9 +142,29 @@ impl Slot {
     /// that produced them. Windows close in order, and the cut-over window was open at the swap,
     /// so the previous version is dropped once that window is closed.
     pub fn close_window(&mut self, window: Window) -> (Which, Result<Vec<OutputRecord>, PluginError>) {
-        match &mut self.retiring {
-            Some(r) if window.start_ms <= r.through => (Which::Retiring, r.aggregator.close_window(window)),
-            _ => (Which::Current, self.current.close_window(window)),
+        let which = self.which_for(window.start_ms);
+        (which, self.instance(which).close_window(window))
+    }
+
+    /// Exports `window` from the version that owns it.
+    pub fn export_window(&mut self, window: Window) -> (Which, Result<Option<Vec<u8>>, PluginError>) {
+        let which = self.which_for(window.start_ms);
+        (which, self.instance(which).export_window(window))
+    }
+
+    /// The version that owns the window starting at `start`.
+    pub fn which_for(&self, start: i64) -> Which {
+        match &self.retiring {
+            Some(r) if start <= r.through => Which::Retiring,
+            _ => Which::Current,
+        }
+    }
+
+    /// The instance of `which` (the current one when no version is retiring).
+    pub fn instance(&mut self, which: Which) -> &mut dyn Aggregator {
+        match (which, &mut self.retiring) {
+            (Which::Retiring, Some(r)) => r.aggregator.as_mut(),
+            _ => self.current.as_mut(),
         }
     }
 
@@ -172,11 +194,7 @@ impl Slot {
             }
         }
         let name = self.meta_of(which).name.clone();
-        let instance = match (which, &mut self.retiring) {
-            (Which::Retiring, Some(r)) => &mut r.aggregator,
-            _ => &mut self.current,
-        };
-        if let Err(e) = instance.reset() {
+        if let Err(e) = self.instance(which).reset() {
             tracing::error!(plugin = %name, error = %e, "could not restart the plugin");
         }
     }
@@ -187,17 +205,28 @@ impl Slot {
         self.last_error = Some(reason.to_owned());
     }
 
-    /// Puts `new` in charge. `open` are the windows open now (the caller has already handed
-    /// every buffered event to the old version); `window_ms` is the window size.
+    /// Refused if the previous swap is still finishing its windows.
+    pub fn check_idle(&self) -> Result<(), SwapRefused> {
+        match self.retiring() {
+            Some((meta, through)) => {
+                Err(SwapRefused::Busy { plugin: meta.name.clone(), through: format_rfc3339_millis(through) })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Puts `new` in charge. `open` are the windows this slot's instance holds now (the caller
+    /// has already handed it every buffered event); `through` the newest window open anywhere
+    /// in the engine, the cut-over of an incompatible swap, so that every task and the merge
+    /// split the windows between the versions alike; `window_ms` is the window size.
     pub fn swap(
         &mut self,
         mut new: Box<dyn Aggregator>,
         open: &[i64],
+        through: Option<i64>,
         window_ms: i64,
     ) -> Result<SwapReport, SwapRefused> {
-        if let Some((meta, through)) = self.retiring() {
-            return Err(SwapRefused::Busy { plugin: meta.name.clone(), through: format_rfc3339_millis(through) });
-        }
+        self.check_idle()?;
         let old = self.current.meta().clone();
         let report = SwapReport {
             plugin: old.name.clone(),
@@ -208,7 +237,7 @@ impl Slot {
             mode: SwapMode::Immediate,
         };
         self.swaps += 1;
-        let Some(&through) = open.iter().max() else {
+        let Some(through) = through.or_else(|| open.iter().copied().max()) else {
             self.current = new;
             return Ok(report);
         };
@@ -228,10 +257,17 @@ impl Slot {
         }
         // If the export above trapped, the old instance fails on its next call, and the windows it
         // holds are withheld (see `failed`) rather than published incomplete.
-        let old = std::mem::replace(&mut self.current, new);
-        self.retiring = Some(Retiring { aggregator: old, through });
+        self.retire(new, through);
         let mode = SwapMode::FinishingOpenWindows { through: format_rfc3339_millis(through), windows: open.len() };
         Ok(SwapReport { mode, ..report })
+    }
+
+    /// Puts `new` in charge of the windows after `through`; the version in charge now finishes
+    /// the others. (The merge's slot follows its tasks this way when one of them could not
+    /// carry its windows over.)
+    pub fn retire(&mut self, new: Box<dyn Aggregator>, through: i64) {
+        let old = std::mem::replace(&mut self.current, new);
+        self.retiring = Some(Retiring { aggregator: old, through });
     }
 
     /// Moves every open window's accumulator from the current version into `new`.

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::value::RawValue;
 
-use crate::pipeline::Sink;
+use crate::engine::Sink;
 
 pub struct JsonlSink<W: Write> {
     out: W,

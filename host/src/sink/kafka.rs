@@ -37,10 +37,10 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::topics::record_bytes;
+use crate::engine::Sink;
 use crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
 use crate::kafka::failure::fix_for;
 use crate::kafka::{ClientSettings, Failure, Health, HostContext, Role};
-use crate::pipeline::Sink;
 
 /// How long one transaction step (init, the offsets, the flush, the commit) may take, retries
 /// included, before the host gives this producer up and starts again from the last checkpoint.
@@ -69,6 +69,9 @@ pub struct SinkContext {
     /// permission (stop) from a broker away (start again).
     transaction_error: Mutex<Option<String>>,
 }
+
+/// How long a failed transaction's cause may take to reach the log after it was aborted.
+const LATE_TRANSACTION_LOG: Duration = Duration::from_millis(500);
 
 /// The broker errors, by the name librdkafka logs them with, that fail a transaction for good.
 const NEVER_HEALING_TRANSACTION_ERRORS: &[(&str, RDKafkaErrorCode)] = &[
@@ -442,15 +445,23 @@ fn judge(producer: &ThreadedProducer<SinkContext>, error: KafkaError, id: &str, 
     if let KafkaError::Transaction(e) = &error
         && e.txn_requires_abort()
     {
-        // The transaction's own error first: a refused permission is in it, or in what librdkafka
-        // logged when it failed the transaction (the records' delivery reports then only say
-        // they were purged by the abort).
-        let logged = producer.context().never_healing_transaction_error();
-        let never_heals =
-            fix_for(e.code(), &e.to_string()).or_else(|| logged.as_ref().and_then(|(code, text)| fix_for(*code, text)));
         if let Err(abort) = producer.abort_transaction(STEP_DEADLINE) {
             tracing::warn!(error = %abort, "aborting the failed transaction");
         }
+        // The transaction's own error first: a refused permission is in it, or in what librdkafka
+        // logged when it failed the transaction (the records' delivery reports then only say
+        // they were purged by the abort). That log is read after the abort: librdkafka's main
+        // thread may fail the transaction (and log why) just after this thread saw the failure,
+        // but it runs the abort only after that. A broker's answer that comes in during the
+        // abort is logged a moment later: it is waited for briefly, since a restart costs more.
+        let mut logged = producer.context().never_healing_transaction_error();
+        let waited = Instant::now();
+        while logged.is_none() && waited.elapsed() < LATE_TRANSACTION_LOG {
+            std::thread::sleep(Duration::from_millis(50));
+            logged = producer.context().never_healing_transaction_error();
+        }
+        let never_heals =
+            fix_for(e.code(), &e.to_string()).or_else(|| logged.as_ref().and_then(|(code, text)| fix_for(*code, text)));
         let delivered = take_failures(producer);
         if let Some(fix) = never_heals {
             let cause = logged.map_or_else(|| error.to_string(), |(_, text)| text);

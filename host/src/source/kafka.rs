@@ -4,7 +4,7 @@
 //! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset>`): the watermark through
 //! which windows had been emitted, and how far the partition had been read. A restarted host
 //! resumes from both, so it neither emits a finished window again nor re-routes a late or
-//! invalid message; see [`crate::pipeline::Pipeline::resume`].
+//! invalid message; see [`crate::engine::Engine::resume`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,12 +16,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
 
 use crate::config::KafkaConfig;
+use crate::engine::Engine;
+use crate::engine::watermark::PartitionId;
 use crate::event::Source;
 use crate::kafka::{Failure, Health, HostContext, Role};
 use crate::ops::PartitionStatus;
-use crate::pipeline::Pipeline;
 use crate::sink::kafka::STEP_DEADLINE;
-use crate::watermark::PartitionId;
 
 /// How long the first contact with the cluster may take before the attempt is given up (and
 /// tried again after a backoff).
@@ -33,9 +33,9 @@ pub struct KafkaSource {
     config: KafkaConfig,
     /// (source, Kafka partition) → pipeline partition.
     ids: HashMap<(Source, i32), PartitionId>,
-    /// Pipeline partition → (topic, Kafka partition).
+    /// Engine partition → (topic, Kafka partition).
     topics: Vec<(String, i32)>,
-    /// Pipeline partition → the offset reading started at (0 when unknown), for the backlog
+    /// Engine partition → the offset reading started at (0 when unknown), for the backlog
     /// of a partition nothing was read from yet.
     start_offsets: Vec<i64>,
     /// The input partitions found at connection: (source, topic, partition).
@@ -139,6 +139,7 @@ impl KafkaSource {
                 source.partitions.push((kind, topic.clone(), partition));
             }
         }
+        source.check_co_partitioned()?;
         Ok(source)
     }
 
@@ -159,6 +160,10 @@ impl KafkaSource {
                 Err(e) => e,
             };
             if started.elapsed() >= CONNECT_TIMEOUT {
+                // The client may have said why in the meantime (a refused certificate, say).
+                if let Some(fatal) = health.fatal.get() {
+                    return Err(Failure::Fatal(anyhow::anyhow!(fatal)));
+                }
                 let seen = health.last_error.recent(CONNECT_TIMEOUT).unwrap_or_else(|| error.to_string());
                 return Err(Failure::Recoverable(anyhow::anyhow!(
                     "no answer from Kafka at {} within {} s: {seen}",
@@ -169,6 +174,27 @@ impl KafkaSource {
         }
     }
 
+    /// A task is partition `p` of both input topics, so they must have the same partitions:
+    /// otherwise some clicks' impressions would be in a partition no task pairs them with.
+    fn check_co_partitioned(&self) -> Result<(), Failure> {
+        let count = |kind| self.partitions.iter().filter(|(k, ..)| *k == kind).count();
+        let (impressions, clicks) = (count(Source::Impressions), count(Source::Clicks));
+        if impressions == clicks {
+            return Ok(());
+        }
+        let (fewer, more, target) = if impressions < clicks {
+            (&self.config.impressions_topic, &self.config.clicks_topic, clicks)
+        } else {
+            (&self.config.clicks_topic, &self.config.impressions_topic, impressions)
+        };
+        Err(Failure::Fatal(anyhow::anyhow!(
+            "input topic {} has {impressions} partitions and {} has {clicks}: the host joins partition p of one with partition p of the other (both keyed by impression_id), so they must have the same count. Add partitions to {fewer} to match {more} (with this project's broker: bash scripts/kafka.sh add-partitions {fewer} {target}; elsewhere: kafka-topics.sh --bootstrap-server {} --alter --topic {fewer} --partitions {target}) and make sure the producers of both use the same partitioner",
+            self.config.impressions_topic,
+            self.config.clicks_topic,
+            self.config.client.brokers
+        )))
+    }
+
     /// The number of partitions of the impressions topic.
     pub fn impression_partitions(&self) -> usize {
         self.partitions.iter().filter(|(kind, ..)| *kind == Source::Impressions).count()
@@ -177,11 +203,11 @@ impl KafkaSource {
     /// Registers the partitions with the pipeline, resumes it from the committed checkpoints and
     /// assigns the partitions. Call it once the producer has fenced any predecessor, so that
     /// the offsets read here cannot move under us.
-    pub fn open(&mut self, pipeline: &mut Pipeline) -> Result<(), Failure> {
+    pub fn open(&mut self, pipeline: &mut Engine) -> Result<(), Failure> {
         let mut assignment = TopicPartitionList::new();
         let now = Instant::now();
         for (kind, topic, partition) in &self.partitions {
-            let id = pipeline.add_partition(*kind, topic, *partition, now);
+            let id = pipeline.add_partition(*kind, topic, *partition, now).map_err(Failure::Fatal)?;
             self.ids.insert((*kind, *partition), id);
             self.topics.push((topic.clone(), *partition));
             assignment.add_partition(topic, *partition);
@@ -270,18 +296,18 @@ impl KafkaSource {
     /// Tells the pipeline which partitions have messages not read yet, from the high
     /// watermarks librdkafka caches from its fetch responses (no network round trip). A
     /// partition whose high watermark is not known yet counts as behind.
-    pub fn report_backlog(&self, pipeline: &mut Pipeline) {
+    pub fn report_backlog(&self, pipeline: &mut Engine, now: Instant) {
         for (id, (topic, partition)) in self.topics.iter().enumerate() {
             let backlog = match cached_high_watermark(&self.consumer, topic, *partition) {
                 Some(high) => pipeline.next_offset(id).map_or(high > self.start_offsets[id], |next| high > next),
                 None => true,
             };
-            pipeline.set_backlog(id, backlog);
+            pipeline.set_backlog(id, backlog, now);
         }
     }
 
     /// Every input partition's position, end, lag and watermark, for the console and metrics.
-    pub fn status(&self, pipeline: &Pipeline, now: Instant) -> Vec<PartitionStatus> {
+    pub fn status(&self, pipeline: &Engine, now: Instant) -> Vec<PartitionStatus> {
         self.topics
             .iter()
             .enumerate()
@@ -304,7 +330,7 @@ impl KafkaSource {
 
     /// For every partition, the first offset the pipeline still needs, with the checkpoint
     /// metadata: what a checkpoint commits once the output covering it is durable.
-    pub fn offsets(&self, pipeline: &Pipeline) -> Result<TopicPartitionList, Failure> {
+    pub fn offsets(&self, pipeline: &Engine) -> Result<TopicPartitionList, Failure> {
         let mut tpl = TopicPartitionList::new();
         for (id, (topic, partition)) in self.topics.iter().enumerate() {
             let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id)) else { continue };

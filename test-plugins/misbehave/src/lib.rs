@@ -92,10 +92,15 @@ impl Aggregation for Misbehave {
         }
     }
 
+    // The poison is state too: a window's accumulator travels from its task to the merge.
     fn encode(&self, out: &mut StateWriter) {
         out.u64(self.counts.len() as u64);
         for (campaign_id, n) in &self.counts {
             out.str(campaign_id).u64(*n);
+        }
+        out.u64(u64::from(self.poison.is_some()));
+        if let Some(poison) = &self.poison {
+            out.str(poison);
         }
     }
 
@@ -105,6 +110,9 @@ impl Aggregation for Misbehave {
             let campaign_id = input.str()?.to_owned();
             acc.counts.insert(campaign_id, input.u64()?);
         }
+        if input.u64()? == 1 {
+            acc.poison = Some(input.str()?.to_owned());
+        }
         Ok(acc)
     }
 
@@ -112,6 +120,7 @@ impl Aggregation for Misbehave {
         for (campaign_id, n) in other.counts {
             *self.counts.entry(campaign_id).or_default() += n;
         }
+        self.poison = self.poison.take().or(other.poison);
     }
 }
 

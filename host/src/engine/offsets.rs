@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::watermark::PartitionId;
+use super::watermark::PartitionId;
 
 #[derive(Clone, Debug, Default)]
 struct Partition {

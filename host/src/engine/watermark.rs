@@ -14,7 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Index of an input partition in this process (dense, assigned by [`Watermarks::add_partition`]).
+/// Index of an input partition (dense, assigned by `add_partition`): in the engine, every
+/// partition it reads; in a task's [`Watermarks`], its own.
 pub type PartitionId = usize;
 
 #[derive(Clone, Debug)]
@@ -115,6 +116,11 @@ impl Watermarks {
     /// Whether some partition is idle or finished right now (for logs and the console).
     pub fn idle_partitions(&self, now: Instant) -> usize {
         self.partitions.iter().filter(|p| self.is_idle(p, now)).count()
+    }
+
+    /// Whether every partition is idle or finished right now: nothing holds the watermark.
+    pub fn all_idle(&self, now: Instant) -> bool {
+        self.partitions.iter().all(|p| self.is_idle(p, now))
     }
 
     /// Whether `p` is idle or finished right now (for the console).

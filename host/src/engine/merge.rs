@@ -1,0 +1,311 @@
+//! The merge stage: the second phase of every aggregation.
+//!
+//! Each task folds its own events into per-window accumulators (the local phase). When a window
+//! closes at a task, the task hands over its share of it, one [`Partial`] per plugin: the
+//! accumulator's exported bytes (`export-window`), or why it has none it can vouch for. The
+//! merge keeps the partials of every window not published yet and each task's watermark, and
+//! publishes a window once the merge watermark has closed it: the smallest over the tasks that
+//! are not idle (the largest if all are), the rule a task applies to its own two partitions.
+//!
+//! Publishing window `w` for one plugin restores the first task's partial into the merge's
+//! instance (`restore-window`), merges the others in (`merge-window`, associative and
+//! commutative: the order partials arrive in does not matter) and closes it (`close-window`).
+//! Unique users stay exact: the accumulators carry sets, and merging is their union.
+//!
+//! What is never merged into a number: a partial a task could not vouch for (its instance
+//! failed while holding the window), partials of different `state-version`s, or of a version
+//! the merge has no instance of. The window's result is then withheld, with the reason. A
+//! partial that repeats one already held (a replay after a failover) is ignored; one that
+//! arrives after its window was published is reported, never folded into a published number.
+
+use std::collections::BTreeMap;
+
+use super::time::WindowRule;
+use crate::plugin::slot::Which;
+use crate::plugin::{OutputRecord, PluginError, Slot, Window};
+
+/// A task: the partition number `p` of both input topics.
+pub type TaskId = i32;
+
+/// What a task knows of one window for one plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// The accumulator, as the plugin's `export-window` wrote it.
+    State(Vec<u8>),
+    /// The plugin held no state for the window at this task (no event of the kinds it wants).
+    Empty,
+    /// The task's instance lost the window's state (it failed while holding it): the window's
+    /// result cannot be complete.
+    Withheld(String),
+}
+
+/// One task's share of one window for one plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partial {
+    pub task: TaskId,
+    pub window_start_ms: i64,
+    pub plugin: String,
+    pub version: String,
+    pub state_version: u32,
+    /// Events of the window the task counted (every plugin's partial of a window says the same).
+    pub events: u64,
+    pub share: Share,
+}
+
+/// A task's progress as the merge sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskClock {
+    /// Windows this watermark closes are closed at the task: their partials are all in.
+    pub watermark: i64,
+    /// All the task's partitions are idle: it does not hold the merge back.
+    pub idle: bool,
+}
+
+/// The partials of one window not published yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// By plugin (the order of the merge's slots), then by task.
+    partials: Vec<BTreeMap<TaskId, Partial>>,
+}
+
+/// A window ready to publish.
+pub struct Due {
+    pub window: Window,
+    /// Events counted in it, over every task.
+    pub events: u64,
+    /// Tasks that contributed a partial.
+    pub tasks: Vec<TaskId>,
+}
+
+/// What became of a partial handed to [`Merge::add`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Added {
+    Kept,
+    /// The same task's partial of the same window and plugin was already held.
+    Duplicate,
+    /// Its window was already published: nothing merges into a published number.
+    AfterPublication,
+}
+
+pub struct Merge {
+    rule: WindowRule,
+    clocks: BTreeMap<TaskId, TaskClock>,
+    /// The merge watermark: every window it closes is due. Never goes back.
+    watermark: i64,
+    /// Every window this closes is published (or had nothing to publish): no partial of it is
+    /// taken any more.
+    published: i64,
+    pending: BTreeMap<i64, Pending>,
+    /// One slot per plugin: the instances windows are merged and closed in.
+    slots: Vec<Slot>,
+}
+
+impl Merge {
+    pub fn new(rule: WindowRule, slots: Vec<Slot>) -> Self {
+        Merge {
+            rule,
+            clocks: BTreeMap::new(),
+            watermark: i64::MIN,
+            published: i64::MIN,
+            pending: BTreeMap::new(),
+            slots,
+        }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    pub fn slots_mut(&mut self) -> &mut [Slot] {
+        &mut self.slots
+    }
+
+    /// Starts from the watermark an earlier run published through.
+    pub fn resume(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
+        self.published = self.published.max(watermark);
+    }
+
+    /// The merge watermark: the windows it closes are due (published, once
+    /// [`Merge::next_due`] has none left).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The watermark through which windows are published.
+    pub fn published(&self) -> i64 {
+        self.published
+    }
+
+    /// A task the merge waits for; it holds the merge back until it reports.
+    pub fn expect(&mut self, task: TaskId) {
+        self.clocks.entry(task).or_insert(TaskClock { watermark: i64::MIN, idle: false });
+    }
+
+    /// `task` reports its progress.
+    pub fn report(&mut self, task: TaskId, clock: TaskClock) {
+        self.clocks.insert(task, clock);
+    }
+
+    pub fn add(&mut self, partial: Partial) -> Added {
+        if self.rule.is_closed(partial.window_start_ms, self.published) {
+            return Added::AfterPublication;
+        }
+        let Some(i) = self.slots.iter().position(|s| s.meta().name == partial.plugin) else {
+            // Not a plugin of this host: its window is published without it.
+            return Added::AfterPublication;
+        };
+        let pending = self.pending.entry(partial.window_start_ms).or_default();
+        if pending.partials.len() < self.slots.len() {
+            pending.partials.resize_with(self.slots.len(), BTreeMap::new);
+        }
+        match pending.partials[i].entry(partial.task) {
+            std::collections::btree_map::Entry::Occupied(_) => Added::Duplicate,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(partial);
+                Added::Kept
+            }
+        }
+    }
+
+    /// Recomputes the merge watermark from the tasks' clocks and returns it.
+    pub fn advance(&mut self) -> i64 {
+        let active = self.clocks.values().filter(|c| !c.idle).map(|c| c.watermark).min();
+        let candidate = active.or_else(|| self.clocks.values().map(|c| c.watermark).max()).unwrap_or(i64::MIN);
+        self.watermark = self.watermark.max(candidate);
+        self.watermark
+    }
+
+    /// The oldest window with partials that the merge watermark closes, if any.
+    pub fn next_due(&self) -> Option<i64> {
+        let (&w, _) = self.pending.first_key_value()?;
+        self.rule.is_closed(w, self.watermark).then_some(w)
+    }
+
+    /// The windows holding partials, oldest first.
+    pub fn pending_windows(&self) -> impl Iterator<Item = i64> + '_ {
+        self.pending.keys().copied()
+    }
+
+    /// Takes window `start`'s partials out for publishing: from now on it counts as published.
+    pub fn take(&mut self, start: i64) -> Option<(Due, Vec<Vec<Partial>>)> {
+        self.published = self.published.max(self.rule.closes_at(start));
+        let pending = self.pending.remove(&start)?;
+        let mut events: BTreeMap<TaskId, u64> = BTreeMap::new();
+        let mut by_plugin = Vec::with_capacity(self.slots.len());
+        for i in 0..self.slots.len() {
+            let partials: Vec<Partial> =
+                pending.partials.get(i).map(|m| m.values().cloned().collect()).unwrap_or_default();
+            for p in &partials {
+                events.insert(p.task, p.events);
+            }
+            by_plugin.push(partials);
+        }
+        let window = Window { start_ms: start, end_ms: start + self.rule.window_ms };
+        let due = Due { window, events: events.values().sum(), tasks: events.keys().copied().collect() };
+        Some((due, by_plugin))
+    }
+
+    /// Merges plugin `i`'s partials of `window` and closes it: the records, with the instance
+    /// that produced them, or why there are none to publish.
+    pub fn close(
+        &mut self,
+        i: usize,
+        window: Window,
+        partials: &[Partial],
+    ) -> (Which, Result<Vec<OutputRecord>, Refusal>) {
+        let slot = &mut self.slots[i];
+        let which = slot.which_for(window.start_ms);
+        let meta = slot.meta_of(which).clone();
+        if let Some(p) = partials.iter().find_map(|p| match &p.share {
+            Share::Withheld(reason) => Some(format!("task {}: {reason}", p.task)),
+            _ => None,
+        }) {
+            return (which, Err(Refusal::Withheld(p)));
+        }
+        if let Some(p) = partials.iter().find(|p| p.state_version != meta.state_version) {
+            return (
+                which,
+                Err(Refusal::Withheld(format!(
+                    "task {} exported this window with {} version {} (state-version {}), but the window is merged by version {} (state-version {}): accumulators of different state versions are never merged",
+                    p.task, p.plugin, p.version, p.state_version, meta.version, meta.state_version
+                ))),
+            );
+        }
+        let mut restored = false;
+        for p in partials {
+            let Share::State(bytes) = &p.share else { continue };
+            let result = if restored {
+                slot.instance(which).merge_window(window, bytes)
+            } else {
+                slot.instance(which).restore_window(window, bytes)
+            };
+            if let Err(e) = result {
+                return (which, Err(Refusal::Failed(e)));
+            }
+            restored = true;
+        }
+        match slot.instance(which).close_window(window) {
+            Ok(records) => (which, Ok(records)),
+            Err(e) => (which, Err(Refusal::Failed(e))),
+        }
+    }
+}
+
+/// Why the merge has no records of a window for a plugin.
+pub enum Refusal {
+    /// A reason known before any call: published in place of the result.
+    Withheld(String),
+    /// A call failed: the merge's instance restarts empty.
+    Failed(PluginError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::NativeAggregator;
+
+    fn rule() -> WindowRule {
+        WindowRule { window_ms: 60_000, allowed_lateness_ms: 0, join_horizon_ms: 0 }
+    }
+
+    fn merge() -> Merge {
+        Merge::new(rule(), vec![Slot::new(Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr")))])
+    }
+
+    #[test]
+    fn the_slowest_busy_task_holds_the_merge_and_idle_ones_do_not() {
+        let mut m = merge();
+        m.expect(0);
+        m.expect(1);
+        assert_eq!(m.advance(), i64::MIN, "task 1 has not reported");
+        m.report(0, TaskClock { watermark: 120_000, idle: false });
+        m.report(1, TaskClock { watermark: 60_000, idle: false });
+        assert_eq!(m.advance(), 60_000);
+        m.report(1, TaskClock { watermark: 60_000, idle: true });
+        assert_eq!(m.advance(), 120_000);
+        m.report(0, TaskClock { watermark: 130_000, idle: true });
+        assert_eq!(m.advance(), 130_000, "all idle: the largest");
+        m.report(1, TaskClock { watermark: 61_000, idle: false });
+        assert_eq!(m.advance(), 130_000, "never backwards");
+    }
+
+    #[test]
+    fn duplicates_are_ignored_and_late_partials_refused() {
+        let mut m = merge();
+        let p = Partial {
+            task: 0,
+            window_start_ms: 0,
+            plugin: "ctr".into(),
+            version: "native".into(),
+            state_version: 0,
+            events: 0,
+            share: Share::Empty,
+        };
+        assert_eq!(m.add(p.clone()), Added::Kept);
+        assert_eq!(m.add(p.clone()), Added::Duplicate);
+        m.resume(60_000);
+        assert_eq!(m.next_due(), Some(0));
+        assert_eq!(m.add(Partial { task: 1, ..p }), Added::AfterPublication);
+    }
+}

@@ -1,0 +1,835 @@
+//! The engine: tasks, the merge stage, and what they publish, independent of where messages
+//! come from and where output goes.
+//!
+//! ```text
+//!             ┌ task 0 (impressions[0] + clicks[0]): decode → late? → join → batch → plugins ┐
+//! input ──────┤ task 1 ...                                                                  ├─> partials ─> merge ─> results
+//!             └ task p: its own watermark, join, offsets, open windows, plugin instances     ┘
+//! ```
+//!
+//! - [`task`]: a task, the unit of work (SPEC "Time"): partition `p` of both input topics, with
+//!   its own watermark and join and one instance of every plugin (the local phase).
+//! - [`merge`]: the second phase: each window's partials from every task, merged with
+//!   `merge-window` and closed once every task's watermark has closed the window.
+//! - [`time`]: the window rule; [`watermark`]: watermarks and idleness; [`join`]: clicks matched
+//!   to impressions; [`offsets`]: which input offsets are safe to commit.
+//! - [`exchange`]: partials and progress as the records of the partials topic.
+//! - [`route`]: copies of late and invalid input; [`publish`]: result records and what is
+//!   published in place of a result that cannot be vouched for.
+//!
+//! It is synchronous on purpose: the thread that runs an engine owns its tasks and plugin
+//! instances, so the per-event path takes no lock and makes no async hop. The Kafka driver
+//! ([`crate::app`]) and the file driver ([`crate::app::replay`]) feed it [`Input`]s and hand it
+//! a [`Sink`].
+//!
+//! Lateness and exactly-once: an event is late when its task's watermark has closed its window
+//! (SPEC "Time"). Its copy goes to the late topic when the window is *published*, in the same
+//! transaction as the window's results, and its offset is held until then like a counted
+//! event's: a restart before that re-reads it and decides again, so no decision is half kept.
+//! An event whose window is already published is late at once.
+
+pub mod exchange;
+pub mod join;
+pub mod merge;
+pub mod offsets;
+pub mod publish;
+pub mod route;
+pub mod task;
+pub mod time;
+pub mod watermark;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use adstream_abi::time::format_rfc3339_millis;
+
+use self::merge::{Added, Merge, Partial, Refusal, TaskId};
+use self::offsets::OffsetTracker;
+use self::publish::{check_record, plugin_error};
+use self::task::{Failure, Task};
+use self::time::WindowRule;
+use self::watermark::PartitionId;
+use crate::config::TimeConfig;
+use crate::event::{Event, Rejected, Source, decode};
+use crate::metrics::Stats;
+use crate::plugin::slot::Which;
+use crate::plugin::{Aggregator, Loader, OutputRecord, PluginMeta, Slot, SwapMode, SwapRefused, SwapReport, Window};
+use crate::sink::topics::{OutputTopics, record_bytes};
+
+pub use self::publish::WindowResults;
+
+/// Largest input message accepted; longer ones are dead-lettered.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Where the engine's output goes: result, late and dead-letter records alike.
+pub trait Sink {
+    /// Queues one record. An error here is an infrastructure failure and stops the engine.
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> anyhow::Result<()>;
+
+    /// The largest record `topic` takes, as [`record_bytes`] counts it; `None`: no limit. The
+    /// engine never sends a larger one: it truncates a copy of an input message, and
+    /// withholds a plugin's record.
+    fn record_limit(&self, _topic: &str) -> Option<usize> {
+        None
+    }
+}
+
+/// One input message.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub partition: PartitionId,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// Where an input partition is, for headers and logs, and which task it feeds.
+#[derive(Clone, Debug)]
+pub struct PartitionInfo {
+    pub source: Source,
+    pub topic: String,
+    pub partition: i32,
+    /// The task (an index into the engine's tasks) and the partition's index in it.
+    task: usize,
+    side: PartitionId,
+    /// Messages below this offset were processed by an earlier run (see [`Engine::resume`]).
+    replay_until: i64,
+}
+
+/// A late event whose copy waits for its window to be published.
+struct DeferredLate {
+    partition: PartitionId,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    detail: String,
+}
+
+/// A plugin as the console shows it: the version in charge, and the counts over every
+/// instance (one per task, and the merge's).
+pub struct PluginSummary<'a> {
+    pub meta: &'a PluginMeta,
+    pub retiring: Option<(&'a PluginMeta, i64)>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub withheld_windows: usize,
+    pub swaps: u64,
+}
+
+pub struct Engine {
+    time: TimeConfig,
+    rule: WindowRule,
+    topics: OutputTopics,
+    partitions: Vec<PartitionInfo>,
+    tasks: Vec<Task>,
+    /// Task id (partition number) → index in `tasks`.
+    task_index: BTreeMap<TaskId, usize>,
+    merge: Merge,
+    offsets: OffsetTracker,
+    /// Window → late events of it waiting for its publication.
+    deferred: BTreeMap<i64, Vec<DeferredLate>>,
+    /// One instance of each plugin that new tasks' instances are made from (its current version).
+    prototypes: Vec<Box<dyn Aggregator>>,
+    /// What loaded the plugins, for live swaps (`None` for an engine built from aggregators).
+    loader: Option<Loader>,
+    batch_size: usize,
+    /// Test-only failpoint (`ADSTREAM_FAILPOINT_EMIT_PAUSE_MS`): pause this long in the middle of
+    /// publishing each window, after the first plugin's records, so that a crash test can kill
+    /// the host while a window is half published.
+    emit_pause: Option<std::time::Duration>,
+    /// The results of each window published since [`Engine::take_results`], if the driver shows
+    /// them (`None` otherwise, so nothing accumulates).
+    results: Option<Vec<WindowResults>>,
+    /// When the merge watermark passed the end of each window published since
+    /// [`Engine::take_emitted`], if the driver measures latency.
+    emitted_at: Option<Vec<Instant>>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// Loads the plugins `loader` was configured with and builds an empty engine.
+    pub fn new(time: TimeConfig, loader: &Loader, topics: OutputTopics) -> anyhow::Result<Self> {
+        let plugins = loader.config();
+        let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
+        for path in &plugins.plugins {
+            let plugin = loader.load(path)?;
+            let meta = plugin.meta();
+            if let Some(other) = loaded.iter().find(|p| p.meta().name == meta.name) {
+                anyhow::bail!(
+                    "plugins {} and {} are both named {:?}: load one of them",
+                    other.meta().path.display(),
+                    path.display(),
+                    meta.name
+                );
+            }
+            tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..meta.hash.len().min(12)], outputs = ?meta.output_topics, "loaded plugin");
+            loaded.push(plugin);
+        }
+        for limit in &plugins.limits {
+            anyhow::ensure!(
+                loaded.iter().any(|p| p.meta().name == limit.plugin),
+                "--plugin-limit names {:?}, but no plugin of that name is loaded (loaded: {})",
+                limit.plugin,
+                loaded.iter().map(|p| p.meta().name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        topics.check_overrides(loaded.iter().map(|p| p.meta()))?;
+        let mut engine = Self::with_aggregators(time, loaded, plugins.batch_size, topics)?;
+        engine.loader = Some(loader.clone());
+        Ok(engine)
+    }
+
+    /// An empty engine over the given aggregations (each task gets fresh instances of them).
+    pub fn with_aggregators(
+        time: TimeConfig,
+        plugins: Vec<Box<dyn Aggregator>>,
+        batch_size: usize,
+        topics: OutputTopics,
+    ) -> anyhow::Result<Self> {
+        let rule = WindowRule::of(&time);
+        let merge_slots = plugins.iter().map(|p| p.fresh().map(Slot::new)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Engine {
+            time,
+            rule,
+            topics,
+            partitions: Vec::new(),
+            tasks: Vec::new(),
+            task_index: BTreeMap::new(),
+            merge: Merge::new(rule, merge_slots),
+            offsets: OffsetTracker::default(),
+            deferred: BTreeMap::new(),
+            prototypes: plugins,
+            loader: None,
+            batch_size,
+            emit_pause: std::env::var("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
+            results: None,
+            emitted_at: None,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Registers an input partition: partition `partition` of `source` feeds task `partition`
+    /// (created with fresh plugin instances on its first partition).
+    pub fn add_partition(
+        &mut self,
+        source: Source,
+        topic: &str,
+        partition: i32,
+        now: Instant,
+    ) -> anyhow::Result<PartitionId> {
+        let task = match self.task_index.get(&partition) {
+            Some(&t) => t,
+            None => {
+                let slots =
+                    self.prototypes.iter().map(|p| p.fresh().map(Slot::new)).collect::<anyhow::Result<Vec<_>>>()?;
+                let mut t = Task::new(partition, self.rule, &self.time, slots, self.batch_size);
+                t.resume(self.merge.published());
+                self.tasks.push(t);
+                self.task_index.insert(partition, self.tasks.len() - 1);
+                self.merge.expect(partition);
+                self.tasks.len() - 1
+            }
+        };
+        let side = self.tasks[task].add_partition(now);
+        self.partitions.push(PartitionInfo {
+            source,
+            topic: topic.to_owned(),
+            partition,
+            task,
+            side,
+            replay_until: i64::MIN,
+        });
+        Ok(self.partitions.len() - 1)
+    }
+
+    /// Continues from an earlier run that published every window up to `watermark` and had read
+    /// `p` up to (not including) `replay_until`. Messages re-read below that offset were
+    /// already counted or routed: those of published windows only rebuild the join state;
+    /// those of open windows are counted again, since open windows are not persisted.
+    pub fn resume(&mut self, watermark: i64, replays: &[(PartitionId, i64)]) {
+        self.merge.resume(watermark);
+        for task in &mut self.tasks {
+            task.resume(watermark);
+        }
+        for &(p, until) in replays {
+            self.partitions[p].replay_until = until;
+        }
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginMeta> {
+        self.merge.slots().iter().map(|s| s.meta())
+    }
+
+    /// Every plugin's versions, errors and swaps, over all its instances.
+    pub fn plugin_summaries(&self) -> Vec<PluginSummary<'_>> {
+        self.merge
+            .slots()
+            .iter()
+            .enumerate()
+            .map(|(i, merge)| {
+                let slots = self.tasks.iter().map(|t| &t.slots()[i]).chain([merge]);
+                let (mut errors, mut withheld, mut last_error) = (0, 0, None);
+                for s in slots {
+                    errors += s.errors;
+                    withheld += s.withheld.len();
+                    if s.last_error.is_some() {
+                        last_error.clone_from(&s.last_error);
+                    }
+                }
+                PluginSummary {
+                    meta: merge.meta(),
+                    retiring: merge.retiring(),
+                    errors,
+                    last_error,
+                    withheld_windows: withheld,
+                    swaps: merge.swaps,
+                }
+            })
+            .collect()
+    }
+
+    /// What loaded the plugins (for live swaps), unless the engine was built from aggregators.
+    pub fn loader(&self) -> Option<&Loader> {
+        self.loader.as_ref()
+    }
+
+    /// Puts a new version of a loaded plugin (found by name) in charge, in every task and in the
+    /// merge, while the engine runs; see [`crate::plugin::slot`] for what happens to the open
+    /// windows. Every task and the merge cut over at the same window, so that no window's
+    /// partials mix the versions. Refused (and `new` dropped) if no plugin of that name is
+    /// loaded, the previous swap is still finishing, or the new version cannot be instantiated.
+    pub fn swap(&mut self, new: Box<dyn Aggregator>) -> Result<SwapReport, SwapRefused> {
+        let name = new.meta().name.clone();
+        let Some(i) = self.merge.slots().iter().position(|s| s.meta().name == name) else {
+            let loaded = self.plugins().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(SwapRefused::NotLoaded(name, loaded));
+        };
+        self.merge.slots()[i].check_idle()?;
+        for task in &self.tasks {
+            task.slots()[i].check_idle()?;
+        }
+        let mut instances = Vec::with_capacity(self.tasks.len() + 1);
+        for _ in 0..=self.tasks.len() {
+            instances.push(new.fresh().map_err(|e| SwapRefused::Instantiate(format!("{e:#}")))?);
+        }
+        // Every event so far goes to the version that was in charge when it arrived.
+        self.flush();
+        let open = self.open_windows();
+        let through = open.last().copied();
+        let window_ms = self.time.window_ms;
+        let mut finishing = None;
+        for task in &mut self.tasks {
+            let held: Vec<i64> = task.open_windows().collect();
+            let instance = instances.pop().expect("one per task and one for the merge");
+            let report = task.slots_mut()[i].swap(instance, &held, through, window_ms)?;
+            if matches!(report.mode, SwapMode::FinishingOpenWindows { .. }) {
+                finishing = Some(report);
+            }
+        }
+        // The merge merges each window with the version its tasks folded it in: if one task
+        // keeps the old version for the open windows, so does the merge.
+        let instance = instances.pop().expect("one per task and one for the merge");
+        let merge = &mut self.merge.slots_mut()[i];
+        let mut report = match (finishing, through) {
+            (Some(report), Some(through)) => {
+                merge.retire(instance, through);
+                merge.swaps += 1;
+                report
+            }
+            _ => merge.swap(instance, &[], through, window_ms)?,
+        };
+        report.mode = match report.mode {
+            SwapMode::CarriedOver { .. } => SwapMode::CarriedOver { windows: open.len() },
+            SwapMode::FinishingOpenWindows { through, .. } => {
+                SwapMode::FinishingOpenWindows { through, windows: open.len() }
+            }
+            mode => mode,
+        };
+        self.prototypes[i] = new;
+        tracing::info!(plugin = %report.plugin, from = %report.from_version, to = %report.to_version, hash = &report.to_hash[..report.to_hash.len().min(12)], mode = ?report.mode, "plugin swapped");
+        Ok(report)
+    }
+
+    /// The results of the windows published since the last call, for display. The first call
+    /// starts the recording (and returns nothing), so a driver that never calls it accumulates
+    /// nothing.
+    pub fn take_results(&mut self) -> Vec<WindowResults> {
+        self.results.replace(Vec::new()).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            watermark_ms: self.merge.watermark(),
+            open_windows: self.open_windows().len() as u64,
+            join_impressions: self.tasks.iter().map(|t| t.join().impressions() as u64).sum(),
+            pending_clicks: self.tasks.iter().map(|t| t.join().pending_clicks() as u64).sum(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// When the merge watermark passed the end of each window published since the last call.
+    /// The driver calls it once the output is acknowledged, to measure result latency; the
+    /// first call starts the recording (and returns nothing).
+    pub fn take_emitted(&mut self) -> Vec<Instant> {
+        self.emitted_at.replace(Vec::new()).unwrap_or_default()
+    }
+
+    /// The windows not published yet (open at some task, or waiting in the merge), oldest first.
+    pub fn open_windows(&self) -> Vec<i64> {
+        let mut open: BTreeSet<i64> = self.merge.pending_windows().collect();
+        for task in &self.tasks {
+            open.extend(task.open_windows());
+        }
+        open.extend(self.deferred.keys());
+        open.into_iter().collect()
+    }
+
+    /// Windows published so far (cheap, unlike [`Engine::stats`]).
+    pub fn windows_emitted(&self) -> u64 {
+        self.stats.windows_emitted
+    }
+
+    pub fn partitions(&self) -> &[PartitionInfo] {
+        &self.partitions
+    }
+
+    /// The number of tasks.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The offset to commit for `p`: the first message still needed.
+    pub fn committable(&self, p: PartitionId) -> Option<i64> {
+        self.offsets.committable(p)
+    }
+
+    /// Largest event time seen on `p`.
+    pub fn max_event_time(&self, p: PartitionId) -> Option<i64> {
+        let info = &self.partitions[p];
+        self.tasks[info.task].watermarks().max_event_time(info.side)
+    }
+
+    /// The watermark partition `p` alone allows, and whether it is idle at `now`.
+    pub fn partition_watermark(&self, p: PartitionId, now: Instant) -> (Option<i64>, bool) {
+        let info = &self.partitions[p];
+        let w = self.tasks[info.task].watermarks();
+        (w.partition_watermark(info.side), w.is_partition_idle(info.side, now))
+    }
+
+    /// Whether the source has unread messages of `p` (such a partition is never idle). A task
+    /// that was idle and is behind again holds the merge back from now on: the merge hears of
+    /// it at once, not at the task's next message.
+    pub fn set_backlog(&mut self, p: PartitionId, backlog: bool, now: Instant) {
+        let info = &self.partitions[p];
+        let task = &mut self.tasks[info.task];
+        task.watermarks_mut().set_backlog(info.side, backlog);
+        if backlog {
+            let clock = task.advance(now);
+            self.merge.report(task.id, clock);
+        }
+    }
+
+    /// The input of `p` has ended: it no longer holds its task's watermark back.
+    pub fn finish_partition(&mut self, p: PartitionId) {
+        let info = &self.partitions[p];
+        self.tasks[info.task].watermarks_mut().finish(info.side);
+    }
+
+    /// One past the last offset of `p` that this run or an earlier one has handled: what the
+    /// next run must not route again. It carries the earlier run's position forward, for a run
+    /// that stops before re-reading that far.
+    pub fn next_offset(&self, p: PartitionId) -> Option<i64> {
+        let earlier = Some(self.partitions[p].replay_until).filter(|&u| u > i64::MIN);
+        self.offsets.next(p).max(earlier)
+    }
+
+    /// The watermark through which windows are published (the merge's).
+    pub fn watermark(&self) -> i64 {
+        self.merge.published()
+    }
+
+    /// Processes one input message.
+    pub fn ingest(&mut self, input: Input<'_>, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let p = input.partition;
+        let info = &self.partitions[p];
+        let (t, side) = (info.task, info.side);
+        let replaying = input.offset < info.replay_until;
+        self.stats.consumed += 1;
+        let event = match decode(info.source, input.payload, MAX_MESSAGE_BYTES) {
+            Ok(event) => event,
+            Err(reason) => {
+                self.tasks[t].observe(side, None, now);
+                if replaying {
+                    self.stats.replayed += 1;
+                } else {
+                    self.dead_letter(input, &reason, sink)?;
+                }
+                self.offsets.seen(p, input.offset);
+                return Ok(());
+            }
+        };
+        let ts = event.event_time_ms();
+        let window = self.rule.start_of(ts);
+        if self.rule.is_closed(window, self.merge.published()) {
+            if replaying {
+                self.stats.replayed += 1;
+                if let Event::Impression(imp) = &event {
+                    // Its window is published, but a click of an open window may still join it.
+                    self.tasks[t].rejoin(imp, &mut self.stats);
+                    self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+                } else {
+                    self.offsets.seen(p, input.offset);
+                }
+            } else {
+                self.late_now(input, ts, window, sink)?;
+                self.offsets.seen(p, input.offset);
+            }
+            self.tasks[t].observe(side, Some(ts), now);
+            return Ok(());
+        }
+        let task = &mut self.tasks[t];
+        if task.has_closed(window) {
+            // Late at its task; its copy goes out with the window's results.
+            self.stats.late += 1;
+            let detail = format!(
+                "window {} of event time {} was already closed at task {} (its watermark {})",
+                format_rfc3339_millis(window),
+                format_rfc3339_millis(ts),
+                task.id,
+                format_rfc3339_millis(task.watermark())
+            );
+            self.deferred.entry(window).or_default().push(DeferredLate {
+                partition: p,
+                offset: input.offset,
+                key: input.key.map(<[u8]>::to_vec),
+                payload: input.payload.to_vec(),
+                detail,
+            });
+            self.offsets.hold(p, input.offset, self.rule.closes_at(window));
+            task.observe(side, Some(ts), now);
+            return Ok(());
+        }
+        match &event {
+            Event::Impression(imp) => {
+                task.add_impression(imp, window, ts, &mut self.stats);
+                self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+            }
+            Event::Click(click) => {
+                task.add_click(click, window, &mut self.stats);
+                self.offsets.hold(p, input.offset, self.rule.closes_at(window));
+            }
+        }
+        task.observe(side, Some(ts), now);
+        if task.batch_full() {
+            let failures = task.flush();
+            self.report_failures(t, failures);
+        }
+        self.advance_task(t, now, sink)
+    }
+
+    /// Recomputes every task's watermark (call it also when no message arrives, so that idle
+    /// partitions release them) and publishes every window the merge can.
+    pub fn advance(&mut self, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        for t in 0..self.tasks.len() {
+            self.close_at_task(t, now);
+        }
+        self.publish_due(now, sink)
+    }
+
+    fn advance_task(&mut self, t: usize, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        if self.close_at_task(t, now) {
+            self.publish_due(now, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes task `t`'s watermark, hands the windows it closes to the merge and reports
+    /// the task's clock; returns whether the merge might publish more now.
+    fn close_at_task(&mut self, t: usize, now: Instant) -> bool {
+        let task = &mut self.tasks[t];
+        let before = task.watermark();
+        let clock = task.advance(now);
+        let (partials, failures) = task.close_through(clock.watermark, &mut self.stats);
+        let id = task.id;
+        self.report_failures(t, failures);
+        for partial in partials {
+            self.add_partial(partial);
+        }
+        self.merge.report(id, clock);
+        clock.watermark != before || clock.idle
+    }
+
+    fn add_partial(&mut self, partial: Partial) {
+        let (task, window, plugin) = (partial.task, partial.window_start_ms, partial.plugin.clone());
+        match self.merge.add(partial) {
+            Added::Kept => {}
+            Added::Duplicate => {
+                tracing::debug!(task, window = %format_rfc3339_millis(window), %plugin, "partial already held; ignored")
+            }
+            Added::AfterPublication => {
+                tracing::error!(task, window = %format_rfc3339_millis(window), %plugin, "a partial arrived after its window was published; it is not in the published result")
+            }
+        }
+    }
+
+    /// Publishes every window the merge watermark has closed, oldest first.
+    fn publish_due(&mut self, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let watermark = self.merge.advance();
+        let deferred_due = self.deferred.first_key_value().is_some_and(|(&w, _)| self.rule.is_closed(w, watermark));
+        if !deferred_due && self.next_to_publish(watermark).is_none() {
+            return Ok(());
+        }
+        while let Some(start) = self.next_to_publish(watermark) {
+            // A task that does not hold the merge back (it is idle) may still hold the window:
+            // it hands its share over now, so the result is whole.
+            for t in 0..self.tasks.len() {
+                let (partials, failures) = self.tasks[t].close_through(self.rule.closes_at(start), &mut self.stats);
+                self.report_failures(t, failures);
+                for partial in partials {
+                    self.add_partial(partial);
+                }
+            }
+            self.publish_window(start, sink)?;
+            if let Some(emitted) = &mut self.emitted_at {
+                emitted.push(now);
+            }
+        }
+        self.route_deferred(watermark, sink)?;
+        self.offsets.release(watermark);
+        Ok(())
+    }
+
+    /// The oldest window that `watermark` closes and that a task or the merge still holds.
+    fn next_to_publish(&self, watermark: i64) -> Option<i64> {
+        let merge = self.merge.next_due();
+        let tasks = self.tasks.iter().filter_map(|t| t.open_windows().next()).min();
+        let oldest = merge.into_iter().chain(tasks).min()?;
+        self.rule.is_closed(oldest, watermark).then_some(oldest)
+    }
+
+    /// Late events whose windows `watermark` published: their copies go out now.
+    fn route_deferred(&mut self, watermark: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        while let Some((&w, _)) = self.deferred.first_key_value() {
+            if !self.rule.is_closed(w, watermark) {
+                break;
+            }
+            let (_, events) = self.deferred.pop_first().expect("checked above");
+            for e in events {
+                let input =
+                    Input { partition: e.partition, offset: e.offset, key: e.key.as_deref(), payload: &e.payload };
+                let info = &self.partitions[e.partition];
+                tracing::debug!(topic = %info.topic, partition = info.partition, offset = e.offset, window = %format_rfc3339_millis(w), "late");
+                route::copy(&self.topics.late, input, info, "late", &e.detail, &mut self.stats.truncated, sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// End of input (replay): publishes every window.
+    pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        for t in 0..self.tasks.len() {
+            let (partials, failures) = self.tasks[t].close_through(i64::MAX, &mut self.stats);
+            self.report_failures(t, failures);
+            for partial in partials {
+                self.add_partial(partial);
+            }
+        }
+        self.merge.resume(i64::MAX);
+        self.publish_due(Instant::now(), sink)
+    }
+
+    /// Hands every task's buffered events to its plugins.
+    pub fn flush(&mut self) {
+        for t in 0..self.tasks.len() {
+            let failures = self.tasks[t].flush();
+            self.report_failures(t, failures);
+        }
+    }
+
+    fn report_failures(&mut self, t: usize, failures: Vec<Failure>) {
+        for (i, which, error) in failures {
+            self.stats.plugin_errors += 1;
+            let task = &self.tasks[t];
+            let name = &task.slots()[i].meta_of(which).name;
+            tracing::error!(plugin = %name, task = task.id, kind = error.kind(), %error, "plugin call failed; restarting it with empty state, its results for the windows open at this task will be withheld");
+        }
+    }
+
+    fn publish_window(&mut self, start: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let Some((due, by_plugin)) = self.merge.take(start) else {
+            return Ok(());
+        };
+        let window = due.window;
+        let events = due.events;
+        let window_header = format_rfc3339_millis(start);
+        // "ctr=100 engagement=3", for the log line below.
+        let mut published = String::new();
+        for (i, partials) in by_plugin.iter().enumerate() {
+            let (which, closed) = self.merge.close(i, window, partials);
+            let records = match closed {
+                Ok(records) => {
+                    let meta = self.merge.slots()[i].meta_of(which);
+                    let checked = records.into_iter().map(|r| check_record(r, meta)).collect::<Result<Vec<_>, _>>();
+                    if let Err(reason) = &checked {
+                        self.stats.plugin_errors += 1;
+                        self.merge.slots_mut()[i].bad_record(reason);
+                    }
+                    checked
+                }
+                Err(Refusal::Withheld(reason)) => Err(reason),
+                Err(Refusal::Failed(e)) => {
+                    let reason = e.to_string();
+                    self.stats.plugin_errors += 1;
+                    let slot = &mut self.merge.slots_mut()[i];
+                    tracing::error!(plugin = %slot.meta_of(which).name, kind = e.kind(), error = %e, "the merge's plugin call failed; restarting its instance");
+                    slot.failed(which, &e, std::iter::empty());
+                    Err(reason)
+                }
+            };
+            let records = match records {
+                Ok(records) => records,
+                Err(reason) => {
+                    self.withhold(i, which, window, events, &reason, sink)?;
+                    continue;
+                }
+            };
+            let sent = self.send_records(i, which, window, &window_header, records, sink)?;
+            let meta = self.merge.slots()[i].meta_of(which);
+            published.push_str(&format!("{}{}={}", if published.is_empty() { "" } else { " " }, meta.name, sent));
+            if let Some(pause) = self.emit_pause.filter(|_| i == 0) {
+                tracing::info!(window = %window_header, "failpoint: pausing in the middle of emitting a window");
+                std::thread::sleep(pause);
+                tracing::info!(window = %window_header, "failpoint: resumed");
+            }
+        }
+        // Only now: the records above name the version that produced them.
+        for slot in self.merge.slots_mut() {
+            slot.emitted(start);
+        }
+        for task in &mut self.tasks {
+            task.published(start);
+        }
+        self.stats.windows_emitted += 1;
+        let watermark = format_rfc3339_millis(self.merge.watermark());
+        tracing::info!(window = %window_header, events, tasks = due.tasks.len(), records = %published, %watermark, "window emitted");
+        Ok(())
+    }
+
+    /// Publishes plugin `i`'s records of `window`, each to its topic unless it is larger than
+    /// the topic takes (the broker would refuse it and, with it, the whole transaction): a
+    /// record saying so goes out instead. Returns how many were published.
+    fn send_records(
+        &mut self,
+        i: usize,
+        which: Which,
+        window: Window,
+        window_header: &str,
+        records: Vec<OutputRecord>,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<usize> {
+        let meta = self.merge.slots()[i].meta_of(which);
+        let headers: [(&str, &[u8]); 3] = [
+            ("plugin", meta.name.as_bytes()),
+            ("plugin-version", meta.version.as_bytes()),
+            ("window-start", window_header.as_bytes()),
+        ];
+        let mut sent = Vec::with_capacity(records.len());
+        let mut too_large = Vec::new();
+        for r in records {
+            let topic = self.topics.plugin_topic(meta, &r.topic);
+            let size = record_bytes(Some(r.key.as_bytes()), r.value.as_bytes(), &headers);
+            match sink.record_limit(&topic) {
+                Some(limit) if size > limit => too_large.push((topic, r, size, limit)),
+                _ => {
+                    sink.send(&topic, Some(r.key.as_bytes()), r.value.as_bytes(), &headers)?;
+                    sent.push(r);
+                }
+            }
+        }
+        self.stats.results += sent.len() as u64;
+        if let Some(results) = &mut self.results {
+            results.push(WindowResults::new(meta, window, &sent));
+        }
+        for (topic, record, size, limit) in too_large {
+            self.withhold_record(i, which, window, &topic, &record, size, limit, sink)?;
+        }
+        Ok(sent.len())
+    }
+
+    /// Publishes, instead of plugin `i`'s result for `window`, a record saying why there is none.
+    fn withhold(
+        &mut self,
+        i: usize,
+        which: Which,
+        window: Window,
+        events: u64,
+        reason: &str,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        self.stats.windows_withheld += 1;
+        let meta = self.merge.slots()[i].meta_of(which);
+        tracing::warn!(plugin = %meta.name, window = %format_rfc3339_millis(window.start_ms), events, reason, "result withheld");
+        plugin_error(&self.topics.plugin_errors, meta, window, |o| o.u64("events", events).str("reason", reason), sink)
+    }
+
+    /// Publishes, instead of a record of plugin `i` that is larger than its topic takes, a
+    /// record saying so. The plugin's other records of the window are published.
+    #[allow(clippy::too_many_arguments)] // one call site, each argument named there
+    fn withhold_record(
+        &mut self,
+        i: usize,
+        which: Which,
+        window: Window,
+        topic: &str,
+        record: &OutputRecord,
+        size: usize,
+        limit: usize,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        self.stats.records_withheld += 1;
+        let meta = self.merge.slots()[i].meta_of(which);
+        let key: String = record.key.chars().take(256).collect();
+        let reason = format!(
+            "the record takes {size} bytes and topic {topic} takes at most {limit} (its max.message.bytes): raise that, or make the plugin's records smaller"
+        );
+        tracing::warn!(plugin = %meta.name, window = %format_rfc3339_millis(window.start_ms), %topic, key, size, limit, "result record withheld: larger than its topic takes");
+        plugin_error(
+            &self.topics.plugin_errors,
+            meta,
+            window,
+            |o| {
+                o.str("topic", topic)
+                    .str("key", &key)
+                    .u64("bytes", size as u64)
+                    .u64("limit", limit as u64)
+                    .str("reason", &reason)
+            },
+            sink,
+        )
+    }
+
+    fn dead_letter(&mut self, input: Input<'_>, reason: &Rejected, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        self.stats.dead_lettered += 1;
+        let info = &self.partitions[input.partition];
+        tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, reason = reason.code(), "dead-lettered");
+        let detail = reason.to_string();
+        route::copy(&self.topics.dead_letter, input, info, reason.code(), &detail, &mut self.stats.truncated, sink)
+    }
+
+    /// An event whose window is already published: its copy goes out at once.
+    fn late_now(&mut self, input: Input<'_>, ts: i64, window: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        self.stats.late += 1;
+        let detail = format!(
+            "window {} of event time {} was already emitted (watermark {})",
+            format_rfc3339_millis(window),
+            format_rfc3339_millis(ts),
+            format_rfc3339_millis(self.merge.published())
+        );
+        let info = &self.partitions[input.partition];
+        tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, window = %format_rfc3339_millis(window), "late");
+        route::copy(&self.topics.late, input, info, "late", &detail, &mut self.stats.truncated, sink)
+    }
+}
