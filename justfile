@@ -62,6 +62,15 @@ bench *FLAGS: build-plugins kafka-up
     bash -c 'source scripts/packages.sh && need_build_packages'
     cargo build --release --locked -p adstream -p adgen -p adbench
     target/release/adbench {{FLAGS}}
+    bash bench/scale-out.sh
+
+# Scale-out alone: 1 host against 2 hosts of one group over the same 6-partition input
+bench-scale-out EVENTS="1M": build build-plugins kafka-up
+    bash bench/scale-out.sh {{EVENTS}}
+
+# Longer run of the scale-out kill test (not in CI): KILLS SIGKILLs among three hosts
+scale-soak KILLS="30": build build-plugins kafka-up
+    ADSTREAM_SCALE_KILLS={{KILLS}} cargo test --release --locked -p adstream --test scale_out hosts_killed -- --nocapture
 
 # Memory soak (not in CI): MINUTES (30) at a steady RATE (10000 events/s); RSS must stay flat
 # after warm-up. Samples in target/soak/rss.csv

@@ -60,6 +60,12 @@ pub struct Stats {
     pub truncated: u64,
     /// Times `run` started again from the last checkpoint after Kafka failed it.
     pub restarts: u64,
+    /// Times the consumer group moved partitions to or from this host.
+    pub rebalances: u64,
+    /// Gauge: tasks (partition pairs) this host runs.
+    pub tasks: u64,
+    /// Gauge: 1 if this host runs the merge stage (owns the partials topic), else 0.
+    pub merge_stage: u64,
     /// Gauge: the current watermark, epoch ms.
     pub watermark_ms: i64,
     /// Gauge: windows open.
@@ -96,6 +102,7 @@ impl Stats {
             records_withheld: self.records_withheld + later.records_withheld,
             truncated: self.truncated + later.truncated,
             restarts: self.restarts + later.restarts,
+            rebalances: self.rebalances + later.rebalances,
             // Clicks an ended attempt held pending were consumed there (and are read again by
             // the next one): adding them keeps `consumed == accounted()` over the whole run.
             pending_clicks: self.pending_clicks + later.pending_clicks,

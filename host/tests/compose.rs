@@ -888,7 +888,11 @@ fn the_host_runs_plugins_that_build_plugins_sh_produces() {
     );
     let ports: Vec<String> =
         host.get("ports").and_then(Value::as_array).map(|p| p.iter().map(scalar).collect()).unwrap_or_default();
-    assert!(ports.iter().any(|p| p == "8081:8081"), "host publishes 8081 for the web console: {ports:?}");
+    // One port of this machine per replica, from 8081, onto the console's 8081.
+    assert!(
+        ports.iter().any(|p| p.starts_with("8081") && p.ends_with(":8081")),
+        "host publishes 8081 (and up, one per replica) for the web console: {ports:?}"
+    );
 }
 
 #[test]
@@ -1236,6 +1240,12 @@ fn the_monitoring_stack_reads_what_the_host_exports() {
     assert!(addr.ip().is_unspecified(), "the host listens on all interfaces, so Prometheus can reach it");
     let host_ports: Vec<String> = host["ports"].as_array().expect("host ports").iter().map(scalar).collect();
     assert!(host_ports.iter().any(|p| p.ends_with(&format!(":{}", addr.port()))), "{host_ports:?}");
+    // Several replicas: one port of this machine each (a range), and Prometheus finds them by DNS.
+    let replicas = host["deploy"]["replicas"].as_u64().unwrap_or(1);
+    assert!(replicas >= 2, "the compose file runs several hosts in one group");
+    let range = host_ports.iter().find_map(|p| p.split(':').next()?.split_once('-')).expect("a port range");
+    let (low, high): (u64, u64) = (range.0.parse().unwrap(), range.1.parse().unwrap());
+    assert!(high - low + 1 >= replicas, "{host_ports:?} for {replicas} replicas");
 
     // Prometheus.
     let prometheus = compose.service("prometheus");
@@ -1245,9 +1255,10 @@ fn the_monitoring_stack_reads_what_the_host_exports() {
     let jobs = config["scrape_configs"].as_array().expect("scrape_configs");
     let job = jobs.iter().find(|j| j["job_name"] == "adstream").expect("an adstream scrape job");
     assert_eq!(job["metrics_path"], "/metrics");
-    let targets: Vec<String> =
-        job["static_configs"][0]["targets"].as_array().expect("targets").iter().map(scalar).collect();
-    assert_eq!(targets, [format!("host:{}", addr.port())], "the host service, on its console port");
+    let sd = &job["dns_sd_configs"][0];
+    let names: Vec<String> = sd["names"].as_array().expect("dns_sd names").iter().map(scalar).collect();
+    assert_eq!(names, ["host"], "every replica of the host service");
+    assert_eq!((scalar(&sd["type"]).as_str(), sd["port"].as_u64()), ("A", Some(u64::from(addr.port()))));
 
     // Grafana: provisioning mounted where Grafana reads it, the data source, the dashboards folder.
     let grafana = compose.service("grafana");

@@ -269,7 +269,10 @@ fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
     let outputs = [t("ad-events-late"), t("ad-events-dlq"), t("adstream-plugin-errors"), t("campaign-ctr-results")];
     admin().create(&outputs, 3, 1_048_588).unwrap();
     let group = t("g");
-    let txn = format!("{group}.host");
+    let partials = format!("{group}-partials");
+    admin().create(std::slice::from_ref(&partials), 1, 8 << 20).unwrap();
+    let txn = format!("{group}.h1");
+    grant(&["--operation", "Read", "--operation", "Write", "--operation", "Describe", "--topic", &partials]);
     grant(&[
         "--operation",
         "Read",
@@ -293,6 +296,7 @@ fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
         .into_iter()
         .map(|f| if f == sasl.user { sasl.denied_user.to_owned() } else { f })
         .chain(["--topic-prefix".to_owned(), prefix.clone(), "--group-id".to_owned(), group.clone()])
+        .chain(["--host-id".to_owned(), "h1".to_owned()])
         .collect();
     let (status, stderr, took) =
         run_until_exit(&flags, &[("ADSTREAM_SASL_PASSWORD", sasl.denied_password)], Duration::from_secs(60));

@@ -1,11 +1,14 @@
-//! One attempt of `run` over Kafka: connect, set up the output topics, fence any predecessor
-//! and resume from the last checkpoint, then consume until shutdown or a [`Failure`].
+//! One attempt of `run` over Kafka: connect, set up the output and partials topics, fence any
+//! predecessor, join the consumer group, then consume until shutdown or a [`Failure`],
+//! carrying out the group's rebalances between messages.
 //!
-//! Start-up order matters for exactly-once: the producer initialises its transactions (which
-//! fences a predecessor still running with the same transactional id) before the committed
-//! offsets are read, so they cannot move under us. Between messages the attempt looks at the
-//! shared [`Health`]: an error that never heals, reported by any client, ends it within a
-//! tenth of a second.
+//! Order matters for exactly-once: the producer initialises its transactions (which aborts
+//! what an earlier run of this host left open) before the group assigns anything, and a
+//! partition's committed offset is read only once it is assigned, after its previous owner
+//! committed or aborted. On revoke the attempt commits what covers the revoked partitions
+//! before giving them up; on a lost assignment it aborts. Between messages the attempt looks
+//! at the shared [`Health`]: an error that never heals, reported by any client, ends it
+//! within a tenth of a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::engine::{Engine, Input};
 use crate::kafka::admin::{Admin, HEADROOM};
+use crate::kafka::group::Rebalanced;
 use crate::kafka::{Failure, Health};
 use crate::metrics::Stats;
 use crate::ops::{Ops, Phase, PluginStatus, SwapInbox};
 use crate::plugin::{Aggregator, Loader, Plugin, SwapReport};
 use crate::sink::kafka::KafkaSink;
-use crate::source::kafka::KafkaSource;
+use crate::source::kafka::{KafkaSource, Route};
 
 /// How often the partitions' backlog, the fatal slot and the swap inbox are looked at.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
@@ -30,6 +34,9 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How often the console's and /metrics' figures are refreshed.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// The largest record of the partials topic the host creates: big windows (a million users'
+/// sets) go in fewer chunks.
+const PARTIALS_MAX_BYTES: usize = 8 << 20;
 /// The smallest `max.message.bytes` of an output topic the host can publish to (a truncated
 /// copy's headers, a plugin-error record).
 const MIN_TOPIC_BYTES: usize = 4096;
@@ -118,8 +125,9 @@ impl<'a> Attempt<'a> {
         };
         let health = Health::default();
         tracing::info!(kafka = %config.kafka.client.describe(), "connecting");
-        let mut source = KafkaSource::connect(&config.kafka, &health)?;
+        let source = KafkaSource::connect(&config.kafka, &health)?;
         let (limits, input_max_bytes) = set_up_topics(config, &pipeline, &source, &health, refused)?;
+        let partials_limit = limits.get(&config.kafka.partials_topic).copied().unwrap_or(MIN_TOPIC_BYTES);
         let sink = KafkaSink::new(
             &config.kafka.client,
             &health,
@@ -127,7 +135,9 @@ impl<'a> Attempt<'a> {
             &config.kafka.output_compression,
             limits,
         )?;
-        source.open(&mut pipeline)?;
+        pipeline.reset_assignment();
+        pipeline.use_exchange(&config.kafka.partials_topic, partials_limit.saturating_sub(HEADROOM).max(1024));
+        source.join_group()?;
         pipeline.take_emitted();
         pipeline.take_results();
         Ok(Attempt {
@@ -149,7 +159,7 @@ impl<'a> Attempt<'a> {
     /// Consumes until shutdown (then commits what is done) or a failure.
     pub fn run(mut self) -> Ended {
         let config = &self.env.config.kafka;
-        tracing::info!(kafka = %config.client.describe(), group = %config.group_id, partitions = self.pipeline.partitions().len(), "consuming");
+        tracing::info!(kafka = %config.client.describe(), group = %config.group_id, host = %config.host_id, tasks = self.source.task_count(), "joining the consumer group");
         self.env.ops.set_phase(Phase::Running);
         match self.consume() {
             Ok(()) => self.shut_down(),
@@ -171,17 +181,23 @@ impl<'a> Attempt<'a> {
             let now = Instant::now();
             match self.source.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(msg)) => {
-                    let Some(partition) = self.source.partition_id(msg.topic(), msg.partition()) else {
-                        continue;
-                    };
-                    let input = Input {
-                        partition,
-                        offset: msg.offset(),
-                        key: msg.key(),
-                        payload: msg.payload().unwrap_or_default(),
-                    };
-                    self.first_message.get_or_insert_with(crate::metrics::since_start);
-                    self.pipeline.ingest(input, now, &mut self.sink)?;
+                    match self.source.route(msg.topic(), msg.partition()) {
+                        Some(Route::Input(partition)) => {
+                            let input = Input {
+                                partition,
+                                offset: msg.offset(),
+                                key: msg.key(),
+                                payload: msg.payload().unwrap_or_default(),
+                            };
+                            self.first_message.get_or_insert_with(crate::metrics::since_start);
+                            self.pipeline.ingest(input, now, &mut self.sink)?;
+                        }
+                        Some(Route::Exchange) => {
+                            let value = msg.payload().unwrap_or_default();
+                            self.pipeline.ingest_exchange(msg.offset(), value, &mut self.sink)?;
+                        }
+                        None => {}
+                    }
                     if self.consumer_error.take().is_some() {
                         self.health.last_error.clear();
                     }
@@ -194,6 +210,9 @@ impl<'a> Attempt<'a> {
                 }
                 None => self.pipeline.advance(now, &mut self.sink)?,
             }
+            for rebalance in self.source.take_rebalances() {
+                self.rebalance(rebalance)?;
+            }
             // One clock read per message (`now`) serves every check below: the clock is a
             // measurable share of the per-message cost.
             self.periodic(now)?;
@@ -201,7 +220,43 @@ impl<'a> Attempt<'a> {
         Ok(())
     }
 
+    /// Carries out what the group decided (see [`crate::kafka::group`]).
+    fn rebalance(&mut self, rebalance: Rebalanced) -> Result<(), Failure> {
+        self.pipeline.rebalanced();
+        match rebalance {
+            Rebalanced::Revoked { lost: false } => {
+                tracing::info!(assignment = %self.source.describe_assignment(), "rebalance: committing, then giving the partitions up");
+                self.pipeline.flush();
+                self.checkpoint(false)?;
+                self.timers.commit = Instant::now();
+            }
+            Rebalanced::Revoked { lost: true } => {
+                tracing::warn!(assignment = %self.source.describe_assignment(), "rebalance: this host lost its partitions (its session expired); aborting what it did since its last commit, another host does it again");
+                self.sink.abort()?;
+            }
+            Rebalanced::Failed(reason) => {
+                tracing::warn!(%reason, "rebalance failed; aborting since the last commit and rejoining");
+                self.sink.abort()?;
+            }
+            Rebalanced::Assigned(partitions) => {
+                self.source.assign(&mut self.pipeline, &partitions)?;
+                self.committed_windows = self.pipeline.windows_emitted();
+                tracing::info!(assignment = %self.source.describe_assignment(), "rebalance: consuming");
+                return Ok(());
+            }
+        }
+        self.pipeline.reset_assignment();
+        self.source.revoke()
+    }
+
     fn periodic(&mut self, now: Instant) -> Result<(), Failure> {
+        // A window the merge stage can publish: first the input topics' partition count from
+        // the cluster (one metadata round trip per window), so that partitions added since
+        // are waited for rather than left out.
+        if self.pipeline.merge_due() {
+            let tasks = self.source.refresh_task_count()?;
+            self.pipeline.publish_merged(tasks, now, &mut self.sink)?;
+        }
         if Timers::due(&mut self.timers.housekeeping, HOUSEKEEPING_EVERY, now) {
             self.health.fatal.check()?;
             self.source.report_backlog(&mut self.pipeline, now);
@@ -214,6 +269,7 @@ impl<'a> Attempt<'a> {
         let windows_emitted = self.pipeline.windows_emitted();
         if now.duration_since(self.timers.commit) >= self.env.config.kafka.commit_interval
             || windows_emitted > self.committed_windows
+            || self.pipeline.checkpoint_wanted()
         {
             self.checkpoint(false)?;
             self.committed_windows = windows_emitted;
@@ -230,6 +286,7 @@ impl<'a> Attempt<'a> {
 
     /// Commits the output so far with the input offsets it covers; `last` on the clean stop.
     fn checkpoint(&mut self, last: bool) -> Result<(), Failure> {
+        self.pipeline.report_progress(&mut self.sink).map_err(Failure::Recoverable)?;
         let offsets = self.source.offsets(&self.pipeline)?;
         self.sink.checkpoint(&offsets, &self.source.consumer, last)?;
         // Committing offsets is a round trip to the broker: a consumer error seen before is
@@ -280,6 +337,13 @@ impl<'a> Attempt<'a> {
         super::log_progress(&stats);
         stats.startup_to_first_message_us = self.first_message.map(|d| d.as_micros() as u64);
         stats.result_latencies_us = std::mem::take(&mut self.latencies_us);
+        // Leaving the group now hands the tasks to the others at once (not after the session
+        // timeout); after a failed last commit the consumer is given up like any failed one.
+        if failure.is_none() {
+            self.source.close();
+        } else {
+            self.source.abandon();
+        }
         Ended { stats, failure, refused: Vec::new() }
     }
 
@@ -358,6 +422,7 @@ fn set_up_topics(
     let input_max =
         input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let mut limits = output_limits(&admin, kafka, &outputs, source.impression_partitions(), input_max)?;
+    limits.extend(partials_limit(&admin, &kafka.partials_topic)?);
     for (topic, size) in refused {
         if let Some(limit) = limits.get_mut(topic) {
             *limit = (*limit).min(size.saturating_sub(1));
@@ -375,6 +440,19 @@ fn set_up_topics(
         }
     }
     Ok((limits, input_max))
+}
+
+/// The size limit of the partials topic, which is created (whatever `--no-create-topics` says:
+/// it is the host's own) when missing: one partition, whose owner runs the merge stage, and
+/// records of up to [`PARTIALS_MAX_BYTES`] (larger shares are sent in chunks).
+fn partials_limit(admin: &Admin, topic: &str) -> Result<HashMap<String, usize>, Failure> {
+    let topics = [topic.to_owned()];
+    let created = if admin.missing(&topics)?.is_empty() {
+        HashMap::new()
+    } else {
+        admin.create(&topics, 1, PARTIALS_MAX_BYTES)?
+    };
+    admin.limits(&topics, created)
 }
 
 /// Creates those of `topics` that are missing (unless `--no-create-topics`), with `partitions`

@@ -23,6 +23,19 @@ use crate::sink::topics::{OutputTopics, PluginTopic};
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 /// Default of `--commit-interval`.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a silent member stays in the group (librdkafka's default is 45 s): with the
+/// transaction timeout, it bounds how long a crashed host's tasks produce no output.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The machine's hostname (`HOSTNAME`, then `/etc/hostname`), else `host`.
+fn default_host_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}
 
 const CONNECTION: &str = "Kafka connection and security";
 const TOPICS: &str = "Topics";
@@ -148,10 +161,26 @@ pub struct KafkaArgs {
     /// [default: exactly-once]
     #[arg(long, env = "ADSTREAM_DELIVERY", value_parser = ["exactly-once", "at-least-once"], help_heading = DELIVERY)]
     pub delivery: Option<String>,
-    /// The producer's transactional id. A host that starts with the id of one still running
-    /// fences it: give each host (each set of input partitions) its own [default: <group-id>.host]
+    /// This host's name in the group, unique among the hosts that share a --group-id and the
+    /// same after a restart (a StatefulSet pod name, a VM's hostname): its transactional id is
+    /// `<group-id>.<host-id>`, so that a restarted host aborts what it left open at once
+    /// [default: the machine's hostname]
+    #[arg(long, env = "ADSTREAM_HOST_ID", help_heading = DELIVERY)]
+    pub host_id: Option<String>,
+    /// The producer's transactional id, instead of `<group-id>.<host-id>`. Two hosts with the
+    /// same id fence each other: the second one to start stops the first
     #[arg(long, env = "ADSTREAM_TRANSACTIONAL_ID", help_heading = DELIVERY)]
     pub transactional_id: Option<String>,
+    /// How long a host may go without a heartbeat before the group gives its tasks to the
+    /// others: the failover time after a crash is about this plus the transaction timeout (10 s)
+    /// [default: 10s]
+    #[arg(long, env = "ADSTREAM_SESSION_TIMEOUT", value_parser = duration, help_heading = DELIVERY)]
+    #[serde(default, with = "humantime_serde")]
+    pub session_timeout: Option<Duration>,
+    /// The topic through which tasks hand their windows to the merge stage (one partition; the
+    /// host creates it) [default: <group-id>-partials]
+    #[arg(long, env = "ADSTREAM_PARTIALS_TOPIC", help_heading = TOPICS)]
+    pub partials_topic: Option<String>,
     /// How often output and input offsets are committed together (also after every emitted
     /// window); results become visible to read_committed consumers at commits [default: 1s]
     #[arg(long, env = "ADSTREAM_COMMIT_INTERVAL", value_parser = duration, help_heading = DELIVERY)]
@@ -200,6 +229,11 @@ pub struct KafkaConfig {
     pub create_topics: bool,
     /// The transactional id, for exactly-once delivery; `None` for at-least-once.
     pub transactional_id: Option<String>,
+    /// This host's name in the group.
+    pub host_id: String,
+    pub session_timeout: Duration,
+    /// Where tasks hand their windows to the merge stage.
+    pub partials_topic: String,
     /// librdkafka's `compression.type` for everything produced.
     pub output_compression: String,
 }
@@ -230,8 +264,18 @@ impl KafkaArgs {
         };
         let group_id = pick(self.group_id, file.group_id).unwrap_or_else(|| "adstream".to_owned());
         let exactly_once = pick(self.delivery, file.delivery).is_none_or(|d| d == "exactly-once");
-        let transactional_id = exactly_once
-            .then(|| pick(self.transactional_id, file.transactional_id).unwrap_or_else(|| format!("{group_id}.host")));
+        let host_id = pick(self.host_id, file.host_id).unwrap_or_else(default_host_id);
+        ensure!(!host_id.trim().is_empty(), "--host-id must not be empty");
+        let transactional_id = exactly_once.then(|| {
+            pick(self.transactional_id, file.transactional_id).unwrap_or_else(|| format!("{group_id}.{host_id}"))
+        });
+        let partials_topic =
+            pick(self.partials_topic, file.partials_topic).unwrap_or_else(|| format!("{group_id}-partials"));
+        let session_timeout = pick(self.session_timeout, file.session_timeout).unwrap_or(DEFAULT_SESSION_TIMEOUT);
+        ensure!(
+            (Duration::from_secs(3)..=Duration::from_secs(300)).contains(&session_timeout),
+            "--session-timeout must be between 3s and 5m (Kafka's group.min/max.session.timeout.ms defaults bound it)"
+        );
         let outputs = OutputTopics {
             late: name(self.late_topic, file.late_topic, "ad-events-late", &output_prefix),
             dead_letter: name(self.dlq_topic, file.dlq_topic, "ad-events-dlq", &output_prefix),
@@ -251,12 +295,20 @@ impl KafkaArgs {
             outputs,
             group_id,
             transactional_id,
+            host_id,
+            session_timeout,
+            partials_topic,
             commit_interval: pick(self.commit_interval, file.commit_interval).unwrap_or(DEFAULT_COMMIT_INTERVAL),
             create_topics: !(self.no_create_topics || file.no_create_topics),
             output_compression: pick(self.output_compression, file.output_compression).unwrap_or_else(|| "lz4".into()),
         };
         ensure!(c.impressions_topic != c.clicks_topic, "--impressions-topic and --clicks-topic must differ");
         let inputs = [&c.impressions_topic, &c.clicks_topic];
+        ensure!(
+            !inputs.contains(&&c.partials_topic) && !c.outputs.host_topics().contains(&c.partials_topic),
+            "--partials-topic {} is also an input or output topic",
+            c.partials_topic
+        );
         for output in c.outputs.host_topics() {
             ensure!(
                 !inputs.contains(&&output),

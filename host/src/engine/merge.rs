@@ -87,6 +87,7 @@ pub enum Added {
     AfterPublication,
 }
 
+#[derive(Default)]
 pub struct Merge {
     rule: WindowRule,
     clocks: BTreeMap<TaskId, TaskClock>,
@@ -110,6 +111,11 @@ impl Merge {
             pending: BTreeMap::new(),
             slots,
         }
+    }
+
+    /// The plugin slots, for a new merge after a rebalance.
+    pub fn into_slots(self) -> Vec<Slot> {
+        self.slots
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -168,11 +174,14 @@ impl Merge {
         }
     }
 
-    /// Recomputes the merge watermark from the tasks' clocks and returns it.
+    /// Recomputes the merge watermark from the tasks' clocks and returns it. It may go back (a
+    /// task that turned busy again, a task added since), but never below what was published:
+    /// a published window stays published, and no other window is due until every busy task
+    /// has closed it.
     pub fn advance(&mut self) -> i64 {
         let active = self.clocks.values().filter(|c| !c.idle).map(|c| c.watermark).min();
         let candidate = active.or_else(|| self.clocks.values().map(|c| c.watermark).max()).unwrap_or(i64::MIN);
-        self.watermark = self.watermark.max(candidate);
+        self.watermark = candidate.max(self.published);
         self.watermark
     }
 
@@ -287,7 +296,11 @@ mod tests {
         m.report(0, TaskClock { watermark: 130_000, idle: true });
         assert_eq!(m.advance(), 130_000, "all idle: the largest");
         m.report(1, TaskClock { watermark: 61_000, idle: false });
-        assert_eq!(m.advance(), 130_000, "never backwards");
+        assert_eq!(m.advance(), 61_000, "a task busy again holds it back");
+        m.expect(2);
+        assert_eq!(m.advance(), i64::MIN, "so does a task added since");
+        m.resume(60_000);
+        assert_eq!(m.advance(), 60_000, "never below what was published");
     }
 
     #[test]

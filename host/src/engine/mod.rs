@@ -105,6 +105,26 @@ struct DeferredLate {
     detail: String,
 }
 
+/// The partials topic, from both ends.
+struct Exchange {
+    topic: String,
+    /// The largest share a record carries; larger ones are chunked.
+    max_bytes: usize,
+    /// Each task's clock as last sent.
+    reported: BTreeMap<TaskId, merge::TaskClock>,
+    /// `Some` while this engine runs the merge stage (its owner holds the topic's partition).
+    input: Option<ExchangeInput>,
+}
+
+/// The merge stage's side of the partials topic.
+struct ExchangeInput {
+    /// The records of windows not published yet are held (partition 0 here).
+    offsets: OffsetTracker,
+    /// Records below this offset were read by an earlier owner.
+    replay_until: i64,
+    assembler: exchange::Assembler,
+}
+
 /// A plugin as the console shows it: the version in charge, and the counts over every
 /// instance (one per task, and the merge's).
 pub struct PluginSummary<'a> {
@@ -126,8 +146,17 @@ pub struct Engine {
     task_index: BTreeMap<TaskId, usize>,
     merge: Merge,
     offsets: OffsetTracker,
-    /// Window → late events of it waiting for its publication.
+    /// Window → late events of it waiting for its publication (in this process only; through
+    /// a partials topic a task's decisions are durable with its partials, and late copies go
+    /// out at once).
     deferred: BTreeMap<i64, Vec<DeferredLate>>,
+    /// `Some`: tasks hand their partials to the merge through a Kafka topic.
+    exchange: Option<Exchange>,
+    /// Clicks that were pending at tasks given up since start (see [`Engine::reset_assignment`]).
+    handed_over_pending: u64,
+    /// Partials were sent or windows published since the last [`Engine::report_progress`]:
+    /// the driver should commit soon, so that the merge sees them.
+    checkpoint_wanted: bool,
     /// One instance of each plugin that new tasks' instances are made from (its current version).
     prototypes: Vec<Box<dyn Aggregator>>,
     /// What loaded the plugins, for live swaps (`None` for an engine built from aggregators).
@@ -198,6 +227,9 @@ impl Engine {
             merge: Merge::new(rule, merge_slots),
             offsets: OffsetTracker::default(),
             deferred: BTreeMap::new(),
+            exchange: None,
+            handed_over_pending: 0,
+            checkpoint_wanted: false,
             prototypes: plugins,
             loader: None,
             batch_size,
@@ -226,7 +258,11 @@ impl Engine {
                 let slots =
                     self.prototypes.iter().map(|p| p.fresh().map(Slot::new)).collect::<anyhow::Result<Vec<_>>>()?;
                 let mut t = Task::new(partition, self.rule, &self.time, slots, self.batch_size);
-                t.resume(self.merge.published());
+                // In this process the merge's published windows are closed everywhere; through
+                // a partials topic a task starts from its own checkpoint only.
+                if self.exchange.is_none() {
+                    t.resume(self.merge.published(), i64::MIN);
+                }
                 self.tasks.push(t);
                 self.task_index.insert(partition, self.tasks.len() - 1);
                 self.merge.expect(partition);
@@ -234,6 +270,7 @@ impl Engine {
             }
         };
         let side = self.tasks[task].add_partition(now);
+        self.tasks[task].inputs.push(self.partitions.len());
         self.partitions.push(PartitionInfo {
             source,
             topic: topic.to_owned(),
@@ -252,11 +289,190 @@ impl Engine {
     pub fn resume(&mut self, watermark: i64, replays: &[(PartitionId, i64)]) {
         self.merge.resume(watermark);
         for task in &mut self.tasks {
-            task.resume(watermark);
+            task.resume(watermark, i64::MIN);
         }
         for &(p, until) in replays {
             self.partitions[p].replay_until = until;
         }
+    }
+
+    /// Tasks hand their partials (and report their progress) to the merge stage through
+    /// `topic`, whose records take shares of at most `max_bytes`, instead of in this process.
+    /// A merge stage runs here only once [`Engine::open_merge`] is called.
+    pub fn use_exchange(&mut self, topic: &str, max_bytes: usize) {
+        self.exchange = Some(Exchange { topic: topic.to_owned(), max_bytes, reported: BTreeMap::new(), input: None });
+    }
+
+    /// Gives every task (and the merge stage) up, after a rebalance: the next assignment
+    /// starts afresh from its checkpoints. Plugins, counters and swaps stay.
+    pub fn reset_assignment(&mut self) {
+        // Clicks waiting for their impression were consumed here and are read again by the
+        // next owner: they stay accounted for (as an ended attempt's do, see Stats::then).
+        self.handed_over_pending += self.tasks.iter().map(|t| t.join().pending_clicks() as u64).sum::<u64>();
+        self.partitions.clear();
+        self.tasks.clear();
+        self.task_index.clear();
+        self.offsets = OffsetTracker::default();
+        self.deferred.clear();
+        let rule = self.rule;
+        let slots = std::mem::take(&mut self.merge).into_slots();
+        self.merge = Merge::new(rule, slots);
+        if let Some(x) = &mut self.exchange {
+            x.reported.clear();
+            x.input = None;
+        }
+    }
+
+    /// Continues partition `p` from an earlier owner's checkpoint: its task's watermark was
+    /// `watermark`, it had handed every window `closed` closes to the merge (their partials are
+    /// in the partials topic, or published), and it had read `p` up to (not including)
+    /// `replay_until`.
+    pub fn resume_partition(&mut self, p: PartitionId, watermark: i64, closed: i64, replay_until: i64) {
+        let info = &mut self.partitions[p];
+        info.replay_until = replay_until;
+        self.tasks[info.task].resume(watermark, closed);
+    }
+
+    /// Runs the merge stage here, over the partials of tasks `0..tasks`: an earlier owner
+    /// published every window up to `published` and had read the partials topic up to
+    /// `replay_until`; reading resumes below that, at the oldest partial of a window not
+    /// published yet.
+    pub fn open_merge(&mut self, tasks: usize, published: i64, replay_until: i64) {
+        let Some(x) = &mut self.exchange else { return };
+        x.input = Some(ExchangeInput {
+            offsets: OffsetTracker::default(),
+            replay_until,
+            assembler: exchange::Assembler::default(),
+        });
+        self.merge.resume(published);
+        for t in 0..tasks {
+            self.merge.expect(i32::try_from(t).unwrap_or(i32::MAX));
+        }
+    }
+
+    /// Whether the merge stage runs here.
+    pub fn merges(&self) -> bool {
+        self.exchange.as_ref().is_none_or(|x| x.input.is_some())
+    }
+
+    /// The watermark of `p`'s task, and the watermark through which it handed its windows to
+    /// the merge (for its checkpoint).
+    pub fn task_watermark(&self, p: PartitionId) -> (i64, i64) {
+        let task = &self.tasks[self.partitions[p].task];
+        (task.watermark(), task.closed_through())
+    }
+
+    /// The offset of the partials topic to commit: its oldest record the merge still needs.
+    pub fn exchange_committable(&self) -> Option<i64> {
+        self.exchange.as_ref()?.input.as_ref()?.offsets.committable(0)
+    }
+
+    /// One past the last record of the partials topic this merge stage (or an earlier owner)
+    /// has read.
+    pub fn exchange_next(&self) -> Option<i64> {
+        let input = self.exchange.as_ref()?.input.as_ref()?;
+        let earlier = Some(input.replay_until).filter(|&u| u > i64::MIN);
+        input.offsets.next(0).max(earlier)
+    }
+
+    /// Whether partials were sent or windows published since the last progress report: a
+    /// checkpoint now makes them visible.
+    pub fn checkpoint_wanted(&self) -> bool {
+        self.checkpoint_wanted
+    }
+
+    /// Before a checkpoint: every task whose clock changed since it was last sent reports it
+    /// on the partials topic, after the partials of the windows that clock closes.
+    pub fn report_progress(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        self.checkpoint_wanted = false;
+        let Some(x) = &mut self.exchange else { return Ok(()) };
+        for task in &self.tasks {
+            let clock = task.clock();
+            if x.reported.get(&task.id) == Some(&clock) {
+                continue;
+            }
+            let value = exchange::encode_progress(task.id, clock);
+            sink.send(&x.topic, Some(exchange::progress_key(task.id).as_bytes()), &value, &[])?;
+            x.reported.insert(task.id, clock);
+        }
+        Ok(())
+    }
+
+    /// One record of the partials topic, for the merge stage running here (it publishes from
+    /// [`Engine::publish_merged`]).
+    pub fn ingest_exchange(&mut self, offset: i64, value: &[u8], sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let Some(input) = self.exchange.as_mut().and_then(|x| x.input.as_mut()) else { return Ok(()) };
+        let replaying = offset < input.replay_until;
+        let message = match exchange::decode(value) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(offset, error = %e, "a record of the partials topic is not one adstream wrote; skipped (is another application writing to it?)");
+                input.offsets.seen(0, offset);
+                return Ok(());
+            }
+        };
+        match message {
+            exchange::Message::Progress { task, clock } => {
+                self.merge.report(task, clock);
+                input.offsets.seen(0, offset);
+            }
+            exchange::Message::Partial { partial, chunk, chunks } => {
+                let window = partial.window_start_ms;
+                if self.rule.is_closed(window, self.merge.published()) {
+                    input.offsets.seen(0, offset);
+                    if !replaying {
+                        self.after_publication(&partial, sink)?;
+                    }
+                    return Ok(());
+                }
+                input.offsets.hold(0, offset, self.rule.closes_at(window));
+                if let Some(whole) = input.assembler.add(partial, chunk, chunks) {
+                    self.add_partial(whole);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the merge stage running here has a window to publish, once the number of tasks
+    /// is confirmed ([`Engine::publish_merged`]).
+    pub fn merge_due(&mut self) -> bool {
+        self.merges() && self.exchange.is_some() && {
+            self.merge.advance();
+            self.merge.next_due().is_some()
+        }
+    }
+
+    /// Publishes what the merge stage can, now that the input topics are known to have `tasks`
+    /// partitions: tasks added since (partitions added to both topics) hold the merge back
+    /// until they report, so that no window is published without them.
+    pub fn publish_merged(&mut self, tasks: usize, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        for t in 0..tasks {
+            self.merge.expect(i32::try_from(t).unwrap_or(i32::MAX));
+        }
+        self.publish_due_from_exchange(now, sink)
+    }
+
+    /// A partial of a window already published (its task was idle, and the merge did not
+    /// wait for it): reported on the plugin-errors topic, never merged into a published number.
+    fn after_publication(&mut self, partial: &Partial, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        self.stats.windows_withheld += 1;
+        let Some(i) = self.merge.slots().iter().position(|s| s.meta().name == partial.plugin) else { return Ok(()) };
+        let window =
+            Window { start_ms: partial.window_start_ms, end_ms: partial.window_start_ms + self.time.window_ms };
+        let reason = format!(
+            "task {} closed this window after it was published (the task was idle when the others closed it): its {} events are not in the published result",
+            partial.task, partial.events
+        );
+        tracing::error!(plugin = %partial.plugin, task = partial.task, window = %format_rfc3339_millis(window.start_ms), events = partial.events, "{reason}");
+        let meta = self.merge.slots()[i].meta();
+        plugin_error(
+            &self.topics.plugin_errors,
+            meta,
+            window,
+            |o| o.u64("events", partial.events).str("reason", &reason),
+            sink,
+        )
     }
 
     pub fn plugins(&self) -> impl Iterator<Item = &PluginMeta> {
@@ -365,9 +581,17 @@ impl Engine {
             watermark_ms: self.merge.watermark(),
             open_windows: self.open_windows().len() as u64,
             join_impressions: self.tasks.iter().map(|t| t.join().impressions() as u64).sum(),
-            pending_clicks: self.tasks.iter().map(|t| t.join().pending_clicks() as u64).sum(),
+            pending_clicks: self.handed_over_pending
+                + self.tasks.iter().map(|t| t.join().pending_clicks() as u64).sum::<u64>(),
+            tasks: self.tasks.len() as u64,
+            merge_stage: u64::from(self.exchange.as_ref().is_some_and(|x| x.input.is_some())),
             ..self.stats.clone()
         }
+    }
+
+    /// The group moved partitions to or from this host.
+    pub fn rebalanced(&mut self) {
+        self.stats.rebalances += 1;
     }
 
     /// When the merge watermark passed the end of each window published since the last call.
@@ -426,7 +650,8 @@ impl Engine {
         let info = &self.partitions[p];
         let task = &mut self.tasks[info.task];
         task.watermarks_mut().set_backlog(info.side, backlog);
-        if backlog {
+        // Through a partials topic the merge hears of tasks only there, after their partials.
+        if backlog && self.exchange.is_none() {
             let clock = task.advance(now);
             self.merge.report(task.id, clock);
         }
@@ -473,25 +698,31 @@ impl Engine {
         };
         let ts = event.event_time_ms();
         let window = self.rule.start_of(ts);
-        if self.rule.is_closed(window, self.merge.published()) {
+        // Through a partials topic, a task's decisions up to its watermark are durable with its
+        // partials: it alone decides. In this process, a window the merge has published is
+        // closed at every task too (an idle task's share was taken with it).
+        let closed_at_task = self.tasks[t].has_closed(window);
+        let final_now =
+            if self.exchange.is_some() { closed_at_task } else { self.rule.is_closed(window, self.merge.published()) };
+        if final_now {
             if replaying {
                 self.stats.replayed += 1;
                 if let Event::Impression(imp) = &event {
-                    // Its window is published, but a click of an open window may still join it.
+                    // Its window is closed, but a click of an open window may still join it.
                     self.tasks[t].rejoin(imp, &mut self.stats);
                     self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
                 } else {
                     self.offsets.seen(p, input.offset);
                 }
             } else {
-                self.late_now(input, ts, window, sink)?;
+                self.late_now(input, ts, window, t, sink)?;
                 self.offsets.seen(p, input.offset);
             }
             self.tasks[t].observe(side, Some(ts), now);
             return Ok(());
         }
         let task = &mut self.tasks[t];
-        if task.has_closed(window) {
+        if closed_at_task {
             // Late at its task; its copy goes out with the window's results.
             self.stats.late += 1;
             let detail = format!(
@@ -534,32 +765,53 @@ impl Engine {
     /// partitions release them) and publishes every window the merge can.
     pub fn advance(&mut self, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
         for t in 0..self.tasks.len() {
-            self.close_at_task(t, now);
+            self.close_at_task(t, now, sink)?;
         }
         self.publish_due(now, sink)
     }
 
     fn advance_task(&mut self, t: usize, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
-        if self.close_at_task(t, now) {
+        if self.close_at_task(t, now, sink)? {
             self.publish_due(now, sink)?;
         }
         Ok(())
     }
 
-    /// Recomputes task `t`'s watermark, hands the windows it closes to the merge and reports
-    /// the task's clock; returns whether the merge might publish more now.
-    fn close_at_task(&mut self, t: usize, now: Instant) -> bool {
+    /// Recomputes task `t`'s watermark and hands the windows it closes to the merge (in this
+    /// process, or on the partials topic); returns whether the merge might publish more now.
+    fn close_at_task(&mut self, t: usize, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<bool> {
         let task = &mut self.tasks[t];
         let before = task.watermark();
         let clock = task.advance(now);
-        let (partials, failures) = task.close_through(clock.watermark, &mut self.stats);
+        // An idle task does not hold the merge back, so the merge may publish any window: it
+        // hands over every window it holds (SPEC "Time": its share is in the result).
+        let bound = if clock.idle { i64::MAX } else { clock.watermark };
+        let (partials, failures) = task.close_through(bound, &mut self.stats);
+        let clock = task.clock();
         let id = task.id;
         self.report_failures(t, failures);
-        for partial in partials {
-            self.add_partial(partial);
+        let Some(x) = &self.exchange else {
+            for partial in partials {
+                self.add_partial(partial);
+            }
+            self.merge.report(id, clock);
+            return Ok(clock.watermark != before || clock.idle);
+        };
+        if !partials.is_empty() {
+            self.checkpoint_wanted = true;
         }
-        self.merge.report(id, clock);
-        clock.watermark != before || clock.idle
+        for partial in &partials {
+            let key = exchange::partial_key(partial);
+            for record in exchange::encode_partial(partial, x.max_bytes) {
+                sink.send(&x.topic, Some(key.as_bytes()), &record, &[])?;
+            }
+        }
+        // The task's partitions are done up to what it closed: that is in the partials.
+        let closed = self.tasks[t].closed_through();
+        for &p in &self.tasks[t].inputs {
+            self.offsets.release_partition(p, closed);
+        }
+        Ok(false)
     }
 
     fn add_partial(&mut self, partial: Partial) {
@@ -577,6 +829,11 @@ impl Engine {
 
     /// Publishes every window the merge watermark has closed, oldest first.
     fn publish_due(&mut self, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        // Through a partials topic the merge publishes from the driver, which confirms the
+        // number of tasks first (see `publish_merged`).
+        if self.exchange.is_some() {
+            return Ok(());
+        }
         let watermark = self.merge.advance();
         let deferred_due = self.deferred.first_key_value().is_some_and(|(&w, _)| self.rule.is_closed(w, watermark));
         if !deferred_due && self.next_to_publish(watermark).is_none() {
@@ -599,6 +856,27 @@ impl Engine {
         }
         self.route_deferred(watermark, sink)?;
         self.offsets.release(watermark);
+        Ok(())
+    }
+
+    /// [`Engine::publish_due`] of a merge stage fed by the partials topic: only what the
+    /// partials say, never this process's tasks (they report like everyone else's).
+    fn publish_due_from_exchange(&mut self, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        if !self.merges() {
+            return Ok(());
+        }
+        self.merge.advance();
+        while let Some(start) = self.merge.next_due() {
+            self.publish_window(start, sink)?;
+            self.checkpoint_wanted = true;
+            if let Some(emitted) = &mut self.emitted_at {
+                emitted.push(now);
+            }
+        }
+        let published = self.merge.published();
+        if let Some(input) = self.exchange.as_mut().and_then(|x| x.input.as_mut()) {
+            input.offsets.release(published);
+        }
         Ok(())
     }
 
@@ -819,15 +1097,33 @@ impl Engine {
         route::copy(&self.topics.dead_letter, input, info, reason.code(), &detail, &mut self.stats.truncated, sink)
     }
 
-    /// An event whose window is already published: its copy goes out at once.
-    fn late_now(&mut self, input: Input<'_>, ts: i64, window: i64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+    /// An event whose window is closed for good (published, or closed at its task when the
+    /// partials go through Kafka): its copy goes out at once.
+    fn late_now(
+        &mut self,
+        input: Input<'_>,
+        ts: i64,
+        window: i64,
+        t: usize,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
         self.stats.late += 1;
-        let detail = format!(
-            "window {} of event time {} was already emitted (watermark {})",
-            format_rfc3339_millis(window),
-            format_rfc3339_millis(ts),
-            format_rfc3339_millis(self.merge.published())
-        );
+        let detail = if self.exchange.is_some() {
+            format!(
+                "window {} of event time {} was already closed at task {} (its watermark {})",
+                format_rfc3339_millis(window),
+                format_rfc3339_millis(ts),
+                self.tasks[t].id,
+                format_rfc3339_millis(self.tasks[t].watermark())
+            )
+        } else {
+            format!(
+                "window {} of event time {} was already emitted (watermark {})",
+                format_rfc3339_millis(window),
+                format_rfc3339_millis(ts),
+                format_rfc3339_millis(self.merge.published())
+            )
+        };
         let info = &self.partitions[input.partition];
         tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, window = %format_rfc3339_millis(window), "late");
         route::copy(&self.topics.late, input, info, "late", &detail, &mut self.stats.truncated, sink)

@@ -55,6 +55,14 @@ impl OffsetTracker {
         }
     }
 
+    /// `p`'s own watermark is now `watermark` (its task's): release what it covers there.
+    pub fn release_partition(&mut self, p: PartitionId, watermark: i64) {
+        let part = self.part(p);
+        if part.held.first_key_value().is_some_and(|(&at, _)| at <= watermark) {
+            part.held = part.held.split_off(&(watermark.saturating_add(1)));
+        }
+    }
+
     /// One past the largest offset seen on `p`.
     pub fn next(&self, p: PartitionId) -> Option<i64> {
         self.partitions.get(p)?.next

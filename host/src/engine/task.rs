@@ -24,6 +24,13 @@ use crate::plugin::{PluginError, Slot, Window};
 
 pub struct Task {
     pub id: TaskId,
+    /// The engine's ids of the task's partitions.
+    pub inputs: Vec<PartitionId>,
+    /// The clock as last computed by [`Task::advance`].
+    clock: TaskClock,
+    /// Every window this closes was handed to the merge, even if the watermark has not closed
+    /// it (an idle task hands over all it holds).
+    closed_floor: i64,
     rule: WindowRule,
     /// The task's partitions (at most one per input topic), by their index here.
     watermarks: Watermarks,
@@ -50,6 +57,9 @@ impl Task {
     ) -> Self {
         Task {
             id,
+            inputs: Vec::new(),
+            clock: TaskClock { watermark: i64::MIN, idle: false },
+            closed_floor: i64::MIN,
             rule,
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
             join: Join::new(time.join_horizon_ms),
@@ -85,9 +95,11 @@ impl Task {
         &self.join
     }
 
-    /// Starts from the watermark an earlier run published through.
-    pub fn resume(&mut self, watermark: i64) {
+    /// Starts from where an earlier owner left the task: its watermark, and the windows it had
+    /// handed over (`closed`; at least the watermark's).
+    pub fn resume(&mut self, watermark: i64, closed: i64) {
         self.watermarks.resume(watermark);
+        self.closed_floor = self.closed_floor.max(closed);
     }
 
     /// The task's watermark as last computed.
@@ -95,9 +107,15 @@ impl Task {
         self.watermarks.current()
     }
 
-    /// Whether the task's watermark has closed the window starting at `start`.
+    /// Every window this closes is closed here (handed over, or never to be): the watermark,
+    /// or beyond it what an idle spell handed over.
+    pub fn closed_through(&self) -> i64 {
+        self.watermarks.current().max(self.closed_floor)
+    }
+
+    /// Whether the window starting at `start` is closed at this task.
     pub fn has_closed(&self, start: i64) -> bool {
-        self.rule.is_closed(start, self.watermarks.current())
+        self.rule.is_closed(start, self.closed_through())
     }
 
     /// Windows with events here, oldest first.
@@ -183,11 +201,18 @@ impl Task {
     /// Recomputes the task's watermark at `now`: what it tells the merge.
     pub fn advance(&mut self, now: Instant) -> TaskClock {
         let watermark = self.watermarks.advance(now);
-        TaskClock { watermark, idle: self.watermarks.all_idle(now) }
+        self.clock = TaskClock { watermark, idle: self.watermarks.all_idle(now) };
+        self.clock
     }
 
-    /// Hands over every window `watermark` closes (the task's own, or the merge's when this
-    /// task is idle and the merge publishes without waiting for it): flushes the batch, exports
+    /// The clock as last computed.
+    pub fn clock(&self) -> TaskClock {
+        self.clock
+    }
+
+    /// Hands over every window `watermark` closes (the task's own; `i64::MAX` when the task is
+    /// idle, since the merge does not wait for it then; the merge's, in this process, when it
+    /// publishes without waiting for this task): flushes the batch, exports
     /// each plugin's accumulator of the window and drops it. Returns the partials, and the
     /// plugin calls that failed on the way (their windows are withheld, not lost).
     pub fn close_through(&mut self, watermark: i64, stats: &mut Stats) -> (Vec<Partial>, Vec<Failure>) {
@@ -239,7 +264,13 @@ impl Task {
                 });
             }
         }
-        self.join.expire(rule.oldest_open(watermark));
+        // What was handed over is closed here for good (an idle task hands over every window it
+        // holds, and its later events of them are late), though the watermark it reports to the
+        // merge stays its own.
+        if let Some(last) = partials.last() {
+            self.closed_floor = self.closed_floor.max(rule.closes_at(last.window_start_ms));
+        }
+        self.join.expire(rule.oldest_open(self.closed_through()));
         (partials, failures)
     }
 

@@ -11,7 +11,7 @@ use crate::config::TimeConfig;
 
 /// Window size and allowed lateness, and the join horizon that decides how long an impression
 /// is kept.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct WindowRule {
     pub window_ms: i64,
     pub allowed_lateness_ms: i64,

@@ -88,6 +88,10 @@ impl Admin {
     pub fn max_message_bytes(&self, topics: &[String]) -> Result<HashMap<String, usize>, Failure> {
         let mut limits = HashMap::new();
         let mut pending: Vec<String> = topics.to_vec();
+        // librdkafka refuses a request for no resource at all (InvalidArgument).
+        if pending.is_empty() {
+            return Ok(limits);
+        }
         for attempt in 0.. {
             let resources: Vec<ResourceSpecifier<'_>> = pending.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
             let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));

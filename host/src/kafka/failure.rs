@@ -93,7 +93,10 @@ pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
             "the principal lacks a cluster permission: the transactional producer needs IDEMPOTENT_WRITE on the cluster (Kafka < 3.0), and creating topics needs CREATE"
         }
         C::TransactionalIdAuthorizationFailed => {
-            "the principal is not allowed to use the transactional id: grant it WRITE and DESCRIBE on --transactional-id (or use --delivery at-least-once)"
+            "the principal is not allowed to use the transactional id: grant it WRITE and DESCRIBE on <group-id>.<host-id> (or --transactional-id; a prefixed ACL on <group-id>. covers every host), or use --delivery at-least-once"
+        }
+        C::FencedInstanceId => {
+            "another host joined the consumer group with the same --host-id: give each host its own (a restarted host keeps its own, and takes its tasks back)"
         }
         C::NotImplemented if text.contains("ecompress") => {
             "the input was written with a compression codec this build of the host cannot read (it reads gzip, snappy, lz4 and zstd)"

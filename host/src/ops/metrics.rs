@@ -35,6 +35,9 @@ pub const NAMES: &[&str] = &[
     "adstream_records_withheld_total",
     "adstream_truncated_copies_total",
     "adstream_restarts_total",
+    "adstream_rebalances_total",
+    "adstream_tasks",
+    "adstream_merge_stage",
     "adstream_plugin_errors_total",
     "adstream_plugin_swaps_total",
     "adstream_watermark_seconds",
@@ -74,6 +77,9 @@ pub struct Metrics {
     records_withheld: Counter,
     truncated: Counter,
     restarts: Counter,
+    rebalances: Counter,
+    tasks: Gauge,
+    merge_stage: Gauge,
     plugin_errors: Family<Labels, Counter>,
     swaps: Family<Labels, Counter>,
     watermark: FloatGauge,
@@ -108,6 +114,9 @@ impl Default for Metrics {
             records_withheld: Counter::default(),
             truncated: Counter::default(),
             restarts: Counter::default(),
+            rebalances: Counter::default(),
+            tasks: Gauge::default(),
+            merge_stage: Gauge::default(),
             plugin_errors: Family::default(),
             swaps: Family::default(),
             watermark: FloatGauge::default(),
@@ -158,6 +167,17 @@ impl Default for Metrics {
             "restarts",
             "Times the pipeline started again from the last checkpoint after Kafka failed it",
             m.restarts.clone(),
+        );
+        r.register(
+            "rebalances",
+            "Times the consumer group moved partitions to or from this host",
+            m.rebalances.clone(),
+        );
+        r.register("tasks", "Tasks (partition p of both input topics) this host runs", m.tasks.clone());
+        r.register(
+            "merge_stage",
+            "1 if this host runs the merge stage (it owns the partials topic), else 0",
+            m.merge_stage.clone(),
         );
         r.register("plugin_errors", "Failed plugin calls and unusable plugin records", m.plugin_errors.clone());
         r.register("plugin_swaps", "Live plugin swaps, by outcome (applied, rejected)", m.swaps.clone());
@@ -237,6 +257,9 @@ impl Metrics {
         set_counter(&self.records_withheld, stats.records_withheld);
         set_counter(&self.truncated, stats.truncated);
         set_counter(&self.restarts, stats.restarts);
+        set_counter(&self.rebalances, stats.rebalances);
+        self.tasks.set(stats.tasks as i64);
+        self.merge_stage.set(stats.merge_stage as i64);
         // Before the first event the watermark is "no time yet": leave the gauges at 0.
         if stats.watermark_ms > i64::MIN / 2 {
             self.watermark.set(secs(stats.watermark_ms));

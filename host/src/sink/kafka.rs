@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -47,9 +47,14 @@ use crate::kafka::{ClientSettings, Failure, Health, HostContext, Role};
 pub const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The transaction timeout the host asks for (`transaction.timeout.ms`): how long the broker
-/// keeps a dead host's transaction open, which holds back `read_committed` consumers of the
-/// output topics until a successor fences it. It must exceed [`STEP_DEADLINE`].
-const TRANSACTION_TIMEOUT_MS: &str = "60000";
+/// keeps a dead host's transaction open. Until then it holds back every `read_committed`
+/// reader of what it wrote to: the output topics, the partials topic (so the merge stage), and
+/// the offsets of its tasks (so the host that takes them over). With `--session-timeout` it
+/// bounds the failover after a crash, so it is short: a host commits every
+/// `--commit-interval` (1 s), ten times more often. A step that outlasts it (a broker away
+/// longer) finds its transaction aborted by the broker, and the attempt starts again from the
+/// last checkpoint.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
 /// Failed deliveries, as librdkafka's delivery reports tell them.
 #[derive(Default)]
@@ -140,7 +145,12 @@ impl ProducerContext for SinkContext {
 /// A transaction step for the [`Steps`] thread.
 enum Step {
     Init,
-    Checkpoint { offsets: TopicPartitionList, group: Box<ConsumerGroupMetadata> },
+    Checkpoint {
+        offsets: TopicPartitionList,
+        group: Box<ConsumerGroupMetadata>,
+    },
+    /// Drop what was produced since the last checkpoint (the partitions it covers were lost).
+    Abort,
 }
 
 /// The thread that runs transaction steps, so that the pipeline can stop waiting for one.
@@ -252,10 +262,10 @@ impl KafkaSink {
     /// At-least-once commits are asynchronous while the host runs (one lost in an outage is
     /// covered by the next, and the output it covers is already acknowledged), and synchronous
     /// when `last` (the clean stop), so that a restart does not publish again what was done.
-    pub fn checkpoint(
+    pub fn checkpoint<C: ConsumerContext>(
         &self,
         offsets: &TopicPartitionList,
-        consumer: &BaseConsumer<HostContext>,
+        consumer: &BaseConsumer<C>,
         last: bool,
     ) -> Result<(), Failure> {
         if self.steps.is_none() {
@@ -276,6 +286,16 @@ impl KafkaSink {
         );
         tracing::debug!(us = t0.elapsed().as_micros() as u64, "checkpoint");
         r
+    }
+
+    /// Drops everything produced since the last checkpoint: the partitions it covered were
+    /// lost to another member, which does that work again. (At-least-once: nothing to drop;
+    /// what was sent stays, as after a crash.)
+    pub fn abort(&self) -> Result<(), Failure> {
+        if self.steps.is_none() {
+            return Ok(());
+        }
+        self.run_step(Step::Abort, "aborting the transaction of lost partitions")
     }
 
     /// Waits until every queued record is acknowledged; fails if any could not be delivered.
@@ -375,6 +395,7 @@ impl Steps {
                     let result = match step {
                         Step::Init => init(&producer),
                         Step::Checkpoint { offsets, group } => commit(&producer, &offsets, &group),
+                        Step::Abort => abort(&producer),
                     };
                     let result = result.map_err(|e| judge(&producer, e, &id, last_commit));
                     if result.is_ok() {
@@ -390,6 +411,13 @@ impl Steps {
             .map_err(Failure::Fatal)?;
         Ok(Steps { requests, replies })
     }
+}
+
+fn abort(producer: &ThreadedProducer<SinkContext>) -> Result<(), KafkaError> {
+    producer.abort_transaction(STEP_DEADLINE)?;
+    // The purged records' delivery reports say nothing that matters any more.
+    let _ = take_failures(producer);
+    producer.begin_transaction()
 }
 
 fn init(producer: &ThreadedProducer<SinkContext>) -> Result<(), KafkaError> {
@@ -483,7 +511,7 @@ fn judge(producer: &ThreadedProducer<SinkContext>, error: KafkaError, id: &str, 
         let timeout = Duration::from_millis(TRANSACTION_TIMEOUT_MS.parse().unwrap_or(60_000));
         if fenced && last_commit.elapsed() < timeout {
             return Failure::Fatal(anyhow::anyhow!(
-                "another producer took over transactional id {id:?} ({reason}): two hosts must not share a --transactional-id (or a --group-id, from which it is derived)"
+                "another producer took over transactional id {id:?} ({reason}): two hosts of a group must not share a --host-id (the transactional id is <group-id>.<host-id>) or a --transactional-id"
             ));
         }
         return Failure::Recoverable(anyhow::anyhow!("the producer hit a fatal error: {reason}"));

@@ -1,10 +1,19 @@
-//! The Kafka consumer: every partition of the two input topics, assigned explicitly, starting
-//! from the group's committed offsets, read with `isolation.level=read_committed`.
+//! The Kafka consumer: a member of the consumer group `--group-id`, subscribed to both input
+//! topics and the partials topic, read with `isolation.level=read_committed`.
 //!
-//! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset>`): the watermark through
-//! which windows had been emitted, and how far the partition had been read. A restarted host
-//! resumes from both, so it neither emits a finished window again nor re-routes a late or
-//! invalid message; see [`crate::engine::Engine::resume`].
+//! The group's range assignor hands out partitions topic by topic in member order, so that
+//! partition `p` of both input topics (one task) always goes to the same member (the topics
+//! must have equal partition counts: checked at connection). The partials topic has one
+//! partition: its owner runs the merge stage. Rebalances are carried out by the pipeline
+//! thread ([`crate::kafka::group`]): on revoke the attempt commits, on assign
+//! [`KafkaSource::assign`] reads the checkpoints before any message.
+//!
+//! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset>`): for an input partition,
+//! its task's watermark (every window it closes was handed to the merge in the same
+//! transaction) and how far the partition had been read; for the partials topic, the watermark
+//! the merge published through and how far it had read. A new owner resumes from both, so it
+//! neither hands over nor publishes a window again nor re-routes a late or invalid message;
+//! see [`crate::engine::Engine::resume_partition`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,6 +28,7 @@ use crate::config::KafkaConfig;
 use crate::engine::Engine;
 use crate::engine::watermark::PartitionId;
 use crate::event::Source;
+use crate::kafka::group::{GroupContext, Rebalanced};
 use crate::kafka::{Failure, Health, HostContext, Role};
 use crate::ops::PartitionStatus;
 use crate::sink::kafka::STEP_DEADLINE;
@@ -27,23 +37,38 @@ use crate::sink::kafka::STEP_DEADLINE;
 /// tried again after a backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The consumer and the map from Kafka partitions to pipeline partitions.
+/// The consumer, and what it is assigned now.
 pub struct KafkaSource {
-    pub consumer: BaseConsumer<HostContext>,
+    pub consumer: BaseConsumer<GroupContext>,
     config: KafkaConfig,
-    /// (source, Kafka partition) → pipeline partition.
+    /// The input topics' partition count (the number of tasks), as last read.
+    tasks: usize,
+    assigned: Assignment,
+}
+
+/// The current assignment, mapped to the engine.
+#[derive(Default)]
+struct Assignment {
+    /// (source, Kafka partition) → engine partition.
     ids: HashMap<(Source, i32), PartitionId>,
     /// Engine partition → (topic, Kafka partition).
     topics: Vec<(String, i32)>,
-    /// Engine partition → the offset reading started at (0 when unknown), for the backlog
-    /// of a partition nothing was read from yet.
+    /// Engine partition → the offset reading started at: what to commit while nothing of it
+    /// was read, and the base of its backlog.
     start_offsets: Vec<i64>,
-    /// The input partitions found at connection: (source, topic, partition).
-    partitions: Vec<(Source, String, i32)>,
+    /// The partials topic's partition is this member's (it runs the merge), reading from here.
+    exchange: Option<i64>,
+}
+
+/// Where a message goes.
+pub enum Route {
+    Input(PartitionId),
+    /// A record of the partials topic, for the merge stage.
+    Exchange,
 }
 
 /// The high watermark of a partition as last seen in a fetch response, if any.
-fn cached_high_watermark(consumer: &BaseConsumer<HostContext>, topic: &str, partition: i32) -> Option<i64> {
+fn cached_high_watermark(consumer: &BaseConsumer<GroupContext>, topic: &str, partition: i32) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a valid C
@@ -65,37 +90,55 @@ fn cached_high_watermark(consumer: &BaseConsumer<HostContext>, topic: &str, part
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub watermark: i64,
+    /// Input partitions: every window this closes was handed to the merge (at least the
+    /// watermark's; beyond it after an idle spell). Absent in older checkpoints.
+    pub closed: i64,
     pub next: i64,
 }
 
 impl Checkpoint {
     pub fn encode(&self) -> String {
-        format!("adstream/1 wm={} next={}", self.watermark, self.next)
+        format!("adstream/1 wm={} next={} closed={}", self.watermark, self.next, self.closed)
     }
 
     pub fn decode(metadata: &str) -> Option<Self> {
         let rest = metadata.strip_prefix("adstream/1 ")?;
         let mut watermark = None;
         let mut next = None;
+        let mut closed = None;
         for field in rest.split(' ') {
             match field.split_once('=')? {
                 ("wm", v) => watermark = v.parse().ok(),
                 ("next", v) => next = v.parse().ok(),
+                ("closed", v) => closed = v.parse().ok(),
                 _ => {}
             }
         }
-        Some(Checkpoint { watermark: watermark?, next: next? })
+        let watermark = watermark?;
+        Some(Checkpoint { watermark, closed: closed.unwrap_or(watermark), next: next? })
     }
 }
 
 impl KafkaSource {
     /// Connects (waiting at most [`CONNECT_TIMEOUT`] for the cluster to answer, and not at all
     /// once a client hit an error that never heals, such as refused credentials), and checks
-    /// that both input topics exist. Nothing is assigned yet: see [`KafkaSource::open`].
+    /// that both input topics exist with the same partition count. The group is joined by
+    /// [`KafkaSource::join_group`], once the output topics and the producer are ready.
     pub fn connect(config: &KafkaConfig, health: &Health) -> Result<Self, Failure> {
         let settings = &config.client;
+        let session_timeout = config.session_timeout.as_millis().to_string();
         let defaults = [
             ("group.id", config.group_id.as_str()),
+            // Static membership (KIP-345): a host that restarts within the session timeout
+            // takes its own tasks back at once, without moving anyone else's.
+            ("group.instance.id", config.host_id.as_str()),
+            // Partition p of every subscribed topic to the same member: a task stays whole.
+            ("partition.assignment.strategy", "range"),
+            // A member that dies is noticed (and its tasks given to the others) this soon.
+            ("session.timeout.ms", session_timeout.as_str()),
+            ("heartbeat.interval.ms", "1000"),
+            // Partitions added to the input topics are noticed this soon (default: 5 min).
+            ("topic.metadata.refresh.interval.ms", "10000"),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),
@@ -110,37 +153,81 @@ impl KafkaSource {
             // After an outage, reconnect within 2 s of the broker's return (default: 10 s).
             ("reconnect.backoff.max.ms", "2000"),
         ];
-        let context = HostContext::new(Role::Consumer, settings.clone(), health.clone());
-        let consumer: BaseConsumer<HostContext> = settings
+        let context = GroupContext::new(HostContext::new(Role::Consumer, settings.clone(), health.clone()));
+        let consumer: BaseConsumer<GroupContext> = settings
             .client_config(Role::Consumer, &defaults)
             .create_with_context(context)
             .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
-        let mut source = KafkaSource {
-            consumer,
-            config: config.clone(),
-            ids: HashMap::new(),
-            topics: Vec::new(),
-            start_offsets: Vec::new(),
-            partitions: Vec::new(),
-        };
+        let mut source = KafkaSource { consumer, config: config.clone(), tasks: 0, assigned: Assignment::default() };
         // The probe's answer is the impressions topic's metadata: the first of the two reads.
         let impressions = source.wait_for_cluster(health)?;
-        let clicks = source.consumer.fetch_metadata(Some(&config.clicks_topic), STEP_DEADLINE).map_err(|e| {
-            Failure::kafka(
-                e,
-                format!("fetching metadata of topic {} from {}", config.clicks_topic, config.client.brokers),
-            )
-        })?;
-        for (kind, topic, metadata) in [
-            (Source::Impressions, &config.impressions_topic, &impressions),
-            (Source::Clicks, &config.clicks_topic, &clicks),
-        ] {
-            for partition in source.partitions_in(metadata, topic)? {
-                source.partitions.push((kind, topic.clone(), partition));
-            }
-        }
-        source.check_co_partitioned()?;
+        let (i, c) = source.partition_counts(Some(impressions))?;
+        source.check_co_partitioned(i, c)?;
+        source.tasks = i;
         Ok(source)
+    }
+
+    /// The number of tasks while the host runs: the larger of the two partition counts. They
+    /// differ only while an operator adds partitions to one topic and then the other: the host
+    /// says so and goes on (refusing to start is for a host that starts that way).
+    fn count_tasks(&self) -> Result<usize, Failure> {
+        let (i, c) = self.partition_counts(None)?;
+        if let Err(e) = self.check_co_partitioned(i, c) {
+            tracing::warn!(error = %e, "the input topics have different partition counts; waiting for them to match");
+        }
+        Ok(i.max(c))
+    }
+
+    /// The partition counts of the impressions and the clicks topic (from `impressions`, the
+    /// impressions topic's metadata, if given).
+    fn partition_counts(&self, impressions: Option<Metadata>) -> Result<(usize, usize), Failure> {
+        let fetch = |topic: &str| {
+            self.consumer.fetch_metadata(Some(topic), STEP_DEADLINE).map_err(|e| {
+                Failure::kafka(e, format!("fetching metadata of topic {topic} from {}", self.config.client.brokers))
+            })
+        };
+        let impressions = match impressions {
+            Some(m) => m,
+            None => fetch(&self.config.impressions_topic)?,
+        };
+        let clicks = fetch(&self.config.clicks_topic)?;
+        let i = self.partitions_in(&impressions, &self.config.impressions_topic)?.len();
+        let c = self.partitions_in(&clicks, &self.config.clicks_topic)?.len();
+        Ok((i, c))
+    }
+
+    /// Subscribes to the input topics and the partials topic: the group assigns the partitions
+    /// from the next poll on ([`KafkaSource::take_rebalances`]).
+    pub fn join_group(&self) -> Result<(), Failure> {
+        let c = &self.config;
+        self.consumer
+            .subscribe(&[&c.impressions_topic, &c.clicks_topic, &c.partials_topic])
+            .map_err(|e| Failure::kafka(e, format!("joining consumer group {}", c.group_id)))
+    }
+
+    /// The rebalances the group decided since the last call.
+    pub fn take_rebalances(&self) -> Vec<Rebalanced> {
+        self.consumer.context().take_rebalances()
+    }
+
+    /// The number of tasks (partitions of each input topic), as last read.
+    pub fn task_count(&self) -> usize {
+        self.tasks
+    }
+
+    /// The number of tasks, read from the cluster now. More than before: partitions were added
+    /// to both topics (the group gives the new tasks out at its next metadata refresh).
+    pub fn refresh_task_count(&mut self) -> Result<usize, Failure> {
+        let tasks = self.count_tasks()?;
+        if tasks != self.tasks {
+            tracing::info!(
+                from = self.tasks,
+                to = tasks,
+                "the input topics have more partitions now: the merge stage waits for the new tasks"
+            );
+            self.tasks = tasks;
+        }
+        Ok(tasks)
     }
 
     /// Polls the consumer (its errors reach the context, and the fatal slot, only then) and
@@ -176,9 +263,7 @@ impl KafkaSource {
 
     /// A task is partition `p` of both input topics, so they must have the same partitions:
     /// otherwise some clicks' impressions would be in a partition no task pairs them with.
-    fn check_co_partitioned(&self) -> Result<(), Failure> {
-        let count = |kind| self.partitions.iter().filter(|(k, ..)| *k == kind).count();
-        let (impressions, clicks) = (count(Source::Impressions), count(Source::Clicks));
+    fn check_co_partitioned(&self, impressions: usize, clicks: usize) -> Result<(), Failure> {
         if impressions == clicks {
             return Ok(());
         }
@@ -197,51 +282,82 @@ impl KafkaSource {
 
     /// The number of partitions of the impressions topic.
     pub fn impression_partitions(&self) -> usize {
-        self.partitions.iter().filter(|(kind, ..)| *kind == Source::Impressions).count()
+        self.tasks
     }
 
-    /// Registers the partitions with the pipeline, resumes it from the committed checkpoints and
-    /// assigns the partitions. Call it once the producer has fenced any predecessor, so that
-    /// the offsets read here cannot move under us.
-    pub fn open(&mut self, pipeline: &mut Engine) -> Result<(), Failure> {
-        let mut assignment = TopicPartitionList::new();
-        let now = Instant::now();
-        for (kind, topic, partition) in &self.partitions {
-            let id = pipeline.add_partition(*kind, topic, *partition, now).map_err(Failure::Fatal)?;
-            self.ids.insert((*kind, *partition), id);
-            self.topics.push((topic.clone(), *partition));
-            assignment.add_partition(topic, *partition);
+    /// Takes the partitions the group assigned: gives the engine a task for each pair of input
+    /// partitions and the merge stage if the partials topic's partition is among them, resumes
+    /// each from its committed checkpoint, and starts reading. The committed offsets are read
+    /// with KIP-447's "stable" rule: a transaction of the previous owner still open on them is
+    /// waited out (committed or aborted) first.
+    pub fn assign(&mut self, engine: &mut Engine, partitions: &[(String, i32)]) -> Result<(), Failure> {
+        engine.reset_assignment();
+        self.assigned = Assignment::default();
+        self.tasks = self.count_tasks()?;
+        let mut asked = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            asked.add_partition(topic, *partition);
         }
-        let committed = self.consumer.committed_offsets(assignment, STEP_DEADLINE).map_err(|e| {
+        let committed = self.consumer.committed_offsets(asked, STEP_DEADLINE).map_err(|e| {
             Failure::kafka(e, format!("reading the committed offsets of group {}", self.config.group_id))
         })?;
-        let mut start = TopicPartitionList::new();
-        let mut replays = Vec::new();
-        let mut watermark = i64::MIN;
+        let now = Instant::now();
+        let mut start = Vec::new();
         for elem in committed.elements() {
-            let id = self.ids[&(self.kind_of(elem.topic()), elem.partition())];
-            let offset = match elem.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
+            let (topic, partition) = (elem.topic(), elem.partition());
+            let committed = match elem.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
             };
-            if self.start_offsets.len() <= id {
-                self.start_offsets.resize(id + 1, 0);
+            let checkpoint = Checkpoint::decode(elem.metadata());
+            let from = match committed {
+                Some(o) => o,
+                None => self.first_offset(topic, partition)?,
+            };
+            start.push((topic.to_owned(), partition, Some(from)));
+            if topic == self.config.partials_topic {
+                let (published, next) = checkpoint.map_or((i64::MIN, i64::MIN), |c| (c.watermark, c.next));
+                engine.open_merge(self.tasks, published, next);
+                self.assigned.exchange = Some(from);
+                tracing::info!(topic, partition, start = from, published = %format_watermark(published), "assigned: this host runs the merge stage");
+                continue;
             }
-            self.start_offsets[id] = if let Offset::Offset(o) = offset { o } else { 0 };
-            if let Some(cp) = Checkpoint::decode(elem.metadata()) {
-                watermark = watermark.max(cp.watermark);
-                replays.push((id, cp.next));
+            let kind = self.kind_of(topic);
+            let id = engine.add_partition(kind, topic, partition, now).map_err(Failure::Fatal)?;
+            self.assigned.ids.insert((kind, partition), id);
+            self.assigned.topics.push((topic.to_owned(), partition));
+            self.assigned.start_offsets.push(from);
+            if let Some(cp) = checkpoint {
+                engine.resume_partition(id, cp.watermark, cp.closed, cp.next);
             }
-            tracing::info!(topic = elem.topic(), partition = elem.partition(), start = ?offset, "assigned");
-            start
-                .add_partition_offset(elem.topic(), elem.partition(), offset)
-                .map_err(|e| Failure::kafka(e, "assigning the input partitions"))?;
+            tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(checkpoint.map_or(i64::MIN, |c| c.watermark)), "assigned");
         }
-        if watermark > i64::MIN {
-            tracing::info!(watermark = %adstream_abi::time::format_rfc3339_millis(watermark), "resuming: windows up to the committed watermark were already emitted");
-        }
-        pipeline.resume(watermark, &replays);
-        self.consumer.assign(&start).map_err(|e| Failure::kafka(e, "assigning the input partitions"))
+        let tpl = crate::kafka::group::assignment(&start).map_err(|e| Failure::kafka(e, "assigning partitions"))?;
+        self.consumer.assign(&tpl).map_err(|e| Failure::kafka(e, "assigning partitions"))
+    }
+
+    /// The first offset `partition` of `topic` still holds (where a partition never committed
+    /// is read from).
+    fn first_offset(&self, topic: &str, partition: i32) -> Result<i64, Failure> {
+        let (low, _) = self
+            .consumer
+            .fetch_watermarks(topic, partition, STEP_DEADLINE)
+            .map_err(|e| Failure::kafka(e, format!("reading the first offset of {topic} [{partition}]")))?;
+        Ok(low.max(0))
+    }
+
+    /// Gives every partition up, after the attempt committed (or aborted) what covered them.
+    pub fn revoke(&mut self) -> Result<(), Failure> {
+        self.assigned = Assignment::default();
+        self.consumer.unassign().map_err(|e| Failure::kafka(e, "giving the partitions up"))
+    }
+
+    /// The tasks and whether the merge runs here, for logs and the console.
+    pub fn describe_assignment(&self) -> String {
+        let mut tasks: Vec<i32> = self.assigned.ids.keys().map(|(_, p)| *p).collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        format!("tasks {tasks:?}{}", if self.assigned.exchange.is_some() { " and the merge stage" } else { "" })
     }
 
     /// What a consumer error means: the host stops on one that never heals (an input topic
@@ -280,7 +396,18 @@ impl KafkaSource {
 
     /// Gives the consumer up without waiting: closing it can wait on an absent broker.
     pub fn abandon(self) {
+        self.consumer.context().closing();
         let _ = std::thread::Builder::new().name("abandoned-consumer".into()).spawn(move || drop(self));
+    }
+
+    /// Leaves the group after the last commit: the others take the tasks over at once.
+    pub fn close(self) {
+        self.consumer.context().closing();
+        if let Err(e) = self.consumer.unassign() {
+            tracing::debug!(error = %e, "giving the partitions up");
+        }
+        self.consumer.unsubscribe();
+        drop(self);
     }
 
     /// Which input a message's topic is.
@@ -288,18 +415,23 @@ impl KafkaSource {
         if topic == self.config.impressions_topic { Source::Impressions } else { Source::Clicks }
     }
 
-    /// The pipeline partition of a message.
-    pub fn partition_id(&self, topic: &str, partition: i32) -> Option<PartitionId> {
-        self.ids.get(&(self.kind_of(topic), partition)).copied()
+    /// Where a message goes.
+    pub fn route(&self, topic: &str, partition: i32) -> Option<Route> {
+        if topic == self.config.partials_topic {
+            return self.assigned.exchange.is_some().then_some(Route::Exchange);
+        }
+        self.assigned.ids.get(&(self.kind_of(topic), partition)).copied().map(Route::Input)
     }
 
     /// Tells the pipeline which partitions have messages not read yet, from the high
     /// watermarks librdkafka caches from its fetch responses (no network round trip). A
     /// partition whose high watermark is not known yet counts as behind.
     pub fn report_backlog(&self, pipeline: &mut Engine, now: Instant) {
-        for (id, (topic, partition)) in self.topics.iter().enumerate() {
+        for (id, (topic, partition)) in self.assigned.topics.iter().enumerate() {
             let backlog = match cached_high_watermark(&self.consumer, topic, *partition) {
-                Some(high) => pipeline.next_offset(id).map_or(high > self.start_offsets[id], |next| high > next),
+                Some(high) => {
+                    pipeline.next_offset(id).map_or(high > self.assigned.start_offsets[id], |next| high > next)
+                }
                 None => true,
             };
             pipeline.set_backlog(id, backlog, now);
@@ -308,11 +440,12 @@ impl KafkaSource {
 
     /// Every input partition's position, end, lag and watermark, for the console and metrics.
     pub fn status(&self, pipeline: &Engine, now: Instant) -> Vec<PartitionStatus> {
-        self.topics
+        self.assigned
+            .topics
             .iter()
             .enumerate()
             .map(|(id, (topic, partition))| {
-                let next_offset = pipeline.next_offset(id).or(Some(self.start_offsets[id]));
+                let next_offset = pipeline.next_offset(id).or(Some(self.assigned.start_offsets[id]));
                 let high_watermark = cached_high_watermark(&self.consumer, topic, *partition);
                 let (watermark_ms, idle) = pipeline.partition_watermark(id, now);
                 PartitionStatus {
@@ -328,18 +461,37 @@ impl KafkaSource {
             .collect()
     }
 
-    /// For every partition, the first offset the pipeline still needs, with the checkpoint
-    /// metadata: what a checkpoint commits once the output covering it is durable.
-    pub fn offsets(&self, pipeline: &Engine) -> Result<TopicPartitionList, Failure> {
+    /// For every assigned partition, the first offset still needed (where reading started, if
+    /// nothing was read), with the checkpoint metadata: what a checkpoint commits once the
+    /// output covering it is durable. Every assigned partition is in it, so that every
+    /// transaction carries the group's metadata and a member that lost its partitions is
+    /// fenced (KIP-447).
+    pub fn offsets(&self, engine: &Engine) -> Result<TopicPartitionList, Failure> {
         let mut tpl = TopicPartitionList::new();
-        for (id, (topic, partition)) in self.topics.iter().enumerate() {
-            let (Some(offset), Some(next)) = (pipeline.committable(id), pipeline.next_offset(id)) else { continue };
-            let mut elem = tpl.add_partition(topic, *partition);
+        let mut add = |topic: &str, partition: i32, offset: i64, cp: Checkpoint| -> Result<(), Failure> {
+            let mut elem = tpl.add_partition(topic, partition);
             elem.set_offset(Offset::Offset(offset)).map_err(|e| Failure::kafka(e, "recording an offset"))?;
-            elem.set_metadata(Checkpoint { watermark: pipeline.watermark(), next }.encode());
+            elem.set_metadata(cp.encode());
+            Ok(())
+        };
+        for (id, (topic, partition)) in self.assigned.topics.iter().enumerate() {
+            let offset = engine.committable(id).unwrap_or(self.assigned.start_offsets[id]);
+            let next = engine.next_offset(id).unwrap_or(offset);
+            let (watermark, closed) = engine.task_watermark(id);
+            add(topic, *partition, offset, Checkpoint { watermark, closed, next })?;
+        }
+        if let Some(from) = self.assigned.exchange {
+            let offset = engine.exchange_committable().unwrap_or(from);
+            let next = engine.exchange_next().unwrap_or(offset);
+            let published = engine.watermark();
+            add(&self.config.partials_topic, 0, offset, Checkpoint { watermark: published, closed: published, next })?;
         }
         Ok(tpl)
     }
+}
+
+fn format_watermark(w: i64) -> String {
+    if w == i64::MIN { "none".into() } else { adstream_abi::time::format_rfc3339_millis(w) }
 }
 
 #[cfg(test)]
@@ -348,9 +500,11 @@ mod tests {
 
     #[test]
     fn checkpoint_metadata_round_trips() {
-        let cp = Checkpoint { watermark: -5, next: 42 };
+        let cp = Checkpoint { watermark: -5, closed: 60_000, next: 42 };
         assert_eq!(Checkpoint::decode(&cp.encode()), Some(cp));
         assert_eq!(Checkpoint::decode(""), None);
         assert_eq!(Checkpoint::decode("adstream/1 wm=3"), None);
+        // Older checkpoints: what was closed is what the watermark closes.
+        assert_eq!(Checkpoint::decode("adstream/1 wm=3 next=4"), Some(Checkpoint { watermark: 3, closed: 3, next: 4 }));
     }
 }

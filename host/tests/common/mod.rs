@@ -146,7 +146,8 @@ impl Host {
         cmd.arg("run")
             .args(if extra.contains(&"--brokers") { vec![] } else { vec!["--brokers".to_owned(), brokers()] })
             .args(["--topic-prefix", prefix, "--group-id", group])
-            .args(["--idle-timeout", "3s", "--commit-interval", "500ms"])
+            .args(if extra.contains(&"--idle-timeout") { &[][..] } else { &["--idle-timeout", "3s"][..] })
+            .args(["--commit-interval", "500ms"])
             // Any free port: tests run hosts side by side. `Host::http_url` finds it in the log.
             .args(if extra.contains(&"--http-addr") { &[][..] } else { &["--http-addr", "127.0.0.1:0"][..] })
             .arg("--plugin-cache")
@@ -420,16 +421,31 @@ pub fn finish_and_check_exactly_once(host: Host, prefix: &str, inputs: &Inputs) 
 /// As [`finish_and_check_exactly_once`], with the output topics named: ctr, engagement,
 /// dead letters, late.
 pub fn finish_and_check_exactly_once_in(host: Host, topics: &[String; 4], inputs: &Inputs) -> String {
-    let limit = Some(inputs.emitted_by_idle_watermark());
-    let (want_ctr, want_eng) = (inputs.ctr(limit), inputs.engagement(limit));
-    let records = read_topics(topics, Duration::from_secs(240), Duration::from_secs(5), |r| {
-        r.len() >= want_ctr.len() + want_eng.len() + inputs.malformed
-    });
+    read_and_check_exactly_once(topics, inputs, Duration::from_secs(240), || host.log());
     let log = host.log();
     let stats = host.stop();
+    assert_accounted(&stats);
+    log
+}
+
+/// Reads what a `read_committed` consumer sees of `topics` (ctr, engagement, dead letters,
+/// late) until every expected window is there, and checks it: every ctr and engagement window
+/// once with the batch computation's numbers, every dead letter once, nothing late. `context`
+/// (a host's log) goes with a failure to find any result.
+pub fn read_and_check_exactly_once(
+    topics: &[String; 4],
+    inputs: &Inputs,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) -> Vec<Record> {
+    let limit = Some(inputs.emitted_by_idle_watermark());
+    let (want_ctr, want_eng) = (inputs.ctr(limit), inputs.engagement(limit));
+    let records = read_topics(topics, timeout, Duration::from_secs(5), |r| {
+        r.len() >= want_ctr.len() + want_eng.len() + inputs.malformed
+    });
     let of = |t: usize| records.iter().filter(|r| r.topic == topics[t]).collect::<Vec<_>>();
     let values = |t: usize| of(t).iter().map(|r| r.json()).collect::<Vec<_>>();
-    assert!(!values(0).is_empty(), "no results; host log:\n{log}");
+    assert!(!values(0).is_empty(), "no results:\n{}", context());
     expected::check_ctr(&values(0), &want_ctr);
     expected::check_engagement(&values(1), &want_eng);
     let sources: std::collections::HashSet<String> = of(2)
@@ -441,6 +457,5 @@ pub fn finish_and_check_exactly_once_in(host: Host, topics: &[String; 4], inputs
     assert_eq!(of(2).len(), inputs.malformed, "every dead letter, once");
     assert_eq!(sources.len(), of(2).len(), "no source message dead-lettered twice");
     assert!(of(3).is_empty(), "nothing is late in this workload");
-    assert_accounted(&stats);
-    log
+    records
 }

@@ -1,0 +1,277 @@
+//! Several hosts in one consumer group, on the real broker: they share the tasks (partition `p`
+//! of both input topics) through Kafka's group protocol, hand their windows to the merge stage
+//! through the partials topic, and stay exactly-once while hosts are killed, restarted, added
+//! and stopped.
+//!
+//! - three hosts over 6 partitions, with 6 SIGKILLs at random moments (each host restarted with
+//!   its own --host-id), a fourth host added and one stopped gracefully mid-run: every window
+//!   once, equal to the batch computation, every dead letter once, nothing late, and no host
+//!   exits on its own;
+//! - one host and two hosts over the same input publish the same records;
+//! - failover: the host owning partition 0 is killed and not restarted; the other takes its
+//!   task over and publishes its windows (the time from the kill to the next window is printed);
+//! - partitions added to both input topics while the hosts run are read from their first
+//!   message.
+//!
+//! One test at a time (they each run several hosts on a 2-core machine). More kills:
+//! `ADSTREAM_SCALE_KILLS=30 cargo test --release -p adstream --test scale_out`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::expected::{Inputs, Late};
+use common::{Host, Record, adgen, brokers, fresh_prefix, read_topics};
+use rand::{Rng, SeedableRng};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const PLUGINS: &[&str] = &["ctr", "engagement"];
+
+/// adgen writing `events` over 15 minutes of event time into `partitions` partitions at `rate`
+/// messages per second, teeing them to `dir/events`.
+fn start_adgen(prefix: &str, dir: &Path, partitions: &str, events: &str, rate: &str, seed: &str) -> Child {
+    Command::new(adgen())
+        .args(["--brokers", &brokers(), "--partitions", partitions, "--events", events, "--seed", seed])
+        .args(["--topic-prefix", prefix, "--rate", rate, "--span", "15m"])
+        .args(["--late-fraction", "0", "--malformed-fraction", "0.002", "--quiet"])
+        .arg("--tee-jsonl")
+        .arg(dir.join("events"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting adgen")
+}
+
+fn finish_adgen(mut child: Child) {
+    let status = child.wait().expect("adgen");
+    assert!(status.success(), "adgen failed: {status}");
+}
+
+fn host(prefix: &str, group: &str, dir: &Path, id: &str, extra: &[&str]) -> Host {
+    let mut flags = vec!["--host-id", id];
+    flags.extend_from_slice(extra);
+    Host::start(prefix, group, PLUGINS, dir, &flags)
+}
+
+fn kill(host: &mut Host, what: &str) {
+    let running = host.child.try_wait().unwrap().is_none();
+    assert!(running, "{what}: the host exited by itself:\n{}", host.log());
+    host.child.kill().unwrap();
+    host.child.wait().unwrap();
+}
+
+/// The result topics, the dead letters and the late topic, under the output prefix.
+fn topics(out_prefix: &str) -> [String; 4] {
+    ["campaign-ctr-results", "device-engagement-results", "ad-events-dlq", "ad-events-late"]
+        .map(|t| format!("{out_prefix}{t}"))
+}
+
+fn check_exactly_once(topics: &[String; 4], inputs: &Inputs, timeout: Duration) -> Vec<Record> {
+    common::read_and_check_exactly_once(topics, inputs, timeout, String::new)
+}
+
+#[test]
+fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
+    let _serial = serial();
+    let kills: usize = std::env::var("ADSTREAM_SCALE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("scale");
+    let group = format!("{prefix}g");
+    let generator = start_adgen(&prefix, dir.path(), "6", "90000", "3000", "41");
+    // The topics exist once adgen has started writing.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut hosts: BTreeMap<String, Host> =
+        ["h1", "h2", "h3"].iter().map(|id| (id.to_string(), host(&prefix, &group, dir.path(), id, &[]))).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kills as u64 + 7);
+    let mut stopped = Vec::new();
+    for k in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1_500..4_000)));
+        let ids: Vec<String> = hosts.keys().cloned().collect();
+        let id = ids[rng.random_range(0..ids.len())].clone();
+        let mut victim = hosts.remove(&id).unwrap();
+        kill(&mut victim, &format!("kill {k} of {id}"));
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1_500)));
+        hosts.insert(id.clone(), host(&prefix, &group, dir.path(), &id, &[]));
+        if k == kills / 3 {
+            hosts.insert("h4".into(), host(&prefix, &group, dir.path(), "h4", &[]));
+        }
+        if k == 2 * kills / 3 {
+            let leaving = hosts.keys().find(|h| *h != &id).cloned().unwrap();
+            let host = hosts.remove(&leaving).unwrap();
+            let stats = host.stop();
+            common::assert_accounted(&stats);
+            stopped.push(leaving);
+        }
+    }
+    finish_adgen(generator);
+    let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
+    check_exactly_once(&topics(&prefix), &inputs, Duration::from_secs(240));
+    for (id, h) in hosts {
+        let running = h.child.id();
+        let stats = h.stop();
+        common::assert_accounted(&stats);
+        eprintln!("host {id} (pid {running}) stopped cleanly: {} rebalances", stats["rebalances"]);
+    }
+    eprintln!("{kills} kills, h4 added, {stopped:?} stopped gracefully: every window exactly once");
+}
+
+#[test]
+fn one_host_and_two_hosts_publish_the_same_records() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("same");
+    finish_adgen(start_adgen(&prefix, dir.path(), "4", "30000", "0", "43"));
+    let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
+    let mut runs = Vec::new();
+    for (name, ids) in [("one", &["solo"][..]), ("two", &["a", "b"][..])] {
+        let out = format!("{prefix}{name}.");
+        let group = format!("{prefix}{name}");
+        let hosts: Vec<Host> =
+            ids.iter().map(|id| host(&prefix, &group, dir.path(), id, &["--output-topic-prefix", &out])).collect();
+        let records = check_exactly_once(&topics(&out), &inputs, Duration::from_secs(180));
+        for h in hosts {
+            h.stop();
+        }
+        let results: BTreeMap<(String, String), String> = records
+            .iter()
+            .filter(|r| r.topic.ends_with("-results"))
+            .map(|r| {
+                let topic = r.topic.trim_start_matches(&out).to_owned();
+                let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+                let window = r.json()["window_start"].as_str().unwrap().to_owned();
+                ((topic, format!("{window}/{key}")), String::from_utf8_lossy(&r.value).into_owned())
+            })
+            .collect();
+        runs.push(results);
+    }
+    assert!(!runs[0].is_empty());
+    assert_eq!(runs[0], runs[1], "1 host and 2 hosts published different records");
+}
+
+#[test]
+fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("failover");
+    let group = format!("{prefix}g");
+    let generator = start_adgen(&prefix, dir.path(), "4", "90000", "2000", "47");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut hosts = vec![host(&prefix, &group, dir.path(), "a", &[]), host(&prefix, &group, dir.path(), "b", &[])];
+    // The tasks a host holds, from its last "rebalance: consuming" line.
+    let tasks = |h: &Host| -> Option<String> {
+        let log = h.log();
+        let line = log.lines().rev().find(|l| l.contains("rebalance: consuming"))?.to_owned();
+        Some(line.split("assignment=").nth(1)?.to_owned())
+    };
+    let windows = |h: &Host| h.log().matches("window emitted").count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(hosts.iter().all(|h| tasks(h).is_some_and(|t| !t.starts_with("tasks []")))
+        && hosts.iter().map(windows).sum::<usize>() >= 2)
+    {
+        assert!(Instant::now() < deadline, "the tasks were never shared:\n{}\n{}", hosts[0].log(), hosts[1].log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Kill the owner of task 0 for good: the other takes it over.
+    let owner =
+        hosts.iter().position(|h| tasks(h).is_some_and(|t| t.starts_with("tasks [0"))).expect("an owner of task 0");
+    let mut dead = hosts.remove(owner);
+    let survivor = hosts.pop().unwrap();
+    kill(&mut dead, "the owner of task 0");
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(90);
+    // A window published by the survivor after it took every task.
+    let taken_over = |log: &str| {
+        log.rfind("assignment=tasks [0, 1, 2, 3] and the merge stage")
+            .is_some_and(|at| log[at..].contains("window emitted"))
+    };
+    while !taken_over(&survivor.log()) {
+        assert!(Instant::now() < deadline, "task 0 was not taken over:\n{}", survivor.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = killed.elapsed();
+    eprintln!("failover: {took:?} from the SIGKILL of task 0's owner to the next window published by the survivor");
+    finish_adgen(generator);
+    let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
+    check_exactly_once(&topics(&prefix), &inputs, Duration::from_secs(180));
+    survivor.stop();
+}
+
+#[test]
+fn partitions_added_while_the_hosts_run_are_read_from_their_first_message() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("grow");
+    finish_adgen(start_adgen(&prefix, dir.path(), "2", "10000", "0", "53"));
+    let first = Inputs::load(&dir.path().join("events"), Late::Designated);
+    let group = format!("{prefix}g");
+    // No partition turns idle while the second batch is being made: the old partitions' tasks
+    // would let their watermark run ahead on one partition, and the other's first new events
+    // would be late (SPEC "Time": an idle partition stops holding its task back).
+    let h = host(&prefix, &group, dir.path(), "h", &["--idle-timeout", "1h"]);
+    let ctr = format!("{prefix}campaign-ctr-results");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !h.log().contains("window emitted") {
+        assert!(Instant::now() < deadline, "no window published:\n{}", h.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for topic in ["ad-impressions", "ad-clicks"] {
+        common::run_ok(Command::new("bash").arg(common::workspace().join("scripts/kafka.sh")).args([
+            "add-partitions",
+            &format!("{prefix}{topic}"),
+            "4",
+        ]));
+    }
+    // More events, later in event time, over all 4 partitions.
+    let more = dir.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    common::run_ok(
+        Command::new(adgen())
+            .args(["--brokers", &brokers(), "--partitions", "4", "--events", "10000", "--seed", "54"])
+            .args(["--topic-prefix", &prefix, "--start", "2026-11-29T11:00:00Z", "--span", "10m"])
+            .args(["--late-fraction", "0", "--malformed-fraction", "0", "--quiet"])
+            .arg("--tee-jsonl")
+            .arg(more.join("events")),
+    );
+    let second = Inputs::load(&more.join("events"), Late::Designated);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let log = h.log();
+        if log.contains("tasks [0, 1, 2, 3]") && log.contains("window=2026-11-29T11:08:00.000Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new partitions were not read:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = h.stop();
+    common::assert_accounted(&stats);
+    // (Re-reads after the rebalance make `consumed` larger than the input; nothing is late or
+    // dead-lettered twice.)
+    assert_eq!(stats["late"], 0, "{stats}");
+    assert_eq!(stats["dead_lettered"].as_u64().unwrap() as usize, first.malformed + second.malformed, "{stats}");
+    // The second batch's windows 11:00 to 11:08: every impression, the new partitions' too.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-29T11:00:00Z").unwrap().timestamp_millis();
+    let end = start + 9 * 60_000;
+    let in_range =
+        |w: &str| chrono::DateTime::parse_from_rfc3339(w).is_ok_and(|t| (start..end).contains(&t.timestamp_millis()));
+    let records = read_topics(std::slice::from_ref(&ctr), Duration::from_secs(60), Duration::from_secs(2), |r| {
+        r.iter().any(|r| r.json()["window_start"] == "2026-11-29T11:08:00.000Z")
+    });
+    let impressions: u64 = records
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| v["window_start"].as_str().is_some_and(in_range))
+        .map(|v| v["impressions"].as_u64().unwrap())
+        .sum();
+    let want = second.impressions.iter().filter(|i| (start..end).contains(&i.ts)).count();
+    assert!(want > 0);
+    assert_eq!(impressions as usize, want, "the second batch's impressions, new partitions included");
+}
