@@ -174,6 +174,11 @@ fn the_console_shows_live_figures_in_chromium() {
     assert!(second > first, "the consumed figure did not move: {first} then {second}");
     let partitions = browser.script("return document.querySelectorAll('#partitions tr').length - 1");
     assert_eq!(partitions, 4, "2 + 2 input partitions");
+    // A group of one: both tasks and the merge stage on this host.
+    let tasks = browser.script(
+        "return ['tasks here', 'merge stage'].map(k => document.querySelector(`[data-kpi=\"${k}\"]`).textContent)",
+    );
+    assert_eq!(tasks, json!(["2", "here"]), "the scale-out figures");
 
     // The charts, once windows are published: bars per campaign, a line per device.
     browser.await_script(

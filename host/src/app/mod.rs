@@ -1,13 +1,15 @@
 //! Wires sources, the pipeline and sinks together: [`run`] over Kafka, [`replay`] over files.
 //!
 //! Delivery guarantee of `run` (exactly-once by default): every output record — window results,
-//! late and dead-lettered messages, plugin error records — is produced in a Kafka transaction,
-//! and each checkpoint commits that transaction together with the input offsets it covers and the
-//! watermark through which windows were emitted (see `sink/kafka.rs`). Offsets are committed only
-//! for messages nothing needs any more (`offsets.rs`). A host that stops, cleanly or not, resumes
-//! from the last committed transaction: it re-reads from the committed offsets, rebuilds the open
-//! windows and the join state, and emits no window at or below the committed watermark again,
-//! while whatever its predecessor produced after that checkpoint was aborted and is never seen by
+//! the tasks' partials, late and dead-lettered messages, plugin error records — is produced in a
+//! Kafka transaction, and each checkpoint commits that transaction together with the input
+//! offsets it covers, with the consumer group's metadata, and the watermark through which each
+//! task handed its windows over (see `sink/kafka.rs`, `source/kafka.rs`). Offsets are committed
+//! only for messages nothing needs any more (`engine/offsets.rs`). Whoever takes a task over (the
+//! same host restarted, or another after a rebalance) resumes from the last committed
+//! transaction: it re-reads from the committed offsets, rebuilds the open windows and the join
+//! state, and hands over no window at or below the committed watermark again, while whatever the
+//! previous owner produced after that checkpoint was aborted and is never seen by
 //! `read_committed` consumers. So each window's result appears exactly once, with the numbers of
 //! an uninterrupted run. Cost: a transaction commit per checkpoint (every `--commit-interval`,
 //! and after each emitted window), and a replay on restart of at most the join horizon plus the

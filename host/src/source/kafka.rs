@@ -200,6 +200,19 @@ impl KafkaSource {
     /// from the next poll on ([`KafkaSource::take_rebalances`]).
     pub fn join_group(&self) -> Result<(), Failure> {
         let c = &self.config;
+        // A partials topic created a moment ago may not be in every broker's metadata yet; a
+        // subscription to a topic not found is an error librdkafka reports at once.
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            let found = self
+                .consumer
+                .fetch_metadata(Some(&c.partials_topic), Duration::from_secs(1))
+                .is_ok_and(|m| m.topics().first().is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()));
+            if found || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.consumer
             .subscribe(&[&c.impressions_topic, &c.clicks_topic, &c.partials_topic])
             .map_err(|e| Failure::kafka(e, format!("joining consumer group {}", c.group_id)))
@@ -364,6 +377,15 @@ impl KafkaSource {
     /// gone, a codec it cannot read, a permission missing); librdkafka retries the others.
     pub fn judge(&self, error: &KafkaError) -> Option<Failure> {
         let code = error.rdkafka_error_code()?;
+        // A subscribed topic not found: stop only if it is an input topic (the error does not
+        // say which); the partials topic is the host's own, and one just created may not be in
+        // every broker's metadata yet.
+        use rdkafka::error::RDKafkaErrorCode as C;
+        if matches!(code, C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition)
+            && self.partition_counts(None).is_ok()
+        {
+            return None;
+        }
         let fix = crate::kafka::failure::fix_for(code, &format!("consuming: {error}"))?;
         Some(Failure::Fatal(anyhow::anyhow!(
             "{fix} (reading {} and {}: {error})",
