@@ -508,7 +508,7 @@ mod merge_stage {
             );
             let want = batch_computation(&case, &contributing, start);
             for (i, partials) in by_plugin.iter().enumerate() {
-                let (_, closed) = merge.close(i, due.window, partials);
+                let (_, closed) = merge.close(i, due.window, partials, &due.tasks);
                 let Ok(records) = closed else { return Err(TestCaseError::fail("the merge refused a window")) };
                 let mut got: Vec<(String, String)> = records.into_iter().map(|r| (r.key, r.value)).collect();
                 got.sort();

@@ -85,6 +85,8 @@ pub enum Added {
     Duplicate,
     /// Its window was already published: nothing merges into a published number.
     AfterPublication,
+    /// Of a plugin the merge does not run (the hosts of a group load different plugins).
+    UnknownPlugin,
 }
 
 #[derive(Default)]
@@ -158,8 +160,7 @@ impl Merge {
             return Added::AfterPublication;
         }
         let Some(i) = self.slots.iter().position(|s| s.meta().name == partial.plugin) else {
-            // Not a plugin of this host: its window is published without it.
-            return Added::AfterPublication;
+            return Added::UnknownPlugin;
         };
         let pending = self.pending.entry(partial.window_start_ms).or_default();
         if pending.partials.len() < self.slots.len() {
@@ -217,15 +218,29 @@ impl Merge {
 
     /// Merges plugin `i`'s partials of `window` and closes it: the records, with the instance
     /// that produced them, or why there are none to publish.
+    /// `contributors` are the tasks that sent any plugin's partial of the window: each must have
+    /// sent this plugin's too, or its host does not run it and the result would miss its events.
     pub fn close(
         &mut self,
         i: usize,
         window: Window,
         partials: &[Partial],
+        contributors: &[TaskId],
     ) -> (Which, Result<Vec<OutputRecord>, Refusal>) {
         let slot = &mut self.slots[i];
         let which = slot.which_for(window.start_ms);
         let meta = slot.meta_of(which).clone();
+        let missing: Vec<TaskId> =
+            contributors.iter().copied().filter(|t| !partials.iter().any(|p| p.task == *t)).collect();
+        if !missing.is_empty() {
+            return (
+                which,
+                Err(Refusal::Withheld(format!(
+                    "tasks {missing:?} sent partials of this window for other plugins but none of {}: their hosts do not run it (every host of a group must load the same plugins)",
+                    meta.name
+                ))),
+            );
+        }
         if let Some(p) = partials.iter().find_map(|p| match &p.share {
             Share::Withheld(reason) => Some(format!("task {}: {reason}", p.task)),
             _ => None,
@@ -301,6 +316,36 @@ mod tests {
         assert_eq!(m.advance(), i64::MIN, "so does a task added since");
         m.resume(60_000);
         assert_eq!(m.advance(), 60_000, "never below what was published");
+    }
+
+    #[test]
+    fn a_window_a_task_sent_no_partial_of_for_a_plugin_is_withheld() {
+        let mut m = Merge::new(
+            rule(),
+            vec![
+                Slot::new(Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))),
+                Slot::new(Box::new(NativeAggregator::<ctr::Ctr>::new("spend", "spend"))),
+            ],
+        );
+        let partial = |task, plugin: &str| Partial {
+            task,
+            window_start_ms: 0,
+            plugin: plugin.into(),
+            version: "native".into(),
+            state_version: 0,
+            events: 1,
+            share: Share::Empty,
+        };
+        // Task 1's host runs ctr only (and a plugin the merge does not know).
+        for p in [partial(0, "ctr"), partial(0, "spend"), partial(1, "ctr")] {
+            assert_eq!(m.add(p), Added::Kept);
+        }
+        assert_eq!(m.add(partial(1, "other")), Added::UnknownPlugin);
+        let (due, by_plugin) = m.take(0).expect("pending");
+        assert_eq!(due.tasks, [0, 1]);
+        assert!(m.close(0, due.window, &by_plugin[0], &due.tasks).1.is_ok());
+        let (_, spend) = m.close(1, due.window, &by_plugin[1], &due.tasks);
+        assert!(matches!(spend, Err(Refusal::Withheld(r)) if r.contains("[1]") && r.contains("same plugins")));
     }
 
     #[test]

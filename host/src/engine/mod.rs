@@ -420,7 +420,8 @@ impl Engine {
                 let window = partial.window_start_ms;
                 if self.rule.is_closed(window, self.merge.published()) {
                     input.offsets.seen(0, offset);
-                    if !replaying {
+                    // Reported once per partial, not per chunk.
+                    if !replaying && chunk == 0 {
                         self.after_publication(&partial, sink)?;
                     }
                     return Ok(());
@@ -824,6 +825,9 @@ impl Engine {
             Added::AfterPublication => {
                 tracing::error!(task, window = %format_rfc3339_millis(window), %plugin, "a partial arrived after its window was published; it is not in the published result")
             }
+            Added::UnknownPlugin => {
+                tracing::error!(task, window = %format_rfc3339_millis(window), %plugin, "a partial of a plugin this host does not run: every host of a group must load the same plugins")
+            }
         }
     }
 
@@ -946,7 +950,7 @@ impl Engine {
         // "ctr=100 engagement=3", for the log line below.
         let mut published = String::new();
         for (i, partials) in by_plugin.iter().enumerate() {
-            let (which, closed) = self.merge.close(i, window, partials);
+            let (which, closed) = self.merge.close(i, window, partials, &due.tasks);
             let records = match closed {
                 Ok(records) => {
                     let meta = self.merge.slots()[i].meta_of(which);
