@@ -48,6 +48,8 @@ pub struct Env<'a> {
     pub ops: &'a Arc<Ops>,
     pub swaps: &'a SwapInbox,
     pub shutdown: &'a CancellationToken,
+    /// What every attempt's clients report: a fatal error stays (it never heals).
+    pub health: &'a Health,
 }
 
 /// When each periodic task last ran.
@@ -123,7 +125,7 @@ impl<'a> Attempt<'a> {
             }
             None => Engine::new(config.time, env.loader, config.kafka.outputs.clone())?,
         };
-        let health = Health::default();
+        let health = env.health.clone();
         tracing::info!(kafka = %config.kafka.client.describe(), "connecting");
         let source = KafkaSource::connect(&config.kafka, &health)?;
         let (limits, input_max_bytes) = set_up_topics(config, &pipeline, &source, &health, refused)?;

@@ -85,7 +85,10 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         crate::ops::watch::start(ops.clone(), files, server_stop.clone())?;
     }
     let mut first = Some(first);
-    let env = Env { config, loader: &loader, ops: &ops, swaps: &swaps, shutdown };
+    // One health for every attempt: an error that never heals, reported by an attempt's clients
+    // even as they are given up, stops the next attempt at once.
+    let health = crate::kafka::Health::default();
+    let env = Env { config, loader: &loader, ops: &ops, swaps: &swaps, shutdown, health: &health };
     let mut carried = Stats::default();
     let mut refused: Vec<(String, usize)> = Vec::new();
     let mut backoff = FIRST_BACKOFF;

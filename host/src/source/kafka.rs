@@ -260,7 +260,11 @@ impl KafkaSource {
                 Err(e) => e,
             };
             if started.elapsed() >= CONNECT_TIMEOUT {
-                // The client may have said why in the meantime (a refused certificate, say).
+                // The client may have said why in the meantime (a refused certificate, say): its
+                // errors reach the context only when the consumer is polled.
+                while let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
+                    tracing::debug!(error = %e, "while connecting");
+                }
                 if let Some(fatal) = health.fatal.get() {
                     return Err(Failure::Fatal(anyhow::anyhow!(fatal)));
                 }
