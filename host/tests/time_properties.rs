@@ -367,6 +367,22 @@ mod merge_stage {
         ]
     }
 
+    /// One event of window `start` into `batch`.
+    fn push(batch: &mut BatchWriter, start: i64, campaign: &str, user: &str, click: bool) {
+        batch.push(&Event {
+            kind: if click { Kind::Click } else { Kind::Impression },
+            window_start_ms: start,
+            event_time_ms: start + 1,
+            impression_time_ms: start,
+            cost: 0.5,
+            campaign_id: campaign,
+            ad_id: "a",
+            device_type: "d",
+            browser: "b",
+            user_id: user,
+        });
+    }
+
     /// Each task's partials of the windows its clock has closed, exported by its own instances.
     fn partials(case: &MergeCase) -> Vec<Partial> {
         let mut out = Vec::new();
@@ -376,19 +392,7 @@ mod merge_stage {
             let names: Vec<(String, String)> =
                 events.iter().map(|&(_, c, u, _)| (format!("c{c}"), format!("u{u}"))).collect();
             for (&(w, _, _, click), (campaign, user)) in events.iter().zip(&names) {
-                let start = i64::from(w) * WINDOW;
-                batch.push(&Event {
-                    kind: if click { Kind::Click } else { Kind::Impression },
-                    window_start_ms: start,
-                    event_time_ms: start + 1,
-                    impression_time_ms: start,
-                    cost: 0.5,
-                    campaign_id: campaign,
-                    ad_id: "a",
-                    device_type: "d",
-                    browser: "b",
-                    user_id: user,
-                });
+                push(&mut batch, i64::from(w) * WINDOW, campaign, user, click);
             }
             for i in &mut instances {
                 i.process(batch.bytes()).unwrap();
@@ -433,18 +437,7 @@ mod merge_stage {
             }
         }
         for (campaign, user, click) in &names {
-            batch.push(&Event {
-                kind: if *click { Kind::Click } else { Kind::Impression },
-                window_start_ms: start,
-                event_time_ms: start + 1,
-                impression_time_ms: start,
-                cost: 0.5,
-                campaign_id: campaign,
-                ad_id: "a",
-                device_type: "d",
-                browser: "b",
-                user_id: user,
-            });
+            push(&mut batch, start, campaign, user, *click);
         }
         instances
             .iter_mut()

@@ -154,6 +154,9 @@ pub struct Engine {
     exchange: Option<Exchange>,
     /// Clicks that were pending at tasks given up since start (see [`Engine::reset_assignment`]).
     handed_over_pending: u64,
+    /// A record of the partials topic came in since the merge last looked (see
+    /// [`Engine::merge_due`]).
+    merge_changed: bool,
     /// Partials were sent or windows published since the last [`Engine::report_progress`]:
     /// the driver should commit soon, so that the merge sees them.
     checkpoint_wanted: bool,
@@ -229,6 +232,7 @@ impl Engine {
             deferred: BTreeMap::new(),
             exchange: None,
             handed_over_pending: 0,
+            merge_changed: false,
             checkpoint_wanted: false,
             prototypes: plugins,
             loader: None,
@@ -402,6 +406,7 @@ impl Engine {
     /// [`Engine::publish_merged`]).
     pub fn ingest_exchange(&mut self, offset: i64, value: &[u8], sink: &mut dyn Sink) -> anyhow::Result<()> {
         let Some(input) = self.exchange.as_mut().and_then(|x| x.input.as_mut()) else { return Ok(()) };
+        self.merge_changed = true;
         let replaying = offset < input.replay_until;
         let message = match exchange::decode(value) {
             Ok(m) => m,
@@ -438,10 +443,16 @@ impl Engine {
     /// Whether the merge stage running here has a window to publish, once the number of tasks
     /// is confirmed ([`Engine::publish_merged`]).
     pub fn merge_due(&mut self) -> bool {
-        self.merges() && self.exchange.is_some() && {
-            self.merge.advance();
-            self.merge.next_due().is_some()
+        // Called per message: the tasks' clocks are looked at only when a record of the partials
+        // topic came in since the last publication.
+        if !std::mem::take(&mut self.merge_changed) || !self.merges() || self.exchange.is_none() {
+            return false;
         }
+        self.merge.advance();
+        let due = self.merge.next_due().is_some();
+        // Until it is published, the due window keeps the question open.
+        self.merge_changed = due;
+        due
     }
 
     /// Publishes what the merge stage can, now that the input topics are known to have `tasks`
@@ -451,7 +462,10 @@ impl Engine {
         for t in 0..tasks {
             self.merge.expect(i32::try_from(t).unwrap_or(i32::MAX));
         }
-        self.publish_due_from_exchange(now, sink)
+        self.publish_due_from_exchange(now, sink)?;
+        // What is left waits for a task (a new one, or one behind): its next record reopens it.
+        self.merge_changed = false;
+        Ok(())
     }
 
     /// A partial of a window already published (its task was idle, and the merge did not
