@@ -110,6 +110,38 @@ impl Stats {
         }
     }
 
+    /// The figures of the host's pipeline threads together: every counter and size adds up
+    /// (each thread runs tasks of its own); the watermark is the lowest of the threads that run
+    /// a task.
+    pub fn host<'a>(threads: impl IntoIterator<Item = &'a Stats>) -> Stats {
+        let mut host = Stats::default();
+        let mut watermark: Option<i64> = None;
+        for t in threads {
+            // `then` adds the counters (and the pending clicks); the other gauges add up here.
+            let gauges = (host.tasks, host.merge_stage, host.open_windows, host.join_impressions);
+            let first = host.startup_to_first_message_us;
+            let mut latencies = std::mem::take(&mut host.result_latencies_us);
+            host = host.then(t);
+            host.tasks += gauges.0;
+            host.merge_stage = host.merge_stage.max(gauges.1);
+            host.open_windows += gauges.2;
+            host.join_impressions += gauges.3;
+            host.startup_to_first_message_us = match (first, t.startup_to_first_message_us) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            latencies.extend_from_slice(&t.result_latencies_us);
+            host.result_latencies_us = latencies;
+            if t.tasks > 0 {
+                watermark = Some(watermark.map_or(t.watermark_ms, |w| w.min(t.watermark_ms)));
+            }
+        }
+        if let Some(w) = watermark {
+            host.watermark_ms = w;
+        }
+        host
+    }
+
     /// Messages accounted for: must equal `consumed` at every moment.
     pub fn accounted(&self) -> u64 {
         self.impressions
@@ -119,5 +151,22 @@ impl Stats {
             + self.late
             + self.dead_lettered
             + self.replayed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_s_figures_are_its_threads_added_up_with_the_lowest_busy_watermark() {
+        let busy =
+            Stats { consumed: 10, impressions: 7, pending_clicks: 3, tasks: 2, watermark_ms: 500, ..Stats::default() };
+        let merging = Stats { consumed: 4, late: 4, tasks: 1, merge_stage: 1, watermark_ms: 300, ..Stats::default() };
+        let idle = Stats { watermark_ms: 0, startup_to_first_message_us: Some(9), ..Stats::default() };
+        let host = Stats::host([&busy, &merging, &idle]);
+        assert_eq!((host.consumed, host.accounted()), (14, 14));
+        assert_eq!((host.tasks, host.merge_stage, host.watermark_ms), (3, 1, 300));
+        assert_eq!(host.startup_to_first_message_us, Some(9));
     }
 }

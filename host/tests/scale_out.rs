@@ -7,7 +7,8 @@
 //!   its own --host-id), a fourth host added and one stopped gracefully mid-run: every window
 //!   once, equal to the batch computation, every dead letter once, nothing late, and no host
 //!   exits on its own;
-//! - one host and two hosts over the same input publish the same records;
+//! - one host with one pipeline thread and two hosts with two threads each (four members of the
+//!   group) over the same input publish the same records;
 //! - failover: the host owning partition 0 is killed and not restarted; the other takes its
 //!   task over and publishes its windows (the time from the kill to the next window is printed);
 //! - partitions added to both input topics while the hosts run are read from their first
@@ -125,21 +126,27 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
 }
 
 #[test]
-fn one_host_and_two_hosts_publish_the_same_records() {
+fn one_host_of_one_thread_and_two_hosts_of_two_threads_publish_the_same_records() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("same");
     finish_adgen(start_adgen(&prefix, dir.path(), "4", "30000", "0", "43"));
     let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
     let mut runs = Vec::new();
-    for (name, ids) in [("one", &["solo"][..]), ("two", &["a", "b"][..])] {
+    for (name, ids, threads) in [("one", &["solo"][..], "1"), ("two", &["a", "b"][..], "2")] {
         let out = format!("{prefix}{name}.");
         let group = format!("{prefix}{name}");
-        let hosts: Vec<Host> =
-            ids.iter().map(|id| host(&prefix, &group, dir.path(), id, &["--output-topic-prefix", &out])).collect();
+        let flags = ["--output-topic-prefix", &out, "--threads", threads];
+        let hosts: Vec<Host> = ids.iter().map(|id| host(&prefix, &group, dir.path(), id, &flags)).collect();
         let records = check_exactly_once(&topics(&out), &inputs, Duration::from_secs(180));
+        // Every pipeline thread is a member with a task of its own (4 partitions, 4 members).
+        let per_host = 4 / ids.len() as u64;
+        for h in &hosts {
+            let status = common::get_json(&format!("{}/api/status", h.http_url()));
+            assert_eq!(status["stats"]["tasks"], per_host, "{name}: a host's tasks: {}", status["stats"]);
+        }
         for h in hosts {
-            h.stop();
+            common::assert_accounted(&h.stop());
         }
         let results: BTreeMap<(String, String), String> = records
             .iter()
@@ -154,7 +161,7 @@ fn one_host_and_two_hosts_publish_the_same_records() {
         runs.push(results);
     }
     assert!(!runs[0].is_empty());
-    assert_eq!(runs[0], runs[1], "1 host and 2 hosts published different records");
+    assert_eq!(runs[0], runs[1], "1 host of 1 thread and 2 hosts of 2 threads published different records");
 }
 
 #[test]

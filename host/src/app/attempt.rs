@@ -50,6 +50,8 @@ pub struct Env<'a> {
     pub shutdown: &'a CancellationToken,
     /// What every attempt's clients report: a fatal error stays (it never heals).
     pub health: &'a Health,
+    /// Which of the host's pipeline threads runs these attempts.
+    pub thread: usize,
 }
 
 /// When each periodic task last ran.
@@ -120,7 +122,7 @@ impl<'a> Attempt<'a> {
         // A later attempt leaves the phase at "waiting", with the reason, until it consumes.
         let mut pipeline = match pipeline {
             Some(p) => {
-                env.ops.set_phase(Phase::Starting);
+                env.ops.set_phase(env.thread, Phase::Starting);
                 p
             }
             None => Engine::new(config.time, env.loader, config.kafka.outputs.clone())?,
@@ -162,7 +164,7 @@ impl<'a> Attempt<'a> {
     pub fn run(mut self) -> Ended {
         let config = &self.env.config.kafka;
         tracing::info!(kafka = %config.client.describe(), group = %config.group_id, host = %config.host_id, tasks = self.source.task_count(), "joining the consumer group");
-        self.env.ops.set_phase(Phase::Running);
+        self.env.ops.set_phase(self.env.thread, Phase::Running);
         match self.consume() {
             Ok(()) => self.shut_down(),
             Err(failure) => {
@@ -306,6 +308,7 @@ impl<'a> Attempt<'a> {
         ops.add_results(self.pipeline.take_results());
         let kafka_error = self.consumer_error.clone().or_else(|| self.health.last_error.recent(Duration::MAX));
         ops.publish(
+            self.env.thread,
             self.stats(),
             self.source.status(&self.pipeline, now),
             PluginStatus::of(&self.pipeline),
@@ -328,7 +331,7 @@ impl<'a> Attempt<'a> {
 
     /// Clean stop: commits what is done.
     fn shut_down(mut self) -> Ended {
-        self.env.ops.set_phase(Phase::Stopping);
+        self.env.ops.set_phase(self.env.thread, Phase::Stopping);
         tracing::info!(
             open_windows = self.pipeline.stats().open_windows,
             "shutting down: committing what is done; open windows are rebuilt from Kafka on restart"

@@ -57,15 +57,22 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// An attempt that ran this long resets the backoff.
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
 
-/// Runs the pipeline over Kafka until `shutdown` is cancelled or a failure that retrying cannot
-/// heal. Blocking: call it from a thread of its own.
+/// Runs the pipeline over Kafka on `--threads` pipeline threads until `shutdown` is cancelled or
+/// a failure that retrying cannot heal. Blocking: call it from a thread of its own.
+///
+/// Each pipeline thread is a member of the consumer group of its own (see
+/// [`crate::config::KafkaConfig::thread`]) and runs the tasks the group gives it, with its own
+/// attempts and restarts; the host shares the console, the plugin loader and the clients'
+/// health between them. A failure that retrying cannot heal on one thread stops them all (each
+/// other thread commits what it did first), and is the run's error.
 pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stats> {
     let loader = Loader::new(&config.plugins)?;
+    let threads = config.kafka.threads;
     // Plugins are loaded before anything touches Kafka: one that does not load is a mistake in
     // the command, to be told at once. Each attempt loads them again (from the compile cache).
     let first = Engine::new(config.time, &loader, config.kafka.outputs.clone())?;
     let admin_open = config.http.addr.is_some_and(|a| a.ip().is_loopback());
-    let (ops, swaps) = Ops::new(Some(loader.clone()), config.http.admin_token.clone(), admin_open);
+    let (ops, inboxes) = Ops::new(Some(loader.clone()), config.http.admin_token.clone(), admin_open, threads);
     // The server outlives the attempts: it reports "waiting" between them and "stopping" while
     // the last transaction commits.
     let server_stop = CancellationToken::new();
@@ -79,22 +86,76 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
             );
         }
     }
-    ops.publish(first.stats(), Vec::new(), PluginStatus::of(&first), None);
+    for thread in 0..threads {
+        ops.publish(thread, first.stats(), Vec::new(), PluginStatus::of(&first), None);
+    }
     if config.plugins.watch {
         let files = first.plugins().filter(|m| m.path.is_file()).map(|m| (m.name.clone(), m.path.clone())).collect();
         crate::ops::watch::start(ops.clone(), files, server_stop.clone())?;
     }
-    let mut first = Some(first);
-    // One health for every attempt: an error that never heals, reported by an attempt's clients
-    // even as they are given up, stops the next attempt at once.
+    if threads > 1 {
+        tracing::info!(threads, "starting the pipeline threads, each a member of the consumer group");
+    }
+    // One health for every thread and attempt: an error that never heals, reported by any
+    // client even as it is given up, stops every thread's next attempt at once.
     let health = crate::kafka::Health::default();
-    let env = Env { config, loader: &loader, ops: &ops, swaps: &swaps, shutdown, health: &health };
+    let stop = shutdown.child_token();
+    let mut inboxes = inboxes.into_iter();
+    let inbox = inboxes.next().expect("one inbox per thread, and at least one thread");
+    let results = std::thread::scope(|scope| {
+        let (ops, loader, health, stop) = (&ops, &loader, &health, &stop);
+        let others: Vec<_> = inboxes
+            .enumerate()
+            .map(|(i, inbox)| {
+                let thread = i + 1;
+                std::thread::Builder::new()
+                    .name(format!("pipeline-{thread}"))
+                    .spawn_scoped(scope, move || {
+                        let _span = tracing::info_span!("pipeline", thread).entered();
+                        let config = Config { kafka: config.kafka.thread(thread), ..config.clone() };
+                        let env = Env { config: &config, loader, ops, swaps: &inbox, shutdown: stop, health, thread };
+                        stop_all_on_error(run_thread(&env, None), stop)
+                    })
+                    .map_err(|e| anyhow::anyhow!("starting pipeline thread {thread}: {e}"))
+            })
+            .collect();
+        // Thread 0 is this one: its engine is the one just loaded.
+        let span = (threads > 1).then(|| tracing::info_span!("pipeline", thread = 0).entered());
+        let env = Env { config, loader, ops, swaps: &inbox, shutdown: stop, health, thread: 0 };
+        let mut results = vec![stop_all_on_error(run_thread(&env, Some(first)), stop)];
+        drop(span);
+        for handle in others {
+            let joined = handle.and_then(|h| h.join().map_err(|_| anyhow::anyhow!("a pipeline thread panicked")));
+            results.push(joined.and_then(|r| r));
+        }
+        results
+    });
+    let mut all = Vec::new();
+    for result in results {
+        all.push(result?);
+    }
+    Ok(Stats::host(&all))
+}
+
+/// A thread's result, after stopping the host's other threads if it failed.
+fn stop_all_on_error(result: anyhow::Result<Stats>, stop: &CancellationToken) -> anyhow::Result<Stats> {
+    if result.is_err() {
+        stop.cancel();
+    }
+    result
+}
+
+/// One pipeline thread: its attempts, spaced by the backoff, until `env.shutdown` or a failure
+/// that retrying cannot heal. `first` is the engine to start with (loaded already), if any.
+fn run_thread(env: &Env, first: Option<Engine>) -> anyhow::Result<Stats> {
+    let (ops, thread, shutdown) = (env.ops, env.thread, env.shutdown);
+    let mut first = first;
     let mut carried = Stats::default();
     let mut refused: Vec<(String, usize)> = Vec::new();
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
-        let (failure, consumed) = match Attempt::start(&env, first.take(), carried.clone(), &refused) {
+        let (failure, consumed) = match Attempt::start(env, first.take(), carried.clone(), &refused) {
             Ok(attempt) => {
                 let ended = attempt.run();
                 carried = ended.stats;
@@ -107,7 +168,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
             Err(failure) => (failure, false),
         };
         if failure.is_fatal() {
-            ops.stopped(&failure.to_string());
+            ops.stopped(thread, &failure.to_string());
             return Err(failure.into_error());
         }
         if shutdown.is_cancelled() {
@@ -120,11 +181,11 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         let what = if consumed { "the pipeline stopped" } else { "cannot start" };
         tracing::warn!(error = %failure, retry_in_s = backoff.as_secs_f32(), "{what}; starting again from the last checkpoint (output after it was never committed, so nothing is lost or doubled)");
         carried.restarts += u64::from(consumed);
-        ops.waiting(&format!("{what}: {failure}; next attempt in {} s", backoff.as_secs()), &carried);
+        ops.waiting(thread, &format!("{what}: {failure}; next attempt in {} s", backoff.as_secs()), &carried);
         let until = Instant::now() + backoff;
         while Instant::now() < until && !shutdown.is_cancelled() {
             std::thread::sleep(Duration::from_millis(100));
-            ops.heartbeat();
+            ops.heartbeat(thread);
         }
         if shutdown.is_cancelled() {
             return Ok(carried);

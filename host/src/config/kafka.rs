@@ -27,6 +27,17 @@ pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// transaction timeout, it bounds how long a crashed host's tasks produce no output.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default of `--threads`: half the cores, at least one. Each pipeline thread comes with its own
+/// consumer and producer, whose librdkafka threads (fetching, decompressing, handing messages
+/// over, compressing, sending) take about as much CPU again as the pipeline thread
+/// (BENCHMARKS.md: ~1.4 µs per message in librdkafka, ~1.2 µs in the pipeline).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The most `--threads` a host runs: each is a group member with two Kafka clients.
+pub const MAX_THREADS: usize = 64;
+
 /// The machine's hostname (`HOSTNAME`, then `/etc/hostname`), else `host`.
 fn default_host_id() -> String {
     std::env::var("HOSTNAME")
@@ -171,6 +182,13 @@ pub struct KafkaArgs {
     /// same id fence each other: the second one to start stops the first
     #[arg(long, env = "ADSTREAM_TRANSACTIONAL_ID", help_heading = DELIVERY)]
     pub transactional_id: Option<String>,
+    /// Pipeline threads on this host. Each thread is a member of the group of its own, with its
+    /// own consumer and transactional producer, and runs the tasks the group gives it: thread 0
+    /// is <host-id>, thread n is <host-id>.<n> (transactional id <group-id>.<host-id>.<n>).
+    /// More threads than input partitions leave some idle [default: half the cores, at least 1:
+    /// each thread's Kafka clients take about as much CPU again as the thread]
+    #[arg(long, env = "ADSTREAM_THREADS", help_heading = DELIVERY)]
+    pub threads: Option<usize>,
     /// How long a host may go without a heartbeat before the group gives its tasks to the
     /// others: the failover time after a crash is about this plus the transaction timeout (10 s)
     /// [default: 10s]
@@ -229,8 +247,10 @@ pub struct KafkaConfig {
     pub create_topics: bool,
     /// The transactional id, for exactly-once delivery; `None` for at-least-once.
     pub transactional_id: Option<String>,
-    /// This host's name in the group.
+    /// This host's name in the group (of its pipeline thread 0; see [`KafkaConfig::thread`]).
     pub host_id: String,
+    /// Pipeline threads, each a member of the group.
+    pub threads: usize,
     pub session_timeout: Duration,
     /// Where tasks hand their windows to the merge stage.
     pub partials_topic: String,
@@ -269,6 +289,8 @@ impl KafkaArgs {
         let transactional_id = exactly_once.then(|| {
             pick(self.transactional_id, file.transactional_id).unwrap_or_else(|| format!("{group_id}.{host_id}"))
         });
+        let threads = pick(self.threads, file.threads).unwrap_or_else(default_threads);
+        ensure!((1..=MAX_THREADS).contains(&threads), "--threads must be between 1 and {MAX_THREADS}");
         let partials_topic =
             pick(self.partials_topic, file.partials_topic).unwrap_or_else(|| format!("{group_id}-partials"));
         let session_timeout = pick(self.session_timeout, file.session_timeout).unwrap_or(DEFAULT_SESSION_TIMEOUT);
@@ -296,6 +318,7 @@ impl KafkaArgs {
             group_id,
             transactional_id,
             host_id,
+            threads,
             session_timeout,
             partials_topic,
             commit_interval: pick(self.commit_interval, file.commit_interval).unwrap_or(DEFAULT_COMMIT_INTERVAL),
@@ -392,6 +415,23 @@ impl KafkaArgs {
     }
 }
 
+impl KafkaConfig {
+    /// The settings of pipeline thread `n`, a member of the group of its own: thread 0 is the
+    /// host (`<host-id>`, its transactional id), thread n is `<host-id>.<n>` with transactional id
+    /// `<id>.<n>`. So a host that goes from 1 thread to more keeps thread 0's identity, and each
+    /// thread restarted takes its own tasks back and aborts what it left open.
+    pub fn thread(&self, n: usize) -> KafkaConfig {
+        if n == 0 {
+            return self.clone();
+        }
+        KafkaConfig {
+            host_id: format!("{}.{n}", self.host_id),
+            transactional_id: self.transactional_id.as_ref().map(|id| format!("{id}.{n}")),
+            ..self.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,5 +509,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("--brokers"), "{e}");
+    }
+
+    #[test]
+    fn each_pipeline_thread_has_a_member_name_and_transactional_id_of_its_own() {
+        let flags = KafkaArgs { host_id: Some("h1".into()), threads: Some(3), ..Default::default() };
+        let k = resolve(flags, "[kafka]\ngroup-id = \"g\"\n").unwrap();
+        let ids: Vec<_> =
+            (0..k.threads).map(|n| (k.thread(n).host_id, k.thread(n).transactional_id.unwrap())).collect();
+        let expected = [("h1", "g.h1"), ("h1.1", "g.h1.1"), ("h1.2", "g.h1.2")];
+        assert_eq!(ids, expected.map(|(h, t)| (h.to_owned(), t.to_owned())));
+        let none = KafkaArgs { threads: Some(0), ..Default::default() };
+        assert!(resolve(none, "").unwrap_err().to_string().contains("--threads"));
+        assert!(default_threads() >= 1);
     }
 }

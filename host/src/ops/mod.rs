@@ -5,10 +5,11 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`watch`]: swaps a plugin when its `.wasm` file changes (`--watch-plugins`).
 //!
-//! The pipeline thread owns everything that changes per event. It publishes a snapshot here a
-//! few times a second ([`Ops::publish`]), which the HTTP server reads; and it takes swap
-//! requests from the [`SwapInbox`] between messages, so that a swap happens between two events,
-//! never during one.
+//! Each pipeline thread owns everything that changes per event in its tasks. It publishes a
+//! snapshot here a few times a second ([`Ops::publish`]); the host's view, which the HTTP server
+//! reads, puts the threads' snapshots together. Each thread takes swap requests from its own
+//! [`SwapInbox`] between messages, so that a swap happens between two events, never during one;
+//! a swap is asked of every thread, and answered once all have answered.
 
 pub mod http;
 pub mod metrics;
@@ -167,8 +168,35 @@ pub enum Phase {
     Stopping,
 }
 
+/// What one pipeline thread last reported.
+#[derive(Debug)]
+struct ThreadState {
+    phase: Phase,
+    heartbeat: Instant,
+    kafka_error: Option<String>,
+    stats: Stats,
+    partitions: Vec<PartitionStatus>,
+    plugins: Vec<PluginStatus>,
+}
+
+impl ThreadState {
+    fn new() -> Self {
+        ThreadState {
+            phase: Phase::Starting,
+            heartbeat: Instant::now(),
+            kafka_error: None,
+            stats: Stats::default(),
+            partitions: Vec::new(),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+/// The host's view (the threads' together, see [`State::combine`]), and each thread's.
 #[derive(Debug, Serialize)]
 struct State {
+    #[serde(skip)]
+    threads: Vec<ThreadState>,
     phase: Phase,
     #[serde(skip)]
     heartbeat: Instant,
@@ -183,11 +211,54 @@ struct State {
     swaps: VecDeque<SwapEvent>,
 }
 
-/// Shared between the pipeline thread, the HTTP server and the plugin watcher.
+impl State {
+    /// The host's view from its threads': the least advanced phase (a host is ready when every
+    /// thread is), the oldest heartbeat (a stuck thread shows), the first error, the counters
+    /// added up, every thread's partitions, and each plugin with its errors added up.
+    fn combine(&mut self) {
+        let threads = &self.threads;
+        let phase_of = |p: Phase| threads.iter().any(|t| t.phase == p).then_some(p);
+        self.phase = phase_of(Phase::Stopping)
+            .or_else(|| phase_of(Phase::Starting))
+            .or_else(|| phase_of(Phase::Waiting))
+            .unwrap_or(Phase::Running);
+        self.heartbeat = threads.iter().map(|t| t.heartbeat).min().unwrap_or_else(Instant::now);
+        let several = threads.len() > 1;
+        self.kafka_error = threads.iter().enumerate().find_map(|(n, t)| {
+            let e = t.kafka_error.as_ref()?;
+            Some(if several { format!("pipeline thread {n}: {e}") } else { e.clone() })
+        });
+        self.stats = Stats::host(threads.iter().map(|t| &t.stats));
+        self.partitions = threads.iter().flat_map(|t| t.partitions.iter().cloned()).collect();
+        self.partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let mut plugins: Vec<PluginStatus> = threads.first().map(|t| t.plugins.clone()).unwrap_or_default();
+        for other in threads.iter().skip(1) {
+            for theirs in &other.plugins {
+                let Some(p) = plugins.iter_mut().find(|p| p.name == theirs.name) else {
+                    continue;
+                };
+                p.errors += theirs.errors;
+                p.withheld_windows += theirs.withheld_windows;
+                p.last_error = p.last_error.take().or_else(|| theirs.last_error.clone());
+                if theirs.hash != p.hash
+                    || theirs.retiring.as_ref().map(|r| &r.hash) != p.retiring.as_ref().map(|r| &r.hash)
+                {
+                    // A swap applied on some threads only (another refused it): the merge
+                    // withholds the windows whose partials differ in state version.
+                    p.status = "versions-differ-between-threads";
+                }
+            }
+        }
+        self.plugins = plugins;
+    }
+}
+
+/// Shared between the pipeline threads, the HTTP server and the plugin watcher.
 pub struct Ops {
     state: Mutex<State>,
     metrics: metrics::Metrics,
-    swaps: Mutex<mpsc::Sender<SwapRequest>>,
+    /// One inbox per pipeline thread.
+    swaps: Mutex<Vec<mpsc::Sender<SwapRequest>>>,
     loader: Option<Loader>,
     started_ms: i64,
     /// `--admin-token`: required by admin calls when set.
@@ -206,11 +277,23 @@ pub const READY_STALE: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(90);
 
 impl Ops {
-    /// `loader` loads swapped-in plugins (none: swaps are refused). `admin_open` allows admin
-    /// calls without a token.
-    pub fn new(loader: Option<Loader>, admin_token: Option<String>, admin_open: bool) -> (Arc<Ops>, SwapInbox) {
-        let (tx, rx) = mpsc::channel();
+    /// For a host of `threads` pipeline threads, each with its inbox. `loader` loads
+    /// swapped-in plugins (none: swaps are refused). `admin_open` allows admin calls without a
+    /// token.
+    pub fn new(
+        loader: Option<Loader>,
+        admin_token: Option<String>,
+        admin_open: bool,
+        threads: usize,
+    ) -> (Arc<Ops>, Vec<SwapInbox>) {
+        let (senders, inboxes): (Vec<_>, Vec<_>) = (0..threads.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel();
+                (tx, SwapInbox(rx))
+            })
+            .unzip();
         let state = State {
+            threads: (0..senders.len()).map(|_| ThreadState::new()).collect(),
             phase: Phase::Starting,
             heartbeat: Instant::now(),
             kafka_error: None,
@@ -223,13 +306,13 @@ impl Ops {
         let ops = Ops {
             state: Mutex::new(state),
             metrics: metrics::Metrics::default(),
-            swaps: Mutex::new(tx),
+            swaps: Mutex::new(senders),
             loader,
             started_ms: now_ms(),
             admin_token,
             admin_open,
         };
-        (Arc::new(ops), SwapInbox(rx))
+        (Arc::new(ops), inboxes)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -238,50 +321,60 @@ impl Ops {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_phase(&self, phase: Phase) {
+    /// Changes what pipeline thread `thread` reported, then the host's view and the metrics.
+    fn report(&self, thread: usize, change: impl FnOnce(&mut ThreadState)) {
         let mut s = self.state();
-        s.phase = phase;
-        s.heartbeat = Instant::now();
+        let Some(t) = s.threads.get_mut(thread) else {
+            return;
+        };
+        change(t);
+        t.heartbeat = Instant::now();
+        s.combine();
+        let ready = Self::ready(&s).is_ok();
+        self.metrics.update(&s.stats, &s.partitions, &s.plugins, ready, now_ms());
     }
 
-    /// The pipeline thread is alive (between attempts, when it publishes nothing else).
-    pub fn heartbeat(&self) {
-        self.state().heartbeat = Instant::now();
+    pub fn set_phase(&self, thread: usize, phase: Phase) {
+        self.report(thread, |t| t.phase = phase);
     }
 
-    /// Between attempts: why, and the run's counters so far.
-    pub fn waiting(&self, reason: &str, stats: &Stats) {
-        let mut s = self.state();
-        s.phase = Phase::Waiting;
-        s.heartbeat = Instant::now();
-        s.kafka_error = Some(reason.to_owned());
-        self.metrics.update(stats, &s.partitions, &s.plugins, false, now_ms());
-        s.stats = Stats { result_latencies_us: Vec::new(), ..stats.clone() };
+    /// Pipeline thread `thread` is alive (between attempts, when it publishes nothing else).
+    pub fn heartbeat(&self, thread: usize) {
+        self.report(thread, |_| {});
+    }
+
+    /// Between attempts of `thread`: why, and its counters so far.
+    pub fn waiting(&self, thread: usize, reason: &str, stats: &Stats) {
+        self.report(thread, |t| {
+            t.phase = Phase::Waiting;
+            t.kafka_error = Some(reason.to_owned());
+            t.stats = Stats { result_latencies_us: Vec::new(), ..stats.clone() };
+        });
     }
 
     /// The run ends on a failure retrying cannot heal.
-    pub fn stopped(&self, reason: &str) {
-        let mut s = self.state();
-        s.phase = Phase::Stopping;
-        s.kafka_error = Some(reason.to_owned());
+    pub fn stopped(&self, thread: usize, reason: &str) {
+        self.report(thread, |t| {
+            t.phase = Phase::Stopping;
+            t.kafka_error = Some(reason.to_owned());
+        });
     }
 
-    /// The pipeline's current figures (called by the pipeline thread a few times a second).
+    /// Pipeline thread `thread`'s current figures (it calls this a few times a second).
     pub fn publish(
         &self,
+        thread: usize,
         stats: Stats,
         partitions: Vec<PartitionStatus>,
         plugins: Vec<PluginStatus>,
         kafka_error: Option<String>,
     ) {
-        let mut s = self.state();
-        s.heartbeat = Instant::now();
-        s.kafka_error = kafka_error;
-        let ready = Self::ready(&s).is_ok();
-        self.metrics.update(&stats, &partitions, &plugins, ready, now_ms());
-        s.stats = Stats { result_latencies_us: Vec::new(), ..stats };
-        s.partitions = partitions;
-        s.plugins = plugins;
+        self.report(thread, |t| {
+            t.kafka_error = kafka_error;
+            t.stats = Stats { result_latencies_us: Vec::new(), ..stats };
+            t.partitions = partitions;
+            t.plugins = plugins;
+        });
     }
 
     /// Windows just published.
@@ -351,32 +444,79 @@ impl Ops {
     ) -> Result<SwapReport, String> {
         let loader = self.loader.clone().ok_or("this host cannot swap plugins")?;
         let source = source.to_owned();
-        let plugin = tokio::task::spawn_blocking(move || loader.load_bytes(&wasm, &source))
-            .await
-            .map_err(|e| format!("loading the plugin panicked: {e}"))?
-            .map_err(|e| format!("{e:#}"))?;
-        let name = &plugin.meta().name;
+        let threads = self.swaps.lock().unwrap_or_else(|e| e.into_inner()).len();
+        // An instance per pipeline thread; the compile cache makes all but the first cheap.
+        let plugins = tokio::task::spawn_blocking(move || {
+            (0..threads).map(|_| loader.load_bytes(&wasm, &source)).collect::<anyhow::Result<Vec<Plugin>>>()
+        })
+        .await
+        .map_err(|e| format!("loading the plugin panicked: {e}"))?
+        .map_err(|e| format!("{e:#}"))?;
+        let name = &plugins[0].meta().name;
         if name != expected {
             return Err(format!(
                 "the new .wasm describes itself as {name:?}, not {expected:?}: a swap replaces a plugin with another version of itself"
             ));
         }
-        let (reply, mut answer) = tokio::sync::oneshot::channel();
-        let request = SwapRequest { plugin, origin, reply };
-        self.swaps.lock().unwrap_or_else(|e| e.into_inner()).send(request).map_err(|_| "the pipeline has stopped")?;
-        match tokio::time::timeout(Duration::from_secs(60), &mut answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the pipeline stopped before taking the new version".to_owned()),
-            Err(_) => {
-                // Closing first settles a race with the pipeline answering just now: after it,
-                // either the answer is here or the pipeline will see the request abandoned.
-                answer.close();
-                answer.try_recv().unwrap_or_else(|_| {
-                    Err("the pipeline did not take the new version within 60 s (it may be waiting on Kafka); the swap is abandoned, try again".to_owned())
-                })
+        let mut answers = Vec::new();
+        {
+            let senders = self.swaps.lock().unwrap_or_else(|e| e.into_inner());
+            for (plugin, inbox) in plugins.into_iter().zip(senders.iter()) {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                inbox.send(SwapRequest { plugin, origin, reply }).map_err(|_| "the pipeline has stopped")?;
+                answers.push(answer);
             }
         }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut results = Vec::new();
+        for mut answer in answers {
+            results.push(match tokio::time::timeout_at(deadline, &mut answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err("the pipeline stopped before taking the new version".to_owned()),
+                Err(_) => {
+                    // Closing first settles a race with the pipeline answering just now: after
+                    // it, either the answer is here or the pipeline will see the request
+                    // abandoned.
+                    answer.close();
+                    answer.try_recv().unwrap_or_else(|_| {
+                        Err("the pipeline did not take the new version within 60 s (it may be waiting on Kafka); the swap is abandoned, try again".to_owned())
+                    })
+                }
+            });
+        }
+        combine_swaps(results)
     }
+}
+
+/// One answer from the answers of every pipeline thread: the swap is applied when every thread
+/// applied it. A thread that refused it while others applied it leaves the threads on different
+/// versions until the next swap, which the answer says (the merge stage withholds, rather than
+/// merges, partials of one window whose state versions differ).
+fn combine_swaps(results: Vec<Result<SwapReport, String>>) -> Result<SwapReport, String> {
+    let several = results.len() > 1;
+    let mut applied = Vec::new();
+    let mut refused = Vec::new();
+    for (n, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(report) => applied.push((n, report)),
+            Err(e) if several => refused.push(format!("pipeline thread {n}: {e}")),
+            Err(e) => refused.push(e),
+        }
+    }
+    if refused.is_empty() {
+        let mut reports = applied.into_iter().map(|(_, r)| r);
+        let first = reports.next().ok_or("the host has no pipeline thread")?;
+        return Ok(reports.fold(first, SwapReport::and));
+    }
+    let mut error = refused.join("; ");
+    if !applied.is_empty() {
+        let threads: Vec<String> = applied.iter().map(|(n, _)| n.to_string()).collect();
+        error.push_str(&format!(
+            " (pipeline threads {} took the new version: the threads now run different versions; swap again)",
+            threads.join(", ")
+        ));
+    }
+    Err(error)
 }
 
 /// What the HTTP server reads.

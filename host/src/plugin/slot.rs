@@ -76,6 +76,27 @@ pub struct SwapReport {
     pub mode: SwapMode,
 }
 
+impl SwapReport {
+    /// What two pipeline threads' swaps of the same plugin did together: the windows add up,
+    /// and windows finished by the old version win over windows carried over.
+    pub fn and(self, other: SwapReport) -> SwapReport {
+        use SwapMode::*;
+        let mode = match (self.mode.clone(), other.mode) {
+            (Immediate, m) | (m, Immediate) => m,
+            (CarriedOver { windows: a }, CarriedOver { windows: b }) => CarriedOver { windows: a + b },
+            (FinishingOpenWindows { through, windows: a }, CarriedOver { windows: b })
+            | (CarriedOver { windows: a }, FinishingOpenWindows { through, windows: b }) => {
+                FinishingOpenWindows { through, windows: a + b }
+            }
+            (FinishingOpenWindows { through: x, windows: a }, FinishingOpenWindows { through: y, windows: b }) => {
+                // RFC 3339 times of one format order as text.
+                FinishingOpenWindows { through: x.max(y), windows: a + b }
+            }
+        };
+        SwapReport { mode, ..self }
+    }
+}
+
 /// Why a swap was refused; the old version keeps running.
 #[derive(Debug, thiserror::Error)]
 pub enum SwapRefused {
