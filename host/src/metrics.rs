@@ -66,6 +66,13 @@ pub struct Stats {
     pub tasks: u64,
     /// Gauge: 1 if this host runs the merge stage (owns the partials topic), else 0.
     pub merge_stage: u64,
+    /// Gauge: the consumer group generation this host's members joined last (0 before).
+    pub group_generation: u64,
+    /// Gauge, on the merge stage's host: how far in event time, ms, the merge watermark trails
+    /// the most advanced busy task's (what the slowest task holds back).
+    pub merge_lag_ms: u64,
+    /// Gauge, on the merge stage's host: windows whose partials wait for another task.
+    pub merge_pending_windows: u64,
     /// Gauge: the current watermark, epoch ms.
     pub watermark_ms: i64,
     /// Gauge: windows open.
@@ -119,6 +126,7 @@ impl Stats {
         for t in threads {
             // `then` adds the counters (and the pending clicks); the other gauges add up here.
             let gauges = (host.tasks, host.merge_stage, host.open_windows, host.join_impressions);
+            let merge = (host.group_generation, host.merge_lag_ms, host.merge_pending_windows);
             let first = host.startup_to_first_message_us;
             let mut latencies = std::mem::take(&mut host.result_latencies_us);
             host = host.then(t);
@@ -126,6 +134,10 @@ impl Stats {
             host.merge_stage = host.merge_stage.max(gauges.1);
             host.open_windows += gauges.2;
             host.join_impressions += gauges.3;
+            // One thread runs the merge; every member shares the group's generation.
+            host.group_generation = host.group_generation.max(merge.0);
+            host.merge_lag_ms = host.merge_lag_ms.max(merge.1);
+            host.merge_pending_windows = host.merge_pending_windows.max(merge.2);
             host.startup_to_first_message_us = match (first, t.startup_to_first_message_us) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

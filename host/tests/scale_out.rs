@@ -144,6 +144,8 @@ fn one_host_of_one_thread_and_two_hosts_of_two_threads_publish_the_same_records(
         for h in &hosts {
             let status = common::get_json(&format!("{}/api/status", h.http_url()));
             assert_eq!(status["stats"]["tasks"], per_host, "{name}: a host's tasks: {}", status["stats"]);
+            assert_eq!(status["threads"].to_string(), threads, "{name}: the host's pipeline threads");
+            assert!(status["stats"]["group_generation"].as_u64() > Some(0), "{name}: {}", status["stats"]);
         }
         for h in hosts {
             common::assert_accounted(&h.stop());

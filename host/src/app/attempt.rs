@@ -96,6 +96,8 @@ pub struct Attempt<'a> {
     consumer_error: Option<String>,
     first_message: Option<Duration>,
     latencies_us: Vec<u64>,
+    /// The group generation of the last assignment.
+    generation: u64,
 }
 
 /// How an attempt ended.
@@ -157,6 +159,7 @@ impl<'a> Attempt<'a> {
             consumer_error: None,
             first_message: None,
             latencies_us: Vec::new(),
+            generation: 0,
         })
     }
 
@@ -177,7 +180,7 @@ impl<'a> Attempt<'a> {
 
     /// The run's counters: earlier attempts' and this one's.
     fn stats(&self) -> Stats {
-        self.carried.then(&self.pipeline.stats())
+        Stats { group_generation: self.generation, ..self.carried.then(&self.pipeline.stats()) }
     }
 
     fn consume(&mut self) -> Result<(), Failure> {
@@ -245,7 +248,8 @@ impl<'a> Attempt<'a> {
             Rebalanced::Assigned(partitions) => {
                 self.source.assign(&mut self.pipeline, &partitions)?;
                 self.committed_windows = self.pipeline.windows_emitted();
-                tracing::info!(assignment = %self.source.describe_assignment(), "rebalance: consuming");
+                self.generation = self.source.group_generation().unwrap_or(self.generation);
+                tracing::info!(assignment = %self.source.describe_assignment(), generation = self.generation, "rebalance: consuming");
                 return Ok(());
             }
         }

@@ -192,6 +192,19 @@ impl Merge {
         self.rule.is_closed(w, self.watermark).then_some(w)
     }
 
+    /// How far in event time, ms, the merge watermark trails the most advanced busy task's (0
+    /// until a task has an event time and the merge a watermark), and how many windows hold
+    /// partials: what the slowest task holds back.
+    pub fn lag(&self) -> (u64, u64) {
+        let ahead = self.clocks.values().filter(|c| !c.idle).map(|c| c.watermark).max();
+        let known = |t: i64| t > i64::MIN / 2;
+        let lag = match ahead {
+            Some(a) if known(a) && known(self.watermark) => a.saturating_sub(self.watermark).max(0) as u64,
+            _ => 0,
+        };
+        (lag, self.pending.len() as u64)
+    }
+
     /// The windows holding partials, oldest first.
     pub fn pending_windows(&self) -> impl Iterator<Item = i64> + '_ {
         self.pending.keys().copied()
@@ -316,6 +329,22 @@ mod tests {
         assert_eq!(m.advance(), i64::MIN, "so does a task added since");
         m.resume(60_000);
         assert_eq!(m.advance(), 60_000, "never below what was published");
+    }
+
+    #[test]
+    fn the_lag_is_how_far_the_slowest_busy_task_holds_the_merge_back() {
+        let mut m = merge();
+        m.expect(0);
+        m.expect(1);
+        m.report(0, TaskClock { watermark: 120_000, idle: false });
+        m.advance();
+        assert_eq!(m.lag(), (0, 0), "the merge has no watermark yet: task 1 has not reported");
+        m.report(1, TaskClock { watermark: 45_000, idle: false });
+        m.advance();
+        assert_eq!(m.lag(), (75_000, 0));
+        m.report(1, TaskClock { watermark: 45_000, idle: true });
+        m.advance();
+        assert_eq!(m.lag(), (0, 0), "an idle task holds nothing back");
     }
 
     #[test]

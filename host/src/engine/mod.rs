@@ -592,14 +592,18 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Stats {
+        let merging = self.exchange.as_ref().is_some_and(|x| x.input.is_some());
+        let (merge_lag_ms, merge_pending_windows) = if merging { self.merge.lag() } else { (0, 0) };
         Stats {
+            merge_lag_ms,
+            merge_pending_windows,
             watermark_ms: self.merge.watermark(),
             open_windows: self.open_windows().len() as u64,
             join_impressions: self.tasks.iter().map(|t| t.join().impressions() as u64).sum(),
             pending_clicks: self.handed_over_pending
                 + self.tasks.iter().map(|t| t.join().pending_clicks() as u64).sum::<u64>(),
             tasks: self.tasks.len() as u64,
-            merge_stage: u64::from(self.exchange.as_ref().is_some_and(|x| x.input.is_some())),
+            merge_stage: u64::from(merging),
             ..self.stats.clone()
         }
     }

@@ -38,6 +38,10 @@ pub const NAMES: &[&str] = &[
     "adstream_rebalances_total",
     "adstream_tasks",
     "adstream_merge_stage",
+    "adstream_pipeline_threads",
+    "adstream_group_generation",
+    "adstream_merge_lag_seconds",
+    "adstream_merge_pending_windows",
     "adstream_plugin_errors_total",
     "adstream_plugin_swaps_total",
     "adstream_watermark_seconds",
@@ -80,6 +84,10 @@ pub struct Metrics {
     rebalances: Counter,
     tasks: Gauge,
     merge_stage: Gauge,
+    threads: Gauge,
+    group_generation: Gauge,
+    merge_lag: FloatGauge,
+    merge_pending_windows: Gauge,
     plugin_errors: Family<Labels, Counter>,
     swaps: Family<Labels, Counter>,
     watermark: FloatGauge,
@@ -117,6 +125,10 @@ impl Default for Metrics {
             rebalances: Counter::default(),
             tasks: Gauge::default(),
             merge_stage: Gauge::default(),
+            threads: Gauge::default(),
+            group_generation: Gauge::default(),
+            merge_lag: FloatGauge::default(),
+            merge_pending_windows: Gauge::default(),
             plugin_errors: Family::default(),
             swaps: Family::default(),
             watermark: FloatGauge::default(),
@@ -179,6 +191,26 @@ impl Default for Metrics {
             "1 if this host runs the merge stage (it owns the partials topic), else 0",
             m.merge_stage.clone(),
         );
+        r.register(
+            "pipeline_threads",
+            "Pipeline threads of this host (--threads), each a member of the consumer group",
+            m.threads.clone(),
+        );
+        r.register(
+            "group_generation",
+            "The consumer group generation this host's members joined last",
+            m.group_generation.clone(),
+        );
+        r.register(
+            "merge_lag_seconds",
+            "On the merge stage's host: how far in event time the merge watermark trails the most advanced busy task (what the slowest task holds back)",
+            m.merge_lag.clone(),
+        );
+        r.register(
+            "merge_pending_windows",
+            "On the merge stage's host: windows whose partials wait for another task",
+            m.merge_pending_windows.clone(),
+        );
         r.register("plugin_errors", "Failed plugin calls and unusable plugin records", m.plugin_errors.clone());
         r.register("plugin_swaps", "Live plugin swaps, by outcome (applied, rejected)", m.swaps.clone());
         r.register("watermark_seconds", "The pipeline's watermark, Unix seconds", m.watermark.clone());
@@ -236,6 +268,11 @@ fn secs(ms: i64) -> f64 {
 }
 
 impl Metrics {
+    /// The host's pipeline threads (fixed at start-up).
+    pub fn threads(&self, threads: usize) {
+        self.threads.set(threads as i64);
+    }
+
     pub fn update(
         &self,
         stats: &Stats,
@@ -260,6 +297,9 @@ impl Metrics {
         set_counter(&self.rebalances, stats.rebalances);
         self.tasks.set(stats.tasks as i64);
         self.merge_stage.set(stats.merge_stage as i64);
+        self.group_generation.set(stats.group_generation as i64);
+        self.merge_lag.set(stats.merge_lag_ms as f64 / 1000.0);
+        self.merge_pending_windows.set(stats.merge_pending_windows as i64);
         // Before the first event the watermark is "no time yet": leave the gauges at 0.
         if stats.watermark_ms > i64::MIN / 2 {
             self.watermark.set(secs(stats.watermark_ms));

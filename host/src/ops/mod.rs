@@ -303,9 +303,11 @@ impl Ops {
             results: BTreeMap::new(),
             swaps: VecDeque::new(),
         };
+        let metrics = metrics::Metrics::default();
+        metrics.threads(senders.len());
         let ops = Ops {
             state: Mutex::new(state),
-            metrics: metrics::Metrics::default(),
+            metrics,
             swaps: Mutex::new(senders),
             loader,
             started_ms: now_ms(),
@@ -559,6 +561,7 @@ impl Ops {
             "started_ms": self.started_ms,
             "now_ms": now_ms(),
             "phase": s.phase,
+            "threads": s.threads.len(),
             "ready": Self::ready(&s).is_ok(),
             "kafka_error": s.kafka_error,
             "stats": s.stats,

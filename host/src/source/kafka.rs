@@ -369,6 +369,22 @@ impl KafkaSource {
         self.consumer.unassign().map_err(|e| Failure::kafka(e, "giving the partitions up"))
     }
 
+    /// The generation of the group this consumer last joined, if it has joined.
+    pub fn group_generation(&self) -> Option<u64> {
+        // SAFETY: the client pointer is valid for the consumer's lifetime; the metadata
+        // librdkafka returns is a copy owned here, read once and destroyed.
+        let generation = unsafe {
+            let metadata = rdkafka::bindings::rd_kafka_consumer_group_metadata(self.consumer.client().native_ptr());
+            if metadata.is_null() {
+                return None;
+            }
+            let generation = rdkafka::bindings::rd_kafka_consumer_group_metadata_generation_id(metadata);
+            rdkafka::bindings::rd_kafka_consumer_group_metadata_destroy(metadata);
+            generation
+        };
+        u64::try_from(generation).ok()
+    }
+
     /// The tasks and whether the merge runs here, for logs and the console.
     pub fn describe_assignment(&self) -> String {
         let mut tasks: Vec<i32> = self.assigned.ids.keys().map(|(_, p)| *p).collect();
