@@ -348,6 +348,33 @@ mod tests {
     }
 
     #[test]
+    fn partials_of_one_window_with_different_state_versions_are_withheld_not_merged() {
+        // A swap that one host took and another did not: task 1 exported with state version 2.
+        let mut m = merge();
+        let partial = |task, state_version| Partial {
+            task,
+            window_start_ms: 0,
+            plugin: "ctr".into(),
+            version: if state_version == 0 { "native".into() } else { "next".into() },
+            state_version,
+            events: 1,
+            share: Share::Empty,
+        };
+        assert_eq!(m.add(partial(0, 0)), Added::Kept);
+        assert_eq!(m.add(partial(1, 2)), Added::Kept);
+        let (due, by_plugin) = m.take(0).expect("pending");
+        let (_, result) = m.close(0, due.window, &by_plugin[0], &due.tasks);
+        assert!(
+            matches!(&result, Err(Refusal::Withheld(r)) if r.contains("task 1") && r.contains("never merged")),
+            "{:?}",
+            result.as_ref().err().map(|e| match e {
+                Refusal::Withheld(r) => r.clone(),
+                Refusal::Failed(e) => e.to_string(),
+            })
+        );
+    }
+
+    #[test]
     fn a_window_a_task_sent_no_partial_of_for_a_plugin_is_withheld() {
         let mut m = Merge::new(
             rule(),

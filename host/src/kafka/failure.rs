@@ -93,7 +93,7 @@ pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
             "the principal lacks a cluster permission: the transactional producer needs IDEMPOTENT_WRITE on the cluster (Kafka < 3.0), and creating topics needs CREATE"
         }
         C::TransactionalIdAuthorizationFailed => {
-            "the principal is not allowed to use the transactional id: grant it WRITE and DESCRIBE on <group-id>.<host-id> (or --transactional-id; a prefixed ACL on <group-id>. covers every host), or use --delivery at-least-once"
+            "the principal is not allowed to use the transactional id: grant it WRITE and DESCRIBE on <group-id>.<host-id> and, with --threads, <group-id>.<host-id>.<n> (or --transactional-id; a prefixed ACL on <group-id>. covers every host and thread), or use --delivery at-least-once"
         }
         C::FencedInstanceId => {
             "another host joined the consumer group with the same --host-id: give each host its own (a restarted host keeps its own, and takes its tasks back)"
