@@ -73,7 +73,8 @@ pub struct Stats {
     pub merge_lag_ms: u64,
     /// Gauge, on the merge stage's host: windows whose partials wait for another task.
     pub merge_pending_windows: u64,
-    /// Gauge: the current watermark, epoch ms.
+    /// Gauge: the current watermark, epoch ms: on the merge stage's host the merge watermark
+    /// (through which results are published), elsewhere the lowest of the host's tasks'.
     pub watermark_ms: i64,
     /// Gauge: windows open.
     pub open_windows: u64,
@@ -119,7 +120,7 @@ impl Stats {
 
     /// The figures of the host's pipeline threads together: every counter and size adds up
     /// (each thread runs tasks of its own); the watermark is the lowest of the threads that run
-    /// a task.
+    /// a task or the merge.
     pub fn host<'a>(threads: impl IntoIterator<Item = &'a Stats>) -> Stats {
         let mut host = Stats::default();
         let mut watermark: Option<i64> = None;
@@ -144,7 +145,7 @@ impl Stats {
             };
             latencies.extend_from_slice(&t.result_latencies_us);
             host.result_latencies_us = latencies;
-            if t.tasks > 0 {
+            if t.tasks > 0 || t.merge_stage > 0 {
                 watermark = Some(watermark.map_or(t.watermark_ms, |w| w.min(t.watermark_ms)));
             }
         }

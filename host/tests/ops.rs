@@ -169,7 +169,9 @@ fn await_topics(prefix: &str) {
 /// new version through the admin API, then back to the first version by replacing the watched
 /// file. Broken uploads (not WebAssembly; another plugin; a half-written file) are rejected and
 /// the run goes on. Every window's results equal the batch computation; every window is
-/// published by exactly one version, and the versions follow the order of the swaps.
+/// published by exactly one version, and the versions follow the order of the swaps. The host
+/// runs two pipeline threads (two members of the group, each with tasks of its own): every swap
+/// reaches both, and is answered once both have taken it.
 #[test]
 fn live_swap_keeps_every_window_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +182,7 @@ fn live_swap_keeps_every_window_exact() {
     // each closing about 2.4 s after the previous one.
     let mut generator = start_generator(&prefix, dir.path(), "120000", "5000");
     await_topics(&prefix);
-    let mut cmd_plugins = vec!["--watch-plugins", "--plugin"];
+    let mut cmd_plugins = vec!["--threads", "2", "--watch-plugins", "--plugin"];
     let watched_arg = watched.to_str().unwrap().to_owned();
     cmd_plugins.push(&watched_arg);
     let host = Host::start(&prefix, &format!("{prefix}g"), &["engagement"], dir.path(), &cmd_plugins);
@@ -202,8 +204,11 @@ fn live_swap_keeps_every_window_exact() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((report["from_version"].as_str(), report["to_version"].as_str()), (Some("0.1.0"), Some("0.2.0-next")));
     assert!(["carried-over", "immediate"].contains(&report["mode"].as_str().unwrap()), "same state version: {report}");
-    let swapped_at =
-        windows(&await_status(&base, Duration::from_secs(5), "the swap", |s| ctr_version(s) == "0.2.0-next"));
+    let s = await_status(&base, Duration::from_secs(5), "the swap", |s| ctr_version(s) == "0.2.0-next");
+    let swapped_at = windows(&s);
+    assert_eq!(s["threads"], 2);
+    let ctr_status = s["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "ctr").unwrap()["status"].clone();
+    assert_ne!(ctr_status, "versions-differ-between-threads", "both threads took the swap: {s}");
 
     // 2. Rejected: not WebAssembly; another plugin's component. The new version stays.
     let (code, body) = http(&api, &[], Some(b"definitely not wasm"));
@@ -238,8 +243,11 @@ fn live_swap_keeps_every_window_exact() {
     let records = read_topics(&topics, Duration::from_secs(180), Duration::from_secs(3), |r| {
         r.len() >= want_ctr.len() + want_eng.len()
     });
+    // Every input message read: the partitions' next offsets (the counters count twice what a
+    // rebalance between the threads had a task's new owner read again).
     let status = await_status(&base, Duration::from_secs(30), "the final counters", |s| {
-        n(&s["stats"], "consumed") == inputs.messages as u64
+        let next = s["partitions"].as_array().unwrap().iter().map(|p| p["next_offset"].as_u64().unwrap_or(0));
+        next.sum::<u64>() == inputs.messages as u64
     });
     let (_, metrics) = http(&format!("{base}/metrics"), &[], None);
     let log = host.log();

@@ -376,6 +376,11 @@ impl<'a> Attempt<'a> {
                 continue;
             }
             let result = self.swap(request.plugin);
+            // The console shows the new version before the requester hears of it: a host of
+            // several threads answers once every thread has answered.
+            if result.is_ok() {
+                self.publish(Instant::now());
+            }
             // If the requester gave up in the meantime, nobody records the outcome: do it here.
             if let Err(result) = request.reply.send(result) {
                 self.env.ops.swapped(&name, request.origin, &result);

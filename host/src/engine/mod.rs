@@ -597,7 +597,12 @@ impl Engine {
         Stats {
             merge_lag_ms,
             merge_pending_windows,
-            watermark_ms: self.merge.watermark(),
+            // Where the merge runs, the watermark results are published by; elsewhere the
+            // lowest of the tasks' (what this host holds the merge back to).
+            watermark_ms: match self.tasks.iter().map(Task::watermark).min() {
+                Some(lowest) if self.exchange.is_some() && !merging => lowest,
+                _ => self.merge.watermark(),
+            },
             open_windows: self.open_windows().len() as u64,
             join_impressions: self.tasks.iter().map(|t| t.join().impressions() as u64).sum(),
             pending_clicks: self.handed_over_pending
