@@ -68,6 +68,10 @@ bench *FLAGS: build-plugins kafka-up
 bench-scale-out EVENTS="1M": build build-plugins kafka-up
     bash bench/scale-out.sh {{EVENTS}}
 
+# Result latency on a live stream (10k messages/s), the partials' round trip included
+bench-latency EVENTS="400k" RATE="10000": build build-plugins kafka-up
+    bash bench/result-latency.sh {{EVENTS}} {{RATE}}
+
 # Longer run of the scale-out kill test (not in CI): KILLS SIGKILLs among three hosts
 scale-soak KILLS="30": build build-plugins kafka-up
     ADSTREAM_SCALE_KILLS={{KILLS}} cargo test --release --locked -p adstream --test scale_out hosts_killed -- --nocapture

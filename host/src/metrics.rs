@@ -85,8 +85,9 @@ pub struct Stats {
     /// `run` only: from process start to the first message consumed, in µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup_to_first_message_us: Option<u64>,
-    /// `run` only: per emitted window, from the watermark passing its end to its results being
-    /// acknowledged by Kafka (the transaction, or the delivery, committed), in µs.
+    /// `run` only: per emitted window, from every task's watermark passing its end (as far as
+    /// this host knows: see `Engine::take_emitted`) to its results being acknowledged by Kafka
+    /// (the transaction, or the delivery, committed), in µs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub result_latencies_us: Vec<u64>,
 }

@@ -145,6 +145,11 @@ impl Merge {
         self.published
     }
 
+    /// The tasks the merge waits for.
+    pub fn tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.clocks.keys().copied()
+    }
+
     /// A task the merge waits for; it holds the merge back until it reports.
     pub fn expect(&mut self, task: TaskId) {
         self.clocks.entry(task).or_insert(TaskClock { watermark: i64::MIN, idle: false });

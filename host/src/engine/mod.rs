@@ -172,9 +172,12 @@ pub struct Engine {
     /// The results of each window published since [`Engine::take_results`], if the driver shows
     /// them (`None` otherwise, so nothing accumulates).
     results: Option<Vec<WindowResults>>,
-    /// When the merge watermark passed the end of each window published since
+    /// When every task's watermark had passed the end of each window published since
     /// [`Engine::take_emitted`], if the driver measures latency.
     emitted_at: Option<Vec<Instant>>,
+    /// Through a partials topic, on the merge stage: when this process's tasks last handed each
+    /// window over, for the windows not published yet.
+    handed_over: BTreeMap<i64, Instant>,
     stats: Stats,
 }
 
@@ -243,6 +246,7 @@ impl Engine {
                 .map(std::time::Duration::from_millis),
             results: None,
             emitted_at: None,
+            handed_over: BTreeMap::new(),
             stats: Stats::default(),
         })
     }
@@ -618,7 +622,9 @@ impl Engine {
         self.stats.rebalances += 1;
     }
 
-    /// When the merge watermark passed the end of each window published since the last call.
+    /// When every task's watermark had passed the end of each window published since the last
+    /// call: when the last task handed it over, if every task runs here (through a partials
+    /// topic the partials' round trip is then in the latency), else when the merge learned it.
     /// The driver calls it once the output is acknowledged, to measure result latency; the
     /// first call starts the recording (and returns nothing).
     pub fn take_emitted(&mut self) -> Vec<Instant> {
@@ -824,7 +830,11 @@ impl Engine {
         if !partials.is_empty() {
             self.checkpoint_wanted = true;
         }
+        let merges = x.input.is_some();
         for partial in &partials {
+            if merges && self.emitted_at.is_some() {
+                self.handed_over.insert(partial.window_start_ms, now);
+            }
             let key = exchange::partial_key(partial);
             for record in exchange::encode_partial(partial, x.max_bytes) {
                 sink.send(&x.topic, Some(key.as_bytes()), &record, &[])?;
@@ -893,14 +903,21 @@ impl Engine {
             return Ok(());
         }
         self.merge.advance();
+        // When every task runs here, the last one's handing a window over is when every task's
+        // watermark had passed its end: the latency then includes the partials' round trip
+        // through Kafka. Otherwise the merge knows only when it learned it.
+        let all_here = self.merge.tasks().all(|id| self.tasks.iter().any(|t| t.id == id));
         while let Some(start) = self.merge.next_due() {
             self.publish_window(start, sink)?;
             self.checkpoint_wanted = true;
+            let handed_over = self.handed_over.remove(&start).filter(|_| all_here);
             if let Some(emitted) = &mut self.emitted_at {
-                emitted.push(now);
+                emitted.push(handed_over.unwrap_or(now));
             }
         }
         let published = self.merge.published();
+        let rule = self.rule;
+        self.handed_over.retain(|&w, _| !rule.is_closed(w, published));
         if let Some(input) = self.exchange.as_mut().and_then(|x| x.input.as_mut()) {
             input.offsets.release(published);
         }
