@@ -111,6 +111,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
                 std::thread::Builder::new()
                     .name(format!("pipeline-{thread}"))
                     .spawn_scoped(scope, move || {
+                        let _stop_on_panic = StopOnPanic(stop);
                         let _span = tracing::info_span!("pipeline", thread).entered();
                         let config = Config { kafka: config.kafka.thread(thread), ..config.clone() };
                         let env = Env { config: &config, loader, ops, swaps: &inbox, shutdown: stop, health, thread };
@@ -120,6 +121,7 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
             })
             .collect();
         // Thread 0 is this one: its engine is the one just loaded.
+        let _stop_on_panic = StopOnPanic(stop);
         let span = (threads > 1).then(|| tracing::info_span!("pipeline", thread = 0).entered());
         let env = Env { config, loader, ops, swaps: &inbox, shutdown: stop, health, thread: 0 };
         let mut results = vec![stop_all_on_error(run_thread(&env, Some(first)), stop)];
@@ -135,6 +137,19 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         all.push(result?);
     }
     Ok(Stats::host(&all))
+}
+
+/// Stops the host's other pipeline threads when the thread holding it panics, so that the
+/// panic ends the run (once they have committed) rather than leaving a host without the panicked
+/// thread's tasks, which the group would not give to anyone else.
+struct StopOnPanic<'a>(&'a CancellationToken);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.cancel();
+        }
+    }
 }
 
 /// A thread's result, after stopping the host's other threads if it failed.
