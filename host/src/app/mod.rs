@@ -140,8 +140,9 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
 }
 
 /// Stops the host's other pipeline threads when the thread holding it panics, so that the
-/// panic ends the run (once they have committed) rather than leaving a host without the panicked
-/// thread's tasks, which the group would not give to anyone else.
+/// panic ends the run (once they have committed) and is seen, rather than the host running on a
+/// thread short (the panicked thread's tasks would move to another member only at its session
+/// timeout).
 struct StopOnPanic<'a>(&'a CancellationToken);
 
 impl Drop for StopOnPanic<'_> {
