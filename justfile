@@ -8,9 +8,10 @@ plugins := "--plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.
 default:
     @just --list
 
-# Build every plugin under plugins/ into target/plugins/<name>.wasm (wasm32-wasip2 components)
-build-plugins:
-    bash scripts/build-plugins.sh
+# Build the plugins under plugins/ (Rust crates and Python app.py) into target/plugins/<name>.wasm;
+# name some to build only those (`just build-plugins engagement-py`)
+build-plugins *NAMES:
+    bash scripts/build-plugins.sh {{NAMES}}
 
 # Build the host (adstream) and the generator (adgen), release
 build:

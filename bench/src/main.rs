@@ -101,6 +101,9 @@ fn short(n: u64) -> String {
 enum Plugins {
     Wasm,
     Native,
+    /// `ctr.wasm` with `engagement-py.wasm`, the engagement aggregation in Python: what a Python
+    /// plugin costs against the Rust one (the `wasm` row).
+    Python,
 }
 
 impl Plugins {
@@ -108,6 +111,7 @@ impl Plugins {
         match self {
             Plugins::Wasm => "wasm",
             Plugins::Native => "native",
+            Plugins::Python => "wasm, engagement in Python",
         }
     }
 }
@@ -125,7 +129,7 @@ impl Bench {
     /// The host binary of a variant, its subcommand and the plugin flags.
     fn host(&self, plugins: Plugins, subcommand: &str) -> Command {
         let mut cmd = match plugins {
-            Plugins::Wasm => Command::new(self.bin("adstream")),
+            Plugins::Wasm | Plugins::Python => Command::new(self.bin("adstream")),
             Plugins::Native => Command::new(self.bin("adstream-native")),
         };
         cmd.arg(subcommand);
@@ -133,6 +137,10 @@ impl Bench {
             match plugins {
                 Plugins::Wasm => cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{name}.wasm"))),
                 Plugins::Native => cmd.arg("--plugin").arg(format!("native:{name}")),
+                Plugins::Python => {
+                    let file = if name == "engagement" { "engagement-py" } else { name };
+                    cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{file}.wasm")))
+                }
             };
         }
         cmd.env("ADSTREAM_LOG", "warn,adstream=info");
@@ -209,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         let path = opts.bin_dir.join(bin);
         anyhow::ensure!(path.is_file(), "{} is missing: `just bench` builds it", path.display());
     }
-    for plugin in ["ctr", "engagement"] {
+    for plugin in ["ctr", "engagement", "engagement-py"] {
         let path = opts.plugin_dir.join(format!("{plugin}.wasm"));
         anyhow::ensure!(path.is_file(), "{} is missing: `just build-plugins` builds it", path.display());
     }
@@ -220,6 +228,7 @@ fn main() -> anyhow::Result<()> {
     // A small run first, so that the plugins are compiled into the cache before anything counts.
     let warm = bench.data(Workload { events: 1_000, users: 100 })?;
     bench.replay(&warm, Plugins::Wasm)?;
+    bench.replay(&warm, Plugins::Python)?;
 
     let main = Workload { events: bench.opts.events, users: bench.opts.users };
     let data = bench.data(main)?;
@@ -242,6 +251,10 @@ fn main() -> anyhow::Result<()> {
         rows.push(Row::replay(&main, plugins.name(), usage, &stats, *reference == records, bench.opts.repeat));
     }
     let reference = reference.expect("the wasm replay ran");
+    // Python costs several times Rust per event: one run.
+    eprintln!("replay, {}, {} plugins ...", main.label(), Plugins::Python.name());
+    let (usage, stats, records) = bench.replay(&data, Plugins::Python)?;
+    rows.push(Row::replay(&main, Plugins::Python.name(), usage, &stats, reference == records, 1));
 
     if !bench.opts.no_kafka {
         rows.extend(kafka_runs(&mut bench, main, &data, &reference)?);

@@ -27,7 +27,16 @@ fn adbench_measures_every_variant_and_checks_its_results() {
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).expect("results.json")).unwrap();
     let variants: Vec<(&str, &str)> =
         rows.iter().map(|r| (r["mode"].as_str().unwrap(), r["plugins"].as_str().unwrap())).collect();
-    assert_eq!(variants, [("replay", "wasm"), ("replay", "native"), ("kafka", "wasm"), ("kafka", "native")]);
+    assert_eq!(
+        variants,
+        [
+            ("replay", "wasm"),
+            ("replay", "native"),
+            ("replay", "wasm, engagement in Python"),
+            ("kafka", "wasm"),
+            ("kafka", "native")
+        ]
+    );
     for r in &rows {
         assert_eq!(r["results_match"], true, "{r}");
         assert!(r["usage"]["user_s"].as_f64().unwrap() > 0.0, "{r}");

@@ -23,7 +23,7 @@ fn config(cache: &std::path::Path) -> PluginConfig {
     }
 }
 
-/// Every crate under plugins/ is built, is a component (not a core module), instantiates
+/// Every plugin under plugins/ (Rust crates, and Python's `app.py`) is built, is a component (not a core module), instantiates
 /// against the `aggregation` world and describes itself.
 #[test]
 fn every_plugin_is_a_component_of_the_aggregation_world() {
@@ -34,7 +34,7 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["ctr", "engagement", "spend"]);
+    assert_eq!(names, ["ctr", "engagement", "engagement-py", "spend"]);
     for name in &names {
         let path = plugin(name);
         let bytes = std::fs::read(&path).unwrap();

@@ -44,3 +44,43 @@ fn replay_matches_the_batch_computation() {
     assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64));
     assert_eq!(stats["clicks_unattributed"].as_u64(), Some(inputs.unattributed_clicks() as u64));
 }
+
+/// The Python engagement plugin (`plugins/engagement-py/app.py`, built by componentize-py with
+/// the Python SDK) publishes, window for window and device for device, what the Rust plugin
+/// publishes, in one replay with both loaded, and both equal the batch computation.
+#[test]
+fn the_python_engagement_plugin_publishes_what_the_rust_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    run_ok(
+        Command::new(adgen())
+            .args(["--events", "60000", "--seed", "12", "--late-fraction", "0.01", "--malformed-fraction", "0.01"])
+            .args(["--quiet", "--jsonl"])
+            .arg(&events),
+    );
+    let inputs = Inputs::load(&events, Late::Designated);
+    let out = dir.path().join("out.jsonl");
+    let mut cmd = Command::new(adstream());
+    cmd.args(["replay", "--input"]).arg(&events).arg("--out").arg(&out);
+    cmd.arg("--plugin-cache").arg(dir.path().join("cache"));
+    cmd.arg("--plugin").arg(plugin("engagement")).arg("--plugin").arg(plugin("engagement-py"));
+    run_ok(&mut cmd);
+    let mut by_plugin: BTreeMap<String, BTreeMap<(String, String), Value>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["topic"] != "device-engagement-results" {
+            continue;
+        }
+        let key = (v["value"]["window_start"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned());
+        let previous = by_plugin
+            .entry(v["headers"]["plugin"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(key, v["value"].clone());
+        assert!(previous.is_none(), "a window's device published twice: {line}");
+    }
+    let rust = &by_plugin["engagement"];
+    let python = &by_plugin["engagement-py"];
+    assert!(rust.len() >= 20, "{} records", rust.len());
+    assert_eq!(python, rust, "the Python plugin and the Rust plugin published different records");
+    expected::check_engagement(&python.values().cloned().collect::<Vec<_>>(), &inputs.engagement(None));
+}
