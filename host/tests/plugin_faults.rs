@@ -157,7 +157,12 @@ fn check_isolated(trigger: &str, kind: &str) -> Outcome {
 
 #[test]
 fn a_trapping_plugin_is_isolated() {
-    check_isolated("evil-trap", "trapped");
+    let out = check_isolated("evil-trap", "trapped");
+    // The panic's message reaches the error record, though stderr is not granted.
+    let errors: Vec<&Value> = out.sink.0.iter().filter(|(t, _)| t == "errors").map(|(_, v)| v).collect();
+    let reason = errors[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("misbehave: a deliberate panic") && reason.contains("src/lib.rs"), "{reason}");
+    assert!(!reason.contains("<unknown>"), "the frames without names are left out: {reason}");
 }
 
 #[test]

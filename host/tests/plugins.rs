@@ -23,8 +23,8 @@ fn config(cache: &std::path::Path) -> PluginConfig {
     }
 }
 
-/// Every plugin under plugins/ (Rust crates, and Python's `app.py`) is built, is a component (not a core module), instantiates
-/// against the `aggregation` world and describes itself.
+/// Every plugin under plugins/ (Rust crates, and Python's `app.py`) is built, is a component
+/// (not a core module), instantiates against the `aggregation` world and describes itself.
 #[test]
 fn every_plugin_is_a_component_of_the_aggregation_world() {
     let cache = tempfile::tempdir().unwrap();
@@ -80,5 +80,8 @@ fn refuses_what_is_not_a_component() {
         let err = Plugin::load(&runtime, &path, &config(dir.path())).err().expect("must fail");
         let text = format!("{err:#}");
         assert!(text.contains(file) && text.contains("not a valid WebAssembly component"), "{text}");
+        if file == "core.wasm" {
+            assert!(text.contains("core WebAssembly module") && text.contains("wasm32-wasip2"), "{text}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::runtime::{EPOCH_TICK, Runtime};
+use super::stderr::StderrTail;
 use super::{Aggregation, AggregationPre, Aggregator, EventKind, OutputRecord, PluginError, Window};
 use crate::config::{Grants, PluginConfig};
 
@@ -40,6 +41,8 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// Without the `stderr` grant, the end of what the plugin wrote there.
+    stderr: Option<StderrTail>,
 }
 
 impl WasiView for PluginState {
@@ -97,11 +100,16 @@ fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64, grants
             .insecure_random(<plugin_rand::rngs::StdRng as plugin_rand::SeedableRng>::seed_from_u64(0))
             .insecure_random_seed(0);
     }
-    if grants.stderr {
+    let stderr = if grants.stderr {
         wasi.inherit_stderr();
-    }
+        None
+    } else {
+        let tail = StderrTail::default();
+        wasi.stderr(tail.clone());
+        Some(tail)
+    };
     let wasi = wasi.build();
-    let state = PluginState { wasi, table: ResourceTable::new(), limits };
+    let state = PluginState { wasi, table: ResourceTable::new(), limits, stderr };
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
@@ -178,8 +186,15 @@ impl Plugin {
         if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
             return PluginError::Deadline { plugin, call, timeout_ms: self.timeout_ms };
         }
-        let detail = format!("{e:#}");
-        if detail.contains("forcing trap when growing memory") {
+        // The trap's first line says what trapped; the frames (`<unknown>` without debug
+        // information) say nothing to the plugin's author. What the plugin wrote to stderr
+        // just before (a Rust panic's message and location) does.
+        let full = format!("{e:#}");
+        let detail = match self.store.data().stderr.as_ref().and_then(StderrTail::take) {
+            Some(said) => format!("{}; the plugin wrote to stderr: {said}", e.root_cause()),
+            None => full.clone(),
+        };
+        if full.contains("forcing trap when growing memory") {
             PluginError::OutOfMemory { plugin, call, detail }
         } else {
             PluginError::Trap { plugin, call, detail }

@@ -6,6 +6,7 @@
 //! - [`native`]: the same aggregations compiled into the host, for tests and for measuring what
 //!   WebAssembly costs.
 //! - [`slot`]: a plugin's place in the pipeline, and how a new version takes it (live swap).
+//! - [`stderr`]: the end of what a plugin wrote to an ungranted stderr, to explain its traps.
 //!
 //! This is the only place that runs `bindgen!` for the host side of the WIT.
 
@@ -13,6 +14,7 @@ pub mod instance;
 pub mod native;
 pub mod runtime;
 pub mod slot;
+pub mod stderr;
 
 use std::path::Path;
 use std::sync::Arc;

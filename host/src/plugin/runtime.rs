@@ -80,6 +80,14 @@ impl Runtime {
                 }
             }
         }
+        // The preamble of a core module (version 1, layer 0), which is what wasm32-wasip1 and
+        // wasm32-unknown-unknown builds make: say what to build instead.
+        if wasm.starts_with(b"\0asm\x01\0\0\0") {
+            anyhow::bail!(
+                "{} is not a valid WebAssembly component: it is a core WebAssembly module. Build the plugin for wasm32-wasip2 (`cargo build --target wasm32-wasip2` makes a component; wasm32-wasip1 and wasm32-unknown-unknown make core modules), or a Python plugin with `bash scripts/build-plugins.sh`",
+                path.display()
+            );
+        }
         let started = std::time::Instant::now();
         let compiled = self
             .engine
