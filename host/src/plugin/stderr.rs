@@ -27,11 +27,13 @@ impl StderrTail {
         kept.extend(bytes);
     }
 
-    /// What was written since the last call (then forgotten), trimmed; `None` if nothing.
+    /// What was written since the last call (then forgotten), on one line (for an error
+    /// message); `None` if nothing.
     pub fn take(&self) -> Option<String> {
         let bytes: Vec<u8> = self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-        (!text.is_empty()).then_some(text)
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        (!lines.is_empty()).then(|| lines.join(" "))
     }
 }
 
@@ -97,7 +99,7 @@ mod tests {
         tail.push(&vec![b'x'; KEPT * 2]);
         tail.push(b"\npanicked at src/lib.rs:3:5:\nboom\n");
         let text = tail.take().unwrap();
-        assert!(text.ends_with("panicked at src/lib.rs:3:5:\nboom") && text.len() <= KEPT, "{text}");
+        assert!(text.ends_with("panicked at src/lib.rs:3:5: boom") && text.len() <= KEPT, "{text}");
         assert_eq!(tail.take(), None);
     }
 }
