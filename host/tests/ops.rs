@@ -55,8 +55,8 @@ fn metrics_count_what_the_run_did() {
     let (ready, why) = http(&format!("{base}/readyz"), &[], None);
     assert_eq!(ready, 200, "{why}");
 
-    // The admin token: refused without it or with a wrong one; the right one swaps (the same
-    // version again, which changes no result).
+    // The admin token: refused without it or with a wrong one; with the right one the call goes
+    // through (the same version again: nothing to swap, and no result changes).
     let url = format!("{base}/api/plugins/ctr");
     let wasm = std::fs::read(plugin("ctr")).unwrap();
     let (code, body) = http(&url, &[], Some(&wasm));
@@ -64,6 +64,7 @@ fn metrics_count_what_the_run_did() {
     assert_eq!(http(&url, &[("Authorization", "Bearer wrong-token-0123456789")], Some(&wasm)).0, 401);
     let (code, body) = http(&url, &[("Authorization", &format!("Bearer {token}"))], Some(&wasm));
     assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"mode\":\"unchanged\""), "{body}");
 
     let (code, text) = http(&format!("{base}/metrics"), &[], None);
     assert_eq!(code, 200);
@@ -93,7 +94,7 @@ fn metrics_count_what_the_run_did() {
     assert_eq!(metric("adstream_dead_lettered_total") as usize, inputs.malformed);
     assert_eq!(metric("adstream_result_records_total") as usize, n(stats, "results") as usize);
     assert_eq!(metric("adstream_ready"), 1.0);
-    assert_eq!(metric("adstream_plugin_swaps_total{plugin=\"ctr\",outcome=\"applied\"}"), 1.0);
+    assert_eq!(metric("adstream_plugin_swaps_total{plugin=\"ctr\",outcome=\"unchanged\"}"), 1.0);
     assert_eq!(metric("adstream_plugin_errors_total{plugin=\"ctr\"}"), 0.0);
     assert_eq!(metric("adstream_open_windows"), n(stats, "open_windows") as f64);
     assert!(metric("adstream_window_result_latency_seconds_count") >= windows as f64);
@@ -210,6 +211,12 @@ fn live_swap_keeps_every_window_exact() {
     let ctr_status = s["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "ctr").unwrap()["status"].clone();
     assert_ne!(ctr_status, "versions-differ-between-threads", "both threads took the swap: {s}");
 
+    // The same file again: nothing to do, and not counted as a swap.
+    let (code, body) = http(&api, &[], Some(&std::fs::read(test_plugin("ctr_next")).unwrap()));
+    assert_eq!(code, 200, "{body}");
+    let again: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["mode"], "unchanged", "{again}");
+
     // 2. Rejected: not WebAssembly; another plugin's component. The new version stays.
     let (code, body) = http(&api, &[], Some(b"definitely not wasm"));
     assert_eq!(code, 422, "{body}");
@@ -283,10 +290,18 @@ fn live_swap_keeps_every_window_exact() {
         swaps.iter().map(|s| (s["applied"].as_bool().unwrap(), s["origin"].as_str().unwrap())).collect();
     assert_eq!(
         outcomes,
-        [(true, "admin API"), (false, "admin API"), (false, "admin API"), (false, "file watch"), (true, "file watch")],
+        [
+            (true, "admin API"),
+            (true, "admin API"),
+            (false, "admin API"),
+            (false, "admin API"),
+            (false, "file watch"),
+            (true, "file watch")
+        ],
         "{swaps:?}"
     );
     let m = parse_metrics(&metrics);
     assert_eq!(m["adstream_plugin_swaps_total{plugin=\"ctr\",outcome=\"applied\"}"], 2.0);
     assert_eq!(m["adstream_plugin_swaps_total{plugin=\"ctr\",outcome=\"rejected\"}"], 3.0);
+    assert_eq!(m["adstream_plugin_swaps_total{plugin=\"ctr\",outcome=\"unchanged\"}"], 1.0);
 }

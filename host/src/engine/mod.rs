@@ -542,6 +542,18 @@ impl Engine {
             let loaded = self.plugins().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
             return Err(SwapRefused::NotLoaded(name, loaded));
         };
+        let running = self.merge.slots()[i].meta();
+        if running.hash == new.meta().hash {
+            tracing::info!(plugin = %name, version = %running.version, "the uploaded plugin is the version running (same SHA-256): nothing to swap");
+            return Ok(SwapReport {
+                plugin: name,
+                from_version: running.version.clone(),
+                to_version: running.version.clone(),
+                from_hash: running.hash.clone(),
+                to_hash: running.hash.clone(),
+                mode: SwapMode::Unchanged,
+            });
+        }
         self.merge.slots()[i].check_idle()?;
         for task in &self.tasks {
             task.slots()[i].check_idle()?;

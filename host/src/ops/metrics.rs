@@ -212,7 +212,11 @@ impl Default for Metrics {
             m.merge_pending_windows.clone(),
         );
         r.register("plugin_errors", "Failed plugin calls and unusable plugin records", m.plugin_errors.clone());
-        r.register("plugin_swaps", "Live plugin swaps, by outcome (applied, rejected)", m.swaps.clone());
+        r.register(
+            "plugin_swaps",
+            "Live plugin swaps, by outcome (applied, rejected, unchanged: the file was the version running)",
+            m.swaps.clone(),
+        );
         r.register("watermark_seconds", "The pipeline's watermark, Unix seconds", m.watermark.clone());
         r.register(
             "watermark_delay_seconds",
@@ -365,8 +369,8 @@ impl Metrics {
         self.ready.set(i64::from(ready));
     }
 
-    pub fn swap(&self, plugin: &str, applied: bool) {
-        let outcome = if applied { "applied" } else { "rejected" };
+    /// A swap attempt: `applied`, `rejected` or `unchanged` (the file was the version running).
+    pub fn swap(&self, plugin: &str, outcome: &str) {
         self.swaps.get_or_create(&vec![("plugin", plugin.to_owned()), ("outcome", outcome.to_owned())]).inc();
     }
 

@@ -403,7 +403,12 @@ impl Ops {
 
     /// Records a swap attempt.
     pub fn swapped(&self, plugin: &str, origin: &str, result: &Result<SwapReport, String>) {
-        self.metrics.swap(plugin, result.is_ok());
+        let outcome = match result {
+            Ok(r) if r.mode == crate::plugin::SwapMode::Unchanged => "unchanged",
+            Ok(_) => "applied",
+            Err(_) => "rejected",
+        };
+        self.metrics.swap(plugin, outcome);
         let event = SwapEvent {
             at_ms: now_ms(),
             plugin: plugin.to_owned(),

@@ -56,6 +56,8 @@ pub struct Slot {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "mode")]
 pub enum SwapMode {
+    /// The new file is the version running (same SHA-256): nothing was done.
+    Unchanged,
     /// No window was open: the new version took over at once.
     Immediate,
     /// Compatible state: the open windows' accumulators moved to the new version.
@@ -82,7 +84,7 @@ impl SwapReport {
     pub fn and(self, other: SwapReport) -> SwapReport {
         use SwapMode::*;
         let mode = match (self.mode.clone(), other.mode) {
-            (Immediate, m) | (m, Immediate) => m,
+            (Immediate | Unchanged, m) | (m, Immediate | Unchanged) => m,
             (CarriedOver { windows: a }, CarriedOver { windows: b }) => CarriedOver { windows: a + b },
             (FinishingOpenWindows { through, windows: a }, CarriedOver { windows: b })
             | (CarriedOver { windows: a }, FinishingOpenWindows { through, windows: b }) => {
