@@ -41,7 +41,16 @@ impl<A: Aggregation> NativeAggregator<A> {
             hash: String::new(),
             path: PathBuf::new(),
         };
-        NativeAggregator { meta, windows: Windows::default() }
+        NativeAggregator { meta, windows: Windows::default() }.identified()
+    }
+
+    /// No file to hash: what tells two versions apart (a swap to the version running is a
+    /// no-op) is the name, version and state version.
+    fn identified(mut self) -> Self {
+        let m = &self.meta;
+        let id = format!("native/{}/{}/{}", m.name, m.version, m.state_version);
+        self.meta.hash = crate::bytes::hex(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()));
+        self
     }
 
     /// The same aggregation describing itself with another version and state version (tests of
@@ -49,7 +58,7 @@ impl<A: Aggregation> NativeAggregator<A> {
     pub fn with_version(mut self, version: &str, state_version: u32) -> Self {
         self.meta.version = version.to_owned();
         self.meta.state_version = state_version;
-        self
+        self.identified()
     }
 }
 
