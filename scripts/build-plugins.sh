@@ -54,6 +54,12 @@ copy() { # copy the component built for plugin directory $2 from $1
 
 if [ "${#crates[@]}" -gt 0 ]; then
   rustup toolchain install >/dev/null  # the pinned toolchain and the wasm32-wasip2 target
+  # A crate just added to plugins/ is not in Cargo.lock yet: add it (and only then let Cargo
+  # change the lock file), rather than fail on --locked.
+  if ! cargo metadata --locked --format-version 1 >/dev/null 2>&1; then
+    echo "Cargo.lock does not match the workspace (a new plugin crate?): updating it"
+    cargo metadata --format-version 1 >/dev/null
+  fi
   packages=()
   for dir in "${crates[@]}"; do packages+=(-p "$(basename "$dir")"); done
   cargo build --locked --profile plugin --target wasm32-wasip2 "${packages[@]}"

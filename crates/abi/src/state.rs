@@ -59,7 +59,10 @@ impl<'a> StateReader<'a> {
     }
 
     /// A count of items that follow, checked against the bytes left so that a corrupt count
-    /// cannot make the reader allocate without bound.
+    /// cannot make the reader allocate without bound. `min_item_bytes` is the fewest bytes one
+    /// item takes in the encoding: 8 for a list of `u64`s or of strings (each string starts with
+    /// its `u64` length), the sum of the fixed fields for a list of records. A count that could
+    /// not fit in the bytes left is an error.
     pub fn len(&mut self, min_item_bytes: usize) -> Result<usize, StateError> {
         let n = self.u64()?;
         if n > (self.0.len() / min_item_bytes.max(1)) as u64 {

@@ -209,6 +209,15 @@ impl Engine {
             );
         }
         topics.check_overrides(loaded.iter().map(|p| p.meta()))?;
+        let mut writers: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for p in &loaded {
+            for topic in topics.of_plugin(p.meta()) {
+                writers.entry(topic).or_default().push(&p.meta().name);
+            }
+        }
+        for (topic, names) in writers.iter().filter(|(_, names)| names.len() > 1) {
+            tracing::warn!(%topic, plugins = ?names, "several plugins publish to this topic: their records mix there (each names its plugin in a header); give one its own topic with --plugin-topic if that is not meant");
+        }
         let mut engine = Self::with_aggregators(time, loaded, plugins.batch_size, topics)?;
         engine.loader = Some(loader.clone());
         Ok(engine)
