@@ -85,3 +85,18 @@ fn refuses_what_is_not_a_component() {
         }
     }
 }
+
+/// The Python SDK's batch decoder reads the encoding's test vectors as the Rust reader does
+/// (`crates/abi/tests/batch_vectors.rs`): its unit tests, with the Python the plugin build set
+/// up (`.cache/python`), else the system's.
+#[test]
+fn the_python_sdk_reads_the_batch_test_vectors() {
+    let venv = workspace().join(".cache/python/bin/python3");
+    let python = if venv.is_file() { venv } else { "python3".into() };
+    let out = std::process::Command::new(&python)
+        .arg(workspace().join("sdk/python/tests/test_batch.py"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.contains("Ran 2 tests") && log.contains("OK"), "{log}");
+}

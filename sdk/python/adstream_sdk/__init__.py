@@ -20,60 +20,16 @@ plugin's `app.py`); it keeps one accumulator per open window, decodes the host's
 every `plugins/<name>/app.py` against `wit/` into `target/plugins/<name>.wasm`.
 """
 
-from dataclasses import dataclass
 import json
-import struct
 from datetime import datetime, timezone
 
 from componentize_py_types import Err
 from wit_world import WitWorld as _World
 from wit_world.imports import types
 
-IMPRESSION = types.EventKind.IMPRESSION
-CLICK = types.EventKind.CLICK
+from .batch import CLICK, IMPRESSION, Event, Kind, decode_batch
 
-_MAGIC = b"ADB1"
-_HEAD = struct.Struct("<4sI")
-_FIXED = struct.Struct("<Bqqqd")
-_LEN = struct.Struct("<H")
-
-
-@dataclass
-class Event:
-    """One event of a batch (the WIT's batch encoding, version 1)."""
-
-    kind: types.EventKind
-    window_start_ms: int
-    event_time_ms: int
-    impression_time_ms: int
-    cost: float
-    campaign_id: str
-    ad_id: str
-    device_type: str
-    browser: str
-    user_id: str
-
-
-def decode_batch(batch: bytes):
-    """The events of a batch, in order; raises ValueError on a malformed batch."""
-    magic, count = _HEAD.unpack_from(batch, 0)
-    if magic != _MAGIC:
-        raise ValueError(f"not an adstream batch (magic {magic!r})")
-    at = _HEAD.size
-    for _ in range(count):
-        kind, window, event_time, impression_time, cost = _FIXED.unpack_from(batch, at)
-        at += _FIXED.size
-        strings = []
-        for _ in range(5):
-            (n,) = _LEN.unpack_from(batch, at)
-            at += _LEN.size
-            strings.append(batch[at : at + n].decode("utf-8"))
-            at += n
-        if kind not in (0, 1):
-            raise ValueError(f"unknown event kind {kind}")
-        yield Event(types.EventKind(kind), window, event_time, impression_time, cost, *strings)
-    if at != len(batch):
-        raise ValueError(f"{len(batch) - at} bytes after the last event")
+__all__ = ["CLICK", "IMPRESSION", "Aggregation", "Event", "Kind", "decode_batch", "plugin", "rfc3339_ms", "to_json"]
 
 
 def rfc3339_ms(epoch_ms: int) -> str:
@@ -120,9 +76,10 @@ def _failing(call: str, error: Exception) -> Err:
 
 def plugin(aggregation, *, name, version, description, wants, outputs, state_version):
     """The world class for componentize-py: one `aggregation` instance per open window."""
-    info = types.PluginInfo(name, version, description, list(wants), list(outputs), state_version)
+    kinds = [types.EventKind(Kind(kind).value) for kind in wants]
+    info = types.PluginInfo(name, version, description, kinds, list(outputs), state_version)
     # The host sends every kind of event; a plugin sees those it wants.
-    wanted = {kind.value for kind in wants}
+    wanted = {Kind(kind) for kind in wants}
 
     class World(_World):
         # componentize-py may make a new instance per call: the accumulators live on the class
@@ -136,7 +93,7 @@ def plugin(aggregation, *, name, version, description, wants, outputs, state_ver
             try:
                 windows = World.windows
                 for event in decode_batch(batch):
-                    if event.kind.value not in wanted:
+                    if event.kind not in wanted:
                         continue
                     acc = windows.get(event.window_start_ms)
                     if acc is None:
