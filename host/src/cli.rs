@@ -87,6 +87,27 @@ enum Command {
     },
     /// Show the result topics as a live table, one block per window.
     Tail(crate::tail::TailArgs),
+    /// Write a new plugin project, anywhere (it needs nothing from this repository): a Python
+    /// aggregation to edit (impressions per campaign and window), the Python SDK, the host's WIT
+    /// and a build script that installs componentize-py when it is missing.
+    ///
+    /// Example:
+    ///   adstream new-plugin top-ads --dir ~/plugins/top-ads
+    ///   bash ~/plugins/top-ads/build.sh          # → ~/plugins/top-ads/top-ads.wasm
+    ///   adgen --jsonl /tmp/ev --events 100k && adstream replay --input /tmp/ev --plugin ~/plugins/top-ads/top-ads.wasm
+    #[command(verbatim_doc_comment)]
+    NewPlugin {
+        /// The plugin's name: lowercase letters, digits, '-' and '_'; it also names its .wasm and
+        /// its output topic (<name>-results)
+        name: String,
+        /// The plugin's language (a Rust plugin is a crate under plugins/ of this repository:
+        /// README "Writing a plugin")
+        #[arg(long, default_value = "python", value_parser = ["python"])]
+        lang: String,
+        /// Where to write it; it must not exist or be empty [default: ./<name>]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -202,6 +223,13 @@ fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
                 None => crate::app::replay(time, &plugins, &impressions, &clicks, std::io::stdout().lock())?,
             };
             eprintln!("{}", serde_json::to_string(&stats)?);
+        }
+        Command::NewPlugin { name, lang: _, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            for file in crate::scaffold::new_python_plugin(&name, &dir)? {
+                eprintln!("wrote {}", file.display());
+            }
+            eprintln!("next: edit {}, then `bash {}`", dir.join("app.py").display(), dir.join("build.sh").display());
         }
         Command::Tail(args) => {
             let shutdown = CancellationToken::new();

@@ -42,6 +42,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod plugin;
+pub mod scaffold;
 pub mod sink;
 pub mod source;
 pub mod tail;

@@ -100,3 +100,51 @@ fn the_python_sdk_reads_the_batch_test_vectors() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && log.contains("Ran 2 tests") && log.contains("OK"), "{log}");
 }
+
+/// `adstream new-plugin` writes a Python plugin project that builds outside this repository
+/// (its build script, with the componentize-py the plugin build installed on PATH) and whose
+/// plugin counts the impressions of each campaign and window as the batch computation does.
+#[test]
+fn a_new_python_plugin_builds_outside_the_repository_and_counts_right() {
+    use common::expected::{Inputs, Late};
+    use common::{adgen, adstream, run_ok};
+    use std::collections::BTreeMap;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("views");
+    run_ok(Command::new(adstream()).args(["new-plugin", "views", "--dir"]).arg(&project));
+    let path = format!("{}:{}", workspace().join(".cache/python/bin").display(), std::env::var("PATH").unwrap());
+    run_ok(Command::new("bash").arg(project.join("build.sh")).env("PATH", path).current_dir(dir.path()));
+    let events = dir.path().join("events");
+    run_ok(
+        Command::new(adgen())
+            .args(["--events", "30000", "--seed", "5", "--late-fraction", "0", "--malformed-fraction", "0"])
+            .args(["--quiet", "--jsonl"])
+            .arg(&events),
+    );
+    let out = run_ok(
+        Command::new(adstream())
+            .args(["replay", "--input"])
+            .arg(&events)
+            .arg("--plugin")
+            .arg(project.join("views.wasm"))
+            .arg("--plugin-cache")
+            .arg(dir.path().join("cache")),
+    );
+    let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["topic"], "views-results", "{line}");
+        let v = &r["value"];
+        let key = (v["window_start"].as_str().unwrap().to_owned(), v["campaign_id"].as_str().unwrap().to_owned());
+        assert!(got.insert(key, v["impressions"].as_u64().unwrap()).is_none(), "twice: {line}");
+    }
+    let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for i in Inputs::load(&events, Late::Designated).impressions {
+        let window = adstream_abi::time::format_rfc3339_millis(i.ts.div_euclid(60_000) * 60_000);
+        *want.entry((window, i.campaign)).or_default() += 1;
+    }
+    assert!(want.len() > 100, "{} (window, campaign) pairs", want.len());
+    assert_eq!(got, want, "the template's impressions per campaign and window");
+}

@@ -16,8 +16,10 @@ one instance is the accumulator of one window.
 
 `plugin` returns the class componentize-py exports (it must be named `WitWorld` in the
 plugin's `app.py`); it keeps one accumulator per open window, decodes the host's batches into
-`Event`s and turns errors into the WIT's error results. `bash scripts/build-plugins.sh` builds
-every `plugins/<name>/app.py` against `wit/` into `target/plugins/<name>.wasm`.
+`Event`s and turns errors into the WIT's error results. In the adstream repository,
+`bash scripts/build-plugins.sh` builds every `plugins/<name>/app.py` against `wit/` into
+`target/plugins/<name>.wasm`; `adstream new-plugin NAME` writes a project of its own, anywhere,
+with this SDK, the WIT and a `build.sh`.
 """
 
 import json
