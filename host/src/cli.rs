@@ -77,6 +77,13 @@ enum Command {
         /// Where to write the output records [default: standard output]
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Split the input over this many tasks, by impression_id (as a keyed producer would over
+        /// partitions): every window is then merged from the tasks' partials, which runs the
+        /// plugins' export-window, restore-window and merge-window. The records must not depend
+        /// on it for input within the out-of-orderness bound: compare --tasks 1 and --tasks 3
+        /// to check a plugin's merge
+        #[arg(long, default_value_t = 1)]
+        tasks: usize,
         /// A TOML file with [time] and [plugins] tables
         #[arg(long)]
         config: Option<PathBuf>,
@@ -203,7 +210,7 @@ fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Replay { input, impressions, clicks, out, config, time, plugins } => {
+        Command::Replay { input, impressions, clicks, out, tasks, config, time, plugins } => {
             let (time, mut plugins) = Config::load_offline(config.as_deref(), time, plugins)?;
             if plugins.watch {
                 // Not an error: the same ADSTREAM_* environment often serves run and replay.
@@ -218,9 +225,9 @@ fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
             let stats = match out {
                 Some(path) => {
                     let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-                    crate::app::replay(time, &plugins, &impressions, &clicks, file)?
+                    crate::app::replay(time, &plugins, &impressions, &clicks, tasks, file)?
                 }
-                None => crate::app::replay(time, &plugins, &impressions, &clicks, std::io::stdout().lock())?,
+                None => crate::app::replay(time, &plugins, &impressions, &clicks, tasks, std::io::stdout().lock())?,
             };
             eprintln!("{}", serde_json::to_string(&stats)?);
         }
