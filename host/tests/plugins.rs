@@ -107,7 +107,7 @@ fn the_python_sdk_reads_the_batch_test_vectors() {
 #[test]
 fn a_new_python_plugin_builds_outside_the_repository_and_counts_right() {
     use common::expected::{Inputs, Late};
-    use common::{adgen, adstream, run_ok};
+    use common::{adstream, run_ok};
     use std::collections::BTreeMap;
     use std::process::Command;
 
@@ -116,13 +116,7 @@ fn a_new_python_plugin_builds_outside_the_repository_and_counts_right() {
     run_ok(Command::new(adstream()).args(["new-plugin", "views", "--dir"]).arg(&project));
     let path = format!("{}:{}", workspace().join(".cache/python/bin").display(), std::env::var("PATH").unwrap());
     run_ok(Command::new("bash").arg(project.join("build.sh")).env("PATH", path).current_dir(dir.path()));
-    let events = dir.path().join("events");
-    run_ok(
-        Command::new(adgen())
-            .args(["--events", "30000", "--seed", "5", "--late-fraction", "0", "--malformed-fraction", "0"])
-            .args(["--quiet", "--jsonl"])
-            .arg(&events),
-    );
+    let events = common::generate_jsonl(dir.path(), "30000", "5", "0", "0");
     let out = run_ok(
         Command::new(adstream())
             .args(["replay", "--input"])

@@ -4,31 +4,33 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use common::expected::{self, Inputs, Late};
-use common::{adgen, adstream, plugin, run_ok};
+use common::{adstream, generate_jsonl, plugin, run_ok};
 use serde_json::Value;
+
+/// `adstream replay` of `events` with `plugins` (built ones, by name), writing `out`; `extra`
+/// flags go before the input. Returns the run's output (its stderr has the log and the stats).
+fn replay(events: &Path, out: &Path, plugins: &[&str], extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(adstream());
+    cmd.arg("replay").args(extra).arg("--input").arg(events).arg("--out").arg(out);
+    cmd.arg("--plugin-cache").arg(events.with_file_name("cache"));
+    for p in plugins {
+        cmd.arg("--plugin").arg(plugin(p));
+    }
+    run_ok(&mut cmd)
+}
 
 #[test]
 fn replay_matches_the_batch_computation() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events");
-    run_ok(
-        Command::new(adgen())
-            .args(["--events", "300000", "--seed", "11", "--late-fraction", "0.01", "--malformed-fraction", "0.01"])
-            .args(["--quiet", "--jsonl"])
-            .arg(&events),
-    );
+    let events = generate_jsonl(dir.path(), "300000", "11", "0.01", "0.01");
     let inputs = Inputs::load(&events, Late::Designated);
     let out = dir.path().join("out.jsonl");
-    let mut cmd = Command::new(adstream());
-    cmd.args(["replay", "--input"]).arg(&events).arg("--out").arg(&out);
-    cmd.arg("--plugin-cache").arg(dir.path().join("cache"));
-    for p in ["ctr", "engagement", "spend"] {
-        cmd.arg("--plugin").arg(plugin(p));
-    }
-    let stats: Value = serde_json::from_slice(run_ok(&mut cmd).stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
+    let run = replay(&events, &out, &["ctr", "engagement", "spend"], &[]);
+    let stats: Value = serde_json::from_slice(run.stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for line in std::fs::read_to_string(&out).unwrap().lines() {
         let v: Value = serde_json::from_str(line).unwrap();
@@ -51,20 +53,11 @@ fn replay_matches_the_batch_computation() {
 #[test]
 fn the_python_engagement_plugin_publishes_what_the_rust_one_does() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events");
-    run_ok(
-        Command::new(adgen())
-            .args(["--events", "60000", "--seed", "12", "--late-fraction", "0.01", "--malformed-fraction", "0.01"])
-            .args(["--quiet", "--jsonl"])
-            .arg(&events),
-    );
+    let events = generate_jsonl(dir.path(), "60000", "12", "0.01", "0.01");
     let inputs = Inputs::load(&events, Late::Designated);
     let out = dir.path().join("out.jsonl");
-    let mut cmd = Command::new(adstream());
-    cmd.args(["replay", "--input"]).arg(&events).arg("--out").arg(&out);
-    cmd.arg("--plugin-cache").arg(dir.path().join("cache"));
-    cmd.arg("--plugin").arg(plugin("engagement")).arg("--plugin").arg(plugin("engagement-py"));
-    let log = String::from_utf8_lossy(&run_ok(&mut cmd).stderr).into_owned();
+    let log =
+        String::from_utf8_lossy(&replay(&events, &out, &["engagement", "engagement-py"], &[]).stderr).into_owned();
     // Both write device-engagement-results: the host says so.
     assert!(log.contains("several plugins publish to this topic") && log.contains("engagement-py"), "{log}");
     let mut by_plugin: BTreeMap<String, BTreeMap<(String, String), Value>> = BTreeMap::new();
@@ -94,22 +87,10 @@ fn the_python_engagement_plugin_publishes_what_the_rust_one_does() {
 #[test]
 fn records_do_not_depend_on_how_many_tasks_the_input_is_split_over() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events");
-    run_ok(
-        Command::new(adgen())
-            .args(["--events", "80000", "--seed", "13", "--late-fraction", "0", "--malformed-fraction", "0.01"])
-            .args(["--quiet", "--jsonl"])
-            .arg(&events),
-    );
+    let events = generate_jsonl(dir.path(), "80000", "13", "0", "0.01");
     let results = |tasks: &str| {
         let out = dir.path().join(format!("out-{tasks}.jsonl"));
-        let mut cmd = Command::new(adstream());
-        cmd.args(["replay", "--tasks", tasks, "--input"]).arg(&events).arg("--out").arg(&out);
-        cmd.arg("--plugin-cache").arg(dir.path().join("cache"));
-        for p in ["ctr", "engagement", "spend", "engagement-py"] {
-            cmd.arg("--plugin").arg(plugin(p));
-        }
-        run_ok(&mut cmd);
+        replay(&events, &out, &["ctr", "engagement", "spend", "engagement-py"], &["--tasks", tasks]);
         let mut records: BTreeMap<(String, String, String), Value> = BTreeMap::new();
         for line in std::fs::read_to_string(&out).unwrap().lines() {
             let v: Value = serde_json::from_str(line).unwrap();

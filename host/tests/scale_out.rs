@@ -57,6 +57,12 @@ fn finish_adgen(mut child: Child) {
     assert!(status.success(), "adgen failed: {status}");
 }
 
+/// [`start_adgen`] as fast as it goes, to its end; returns what it wrote.
+fn generate(prefix: &str, dir: &Path, partitions: &str, events: &str, seed: &str) -> Inputs {
+    finish_adgen(start_adgen(prefix, dir, partitions, events, "0", seed));
+    Inputs::load(&dir.join("events"), Late::Designated)
+}
+
 fn host(prefix: &str, group: &str, dir: &Path, id: &str, extra: &[&str]) -> Host {
     let mut flags = vec!["--host-id", id];
     flags.extend_from_slice(extra);
@@ -130,8 +136,7 @@ fn one_host_of_one_thread_and_two_hosts_of_two_threads_publish_the_same_records(
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("same");
-    finish_adgen(start_adgen(&prefix, dir.path(), "4", "30000", "0", "43"));
-    let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
+    let inputs = generate(&prefix, dir.path(), "4", "30000", "43");
     let mut runs = Vec::new();
     for (name, ids, threads) in [("one", &["solo"][..], "1"), ("two", &["a", "b"][..], "2")] {
         let out = format!("{prefix}{name}.");
@@ -219,8 +224,7 @@ fn partitions_added_while_the_hosts_run_are_read_from_their_first_message() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("grow");
-    finish_adgen(start_adgen(&prefix, dir.path(), "2", "10000", "0", "53"));
-    let first = Inputs::load(&dir.path().join("events"), Late::Designated);
+    let first = generate(&prefix, dir.path(), "2", "10000", "53");
     let group = format!("{prefix}g");
     // No partition turns idle while the second batch is being made: the old partitions' tasks
     // would let their watermark run ahead on one partition, and the other's first new events

@@ -168,20 +168,22 @@ pub enum Phase {
     Stopping,
 }
 
-/// What one pipeline thread last reported.
+/// What one pipeline thread last reported, or the host's view of them all
+/// ([`Snapshot::combine`]).
 #[derive(Debug)]
-struct ThreadState {
+struct Snapshot {
     phase: Phase,
     heartbeat: Instant,
+    /// The Kafka client's last error, until a message is read again.
     kafka_error: Option<String>,
     stats: Stats,
     partitions: Vec<PartitionStatus>,
     plugins: Vec<PluginStatus>,
 }
 
-impl ThreadState {
+impl Snapshot {
     fn new() -> Self {
-        ThreadState {
+        Snapshot {
             phase: Phase::Starting,
             heartbeat: Instant::now(),
             kafka_error: None,
@@ -192,45 +194,36 @@ impl ThreadState {
     }
 }
 
-/// The host's view (the threads' together, see [`State::combine`]), and each thread's.
-#[derive(Debug, Serialize)]
+/// Each thread's snapshot and the host's, the results and the swaps.
+#[derive(Debug)]
 struct State {
-    #[serde(skip)]
-    threads: Vec<ThreadState>,
-    phase: Phase,
-    #[serde(skip)]
-    heartbeat: Instant,
-    /// The Kafka client's last error, until a message is read again.
-    kafka_error: Option<String>,
-    stats: Stats,
-    partitions: Vec<PartitionStatus>,
-    plugins: Vec<PluginStatus>,
+    threads: Vec<Snapshot>,
+    /// The threads' snapshots together, as of the last report.
+    host: Snapshot,
     /// Per plugin, its latest windows' results, oldest first.
-    #[serde(skip)]
     results: BTreeMap<String, VecDeque<WindowResults>>,
     swaps: VecDeque<SwapEvent>,
 }
 
-impl State {
+impl Snapshot {
     /// The host's view from its threads': the least advanced phase (a host is ready when every
     /// thread is), the oldest heartbeat (a stuck thread shows), the first error, the counters
     /// added up, every thread's partitions, and each plugin with its errors added up.
-    fn combine(&mut self) {
-        let threads = &self.threads;
+    fn combine(threads: &[Snapshot]) -> Snapshot {
         let phase_of = |p: Phase| threads.iter().any(|t| t.phase == p).then_some(p);
-        self.phase = phase_of(Phase::Stopping)
+        let phase = phase_of(Phase::Stopping)
             .or_else(|| phase_of(Phase::Starting))
             .or_else(|| phase_of(Phase::Waiting))
             .unwrap_or(Phase::Running);
-        self.heartbeat = threads.iter().map(|t| t.heartbeat).min().unwrap_or_else(Instant::now);
+        let heartbeat = threads.iter().map(|t| t.heartbeat).min().unwrap_or_else(Instant::now);
         let several = threads.len() > 1;
-        self.kafka_error = threads.iter().enumerate().find_map(|(n, t)| {
+        let kafka_error = threads.iter().enumerate().find_map(|(n, t)| {
             let e = t.kafka_error.as_ref()?;
             Some(if several { format!("pipeline thread {n}: {e}") } else { e.clone() })
         });
-        self.stats = Stats::host(threads.iter().map(|t| &t.stats));
-        self.partitions = threads.iter().flat_map(|t| t.partitions.iter().cloned()).collect();
-        self.partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let stats = Stats::host(threads.iter().map(|t| &t.stats));
+        let mut partitions: Vec<PartitionStatus> = threads.iter().flat_map(|t| t.partitions.iter().cloned()).collect();
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let mut plugins: Vec<PluginStatus> = threads.first().map(|t| t.plugins.clone()).unwrap_or_default();
         for other in threads.iter().skip(1) {
             for theirs in &other.plugins {
@@ -249,7 +242,7 @@ impl State {
                 }
             }
         }
-        self.plugins = plugins;
+        Snapshot { phase, heartbeat, kafka_error, stats, partitions, plugins }
     }
 }
 
@@ -293,13 +286,8 @@ impl Ops {
             })
             .unzip();
         let state = State {
-            threads: (0..senders.len()).map(|_| ThreadState::new()).collect(),
-            phase: Phase::Starting,
-            heartbeat: Instant::now(),
-            kafka_error: None,
-            stats: Stats::default(),
-            partitions: Vec::new(),
-            plugins: Vec::new(),
+            threads: (0..senders.len()).map(|_| Snapshot::new()).collect(),
+            host: Snapshot::new(),
             results: BTreeMap::new(),
             swaps: VecDeque::new(),
         };
@@ -324,16 +312,16 @@ impl Ops {
     }
 
     /// Changes what pipeline thread `thread` reported, then the host's view and the metrics.
-    fn report(&self, thread: usize, change: impl FnOnce(&mut ThreadState)) {
+    fn report(&self, thread: usize, change: impl FnOnce(&mut Snapshot)) {
         let mut s = self.state();
         let Some(t) = s.threads.get_mut(thread) else {
             return;
         };
         change(t);
         t.heartbeat = Instant::now();
-        s.combine();
-        let ready = Self::ready(&s).is_ok();
-        self.metrics.update(&s.stats, &s.partitions, &s.plugins, ready, now_ms());
+        s.host = Snapshot::combine(&s.threads);
+        let host = &s.host;
+        self.metrics.update(&host.stats, &host.partitions, &host.plugins, Self::ready(host).is_ok(), now_ms());
     }
 
     pub fn set_phase(&self, thread: usize, phase: Phase) {
@@ -530,7 +518,7 @@ fn combine_swaps(results: Vec<Result<SwapReport, String>>) -> Result<SwapReport,
 impl Ops {
     /// Live: the pipeline thread has reported recently.
     pub fn health(&self) -> Result<String, String> {
-        let age = self.state().heartbeat.elapsed();
+        let age = self.state().host.heartbeat.elapsed();
         if age > HEARTBEAT_LIMIT {
             return Err(format!("the pipeline thread has not reported for {} s", age.as_secs()));
         }
@@ -539,10 +527,10 @@ impl Ops {
 
     /// Ready: consuming, Kafka answers, and the pipeline thread is not stuck waiting on it.
     pub fn readiness(&self) -> Result<String, String> {
-        Self::ready(&self.state())
+        Self::ready(&self.state().host)
     }
 
-    fn ready(s: &State) -> Result<String, String> {
+    fn ready(s: &Snapshot) -> Result<String, String> {
         let age = s.heartbeat.elapsed();
         match (s.phase, &s.kafka_error) {
             (Phase::Starting, _) => Err("starting: loading plugins and connecting to Kafka".to_owned()),
@@ -565,13 +553,13 @@ impl Ops {
         serde_json::json!({
             "started_ms": self.started_ms,
             "now_ms": now_ms(),
-            "phase": s.phase,
+            "phase": s.host.phase,
             "threads": s.threads.len(),
-            "ready": Self::ready(&s).is_ok(),
-            "kafka_error": s.kafka_error,
-            "stats": s.stats,
-            "partitions": s.partitions,
-            "plugins": s.plugins,
+            "ready": Self::ready(&s.host).is_ok(),
+            "kafka_error": s.host.kafka_error,
+            "stats": s.host.stats,
+            "partitions": s.host.partitions,
+            "plugins": s.host.plugins,
             "swaps": s.swaps,
             "latest_results": latest,
         })
@@ -585,14 +573,14 @@ impl Ops {
     }
 
     pub fn plugins(&self) -> Vec<PluginStatus> {
-        self.state().plugins.clone()
+        self.state().host.plugins.clone()
     }
 
     pub fn render_metrics(&self) -> String {
         // Under the state lock, so that a scrape never sees half of an update.
         let s = self.state();
         // Readiness as of now: a stuck pipeline thread publishes nothing.
-        self.metrics.ready(Self::ready(&s).is_ok());
+        self.metrics.ready(Self::ready(&s.host).is_ok());
         self.metrics.render()
     }
 

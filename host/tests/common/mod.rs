@@ -386,6 +386,19 @@ pub fn generate(prefix: &str, dir: &Path, events: &str, seed: &str, late: &str, 
     generate_with(prefix, dir, events, seed, late, malformed, &[])
 }
 
+/// Writes `events` messages with `seed`, and the given fractions of late and malformed ones, to
+/// `dir/events/*.jsonl` (no Kafka); returns that directory.
+pub fn generate_jsonl(dir: &Path, events: &str, seed: &str, late: &str, malformed: &str) -> PathBuf {
+    let out = dir.join("events");
+    run_ok(
+        Command::new(adgen())
+            .args(["--events", events, "--seed", seed, "--late-fraction", late, "--malformed-fraction", malformed])
+            .args(["--quiet", "--jsonl"])
+            .arg(&out),
+    );
+    out
+}
+
 /// As [`generate`], with more `adgen` flags (e.g. `--compression zstd`).
 pub fn generate_with(
     prefix: &str,
