@@ -346,8 +346,8 @@ impl<'a> Attempt<'a> {
         super::log_progress(&stats);
         stats.startup_to_first_message_us = self.first_message.map(|d| d.as_micros() as u64);
         stats.result_latencies_us = std::mem::take(&mut self.latencies_us);
-        // Leaving the group now hands the tasks to the others at once (not after the session
-        // timeout); after a failed last commit the consumer is given up like any failed one.
+        // The tasks move to the others when this member's session expires (static membership);
+        // after a failed last commit the consumer is given up like any failed one.
         if failure.is_none() {
             self.source.close();
         } else {

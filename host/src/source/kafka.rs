@@ -8,9 +8,10 @@
 //! thread ([`crate::kafka::group`]): on revoke the attempt commits, on assign
 //! [`KafkaSource::assign`] reads the checkpoints before any message.
 //!
-//! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset>`): for an input partition,
-//! its task's watermark (every window it closes was handed to the merge in the same
-//! transaction) and how far the partition had been read; for the partials topic, the watermark
+//! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset> closed=<watermark>`): for an
+//! input partition, its task's watermark (every window it closes was handed to the merge in the
+//! same transaction), how far the partition had been read and through which window the task
+//! handed its windows over (beyond the watermark after an idle spell); for the partials topic, the watermark
 //! the merge published through and how far it had read. A new owner resumes from both, so it
 //! neither hands over nor publishes a window again nor re-routes a late or invalid message;
 //! see [`crate::engine::Engine::resume_partition`].
@@ -442,7 +443,9 @@ impl KafkaSource {
         let _ = std::thread::Builder::new().name("abandoned-consumer".into()).spawn(move || drop(self));
     }
 
-    /// Leaves the group after the last commit: the others take the tasks over at once.
+    /// Gives the partitions up and unsubscribes after the last commit. A static member (KIP-345,
+    /// `group.instance.id`) sends no LeaveGroup: its tasks move to the others when its session
+    /// expires (`--session-timeout`), or come back to it at once if it restarts before.
     pub fn close(self) {
         self.consumer.context().closing();
         if let Err(e) = self.consumer.unassign() {
