@@ -776,13 +776,7 @@ impl Engine {
         if closed_at_task {
             // Late at its task; its copy goes out with the window's results.
             self.stats.late += 1;
-            let detail = format!(
-                "window {} of event time {} was already closed at task {} (its watermark {})",
-                format_rfc3339_millis(window),
-                format_rfc3339_millis(ts),
-                task.id,
-                format_rfc3339_millis(task.watermark())
-            );
+            let detail = task.late_detail(window, ts);
             self.deferred.entry(window).or_default().push(DeferredLate {
                 partition: p,
                 offset: input.offset,
@@ -1174,13 +1168,7 @@ impl Engine {
     ) -> anyhow::Result<()> {
         self.stats.late += 1;
         let detail = if self.exchange.is_some() {
-            format!(
-                "window {} of event time {} was already closed at task {} (its watermark {})",
-                format_rfc3339_millis(window),
-                format_rfc3339_millis(ts),
-                self.tasks[t].id,
-                format_rfc3339_millis(self.tasks[t].watermark())
-            )
+            self.tasks[t].late_detail(window, ts)
         } else {
             format!(
                 "window {} of event time {} was already emitted (watermark {})",

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use adstream_abi::batch::{BatchWriter, Event as BatchEvent, Kind};
+use adstream_abi::time::format_rfc3339_millis;
 
 use super::join::{Join, JoinedClick};
 use super::merge::{Partial, Share, TaskClock, TaskId};
@@ -100,6 +101,18 @@ impl Task {
     pub fn resume(&mut self, watermark: i64, closed: i64) {
         self.watermarks.resume(watermark);
         self.closed_floor = self.closed_floor.max(closed);
+    }
+
+    /// Why an event of time `ts` in `window` is late here: the reason of its copy on the late
+    /// topic.
+    pub fn late_detail(&self, window: i64, ts: i64) -> String {
+        format!(
+            "window {} of event time {} was already closed at task {} (its watermark {})",
+            format_rfc3339_millis(window),
+            format_rfc3339_millis(ts),
+            self.id,
+            format_rfc3339_millis(self.watermark())
+        )
     }
 
     /// The task's watermark as last computed.
