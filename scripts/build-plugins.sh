@@ -5,7 +5,8 @@
 #
 # - A Rust plugin is a crate (plugins/<name>/Cargo.toml), built for wasm32-wasip2.
 # - A Python plugin is plugins/<name>/app.py, built against wit/ with componentize-py and the
-#   Python SDK (sdk/python). componentize-py is installed from PyPI into a project-local
+#   Python SDK (sdk/python): a detector (app.py imports adstream_sdk.detector) for the WIT's
+#   `detector` world, any other for `aggregation`. componentize-py is installed from PyPI into a project-local
 #   virtual environment (.cache/python) when missing, and Debian's python3 (with venv) if there
 #   is no Python 3.10 or later.
 #
@@ -80,7 +81,10 @@ if [ "${#pythons[@]}" -gt 0 ]; then
   mkdir -p target/python
   for dir in "${pythons[@]}"; do
     out="target/python/$(basename "$dir").wasm"
-    "$venv/bin/componentize-py" -d wit -w aggregation componentize -p "$dir" -p sdk/python app -o "$out" >/dev/null
+    # A detector (it imports the SDK's detector module) implements the other world of the WIT.
+    world=aggregation
+    if grep -Eq '^(from adstream_sdk\.detector import|import adstream_sdk\.detector)' "$dir/app.py"; then world=detector; fi
+    "$venv/bin/componentize-py" -d wit -w "$world" componentize -p "$dir" -p sdk/python app -o "$out" >/dev/null
     copy "$out" "${dir%/}"
   done
 fi

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail, ensure};
 use clap::Parser;
 
+use crate::anomaly::Anomaly;
 use crate::model::WorldParams;
 use crate::stream::StreamParams;
 use crate::time::{EpochMillis, VALID_EVENT_TIMES, format_rfc3339, parse_rfc3339};
@@ -182,6 +183,15 @@ pub struct Config {
           value_parser = parse_fraction, help_heading = "Disorder and bad data")]
     pub malformed_fraction: f64,
 
+    /// Inject an anomaly, for a detector to find (repeatable): KIND:TARGET@FROM[+FOR], FROM and FOR
+    /// from --start (without +FOR, to the end). `ctr-zero:c7@20m`: campaign c7 is no longer clicked;
+    /// `click-burst:c3@25m+3m`: c3's impressions come from 20 users who click half of them;
+    /// `traffic-halving:tablet@30m`: half of the tablet impressions come from another device type;
+    /// `bots:mobile@35m`: half of the mobile impressions come from 20 users.
+    #[arg(long = "anomaly", value_name = "KIND:TARGET@FROM[+FOR]", value_parser = Anomaly::parse,
+          help_heading = "Disorder and bad data")]
+    pub anomalies: Vec<Anomaly>,
+
     /// No progress bar (the final summary line is still printed).
     #[arg(short, long, env = "ADGEN_QUIET", help_heading = "Reporting")]
     pub quiet: bool,
@@ -229,6 +239,16 @@ impl Config {
             humantime::format_duration(self.click_delay_max)
         );
         ensure!(self.malformed_fraction < 1.0, "--malformed-fraction must be below 1");
+        for a in &self.anomalies {
+            if let Some(c) = a.campaign() {
+                ensure!(
+                    c < self.campaigns,
+                    "--anomaly names campaign c{c}, but there are {} (c0 .. c{})",
+                    self.campaigns,
+                    self.campaigns - 1
+                );
+            }
+        }
 
         let (messages, span) = match self.duration {
             Some(duration) => {
@@ -274,6 +294,7 @@ impl Config {
             jitter_us: self.jitter.as_micros() as i64,
             late_fraction: self.late_fraction,
             malformed_fraction: self.malformed_fraction,
+            anomalies: self.anomalies.iter().map(|a| a.at(start)).collect(),
         };
         if params.late_probability().is_none() {
             bail!(

@@ -15,6 +15,7 @@
 //!
 //! - [`config`]: the command line, its defaults and checks.
 //! - [`model`]: the world (campaigns, ads, click-through rates, users), one impression or click, its JSON.
+//! - [`anomaly`]: anomalies injected into the stream (`--anomaly`), for detectors.
 //! - [`malformed`]: the kinds of invalid message and how a valid one is broken into each.
 //! - [`stream`]: when messages are made and in which order they leave — jitter, late events, the bounded queue.
 //! - [`time`]: epoch milliseconds to and from RFC 3339, without a date crate.
@@ -23,6 +24,7 @@
 //! - [`summary`]: the counts of what was written, as a line on stderr and as `--summary-json`.
 //! - [`app`]: [`run`] wires these together, with pacing, progress and shutdown.
 
+pub mod anomaly;
 pub mod app;
 pub mod config;
 pub mod malformed;

@@ -108,6 +108,18 @@ impl Device {
         }
     }
 
+    pub fn parse(name: &str) -> Option<Device> {
+        [Device::Mobile, Device::Desktop, Device::Tablet].into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// Another device type: where the impressions of a halved device type go.
+    pub fn other(self) -> Device {
+        match self {
+            Device::Mobile => Device::Desktop,
+            Device::Desktop | Device::Tablet => Device::Mobile,
+        }
+    }
+
     /// Mobile, desktop and tablet with weights 60, 30 and 10.
     fn draw(rng: &mut impl Rng) -> Device {
         match rng.random_range(0..10) {

@@ -26,6 +26,7 @@ use std::collections::BinaryHeap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::anomaly::{Active, AnomalyKind, BOT_USERS, BURST_CLICK_THROUGH};
 use crate::malformed::MalformedKind;
 use crate::model::{Topic, World, WorldParams};
 use crate::time::EpochMillis;
@@ -49,6 +50,8 @@ pub struct StreamParams {
     pub jitter_us: i64,
     pub late_fraction: f64,
     pub malformed_fraction: f64,
+    /// Anomalies injected, with their event-time ranges.
+    pub anomalies: Vec<Active>,
 }
 
 impl StreamParams {
@@ -207,11 +210,17 @@ impl MessageStream {
             return;
         }
 
-        let impression = self.world.impression(&mut self.rng, self.next_impression, now);
+        let mut impression = self.world.impression(&mut self.rng, self.next_impression, now);
         self.next_impression += 1;
+        let mut click_through = self.world.click_through(impression.campaign);
+        for i in 0..self.params.anomalies.len() {
+            let anomaly = self.params.anomalies[i];
+            if anomaly.holds_at(now) {
+                self.inject(anomaly.kind, &mut impression, &mut click_through);
+            }
+        }
         // The last message of a run cannot be an impression and its click; that impression stays unclicked.
-        let clicked = self.rng.random_bool(self.world.click_through(impression.campaign))
-            && self.made + 2 <= self.params.messages;
+        let clicked = self.rng.random_bool(click_through) && self.made + 2 <= self.params.messages;
         let click = clicked.then(|| {
             let delay = self.rng.random_range(0..=self.params.click_delay_max_ms);
             let click = self.world.click(&mut self.rng, self.next_click, impression.id, impression.user, now + delay);
@@ -221,6 +230,24 @@ impl MessageStream {
         self.push_event(Topic::Impressions, impression.key(), impression.encode(), MessageKind::Impression, now);
         if let Some(click) = click {
             self.push_event(Topic::Clicks, click.key(), click.encode(), MessageKind::Click, click.event_time);
+        }
+    }
+
+    /// Changes an impression (and its click probability) as `kind` says, if it is one it touches.
+    fn inject(&mut self, kind: AnomalyKind, impression: &mut crate::model::Impression, click_through: &mut f64) {
+        match kind {
+            AnomalyKind::CtrZero(c) if impression.campaign == c => *click_through = 0.0,
+            AnomalyKind::ClickBurst(c) if impression.campaign == c => {
+                impression.user = self.rng.random_range(0..BOT_USERS);
+                *click_through = BURST_CLICK_THROUGH;
+            }
+            AnomalyKind::TrafficHalving(d) if impression.device == d && self.rng.random_bool(0.5) => {
+                impression.device = d.other();
+            }
+            AnomalyKind::Bots(d) if impression.device == d && self.rng.random_bool(0.5) => {
+                impression.user = self.rng.random_range(0..BOT_USERS);
+            }
+            _ => {}
         }
     }
 

@@ -65,20 +65,33 @@ fn run(trigger: &str) -> Outcome {
 }
 
 fn run_with(trigger: &str, grants: adstream::config::Grants, limits: Vec<adstream::config::PluginLimit>) -> Outcome {
+    run_plugin("misbehave", 32, trigger, grants, limits)
+}
+
+/// [`run_with`] of one of the test plugins: `misbehave` (Rust) or `misbehave-py` (Python), under
+/// a memory limit of `memory_mib`.
+fn run_plugin(
+    file: &str,
+    memory_mib: u64,
+    trigger: &str,
+    grants: adstream::config::Grants,
+    limits: Vec<adstream::config::PluginLimit>,
+) -> Outcome {
     let cache = workspace().join("target/test-plugin-cache");
     let config = PluginConfig {
         plugins: Vec::new(),
         cache_dir: cache.clone(),
         batch_size: 1,
         timeout: DEADLINE,
-        memory_bytes: 32 << 20,
+        memory_bytes: memory_mib << 20,
         grants,
         limits,
+        settings: Vec::new(),
         natives: &[],
         watch: false,
     };
     let runtime = Runtime::new(&cache).unwrap();
-    let misbehave = workspace().join("target/test-plugins/misbehave.wasm");
+    let misbehave = workspace().join(format!("target/test-plugins/{file}.wasm"));
     assert!(misbehave.is_file(), "run `bash scripts/build-plugins.sh` first");
     let aggregators: Vec<Box<dyn Aggregator>> = vec![
         Box::new(Plugin::load(&runtime, &plugin("ctr"), &config).unwrap()),
@@ -138,7 +151,10 @@ fn results(sink: &Collect, topic: &str) -> BTreeMap<(String, i64), u64> {
 /// The checks every fault shares: ctr exact; misbehave exact outside window 1; window 1 of
 /// misbehave accounted for by one error record with all 8 of its events.
 fn check_isolated(trigger: &str, kind: &str) -> Outcome {
-    let out = run(trigger);
+    check_outcome(run(trigger), trigger, kind)
+}
+
+fn check_outcome(out: Outcome, trigger: &str, kind: &str) -> Outcome {
     let want = expected(trigger);
     assert_eq!(results(&out.sink, "campaign-ctr-results"), want, "ctr is unaffected by {trigger}");
     let outside: BTreeMap<_, _> = want.iter().filter(|((_, w), _)| *w != 1).map(|(k, v)| (k.clone(), *v)).collect();
@@ -222,4 +238,33 @@ fn a_plugin_can_have_its_own_deadline() {
     assert!(out.trigger_call < Duration::from_millis(150), "took {:?}", out.trigger_call);
     assert_eq!(results(&out.sink, "campaign-ctr-results"), expected("evil-loop"));
     assert_eq!(out.stats.windows_withheld, 1);
+}
+
+/// A CPython interpreter (an 18 MB component) in 64 MiB: room for the interpreter, not for a
+/// hoard. The Python plugin's faults are contained as the Rust one's are.
+const PYTHON_MEMORY_MIB: u64 = 64;
+
+fn check_python(trigger: &str, kind: &str) -> Outcome {
+    let out = run_plugin("misbehave-py", PYTHON_MEMORY_MIB, trigger, Default::default(), Vec::new());
+    check_outcome(out, trigger, kind)
+}
+
+#[test]
+fn a_python_exception_is_isolated_and_named() {
+    let out = check_python("evil-trap", "returned an error");
+    let errors: Vec<&Value> = out.sink.0.iter().filter(|(t, _)| t == "errors").map(|(_, v)| v).collect();
+    let reason = errors[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("RuntimeError: misbehave: a deliberate exception"), "{reason}");
+}
+
+#[test]
+fn an_endless_python_loop_is_interrupted_at_its_deadline() {
+    let out = check_python("evil-loop", "deadline");
+    assert!(out.trigger_call < DEADLINE + Duration::from_millis(100), "took {:?}", out.trigger_call);
+    assert!(out.trigger_call >= DEADLINE, "interrupted early: {:?}", out.trigger_call);
+}
+
+#[test]
+fn a_python_memory_bomb_hits_its_limit() {
+    check_python("evil-oom", "memory limit");
 }

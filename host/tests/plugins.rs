@@ -18,13 +18,15 @@ fn config(cache: &std::path::Path) -> PluginConfig {
         memory_bytes: 64 << 20,
         grants: Default::default(),
         limits: Vec::new(),
+        settings: Vec::new(),
         natives: &[],
         watch: false,
     }
 }
 
 /// Every plugin under plugins/ (Rust crates, and Python's `app.py`) is built, is a component
-/// (not a core module), instantiates against the `aggregation` world and describes itself.
+/// (not a core module), instantiates against the `aggregation` world (or, for the detector,
+/// `detector`) and describes itself.
 #[test]
 fn every_plugin_is_a_component_of_the_aggregation_world() {
     let cache = tempfile::tempdir().unwrap();
@@ -34,8 +36,26 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["ctr", "engagement", "engagement-py", "spend"]);
-    for name in &names {
+    assert_eq!(names, ["anomaly", "ctr", "engagement", "engagement-py", "spend"]);
+    // The detector: the other world of the WIT, which a live swap (Plugin::load) refuses.
+    let refused = Plugin::load(&runtime, &plugin("anomaly"), &config(cache.path())).err().expect("not an aggregation");
+    assert!(format!("{refused:#}").contains("it is a detector"), "{refused:#}");
+    let loader = adstream::plugin::Loader::new(&config(cache.path())).unwrap();
+    match loader.load_any(&plugin("anomaly")).unwrap() {
+        adstream::plugin::Loaded::Detector(d) => {
+            assert_eq!(d.meta().name, "anomaly");
+            assert_eq!(d.inputs(), ["ctr", "engagement"]);
+            assert_eq!(d.meta().output_topics, ["ad-anomalies"]);
+        }
+        adstream::plugin::Loaded::Aggregation(_) => panic!("anomaly loaded as an aggregation"),
+    }
+    // Its settings are checked by the detector itself, at start-up.
+    let mut strict = config(cache.path());
+    strict.settings = vec![adstream::config::PluginSetting::parse("anomaly:treshold=4").unwrap()];
+    let bad =
+        adstream::plugin::Loader::new(&strict).unwrap().load_any(&plugin("anomaly")).err().expect("a typo is refused");
+    assert!(format!("{bad:#}").contains("unknown setting(s) treshold"), "{bad:#}");
+    for name in names.iter().filter(|n| *n != "anomaly") {
         let path = plugin(name);
         let bytes = std::fs::read(&path).unwrap();
         // A component's preamble: the wasm magic, then version 0x0d and layer 1 (a core

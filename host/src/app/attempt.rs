@@ -143,6 +143,9 @@ impl<'a> Attempt<'a> {
         )?;
         pipeline.reset_assignment();
         pipeline.use_exchange(&config.kafka.partials_topic, partials_limit.saturating_sub(HEADROOM).max(1024));
+        if pipeline.has_detectors() {
+            pipeline.use_state_topic(&config.kafka.state_topic);
+        }
         source.join_group()?;
         pipeline.take_emitted();
         pipeline.take_results();
@@ -437,6 +440,9 @@ fn set_up_topics(
         input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let mut limits = output_limits(&admin, kafka, &outputs, source.impression_partitions(), input_max)?;
     limits.extend(partials_limit(&admin, &kafka.partials_topic)?);
+    if pipeline.has_detectors() {
+        limits.extend(state_limit(&admin, &kafka.state_topic)?);
+    }
     for (topic, size) in refused {
         if let Some(limit) = limits.get_mut(topic) {
             *limit = (*limit).min(size.saturating_sub(1));
@@ -465,6 +471,19 @@ fn partials_limit(admin: &Admin, topic: &str) -> Result<HashMap<String, usize>, 
         HashMap::new()
     } else {
         admin.create(&topics, 1, PARTIALS_MAX_BYTES)?
+    };
+    admin.limits(&topics, created)
+}
+
+/// The size limit of the detectors' state topic, which is created (as the partials topic, the
+/// host's own) when missing: one partition, compacted (only the last state of each detector
+/// matters), records of up to [`PARTIALS_MAX_BYTES`].
+fn state_limit(admin: &Admin, topic: &str) -> Result<HashMap<String, usize>, Failure> {
+    let topics = [topic.to_owned()];
+    let created = if admin.missing(&topics)?.is_empty() {
+        HashMap::new()
+    } else {
+        admin.create_with(&topics, 1, PARTIALS_MAX_BYTES, &[("cleanup.policy", "compact")])?
     };
     admin.limits(&topics, created)
 }

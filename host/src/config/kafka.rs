@@ -199,6 +199,11 @@ pub struct KafkaArgs {
     /// host creates it) [default: <group-id>-partials]
     #[arg(long, env = "ADSTREAM_PARTIALS_TOPIC", help_heading = TOPICS)]
     pub partials_topic: Option<String>,
+    /// Where detectors keep what they remember, in the transaction of each checkpoint (one
+    /// partition, compacted, keyed by detector; the host creates it when a detector is loaded)
+    /// [default: <group-id>-state]
+    #[arg(long, env = "ADSTREAM_STATE_TOPIC", help_heading = TOPICS)]
+    pub state_topic: Option<String>,
     /// How often output and input offsets are committed together (also after every emitted
     /// window); results become visible to read_committed consumers at commits [default: 1s]
     #[arg(long, env = "ADSTREAM_COMMIT_INTERVAL", value_parser = duration, help_heading = DELIVERY)]
@@ -254,6 +259,8 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Where tasks hand their windows to the merge stage.
     pub partials_topic: String,
+    /// Where detectors keep their state.
+    pub state_topic: String,
     /// librdkafka's `compression.type` for everything produced.
     pub output_compression: String,
 }
@@ -293,6 +300,7 @@ impl KafkaArgs {
         ensure!((1..=MAX_THREADS).contains(&threads), "--threads must be between 1 and {MAX_THREADS}");
         let partials_topic =
             pick(self.partials_topic, file.partials_topic).unwrap_or_else(|| format!("{group_id}-partials"));
+        let state_topic = pick(self.state_topic, file.state_topic).unwrap_or_else(|| format!("{group_id}-state"));
         let session_timeout = pick(self.session_timeout, file.session_timeout).unwrap_or(DEFAULT_SESSION_TIMEOUT);
         ensure!(
             (Duration::from_secs(3)..=Duration::from_secs(300)).contains(&session_timeout),
@@ -321,17 +329,20 @@ impl KafkaArgs {
             threads,
             session_timeout,
             partials_topic,
+            state_topic,
             commit_interval: pick(self.commit_interval, file.commit_interval).unwrap_or(DEFAULT_COMMIT_INTERVAL),
             create_topics: !(self.no_create_topics || file.no_create_topics),
             output_compression: pick(self.output_compression, file.output_compression).unwrap_or_else(|| "lz4".into()),
         };
         ensure!(c.impressions_topic != c.clicks_topic, "--impressions-topic and --clicks-topic must differ");
         let inputs = [&c.impressions_topic, &c.clicks_topic];
-        ensure!(
-            !inputs.contains(&&c.partials_topic) && !c.outputs.host_topics().contains(&c.partials_topic),
-            "--partials-topic {} is also an input or output topic",
-            c.partials_topic
-        );
+        for (flag, topic) in [("--partials-topic", &c.partials_topic), ("--state-topic", &c.state_topic)] {
+            ensure!(
+                !inputs.contains(&topic) && !c.outputs.host_topics().contains(topic),
+                "{flag} {topic} is also an input or output topic"
+            );
+        }
+        ensure!(c.partials_topic != c.state_topic, "--partials-topic and --state-topic must differ");
         for output in c.outputs.host_topics() {
             ensure!(
                 !inputs.contains(&&output),

@@ -37,7 +37,7 @@ use anyhow::{Context, ensure};
 use serde::Deserialize;
 
 pub use kafka::{KafkaArgs, KafkaConfig};
-pub use plugins::{Grants, PluginArgs, PluginConfig, PluginLimit};
+pub use plugins::{Grants, PluginArgs, PluginConfig, PluginLimit, PluginSetting};
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)

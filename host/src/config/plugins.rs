@@ -38,6 +38,12 @@ pub struct PluginArgs {
     #[arg(long = "plugin-limit", env = "ADSTREAM_PLUGIN_LIMITS", value_delimiter = ';', value_parser = PluginLimit::parse)]
     #[serde(default, rename = "plugin-limit")]
     pub plugin_limits: Vec<PluginLimit>,
+    /// A setting for one plugin, by the name it describes itself with: `NAME:KEY=VALUE`, e.g.
+    /// `anomaly:ctr-threshold=6` (a detector's thresholds; each plugin documents its keys, and
+    /// refuses unknown ones at start-up). Repeat for several settings
+    #[arg(long = "plugin-setting", env = "ADSTREAM_PLUGIN_SETTINGS", value_delimiter = ';', value_parser = PluginSetting::parse)]
+    #[serde(default, rename = "plugin-setting")]
+    pub plugin_settings: Vec<PluginSetting>,
     /// A WASI capability to grant every plugin (repeat, or separate with commas): `stderr` (what a
     /// plugin prints appears in the host's stderr, for debugging), `clock` (the real wall and
     /// monotonic clocks instead of clocks frozen at the epoch), `random` (real randomness instead of
@@ -66,6 +72,8 @@ pub struct PluginConfig {
     pub grants: Grants,
     /// Limits for particular plugins, by name.
     pub limits: Vec<PluginLimit>,
+    /// Settings for particular plugins (detectors), by name.
+    pub settings: Vec<PluginSetting>,
     /// Aggregations compiled into this binary (`--plugin native:NAME`); none in `adstream`.
     pub natives: crate::plugin::native::Natives,
     /// Swap a plugin when its file changes (`run` only).
@@ -110,6 +118,34 @@ impl<'de> Deserialize<'de> for PluginLimit {
     }
 }
 
+/// One setting for one plugin (`--plugin-setting anomaly:ctr-threshold=6`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginSetting {
+    pub plugin: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl PluginSetting {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let usage = || format!("{s:?}: expected NAME:KEY=VALUE (e.g. anomaly:ctr-threshold=6)");
+        let (plugin, setting) = s.split_once(':').ok_or_else(usage)?;
+        let (key, value) = setting.split_once('=').ok_or_else(usage)?;
+        let (plugin, key) = (plugin.trim(), key.trim());
+        if plugin.is_empty() || key.is_empty() {
+            return Err(usage());
+        }
+        Ok(PluginSetting { plugin: plugin.to_owned(), key: key.to_owned(), value: value.trim().to_owned() })
+    }
+}
+
+impl<'de> Deserialize<'de> for PluginSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The WASI capabilities an operator granted the plugins; by default none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -136,6 +172,7 @@ impl PluginArgs {
             timeout: self.plugin_timeout.or(file.plugin_timeout).unwrap_or(Duration::from_secs(2)),
             memory_bytes: self.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(512) << 20,
             limits: if self.plugin_limits.is_empty() { file.plugin_limits } else { self.plugin_limits },
+            settings: if self.plugin_settings.is_empty() { file.plugin_settings } else { self.plugin_settings },
             grants: {
                 let names = if self.plugin_grants.is_empty() { file.plugin_grants } else { self.plugin_grants };
                 let has = |g: &str| names.iter().any(|n| n == g);
@@ -181,6 +218,11 @@ mod tests {
         assert_eq!(PluginLimit::parse("spend:memory-mib=32").unwrap().timeout, None);
         for bad in ["ctr", ":timeout=1s", "ctr:speed=3", "ctr:timeout=soon", "ctr:memory-mib=-1"] {
             assert!(PluginLimit::parse(bad).is_err(), "{bad}");
+        }
+        let s = PluginSetting::parse("anomaly:ctr-threshold = 6").unwrap();
+        assert_eq!((s.plugin.as_str(), s.key.as_str(), s.value.as_str()), ("anomaly", "ctr-threshold", "6"));
+        for bad in ["anomaly", "anomaly:x", ":x=1", "anomaly:=1"] {
+            assert!(PluginSetting::parse(bad).is_err(), "{bad}");
         }
         let file: super::super::FileConfig =
             toml::from_str("[plugins]\nplugin-limit = [\"ctr:timeout=1s\"]\n").unwrap();

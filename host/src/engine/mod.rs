@@ -14,6 +14,8 @@
 //! - [`time`]: the window rule; [`watermark`]: watermarks and idleness; [`join`]: clicks matched
 //!   to impressions; [`offsets`]: which input offsets are safe to commit.
 //! - [`exchange`]: partials and progress as the records of the partials topic.
+//! - [`detect`]: detectors, which read each published window's results and remember across
+//!   windows, exactly-once.
 //! - [`route`]: copies of late and invalid input; [`publish`]: result records and what is
 //!   published in place of a result that cannot be vouched for.
 //!
@@ -28,6 +30,7 @@
 //! event's: a restart before that re-reads it and decides again, so no decision is half kept.
 //! An event whose window is already published is late at once.
 
+pub mod detect;
 pub mod exchange;
 pub mod join;
 pub mod merge;
@@ -43,6 +46,7 @@ use std::time::Instant;
 
 use adstream_abi::time::format_rfc3339_millis;
 
+use self::detect::{DetectorSlot, Stored};
 use self::merge::{Added, Merge, Partial, Refusal, TaskId};
 use self::offsets::OffsetTracker;
 use self::publish::{check_record, plugin_error};
@@ -53,7 +57,9 @@ use crate::config::TimeConfig;
 use crate::event::{Event, Rejected, Source, decode};
 use crate::metrics::Stats;
 use crate::plugin::slot::Which;
-use crate::plugin::{Aggregator, Loader, OutputRecord, PluginMeta, Slot, SwapMode, SwapRefused, SwapReport, Window};
+use crate::plugin::{
+    Aggregator, Loaded, Loader, OutputRecord, PluginMeta, Slot, SwapMode, SwapRefused, SwapReport, Window,
+};
 use crate::sink::topics::{OutputTopics, record_bytes};
 
 pub use self::publish::WindowResults;
@@ -160,6 +166,10 @@ pub struct Engine {
     /// Partials were sent or windows published since the last [`Engine::report_progress`]:
     /// the driver should commit soon, so that the merge sees them.
     checkpoint_wanted: bool,
+    /// Detectors, run by the merge stage after each window it publishes.
+    detectors: Vec<DetectorSlot>,
+    /// Where the detectors' state is kept (`None`: in this process only, as in `replay`).
+    state_topic: Option<String>,
     /// One instance of each plugin that new tasks' instances are made from (its current version).
     prototypes: Vec<Box<dyn Aggregator>>,
     /// What loaded the plugins, for live swaps (`None` for an engine built from aggregators).
@@ -186,40 +196,69 @@ impl Engine {
     pub fn new(time: TimeConfig, loader: &Loader, topics: OutputTopics) -> anyhow::Result<Self> {
         let plugins = loader.config();
         let mut loaded: Vec<Box<dyn Aggregator>> = Vec::new();
+        let mut detectors: Vec<DetectorSlot> = Vec::new();
         for path in &plugins.plugins {
-            let plugin = loader.load(path)?;
-            let meta = plugin.meta();
-            if let Some(other) = loaded.iter().find(|p| p.meta().name == meta.name) {
+            let plugin = loader.load_any(path)?;
+            let meta = match &plugin {
+                Loaded::Aggregation(a) => a.meta(),
+                Loaded::Detector(d) => d.meta(),
+            };
+            let others = loaded.iter().map(|p| p.meta()).chain(detectors.iter().map(DetectorSlot::meta));
+            if let Some(other) = others.clone().find(|m| m.name == meta.name) {
                 anyhow::bail!(
                     "plugins {} and {} are both named {:?}: load one of them",
-                    other.meta().path.display(),
+                    other.path.display(),
                     path.display(),
                     meta.name
                 );
             }
-            tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..meta.hash.len().min(12)], outputs = ?meta.output_topics, "loaded plugin");
-            loaded.push(plugin);
+            tracing::info!(plugin = %meta.name, version = %meta.version, hash = &meta.hash[..meta.hash.len().min(12)], outputs = ?meta.output_topics, detector = matches!(plugin, Loaded::Detector(_)), "loaded plugin");
+            match plugin {
+                Loaded::Aggregation(a) => loaded.push(a),
+                Loaded::Detector(d) => detectors.push(DetectorSlot::new(*d)),
+            }
+        }
+        for d in &detectors {
+            for input in d.detector.inputs() {
+                anyhow::ensure!(
+                    loaded.iter().any(|p| &p.meta().name == input),
+                    "detector {} reads the results of plugin {input:?}, which is not loaded (loaded aggregations: {}): add it with --plugin",
+                    d.meta().name,
+                    loaded.iter().map(|p| p.meta().name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let metas = || loaded.iter().map(|p| p.meta()).chain(detectors.iter().map(DetectorSlot::meta));
+        for setting in &plugins.settings {
+            anyhow::ensure!(
+                metas().any(|m| m.name == setting.plugin),
+                "--plugin-setting names {:?}, but no plugin of that name is loaded (loaded: {})",
+                setting.plugin,
+                metas().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
         for limit in &plugins.limits {
             anyhow::ensure!(
-                loaded.iter().any(|p| p.meta().name == limit.plugin),
+                metas().any(|m| m.name == limit.plugin),
                 "--plugin-limit names {:?}, but no plugin of that name is loaded (loaded: {})",
                 limit.plugin,
-                loaded.iter().map(|p| p.meta().name.as_str()).collect::<Vec<_>>().join(", ")
+                metas().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
-        topics.check_overrides(loaded.iter().map(|p| p.meta()))?;
+        topics.check_overrides(metas())?;
         let mut writers: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for p in &loaded {
-            for topic in topics.of_plugin(p.meta()) {
-                writers.entry(topic).or_default().push(&p.meta().name);
+        for meta in metas() {
+            for topic in topics.of_plugin(meta) {
+                writers.entry(topic).or_default().push(&meta.name);
             }
         }
         for (topic, names) in writers.iter().filter(|(_, names)| names.len() > 1) {
             tracing::warn!(%topic, plugins = ?names, "several plugins publish to this topic: their records mix there (each names its plugin in a header); give one its own topic with --plugin-topic if that is not meant");
         }
+        drop(writers);
         let mut engine = Self::with_aggregators(time, loaded, plugins.batch_size, topics)?;
         engine.loader = Some(loader.clone());
+        engine.detectors = detectors;
         Ok(engine)
     }
 
@@ -246,6 +285,8 @@ impl Engine {
             handed_over_pending: 0,
             merge_changed: false,
             checkpoint_wanted: false,
+            detectors: Vec::new(),
+            state_topic: None,
             prototypes: plugins,
             loader: None,
             batch_size,
@@ -367,6 +408,33 @@ impl Engine {
         }
     }
 
+    /// Keeps the detectors' state in `topic` (compacted, keyed by detector name), written in
+    /// each checkpoint's transaction.
+    pub fn use_state_topic(&mut self, topic: &str) {
+        self.state_topic = Some(topic.to_owned());
+    }
+
+    /// Whether detectors run here (with the merge stage), so their state must be read.
+    pub fn has_detectors(&self) -> bool {
+        !self.detectors.is_empty()
+    }
+
+    /// Before the merge stage publishes its first window: each detector starts from the state
+    /// an earlier owner committed (`stored`, by detector name), or from nothing.
+    pub fn restore_detectors(&mut self, stored: &std::collections::HashMap<String, Stored>) -> anyhow::Result<()> {
+        for slot in &mut self.detectors {
+            let found = stored.get(&slot.meta().name);
+            slot.restore(found)?;
+            match found {
+                Some(s) => {
+                    tracing::info!(detector = %slot.meta().name, observed_through = %format_rfc3339_millis(s.observed_through), bytes = s.state.len(), "detector state restored")
+                }
+                None => tracing::info!(detector = %slot.meta().name, "no stored detector state: it starts afresh"),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the merge stage runs here.
     pub fn merges(&self) -> bool {
         self.exchange.as_ref().is_none_or(|x| x.input.is_some())
@@ -399,9 +467,20 @@ impl Engine {
     }
 
     /// Before a checkpoint: every task whose clock changed since it was last sent reports it
-    /// on the partials topic, after the partials of the windows that clock closes.
+    /// on the partials topic, after the partials of the windows that clock closes; and the
+    /// detectors' state, if it changed, goes to the state topic (see [`detect`]).
     pub fn report_progress(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.checkpoint_wanted = false;
+        if let Some(topic) = &self.state_topic {
+            for slot in &mut self.detectors {
+                if let Some(stored) = slot.take_unstored() {
+                    let meta = slot.detector.meta();
+                    let headers: [(&str, &[u8]); 2] =
+                        [("plugin", meta.name.as_bytes()), ("plugin-version", meta.version.as_bytes())];
+                    sink.send(topic, Some(meta.name.as_bytes()), &stored.encode(), &headers)?;
+                }
+            }
+        }
         let Some(x) = &mut self.exchange else { return Ok(()) };
         for task in &self.tasks {
             let clock = task.clock();
@@ -503,8 +582,9 @@ impl Engine {
         )
     }
 
+    /// Every plugin loaded: the aggregations, then the detectors.
     pub fn plugins(&self) -> impl Iterator<Item = &PluginMeta> {
-        self.merge.slots().iter().map(|s| s.meta())
+        self.merge.slots().iter().map(|s| s.meta()).chain(self.detectors.iter().map(DetectorSlot::meta))
     }
 
     /// Every plugin's versions, errors and swaps, over all its instances.
@@ -532,6 +612,14 @@ impl Engine {
                     swaps: merge.swaps,
                 }
             })
+            .chain(self.detectors.iter().map(|d| PluginSummary {
+                meta: d.meta(),
+                retiring: None,
+                errors: d.errors,
+                last_error: d.last_error.clone(),
+                withheld_windows: 0,
+                swaps: 0,
+            }))
             .collect()
     }
 
@@ -1004,6 +1092,8 @@ impl Engine {
         let window_header = format_rfc3339_millis(start);
         // "ctr=100 engagement=3", for the log line below.
         let mut published = String::new();
+        // Each plugin's records, for the detectors.
+        let mut for_detectors: Vec<(String, Vec<OutputRecord>)> = Vec::new();
         for (i, partials) in by_plugin.iter().enumerate() {
             let (which, closed) = self.merge.close(i, window, partials, &due.tasks);
             let records = match closed {
@@ -1033,15 +1123,19 @@ impl Engine {
                     continue;
                 }
             };
-            let sent = self.send_records(i, which, window, &window_header, records, sink)?;
-            let meta = self.merge.slots()[i].meta_of(which);
-            published.push_str(&format!("{}{}={}", if published.is_empty() { "" } else { " " }, meta.name, sent));
+            let meta = self.merge.slots()[i].meta_of(which).clone();
+            let sent = self.send_records(&meta, window, &window_header, records, sink)?;
+            published.push_str(&format!("{}{}={}", if published.is_empty() { "" } else { " " }, meta.name, sent.len()));
+            if !self.detectors.is_empty() {
+                for_detectors.push((meta.name, sent));
+            }
             if let Some(pause) = self.emit_pause.filter(|_| i == 0) {
                 tracing::info!(window = %window_header, "failpoint: pausing in the middle of emitting a window");
                 std::thread::sleep(pause);
                 tracing::info!(window = %window_header, "failpoint: resumed");
             }
         }
+        self.observe(window, &window_header, &for_detectors, &mut published, sink)?;
         // Only now: the records above name the version that produced them.
         for slot in self.merge.slots_mut() {
             slot.emitted(start);
@@ -1055,19 +1149,55 @@ impl Engine {
         Ok(())
     }
 
-    /// Publishes plugin `i`'s records of `window`, each to its topic unless it is larger than
+    /// Hands `window`'s published records to the detectors that read them, and publishes theirs
+    /// (see [`detect`]).
+    fn observe(
+        &mut self,
+        window: Window,
+        window_header: &str,
+        published: &[(String, Vec<OutputRecord>)],
+        log: &mut String,
+        sink: &mut dyn Sink,
+    ) -> anyhow::Result<()> {
+        for d in 0..self.detectors.len() {
+            let slot = &mut self.detectors[d];
+            if slot.observed(window.start_ms) {
+                tracing::debug!(detector = %slot.meta().name, window = %window_header, "window observed before the restart (its state says so): not again");
+                continue;
+            }
+            let results = slot.inputs_of(published);
+            if results.is_empty() {
+                continue;
+            }
+            let meta = slot.meta().clone();
+            match slot.observe(window, &results)? {
+                Ok(records) => {
+                    let sent = self.send_records(&meta, window, window_header, records, sink)?;
+                    log.push_str(&format!(" {}={}", meta.name, sent.len()));
+                }
+                Err(reason) => {
+                    self.stats.plugin_errors += 1;
+                    self.stats.windows_withheld += 1;
+                    tracing::error!(detector = %meta.name, window = %window_header, %reason, "detector failed on this window: it is skipped (a plugin-errors record says so), and the detector goes on from the state it saved after the window before");
+                    let reason = format!("the detector skipped this window: {reason}");
+                    plugin_error(&self.topics.plugin_errors, &meta, window, |o| o.str("reason", &reason), sink)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes plugin `meta`'s records of `window`, each to its topic unless it is larger than
     /// the topic takes (the broker would refuse it and, with it, the whole transaction): a
-    /// record saying so goes out instead. Returns how many were published.
+    /// record saying so goes out instead. Returns those published.
     fn send_records(
         &mut self,
-        i: usize,
-        which: Which,
+        meta: &PluginMeta,
         window: Window,
         window_header: &str,
         records: Vec<OutputRecord>,
         sink: &mut dyn Sink,
-    ) -> anyhow::Result<usize> {
-        let meta = self.merge.slots()[i].meta_of(which);
+    ) -> anyhow::Result<Vec<OutputRecord>> {
         let headers: [(&str, &[u8]); 3] = [
             ("plugin", meta.name.as_bytes()),
             ("plugin-version", meta.version.as_bytes()),
@@ -1091,9 +1221,9 @@ impl Engine {
             results.push(WindowResults::new(meta, window, &sent));
         }
         for (topic, record, size, limit) in too_large {
-            self.withhold_record(i, which, window, &topic, &record, size, limit, sink)?;
+            self.withhold_record(meta, window, &topic, &record, size, limit, sink)?;
         }
-        Ok(sent.len())
+        Ok(sent)
     }
 
     /// Publishes, instead of plugin `i`'s result for `window`, a record saying why there is none.
@@ -1112,13 +1242,12 @@ impl Engine {
         plugin_error(&self.topics.plugin_errors, meta, window, |o| o.u64("events", events).str("reason", reason), sink)
     }
 
-    /// Publishes, instead of a record of plugin `i` that is larger than its topic takes, a
+    /// Publishes, instead of a record of plugin `meta` that is larger than its topic takes, a
     /// record saying so. The plugin's other records of the window are published.
     #[allow(clippy::too_many_arguments)] // one call site, each argument named there
     fn withhold_record(
         &mut self,
-        i: usize,
-        which: Which,
+        meta: &PluginMeta,
         window: Window,
         topic: &str,
         record: &OutputRecord,
@@ -1127,7 +1256,6 @@ impl Engine {
         sink: &mut dyn Sink,
     ) -> anyhow::Result<()> {
         self.stats.records_withheld += 1;
-        let meta = self.merge.slots()[i].meta_of(which);
         let key: String = record.key.chars().take(256).collect();
         let reason = format!(
             "the record takes {size} bytes and topic {topic} takes at most {limit} (its max.message.bytes): raise that, or make the plugin's records smaller"

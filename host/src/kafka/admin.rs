@@ -135,10 +135,24 @@ impl Admin {
         partitions: i32,
         max_message_bytes: usize,
     ) -> Result<HashMap<String, usize>, Failure> {
+        self.create_with(topics, partitions, max_message_bytes, &[])
+    }
+
+    /// [`Admin::create`] with more topic settings, e.g. `cleanup.policy=compact`.
+    pub fn create_with(
+        &self,
+        topics: &[String],
+        partitions: i32,
+        max_message_bytes: usize,
+        settings: &[(&str, &str)],
+    ) -> Result<HashMap<String, usize>, Failure> {
         let limit = max_message_bytes.to_string();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)).set("max.message.bytes", &limit))
+            .map(|t| {
+                let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(-1)).set("max.message.bytes", &limit);
+                settings.iter().fold(topic, |topic, (k, v)| topic.set(k, v))
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
         let results = self

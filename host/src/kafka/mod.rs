@@ -14,6 +14,7 @@ pub mod context;
 pub mod failure;
 pub mod group;
 pub mod settings;
+pub mod state;
 
 pub use context::{Health, HostContext};
 pub use failure::Failure;

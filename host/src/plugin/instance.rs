@@ -67,6 +67,50 @@ pub struct Plugin {
     grants: Grants,
 }
 
+/// The limits a plugin runs under: the defaults, or those `--plugin-limit` sets for its name.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub timeout_ms: u128,
+    pub deadline_ticks: u64,
+    pub memory_bytes: usize,
+}
+
+impl Limits {
+    /// Before `describe`, the name is not known: the defaults apply.
+    pub fn defaults(config: &PluginConfig) -> Self {
+        Limits {
+            timeout_ms: config.timeout.as_millis(),
+            deadline_ticks: ticks(config.timeout),
+            memory_bytes: usize::try_from(config.memory_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn of(config: &PluginConfig, name: &str) -> Self {
+        let mut limits = Self::defaults(config);
+        if let Some(limit) = config.limits.iter().find(|l| l.plugin == name) {
+            if let Some(timeout) = limit.timeout {
+                limits.timeout_ms = timeout.as_millis();
+                limits.deadline_ticks = ticks(timeout);
+            }
+            if let Some(mib) = limit.memory_mib {
+                limits.memory_bytes = usize::try_from(mib << 20).unwrap_or(usize::MAX);
+            }
+        }
+        limits
+    }
+
+    /// Puts a store made with the defaults under these limits.
+    pub fn apply(&self, store: &mut Store<PluginState>) {
+        store.data_mut().limits =
+            StoreLimitsBuilder::new().memory_size(self.memory_bytes).trap_on_grow_failure(true).build();
+        store.set_epoch_deadline(self.deadline_ticks);
+    }
+}
+
+fn ticks(timeout: std::time::Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
 /// The only time a plugin sees: the epoch, forever. Windows come with their own bounds.
 struct FrozenClock;
 
@@ -88,7 +132,12 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
     }
 }
 
-fn new_store(runtime: &Runtime, memory_bytes: usize, deadline_ticks: u64, grants: Grants) -> Store<PluginState> {
+pub(super) fn new_store(
+    runtime: &Runtime,
+    memory_bytes: usize,
+    deadline_ticks: u64,
+    grants: Grants,
+) -> Store<PluginState> {
     let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build();
     let mut wasi = WasiCtx::builder();
     wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
@@ -128,9 +177,19 @@ impl Plugin {
     /// [`Plugin::load`] of a `.wasm` already in memory; `path` says where it came from.
     pub fn from_bytes(runtime: &Arc<Runtime>, wasm: &[u8], path: &Path, config: &PluginConfig) -> anyhow::Result<Self> {
         let (component, hash) = runtime.load(wasm, path)?;
-        let pre = prepare(runtime, &component).with_context(|| format!("linking plugin {}", path.display()))?;
-        let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
-        let deadline_ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        Self::from_component(runtime, &component, hash, path, config)
+    }
+
+    /// [`Plugin::load`] of a compiled component whose `.wasm` has SHA-256 `hash`.
+    pub fn from_component(
+        runtime: &Arc<Runtime>,
+        component: &Component,
+        hash: String,
+        path: &Path,
+        config: &PluginConfig,
+    ) -> anyhow::Result<Self> {
+        let pre = prepare(runtime, component).with_context(|| format!("linking plugin {}", path.display()))?;
+        let Limits { memory_bytes, deadline_ticks, .. } = Limits::defaults(config);
         let mut store = new_store(runtime, memory_bytes, deadline_ticks, config.grants);
         let bindings = pre
             .instantiate(&mut store)
@@ -154,51 +213,23 @@ impl Plugin {
             hash,
             path: path.to_owned(),
         };
-        let mut plugin = Plugin {
+        let limits = Limits::of(config, &meta.name);
+        limits.apply(&mut store);
+        Ok(Plugin {
             meta,
             runtime: runtime.clone(),
             pre,
             store,
             bindings,
-            deadline_ticks,
-            timeout_ms: config.timeout.as_millis(),
-            memory_bytes,
+            deadline_ticks: limits.deadline_ticks,
+            timeout_ms: limits.timeout_ms,
+            memory_bytes: limits.memory_bytes,
             grants: config.grants,
-        };
-        // Limits for this plugin by name (known only now, from describe) replace the defaults.
-        if let Some(limit) = config.limits.iter().find(|l| l.plugin == plugin.meta.name) {
-            if let Some(timeout) = limit.timeout {
-                plugin.timeout_ms = timeout.as_millis();
-                plugin.deadline_ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-            }
-            if let Some(mib) = limit.memory_mib {
-                plugin.memory_bytes = usize::try_from(mib << 20).unwrap_or(usize::MAX);
-                plugin.store.data_mut().limits =
-                    StoreLimitsBuilder::new().memory_size(plugin.memory_bytes).trap_on_grow_failure(true).build();
-            }
-            plugin.store.set_epoch_deadline(plugin.deadline_ticks);
-        }
-        Ok(plugin)
+        })
     }
 
     fn classify(&self, call: &'static str, e: wasmtime::Error) -> PluginError {
-        let plugin = self.meta.name.clone();
-        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-            return PluginError::Deadline { plugin, call, timeout_ms: self.timeout_ms };
-        }
-        // The trap's first line says what trapped; the frames (`<unknown>` without debug
-        // information) say nothing to the plugin's author. What the plugin wrote to stderr
-        // just before (a Rust panic's message and location) does.
-        let full = format!("{e:#}");
-        let detail = match self.store.data().stderr.as_ref().and_then(StderrTail::take) {
-            Some(said) => format!("{}; the plugin wrote to stderr: {said}", e.root_cause()),
-            None => full.clone(),
-        };
-        if full.contains("forcing trap when growing memory") {
-            PluginError::OutOfMemory { plugin, call, detail }
-        } else {
-            PluginError::Trap { plugin, call, detail }
-        }
+        classify(&self.store, &self.meta.name, self.timeout_ms, call, e)
     }
 
     /// Runs one call under the deadline, and maps failures to [`PluginError`].
@@ -284,11 +315,49 @@ impl Aggregator for Plugin {
     }
 }
 
-fn prepare(runtime: &Runtime, component: &Component) -> anyhow::Result<AggregationPre<PluginState>> {
+/// What a failed call of plugin `plugin` was: a deadline, a memory limit or a trap, with what
+/// the plugin wrote to an ungranted stderr just before.
+pub(super) fn classify(
+    store: &Store<PluginState>,
+    plugin: &str,
+    timeout_ms: u128,
+    call: &'static str,
+    e: wasmtime::Error,
+) -> PluginError {
+    let plugin = plugin.to_owned();
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return PluginError::Deadline { plugin, call, timeout_ms };
+    }
+    // The trap's first line says what trapped; the frames (`<unknown>` without debug
+    // information) say nothing to the plugin's author. What the plugin wrote to stderr just
+    // before (a Rust panic's message and location, a Python traceback) does.
+    let full = format!("{e:#}");
+    let detail = match store.data().stderr.as_ref().and_then(StderrTail::take) {
+        Some(said) => format!("{}; the plugin wrote to stderr: {said}", e.root_cause()),
+        None => full.clone(),
+    };
+    if full.contains("forcing trap when growing memory") {
+        PluginError::OutOfMemory { plugin, call, detail }
+    } else {
+        PluginError::Trap { plugin, call, detail }
+    }
+}
+
+/// A linker with the WASI imports every guest may need (granting nothing by itself).
+pub(super) fn linker(runtime: &Runtime) -> anyhow::Result<Linker<PluginState>> {
     let mut linker = Linker::new(runtime.engine());
-    // Guests built with Rust's std import WASI even when they do no I/O; the context they get
-    // grants nothing.
+    // Guests built with Rust's std, and CPython, import WASI even when they do no I/O; the
+    // context they get grants nothing.
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    let pre = linker.instantiate_pre(component)?;
+    Ok(linker)
+}
+
+fn prepare(runtime: &Runtime, component: &Component) -> anyhow::Result<AggregationPre<PluginState>> {
+    if super::detector::is_detector(runtime, component) {
+        anyhow::bail!(
+            "it is a detector (world `detector`), not an aggregation: load it at start-up with --plugin; a detector cannot be swapped in while the host runs"
+        );
+    }
+    let pre = linker(runtime)?.instantiate_pre(component)?;
     Ok(AggregationPre::new(pre)?)
 }

@@ -3,6 +3,7 @@
 //! - [`runtime`]: the shared wasmtime engine, the compiled-plugin cache, the epoch ticker that
 //!   enforces call deadlines.
 //! - [`instance`]: one loaded plugin: its store, limits and typed calls.
+//! - [`detector`]: a plugin of the `detector` world, which reads other plugins' results.
 //! - [`native`]: the same aggregations compiled into the host, for tests and for measuring what
 //!   WebAssembly costs.
 //! - [`slot`]: a plugin's place in the pipeline, and how a new version takes it (live swap).
@@ -10,6 +11,7 @@
 //!
 //! This is the only place that runs `bindgen!` for the host side of the WIT.
 
+pub mod detector;
 pub mod instance;
 pub mod native;
 pub mod runtime;
@@ -17,8 +19,11 @@ pub mod slot;
 pub mod stderr;
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::sync::Arc;
 
+pub use detector::Detector;
 pub use instance::{Plugin, PluginMeta};
 pub use native::NativeAggregator;
 pub use runtime::Runtime;
@@ -30,6 +35,21 @@ wasmtime::component::bindgen!({
     world: "aggregation",
     path: "../wit",
 });
+
+/// The host side of the `detector` world, sharing the aggregation world's types.
+pub mod world {
+    wasmtime::component::bindgen!({
+        world: "detector",
+        path: "../wit",
+        with: { "adstream:aggregation/types": crate::plugin::adstream::aggregation::types },
+    });
+}
+
+/// What a `--plugin` file is.
+pub enum Loaded {
+    Aggregation(Box<dyn Aggregator>),
+    Detector(Box<Detector>),
+}
 
 /// Why a plugin call failed. The host logs and counts every one and goes on.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +139,21 @@ impl Loader {
             );
         };
         Ok(make())
+    }
+
+    /// [`Loader::load`] of a file that may also be a detector.
+    pub fn load_any(&self, path: &Path) -> anyhow::Result<Loaded> {
+        if native::native_name(path).is_some() {
+            return self.load(path).map(Loaded::Aggregation);
+        }
+        let wasm = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let (component, hash) = self.runtime.load(&wasm, path)?;
+        if detector::is_detector(&self.runtime, &component) {
+            Detector::new(&self.runtime, &component, hash, path, &self.config).map(|d| Loaded::Detector(Box::new(d)))
+        } else {
+            Plugin::from_component(&self.runtime, &component, hash, path, &self.config)
+                .map(|p| Loaded::Aggregation(Box::new(p)))
+        }
     }
 
     /// A `.wasm` already in memory (an upload to the admin API); `origin` says where it came

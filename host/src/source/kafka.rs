@@ -42,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KafkaSource {
     pub consumer: BaseConsumer<GroupContext>,
     config: KafkaConfig,
+    /// For the short-lived reader of the detectors' state.
+    health: Health,
     /// The input topics' partition count (the number of tasks), as last read.
     tasks: usize,
     assigned: Assignment,
@@ -159,7 +161,13 @@ impl KafkaSource {
             .client_config(Role::Consumer, &defaults)
             .create_with_context(context)
             .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
-        let mut source = KafkaSource { consumer, config: config.clone(), tasks: 0, assigned: Assignment::default() };
+        let mut source = KafkaSource {
+            consumer,
+            config: config.clone(),
+            health: health.clone(),
+            tasks: 0,
+            assigned: Assignment::default(),
+        };
         // The probe's answer is the impressions topic's metadata: the first of the two reads.
         let impressions = source.wait_for_cluster(health)?;
         let (i, c) = source.partition_counts(Some(impressions))?;
@@ -336,6 +344,12 @@ impl KafkaSource {
             if topic == self.config.partials_topic {
                 let (published, next) = checkpoint.map_or((i64::MIN, i64::MIN), |c| (c.watermark, c.next));
                 engine.open_merge(self.tasks, published, next);
+                if engine.has_detectors() {
+                    let stored = crate::kafka::state::read(&self.config, &self.health)?;
+                    let stored =
+                        crate::engine::detect::decode_all(stored, &self.config.state_topic).map_err(Failure::Fatal)?;
+                    engine.restore_detectors(&stored).map_err(Failure::Fatal)?;
+                }
                 self.assigned.exchange = Some(from);
                 tracing::info!(topic, partition, start = from, published = %format_watermark(published), "assigned: this host runs the merge stage");
                 continue;

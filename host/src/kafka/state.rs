@@ -1,0 +1,65 @@
+//! The detectors' state topic, read back by whoever runs the merge stage, before it publishes
+//! its first window (the guarantee is written in [`crate::engine::detect`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::{Failure, Health, HostContext, Role};
+use crate::config::KafkaConfig;
+use crate::sink::kafka::STEP_DEADLINE;
+
+/// How long reading the state topic to its end may take.
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Every key of the state topic with its last committed value (a compacted topic holds about
+/// one record per detector). It is read with `read_committed` up to its last stable offset:
+/// the transaction of an earlier owner of the merge stage that wrote the state is over by then,
+/// since the committed offsets of the partials topic, which that transaction also wrote, were
+/// read with KIP-447's "stable" rule first ([`crate::source::kafka::KafkaSource::assign`]).
+pub fn read(config: &KafkaConfig, health: &Health) -> Result<HashMap<String, Vec<u8>>, Failure> {
+    let topic = &config.state_topic;
+    let reader = format!("{}-state-reader", config.group_id);
+    let defaults = [
+        // librdkafka wants a group for a consumer; this one never joins it or commits.
+        ("group.id", reader.as_str()),
+        ("enable.auto.commit", "false"),
+        ("isolation.level", "read_committed"),
+        ("enable.partition.eof", "true"),
+        ("auto.offset.reset", "earliest"),
+    ];
+    let settings = &config.client;
+    let context = HostContext::new(Role::Consumer, settings.clone(), health.clone());
+    let consumer: BaseConsumer<HostContext> = settings
+        .client_config(Role::Consumer, &defaults)
+        .create_with_context(context)
+        .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
+    let what = || format!("reading the detectors' state from {topic}");
+    let (low, high) = consumer.fetch_watermarks(topic, 0, STEP_DEADLINE).map_err(|e| Failure::kafka(e, what()))?;
+    let mut state = HashMap::new();
+    if high <= low {
+        return Ok(state);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).map_err(|e| Failure::kafka(e, what()))?;
+    consumer.assign(&tpl).map_err(|e| Failure::kafka(e, what()))?;
+    let deadline = Instant::now() + READ_DEADLINE;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                match m.payload() {
+                    Some(value) => state.insert(key, value.to_vec()),
+                    None => state.remove(&key), // a tombstone: that detector starts afresh
+                };
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(state),
+            Some(Err(e)) => return Err(Failure::kafka(e, what())),
+            None => {}
+        }
+    }
+    Err(Failure::Recoverable(anyhow::anyhow!("{}: not at its end after {READ_DEADLINE:?}", what())))
+}
