@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine, nothing to install by hand but rustup, a JDK and Maven:
 # a real Apache Kafka broker on 127.0.0.1 (started here, stopped at the end if started here),
-# the generator writing 10 minutes of event time, the host running the ctr and engagement
-# plugins, and the results shown live as tables.
+# the generator writing 10 minutes of event time (with two anomalies injected from minute 6),
+# the host running the ctr and engagement plugins and the anomaly detector (Python), and the
+# results and alerts shown live as tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,8 @@ brokers=127.0.0.1:9092
 echo "demo: generating ${events} events (10 minutes of event time) at ${rate}/s into ${prefix}ad-impressions and ${prefix}ad-clicks"
 target/release/adgen --brokers "$brokers" --partitions 3 --events "$events" --rate "$rate" \
   --impressions-topic "${prefix}ad-impressions" --clicks-topic "${prefix}ad-clicks" \
-  --late-fraction 0.001 --malformed-fraction 0.001 --quiet &
+  --late-fraction 0.001 --malformed-fraction 0.001 --quiet \
+  --anomaly traffic-halving:tablet@6m --anomaly click-burst:c7@7m+2m &
 pids+=($!)
 
 # The host needs its input topics; the generator creates them as it starts.
@@ -48,18 +50,23 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
-echo "demo: starting the host with target/plugins/ctr.wasm and target/plugins/engagement.wasm (log: host.log below)"
+echo "demo: starting the host with target/plugins/ctr.wasm, engagement.wasm and anomaly.wasm (log: host.log below)"
+# The detector learns for 4 windows here (10 by default), so that the demo's 10 minutes show alerts.
 target/release/adstream run --brokers "$brokers" --topic-prefix "$prefix" --group-id "${prefix}host" \
   --idle-timeout 3s --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm \
+  --plugin target/plugins/anomaly.wasm --plugin-setting anomaly:warm-up=4 \
   --stats-file "$work/stats.json" 2>"$work/host.log" &
 host=$!
 pids+=("$host")
 echo "demo: the host's web console is at http://127.0.0.1:8081/ while the demo runs (metrics at /metrics)"
 
-# Ten 1-minute windows, two result topics: 20 tables. Give up after two minutes.
+# Ten 1-minute windows, two result topics, and the alerts of minutes 6 to 9 (the tablet traffic
+# halves from minute 6 on; campaign c7 gets a click-fraud burst in minutes 7 and 8): 24
+# tables. Give up after two minutes.
 sleep 1
 timeout 120 target/release/adstream tail --brokers "$brokers" --topic-prefix "$prefix" --from-beginning \
-  --top 5 --max-windows 20 || echo "demo: tail stopped before it saw every window (see the host log below)"
+  --topic campaign-ctr-results --topic device-engagement-results --topic ad-anomalies \
+  --top 5 --max-windows 24 || echo "demo: tail stopped before it saw every window (see the host log below)"
 
 kill -TERM "$host"
 wait "$host" || true
