@@ -104,6 +104,9 @@ enum Plugins {
     /// `ctr.wasm` with `engagement-py.wasm`, the engagement aggregation in Python: what a Python
     /// plugin costs against the Rust one (the `wasm` row).
     Python,
+    /// The `wasm` plugins and the `anomaly` detector (Python) over their results: what a
+    /// detector costs (its records are left out of the comparison with the `wasm` row's).
+    Detector,
 }
 
 impl Plugins {
@@ -112,6 +115,7 @@ impl Plugins {
             Plugins::Wasm => "wasm",
             Plugins::Native => "native",
             Plugins::Python => "wasm, engagement in Python",
+            Plugins::Detector => "wasm + anomaly detector (Python)",
         }
     }
 }
@@ -129,19 +133,24 @@ impl Bench {
     /// The host binary of a variant, its subcommand and the plugin flags.
     fn host(&self, plugins: Plugins, subcommand: &str) -> Command {
         let mut cmd = match plugins {
-            Plugins::Wasm | Plugins::Python => Command::new(self.bin("adstream")),
+            Plugins::Wasm | Plugins::Python | Plugins::Detector => Command::new(self.bin("adstream")),
             Plugins::Native => Command::new(self.bin("adstream-native")),
         };
         cmd.arg(subcommand);
         for name in ["ctr", "engagement"] {
             match plugins {
-                Plugins::Wasm => cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{name}.wasm"))),
+                Plugins::Wasm | Plugins::Detector => {
+                    cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{name}.wasm")))
+                }
                 Plugins::Native => cmd.arg("--plugin").arg(format!("native:{name}")),
                 Plugins::Python => {
                     let file = if name == "engagement" { "engagement-py" } else { name };
                     cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{file}.wasm")))
                 }
             };
+        }
+        if plugins == Plugins::Detector {
+            cmd.arg("--plugin").arg(self.opts.plugin_dir.join("anomaly.wasm"));
         }
         cmd.env("ADSTREAM_LOG", "warn,adstream=info");
         cmd
@@ -217,7 +226,7 @@ fn main() -> anyhow::Result<()> {
         let path = opts.bin_dir.join(bin);
         anyhow::ensure!(path.is_file(), "{} is missing: `just bench` builds it", path.display());
     }
-    for plugin in ["ctr", "engagement", "engagement-py"] {
+    for plugin in ["ctr", "engagement", "engagement-py", "anomaly"] {
         let path = opts.plugin_dir.join(format!("{plugin}.wasm"));
         anyhow::ensure!(path.is_file(), "{} is missing: `just build-plugins` builds it", path.display());
     }
@@ -229,6 +238,7 @@ fn main() -> anyhow::Result<()> {
     let warm = bench.data(Workload { events: 1_000, users: 100 })?;
     bench.replay(&warm, Plugins::Wasm)?;
     bench.replay(&warm, Plugins::Python)?;
+    bench.replay(&warm, Plugins::Detector)?;
 
     let main = Workload { events: bench.opts.events, users: bench.opts.users };
     let data = bench.data(main)?;
@@ -255,6 +265,10 @@ fn main() -> anyhow::Result<()> {
     eprintln!("replay, {}, {} plugins ...", main.label(), Plugins::Python.name());
     let (usage, stats, records) = bench.replay(&data, Plugins::Python)?;
     rows.push(Row::replay(&main, Plugins::Python.name(), usage, &stats, reference == records, 1));
+    eprintln!("replay, {}, {} ...", main.label(), Plugins::Detector.name());
+    let (usage, stats, mut records) = bench.replay(&data, Plugins::Detector)?;
+    records.retain(|(topic, _, _)| topic != "ad-anomalies");
+    rows.push(Row::replay(&main, Plugins::Detector.name(), usage, &stats, reference == records, 1));
 
     if !bench.opts.no_kafka {
         rows.extend(kafka_runs(&mut bench, main, &data, &reference)?);
