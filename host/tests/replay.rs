@@ -115,3 +115,47 @@ fn records_do_not_depend_on_how_many_tasks_the_input_is_split_over() {
     }
     assert_eq!(one.len(), three.len());
 }
+
+/// `adstream check-plugin` does that comparison for a plugin author: it passes a plugin whose
+/// merge is exact, and fails one whose merge loses counts, naming the records that differ.
+#[test]
+fn check_plugin_passes_an_exact_merge_and_catches_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = generate_jsonl(dir.path(), "30000", "17", "0", "0");
+    let check = |input: &Path, wasm: &Path| {
+        Command::new(adstream())
+            .args(["check-plugin", "--input"])
+            .arg(input)
+            .arg("--plugin")
+            .arg(wasm)
+            .arg("--plugin-cache")
+            .arg(common::workspace().join("target/test-plugin-cache"))
+            .output()
+            .unwrap()
+    };
+    let good = check(&events, &plugin("ctr"));
+    let said = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success() && said.contains("the same with 1 task and 3 tasks"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    // Impressions of campaign evil-merge in one window, spread over the tasks by their ids:
+    // misbehave-py's merge drops the other instance's count of that campaign.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let lines: Vec<String> = (0..30)
+        .map(|i| format!(r#"{{"impression_id":"i{i}","user_id":"u{i}","campaign_id":"evil-merge","ad_id":"a1","device_type":"mobile","browser":"chrome","event_timestamp":"2026-11-29T10:00:{:02}.000Z","cost":0.001}}"#, i))
+        .collect();
+    std::fs::write(broken.join("ad-impressions.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(broken.join("ad-clicks.jsonl"), "").unwrap();
+    let misbehave = common::workspace().join("target/test-plugins/misbehave-py.wasm");
+    let bad = check(&broken, &misbehave);
+    let said = String::from_utf8_lossy(&bad.stdout);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "a broken merge passed: {said}");
+    assert!(said.contains("only with 1 task") && said.contains(r#""impressions":30"#), "{said}");
+    assert!(said.contains("only with several tasks"), "{said}");
+    assert!(err.contains("records differ between 1 task and 3 tasks"), "{err}");
+}

@@ -4,7 +4,9 @@ test plugin does:
 
 - `evil-trap`: raises an exception (the call returns an error);
 - `evil-loop`: loops forever (the host's deadline must interrupt it);
-- `evil-oom`: allocates without end (the memory limit must stop it).
+- `evil-oom`: allocates without end (the memory limit must stop it);
+- `evil-merge`: counted, but `merge` drops the other instance's count of it (a broken merge,
+  which `adstream check-plugin` must catch).
 
 Only for the host's tests; `scripts/build-plugins.sh` builds it into `target/test-plugins/`.
 """
@@ -50,6 +52,8 @@ class Misbehave(Aggregation):
 
     def merge(self, other):
         for c, n in other.counts.items():
+            if c == "evil-merge" and c in self.counts:
+                continue  # deliberately wrong
             self.counts[c] = self.counts.get(c, 0) + n
 
 

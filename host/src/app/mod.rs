@@ -29,6 +29,7 @@
 //! the broker went away can take. `/readyz` says why while the host waits.
 
 mod attempt;
+pub mod check;
 
 use std::io::Write;
 use std::path::Path;
