@@ -120,12 +120,14 @@ enum Command {
     },
     /// Show the result topics as a live table, one block per window.
     Tail(crate::tail::TailArgs),
-    /// Write a new plugin project, anywhere (it needs nothing from this repository): a Python
-    /// aggregation to edit (impressions per campaign and window), the Python SDK, the host's WIT
-    /// and a build script that installs componentize-py when it is missing.
+    /// Write a new plugin project, anywhere (it needs nothing from this repository): an
+    /// aggregation to edit (impressions per campaign and window), in Python or Rust, the SDK,
+    /// the host's WIT and a build script that installs what it needs (componentize-py, or the
+    /// pinned Rust toolchain and its wasm32-wasip2 target).
     ///
     /// Example:
-    ///   adstream new-plugin top-ads --dir ~/plugins/top-ads
+    ///   adstream new-plugin top-ads --dir ~/plugins/top-ads              # Python
+    ///   adstream new-plugin top-ads --lang rust --dir ~/plugins/top-ads  # Rust
     ///   bash ~/plugins/top-ads/build.sh          # → ~/plugins/top-ads/top-ads.wasm
     ///   adgen --jsonl /tmp/ev --events 100k && adstream replay --input /tmp/ev --plugin ~/plugins/top-ads/top-ads.wasm
     #[command(verbatim_doc_comment)]
@@ -133,9 +135,8 @@ enum Command {
         /// The plugin's name: lowercase letters, digits, '-' and '_'; it also names its .wasm and
         /// its output topic (<name>-results)
         name: String,
-        /// The plugin's language (a Rust plugin is a crate under plugins/ of this repository:
-        /// README "Writing a plugin")
-        #[arg(long, default_value = "python", value_parser = ["python"])]
+        /// The plugin's language
+        #[arg(long, default_value = "python", value_parser = crate::scaffold::LANGUAGES)]
         lang: String,
         /// Where to write it; it must not exist or be empty [default: ./<name>]
         #[arg(long)]
@@ -285,12 +286,13 @@ fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::NewPlugin { name, lang: _, dir } => {
+        Command::NewPlugin { name, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            for file in crate::scaffold::new_python_plugin(&name, &dir)? {
+            for file in crate::scaffold::new_plugin(&name, &lang, &dir)? {
                 eprintln!("wrote {}", file.display());
             }
-            eprintln!("next: edit {}, then `bash {}`", dir.join("app.py").display(), dir.join("build.sh").display());
+            let source = if lang == "rust" { "src/lib.rs" } else { "app.py" };
+            eprintln!("next: edit {}, then `bash {}`", dir.join(source).display(), dir.join("build.sh").display());
         }
         Command::Tail(args) => {
             let shutdown = CancellationToken::new();

@@ -1,6 +1,7 @@
 //! `adstream new-plugin`: writes a plugin project of its own, outside this repository, that
-//! builds with nothing from it: the plugin's source, a copy of the Python SDK, the WIT the host
-//! implements, and a build script that installs componentize-py when it is missing.
+//! builds with nothing from it: the plugin's source, a copy of the SDK (Python's, or the Rust
+//! crate `adstream-abi`), the WIT the host implements, and a build script that installs what it
+//! needs (componentize-py, or the pinned Rust toolchain with its wasm32-wasip2 target).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,18 @@ pub const COMPONENTIZE_PY: &str = "0.25.1";
 
 const SDK_INIT: &str = include_str!("../../sdk/python/adstream_sdk/__init__.py");
 const SDK_BATCH: &str = include_str!("../../sdk/python/adstream_sdk/batch.py");
+const SDK_DETECTOR: &str = include_str!("../../sdk/python/adstream_sdk/detector.py");
+/// The Rust SDK, vendored into a Rust project (it has no dependencies).
+const ABI: [(&str, &str); 6] = [
+    ("lib.rs", include_str!("../../crates/abi/src/lib.rs")),
+    ("batch.rs", include_str!("../../crates/abi/src/batch.rs")),
+    ("json.rs", include_str!("../../crates/abi/src/json.rs")),
+    ("sdk.rs", include_str!("../../crates/abi/src/sdk.rs")),
+    ("state.rs", include_str!("../../crates/abi/src/state.rs")),
+    ("time.rs", include_str!("../../crates/abi/src/time.rs")),
+];
+/// The toolchain the host and its plugins are built with.
+const TOOLCHAIN: &str = include_str!("../../rust-toolchain.toml");
 const WIT: &str = include_str!("../../wit/aggregation.wit");
 
 const APP: &str = r#""""NAME: impressions per campaign and window, to NAME-results.
@@ -88,9 +101,180 @@ fi
 echo "built NAME.wasm ($(stat -c %s NAME.wasm) bytes): adstream replay --input EVENTS_DIR --plugin NAME.wasm"
 "#;
 
+const RUST_LIB: &str = r#"//! `NAME`: impressions per campaign and window, to `NAME-results`.
+//!
+//! A starting point: change `Views` (one value per window) and the `export_aggregation!` call,
+//! then `bash build.sh` and try it without Kafka:
+//!
+//!     adstream replay --input EVENTS_DIR --plugin NAME.wasm
+//!     adstream check-plugin --input EVENTS_DIR --plugin NAME.wasm
+
+use std::collections::BTreeMap;
+
+use adstream_abi::batch::{Event, Kind};
+use adstream_abi::json::Obj;
+use adstream_abi::sdk::{Aggregation, Output};
+use adstream_abi::state::{StateError, StateReader, StateWriter};
+
+/// The accumulator of one window.
+#[derive(Debug, Default)]
+pub struct Views {
+    by_campaign: BTreeMap<String, u64>,
+}
+
+impl Aggregation for Views {
+    /// The event kinds the host hands over (`Kind::Click` arrive joined to their impression).
+    const WANTS: &'static [Kind] = &[Kind::Impression];
+
+    fn add(&mut self, event: &Event<'_>) {
+        *self.by_campaign.entry(event.campaign_id.to_owned()).or_default() += 1;
+    }
+
+    /// The window is complete: its records (an empty topic is the first output topic).
+    fn emit(self, start_ms: i64, end_ms: i64, out: &mut Vec<Output>) {
+        for (campaign_id, n) in self.by_campaign {
+            let mut value = String::new();
+            Obj::new(&mut value)
+                .str("campaign_id", &campaign_id)
+                .time("window_start", start_ms)
+                .time("window_end", end_ms)
+                .u64("impressions", n)
+                .end();
+            out.push(Output { topic: String::new(), key: campaign_id, value });
+        }
+    }
+
+    // The accumulator as bytes and back, and the merge of two (restarts, live swap, scale-out).
+    // Bump `state_version` below when this format changes.
+    fn encode(&self, out: &mut StateWriter) {
+        out.u64(self.by_campaign.len() as u64);
+        for (campaign_id, n) in &self.by_campaign {
+            out.str(campaign_id).u64(*n);
+        }
+    }
+
+    fn decode(input: &mut StateReader<'_>) -> Result<Self, StateError> {
+        let mut views = Views::default();
+        for _ in 0..input.len(16)? {
+            let campaign_id = input.str()?.to_owned();
+            views.by_campaign.insert(campaign_id, input.u64()?);
+        }
+        Ok(views)
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (campaign_id, n) in other.by_campaign {
+            *self.by_campaign.entry(campaign_id).or_default() += n;
+        }
+    }
+}
+
+adstream_abi::export_aggregation!(Views {
+    wit: "wit",
+    name: "NAME",
+    description: "impressions per campaign and window",
+    outputs: ["NAME-results"],
+    state_version: 1,
+});
+"#;
+
+const RUST_CARGO: &str = r#"[package]
+name = "NAME"
+# The plugin's version: every record it publishes carries it (header plugin-version).
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+# The adstream SDK (batch reading, JSON writing, state), vendored: it has no dependencies.
+adstream-abi = { path = "adstream-abi" }
+wit-bindgen = "WIT_BINDGEN"
+
+[profile.release]
+# Small and fast components.
+debug = false
+strip = true
+codegen-units = 1
+lto = true
+
+[workspace]
+"#;
+
+const ABI_CARGO: &str = r#"[package]
+name = "adstream-abi"
+description = "The adstream SDK for Rust plugins: the batch encoding, JSON output, state (vendored by adstream new-plugin)"
+version = "VERSION"
+edition = "2024"
+publish = false
+"#;
+
+const RUST_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds the plugin NAME into NAME.wasm, a WebAssembly component for the adstream host, with the
+# Rust toolchain rust-toolchain.toml pins and its wasm32-wasip2 target (installed by rustup when
+# missing), against the host's interface (wit/aggregation.wit).
+set -euo pipefail
+cd "$(dirname "$0")"
+rustup toolchain install >/dev/null
+cargo build --release --target wasm32-wasip2
+cp target/wasm32-wasip2/release/LIBNAME.wasm NAME.wasm
+echo "built NAME.wasm ($(stat -c %s NAME.wasm) bytes): adstream replay --input EVENTS_DIR --plugin NAME.wasm"
+"#;
+
+/// The plugin languages `new-plugin` writes.
+pub const LANGUAGES: [&str; 2] = ["python", "rust"];
+
+/// Writes a plugin in `lang` (one of [`LANGUAGES`]) named `name` into `dir`; returns the files
+/// written.
+pub fn new_plugin(name: &str, lang: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    match lang {
+        "rust" => new_rust_plugin(name, dir),
+        _ => new_python_plugin(name, dir),
+    }
+}
+
+/// Writes a Rust plugin named `name` into `dir` (which must not exist, or be empty): a crate of
+/// its own, with the SDK vendored, the WIT, the pinned toolchain and a `build.sh`.
+pub fn new_rust_plugin(name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    check(name, dir)?;
+    let mut files = vec![
+        ("Cargo.toml".to_owned(), RUST_CARGO.replace("NAME", name).replace("WIT_BINDGEN", WIT_BINDGEN)),
+        ("src/lib.rs".to_owned(), RUST_LIB.replace("NAME", name)),
+        ("build.sh".to_owned(), RUST_BUILD.replace("LIBNAME", &name.replace('-', "_")).replace("NAME", name)),
+        ("rust-toolchain.toml".to_owned(), TOOLCHAIN.to_owned()),
+        ("wit/aggregation.wit".to_owned(), WIT.to_owned()),
+        ("adstream-abi/Cargo.toml".to_owned(), ABI_CARGO.replace("VERSION", env!("CARGO_PKG_VERSION"))),
+        (".gitignore".to_owned(), "target/\n*.wasm\nCargo.lock\n".to_owned()),
+    ];
+    for (file, text) in ABI {
+        files.push((format!("adstream-abi/src/{file}"), text.to_owned()));
+    }
+    write(dir, files)
+}
+
+/// The wit-bindgen release the host's plugins are built with (the workspace's dependency).
+const WIT_BINDGEN: &str = "0.63";
+
 /// Writes a Python plugin named `name` into `dir` (which must not exist, or be empty); returns
 /// the files written.
 pub fn new_python_plugin(name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    check(name, dir)?;
+    let files = vec![
+        ("app.py".to_owned(), APP.replace("NAME", name)),
+        ("build.sh".to_owned(), BUILD.replace("NAME", name).replace("VERSION", COMPONENTIZE_PY)),
+        ("adstream_sdk/__init__.py".to_owned(), SDK_INIT.to_owned()),
+        ("adstream_sdk/batch.py".to_owned(), SDK_BATCH.to_owned()),
+        ("adstream_sdk/detector.py".to_owned(), SDK_DETECTOR.to_owned()),
+        ("wit/aggregation.wit".to_owned(), WIT.to_owned()),
+        (".gitignore".to_owned(), ".venv/\n__pycache__/\n*.wasm\n".to_owned()),
+    ];
+    write(dir, files)
+}
+
+/// A plugin name that names a `.wasm` and a topic, and a folder free to write into.
+fn check(name: &str, dir: &Path) -> anyhow::Result<()> {
     ensure!(
         !name.is_empty()
             && name.len() <= 64
@@ -101,14 +285,10 @@ pub fn new_python_plugin(name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
         let empty = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_none();
         ensure!(empty, "{} exists and is not empty: name another --dir", dir.display());
     }
-    let files = [
-        ("app.py", APP.replace("NAME", name)),
-        ("build.sh", BUILD.replace("NAME", name).replace("VERSION", COMPONENTIZE_PY)),
-        ("adstream_sdk/__init__.py", SDK_INIT.to_owned()),
-        ("adstream_sdk/batch.py", SDK_BATCH.to_owned()),
-        ("wit/aggregation.wit", WIT.to_owned()),
-        (".gitignore", ".venv/\n__pycache__/\n*.wasm\n".to_owned()),
-    ];
+    Ok(())
+}
+
+fn write(dir: &Path, files: Vec<(String, String)>) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (file, text) in files {
         let path = dir.join(file);
@@ -125,6 +305,15 @@ pub fn new_python_plugin(name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
 mod tests {
     use super::*;
 
+    /// The versions a template pins are those this repository builds its plugins with.
+    #[test]
+    fn the_templates_pin_what_the_repository_builds_with() {
+        let workspace = include_str!("../../Cargo.toml");
+        assert!(workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")), "wit-bindgen {WIT_BINDGEN}");
+        let build = include_str!("../../scripts/build-plugins.sh");
+        assert!(build.contains(&format!("componentize-py=={COMPONENTIZE_PY}")), "componentize-py {COMPONENTIZE_PY}");
+    }
+
     #[test]
     fn refuses_bad_names_and_a_folder_in_use() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,5 +324,12 @@ mod tests {
         let files = new_python_plugin("views", &dir.path().join("views")).unwrap();
         let app = std::fs::read_to_string(&files[0]).unwrap();
         assert!(app.contains("name=\"views\"") && app.contains("\"views-results\"") && !app.contains("NAME"));
+        let files = new_rust_plugin("top-ads", &dir.path().join("rust")).unwrap();
+        let text = |end: &str| std::fs::read_to_string(files.iter().find(|f| f.ends_with(end)).unwrap()).unwrap();
+        assert!(text("src/lib.rs").contains("name: \"top-ads\"") && !text("src/lib.rs").contains("NAME"));
+        assert!(text("build.sh").contains("release/top_ads.wasm NAME.wasm".replace("NAME", "top-ads").as_str()));
+        assert!(text("Cargo.toml").contains("wit-bindgen = \"0.63\""));
+        assert!(text("rust-toolchain.toml").contains("wasm32-wasip2"));
+        assert_eq!(files.iter().filter(|f| f.to_string_lossy().contains("adstream-abi/src/")).count(), ABI.len());
     }
 }

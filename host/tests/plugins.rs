@@ -126,6 +126,17 @@ fn the_python_sdk_reads_the_batch_test_vectors() {
 /// plugin counts the impressions of each campaign and window as the batch computation does.
 #[test]
 fn a_new_python_plugin_builds_outside_the_repository_and_counts_right() {
+    template_builds_outside_the_repository_and_counts_right("python");
+}
+
+/// The Rust template: a crate of its own with the SDK vendored, the WIT and the pinned
+/// toolchain, built by its `build.sh` (about 20 s: wit-bindgen compiles in its own target).
+#[test]
+fn a_new_rust_plugin_builds_outside_the_repository_and_counts_right() {
+    template_builds_outside_the_repository_and_counts_right("rust");
+}
+
+fn template_builds_outside_the_repository_and_counts_right(lang: &str) {
     use common::expected::{Inputs, Late};
     use common::{adstream, run_ok};
     use std::collections::BTreeMap;
@@ -133,9 +144,15 @@ fn a_new_python_plugin_builds_outside_the_repository_and_counts_right() {
 
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("views");
-    run_ok(Command::new(adstream()).args(["new-plugin", "views", "--dir"]).arg(&project));
+    run_ok(Command::new(adstream()).args(["new-plugin", "views", "--lang", lang, "--dir"]).arg(&project));
     let path = format!("{}:{}", workspace().join(".cache/python/bin").display(), std::env::var("PATH").unwrap());
-    run_ok(Command::new("bash").arg(project.join("build.sh")).env("PATH", path).current_dir(dir.path()));
+    let mut build = Command::new("bash");
+    build.arg(project.join("build.sh")).env("PATH", path).current_dir(dir.path());
+    // Nothing of this workspace's cargo run leaks into the project's build.
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("CARGO_")) {
+        build.env_remove(var);
+    }
+    run_ok(&mut build);
     let events = common::generate_jsonl(dir.path(), "30000", "5", "0", "0");
     let out = run_ok(
         Command::new(adstream())
