@@ -64,7 +64,17 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         let loaded = Plugin::load(&runtime, &path, &config(cache.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let meta = loaded.meta();
         assert_eq!(&meta.name, name);
-        assert_eq!(meta.version, env!("CARGO_PKG_VERSION"));
+        // Its own version, from its Cargo.toml or its app.py (not the workspace's).
+        let dir = workspace().join("plugins").join(name);
+        let source = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .or_else(|_| std::fs::read_to_string(dir.join("app.py")))
+            .unwrap();
+        let declared = source
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("version = \"").or_else(|| l.trim().strip_prefix("version=\"")))
+            .and_then(|v| v.split('"').next())
+            .unwrap_or_else(|| panic!("{name}: no version in its Cargo.toml or app.py"));
+        assert_eq!(meta.version, declared, "{name}");
         assert!(!meta.output_topics.is_empty() && meta.wants_impressions, "{meta:?}");
         assert_eq!(meta.hash.len(), 64);
     }
