@@ -201,3 +201,76 @@ fn anomaly_alerts_are_exactly_once_across_repeated_sigkills() {
         assert_eq!(r.headers["plugin"], "anomaly");
     }
 }
+
+/// A detector that raises in one window and runs past its deadline in the next: both windows are
+/// skipped, each with a plugin-errors record saying why, and the detector goes on from the state
+/// it saved after the window before (its count of observed windows does not include them).
+#[test]
+fn a_failing_detector_skips_the_window_and_goes_on_from_its_saved_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut lines = Vec::new();
+    for minute in 0..5 {
+        let mut campaigns = vec!["c1"; 10];
+        campaigns.extend(match minute {
+            2 => Some("evil-raise"),
+            3 => Some("evil-loop"),
+            _ => None,
+        });
+        for (i, campaign) in campaigns.into_iter().enumerate() {
+            lines.push(format!(
+                r#"{{"impression_id":"i{minute}-{i}","user_id":"u{i}","campaign_id":"{campaign}","ad_id":"a1","device_type":"mobile","browser":"chrome","event_timestamp":"2026-11-29T10:{minute:02}:{:02}.000Z","cost":0.001}}"#,
+                i * 2
+            ));
+        }
+    }
+    std::fs::write(input.join("ad-impressions.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(input.join("ad-clicks.jsonl"), "").unwrap();
+    let misdetect = common::workspace().join("target/test-plugins/misdetect.wasm");
+    assert!(misdetect.is_file(), "run `bash scripts/build-plugins.sh` first");
+    let out = run_ok(
+        Command::new(adstream())
+            .args(["replay", "--input"])
+            .arg(&input)
+            .arg("--plugin")
+            .arg(plugin("ctr"))
+            .arg("--plugin")
+            .arg(&misdetect)
+            .args(["--plugin-limit", "misdetect:timeout=300ms", "--plugin-cache"])
+            .arg(common::workspace().join("target/test-plugin-cache")),
+    );
+    let records: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let counts: Vec<(i64, u64)> = records
+        .iter()
+        .filter(|r| r["topic"] == "misdetect-results")
+        .map(|r| {
+            (
+                (r["value"]["window_start_ms"].as_i64().unwrap() - START_MS) / 60_000,
+                r["value"]["windows_seen"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [(0, 1), (1, 2), (4, 3)], "windows 2 and 3 are skipped, and not counted in its state");
+    let errors: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["topic"] == "adstream-plugin-errors" && r["value"]["plugin"] == "misdetect")
+        .map(|r| &r["value"])
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let reason = |i: usize| errors[i]["reason"].as_str().unwrap();
+    assert_eq!(minute_of(errors[0]), 2);
+    assert!(
+        reason(0).contains("skipped this window")
+            && reason(0).contains("RuntimeError: misdetect: a deliberate exception"),
+        "{}",
+        reason(0)
+    );
+    assert_eq!(minute_of(errors[1]), 3);
+    assert!(reason(1).contains("300 ms deadline"), "{}", reason(1));
+    // ctr is not affected.
+    assert_eq!(records.iter().filter(|r| r["topic"] == "campaign-ctr-results").count(), 5 + 2);
+    let stats: Value = serde_json::from_str(String::from_utf8(out.stderr).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(stats["plugin_errors"], 2, "{stats}");
+}
