@@ -33,6 +33,7 @@ fn adbench_measures_every_variant_and_checks_its_results() {
             ("replay", "wasm"),
             ("replay", "native"),
             ("replay", "wasm, engagement in Python"),
+            ("replay", "wasm + anomaly detector (Python)"),
             ("kafka", "wasm"),
             ("kafka", "native")
         ]
