@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, HttpArgs, KafkaArgs, PluginArgs, TimeArgs};
+use crate::config::{Config, HttpArgs, KafkaArgs, PluginArgs, PluginConfig, TimeArgs, TimeConfig};
 use crate::plugin::native::Natives;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -84,13 +84,8 @@ enum Command {
         /// to check a plugin's merge
         #[arg(long, default_value_t = 1)]
         tasks: usize,
-        /// A TOML file with [time] and [plugins] tables
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[command(flatten)]
-        time: TimeArgs,
-        #[command(flatten)]
-        plugins: PluginArgs,
+        offline: OfflineArgs,
     },
     /// Check a plugin's merge on real input, without Kafka: replay the input through one task,
     /// then split over several by impression_id (as Kafka's partitions split it), where every
@@ -110,13 +105,8 @@ enum Command {
         /// The tasks of the second replay
         #[arg(long, default_value_t = 3)]
         tasks: usize,
-        /// A TOML file with [time] and [plugins] tables
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[command(flatten)]
-        time: TimeArgs,
-        #[command(flatten)]
-        plugins: PluginArgs,
+        offline: OfflineArgs,
     },
     /// Show the result topics as a live table, one block per window.
     Tail(crate::tail::TailArgs),
@@ -142,6 +132,28 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// The settings of the commands that run without Kafka (`replay`, `check-plugin`).
+#[derive(Debug, clap::Args)]
+pub struct OfflineArgs {
+    /// A TOML file with [time] and [plugins] tables
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    time: TimeArgs,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+impl OfflineArgs {
+    /// The window rule and the plugins, from the flags and the file, with the aggregations
+    /// compiled into this binary.
+    fn load(self, natives: Natives) -> anyhow::Result<(TimeConfig, PluginConfig)> {
+        let (time, mut plugins) = Config::load_offline(self.config.as_deref(), self.time, self.plugins)?;
+        plugins.natives = natives;
+        Ok((time, plugins))
+    }
 }
 
 fn init_logging(format: &str) {
@@ -237,13 +249,12 @@ fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Replay { input, impressions, clicks, out, tasks, config, time, plugins } => {
-            let (time, mut plugins) = Config::load_offline(config.as_deref(), time, plugins)?;
+        Command::Replay { input, impressions, clicks, out, tasks, offline } => {
+            let (time, plugins) = offline.load(natives)?;
             if plugins.watch {
                 // Not an error: the same ADSTREAM_* environment often serves run and replay.
                 tracing::warn!("--watch-plugins applies to `run`; replay loads its plugins once and ignores it");
             }
-            plugins.natives = natives;
             let (impressions, clicks) = match (input, impressions, clicks) {
                 (Some(dir), _, _) => (dir.join("ad-impressions.jsonl"), dir.join("ad-clicks.jsonl")),
                 (None, Some(i), Some(c)) => (i, c),
@@ -258,9 +269,8 @@ fn command(cli: Cli, natives: Natives) -> anyhow::Result<()> {
             };
             eprintln!("{}", serde_json::to_string(&stats)?);
         }
-        Command::CheckPlugin { input, tasks, config, time, plugins } => {
-            let (time, mut plugins) = Config::load_offline(config.as_deref(), time, plugins)?;
-            plugins.natives = natives;
+        Command::CheckPlugin { input, tasks, offline } => {
+            let (time, plugins) = offline.load(natives)?;
             let (impressions, clicks) = (input.join("ad-impressions.jsonl"), input.join("ad-clicks.jsonl"));
             let report = crate::app::check::check(time, &plugins, &impressions, &clicks, tasks)?;
             let runs = format!("1 task and {} tasks", report.tasks);

@@ -229,19 +229,11 @@ impl Engine {
             }
         }
         let metas = || loaded.iter().map(|p| p.meta()).chain(detectors.iter().map(DetectorSlot::meta));
-        for setting in &plugins.settings {
+        let named = plugins.settings.iter().map(|s| ("--plugin-setting", &s.plugin));
+        for (flag, name) in named.chain(plugins.limits.iter().map(|l| ("--plugin-limit", &l.plugin))) {
             anyhow::ensure!(
-                metas().any(|m| m.name == setting.plugin),
-                "--plugin-setting names {:?}, but no plugin of that name is loaded (loaded: {})",
-                setting.plugin,
-                metas().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-            );
-        }
-        for limit in &plugins.limits {
-            anyhow::ensure!(
-                metas().any(|m| m.name == limit.plugin),
-                "--plugin-limit names {:?}, but no plugin of that name is loaded (loaded: {})",
-                limit.plugin,
+                metas().any(|m| &m.name == name),
+                "{flag} names {name:?}, but no plugin of that name is loaded (loaded: {})",
                 metas().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }

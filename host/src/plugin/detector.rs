@@ -61,29 +61,19 @@ impl Detector {
             .call_describe(&mut store)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("calling describe() of {}", what()))?;
-        ensure!(!info.name.is_empty(), "{} describes itself with an empty name", what());
-        ensure!(!info.output_topics.is_empty(), "{} ({}) names no output topic", what(), info.name);
         let inputs = bindings
             .call_inputs(&mut store)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("calling inputs() of {}", what()))?;
+        // A detector reads results, not events: what `wants` says is not used.
+        let meta =
+            PluginMeta { wants_impressions: false, wants_clicks: false, ..PluginMeta::described(info, hash, path)? };
         ensure!(
             !inputs.is_empty(),
             "{} ({}) reads the results of no plugin (its inputs() is empty)",
             what(),
-            info.name
+            meta.name
         );
-        let meta = PluginMeta {
-            wants_impressions: false,
-            wants_clicks: false,
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            output_topics: info.output_topics,
-            state_version: info.state_version,
-            hash,
-            path: path.to_owned(),
-        };
         let settings: Vec<(String, String)> = config
             .settings
             .iter()

@@ -36,6 +36,26 @@ pub struct PluginMeta {
     pub path: PathBuf,
 }
 
+impl PluginMeta {
+    /// What a plugin's `describe()` said, checked (a name, an output topic), with the hash and
+    /// path of its `.wasm`.
+    pub(super) fn described(info: super::PluginInfo, hash: String, path: &Path) -> anyhow::Result<Self> {
+        ensure!(!info.name.is_empty(), "plugin {} describes itself with an empty name", path.display());
+        ensure!(!info.output_topics.is_empty(), "plugin {} ({}) names no output topic", path.display(), info.name);
+        Ok(PluginMeta {
+            wants_impressions: info.wants.contains(&EventKind::Impression),
+            wants_clicks: info.wants.contains(&EventKind::Click),
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            output_topics: info.output_topics,
+            state_version: info.state_version,
+            hash,
+            path: path.to_owned(),
+        })
+    }
+}
+
 /// The data of a plugin's store.
 pub struct PluginState {
     wasi: WasiCtx,
@@ -200,19 +220,7 @@ impl Plugin {
             .call_describe(&mut store)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("calling describe() of plugin {}", path.display()))?;
-        ensure!(!info.name.is_empty(), "plugin {} describes itself with an empty name", path.display());
-        ensure!(!info.output_topics.is_empty(), "plugin {} ({}) names no output topic", path.display(), info.name);
-        let meta = PluginMeta {
-            wants_impressions: info.wants.contains(&EventKind::Impression),
-            wants_clicks: info.wants.contains(&EventKind::Click),
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            output_topics: info.output_topics,
-            state_version: info.state_version,
-            hash,
-            path: path.to_owned(),
-        };
+        let meta = PluginMeta::described(info, hash, path)?;
         let limits = Limits::of(config, &meta.name);
         limits.apply(&mut store);
         Ok(Plugin {
