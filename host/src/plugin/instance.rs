@@ -127,8 +127,11 @@ impl Limits {
     }
 }
 
+/// The epoch ticks a call may run for. The first tick after a deadline is set comes anywhere
+/// within one tick, so one more tick than the timeout holds makes a call get at least its
+/// timeout, and at most one tick more.
 fn ticks(timeout: std::time::Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1
 }
 
 /// The only time a plugin sees: the epoch, forever. Windows come with their own bounds.
