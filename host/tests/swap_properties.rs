@@ -99,6 +99,7 @@ fn stream(raw: &[(u16, u8, bool)]) -> Vec<(usize, String)> {
 fn pipeline(batch_size: usize) -> Engine {
     let time = TimeConfig {
         window_ms: WINDOW_MS,
+        slide_ms: WINDOW_MS,
         out_of_orderness_ms: 500,
         idle_timeout: Duration::from_secs(3600),
         allowed_lateness_ms: 0,

@@ -67,6 +67,8 @@ const BASE: i64 = 1_795_946_400_000;
 fn case() -> impl Strategy<Value = Case> {
     (
         prop_oneof![Just(1_000i64), Just(2_000), Just(5_000), Just(60_000)],
+        // Panes per window: tumbling (1) half the time, else sliding windows.
+        prop_oneof![Just(1i64), Just(1), Just(2), Just(4), Just(5)],
         0i64..4_000,
         prop_oneof![Just(0i64), Just(1_500)],
         prop_oneof![Just(3_000i64), Just(20_000)],
@@ -78,9 +80,10 @@ fn case() -> impl Strategy<Value = Case> {
             0..150,
         ),
     )
-        .prop_map(|(window, ooo, lateness, horizon, tasks, disorder, raw)| {
+        .prop_map(|(window, panes, ooo, lateness, horizon, tasks, disorder, raw)| {
             let time = TimeConfig {
                 window_ms: window,
+                slide_ms: window / panes,
                 out_of_orderness_ms: ooo,
                 idle_timeout: Duration::from_secs(3600),
                 allowed_lateness_ms: lateness,
@@ -156,7 +159,8 @@ fn window(ts: i64, size: i64) -> i64 {
 
 /// The SPEC rule, restated: an event is late if, when it is read, its task's watermark (the
 /// smaller of its two partitions' largest event time so far, minus the out-of-orderness) has
-/// reached its window's end plus the allowed lateness. No partition is idle here.
+/// reached its window's end plus the allowed lateness; with sliding windows, the end of the
+/// first window that holds it (the end of its slide-sized pane). No partition is idle here.
 fn late_by_spec(case: &Case) -> Vec<bool> {
     let mut max_ts = vec![i64::MIN; 2 * case.tasks];
     case.events
@@ -164,7 +168,7 @@ fn late_by_spec(case: &Case) -> Vec<bool> {
         .map(|e| {
             let own = [max_ts[2 * e.task], max_ts[2 * e.task + 1]];
             let wm = own.iter().min().copied().unwrap_or(i64::MIN).saturating_sub(case.time.out_of_orderness_ms);
-            let end = window(e.ts, case.time.window_ms) + case.time.window_ms;
+            let end = window(e.ts, case.time.slide_ms) + case.time.slide_ms;
             let late = end + case.time.allowed_lateness_ms <= wm;
             max_ts[e.partition()] = max_ts[e.partition()].max(e.ts);
             late
@@ -260,26 +264,33 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(sink.dead, 0);
 
-    // Batch computation over the events that were not late.
-    let size = case.time.window_ms;
+    // Batch computation over the events that were not late: each is in every window (one
+    // starting every slide) that holds its time.
+    let (size, slide) = (case.time.window_ms, case.time.slide_ms);
+    let windows_of = |ts: i64| {
+        let last = window(ts, slide);
+        (0..size / slide).map(move |k| last - k * slide)
+    };
     let on_time: Vec<&Ev> = case.events.iter().zip(&expected_late).filter(|(_, l)| !**l).map(|(e, _)| e).collect();
     let imps: HashMap<usize, &Ev> = on_time.iter().filter(|e| !e.click).map(|e| (e.id, *e)).collect();
     let mut ctr: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
     let mut eng: BTreeMap<(String, i64), (u64, HashSet<u8>)> = BTreeMap::new();
     for e in &on_time {
-        if e.click {
-            // The join is local to a task: a click in another task's partition never finds its impression.
-            let hit = imps
-                .get(&e.id)
-                .filter(|i| i.task == e.task && i.ts <= e.ts && i.ts >= e.ts - case.time.join_horizon_ms);
-            if let Some(i) = hit {
-                ctr.entry((format!("c{}", i.campaign), window(e.ts, size))).or_default().1 += 1;
+        for w in windows_of(e.ts) {
+            if e.click {
+                // The join is local to a task: a click in another task's partition never finds its impression.
+                let hit = imps
+                    .get(&e.id)
+                    .filter(|i| i.task == e.task && i.ts <= e.ts && i.ts >= e.ts - case.time.join_horizon_ms);
+                if let Some(i) = hit {
+                    ctr.entry((format!("c{}", i.campaign), w)).or_default().1 += 1;
+                }
+            } else {
+                ctr.entry((format!("c{}", e.campaign), w)).or_default().0 += 1;
+                let d = eng.entry((format!("d{}", e.device), w)).or_default();
+                d.0 += 1;
+                d.1.insert(e.user);
             }
-        } else {
-            ctr.entry((format!("c{}", e.campaign), window(e.ts, size))).or_default().0 += 1;
-            let d = eng.entry((format!("d{}", e.device), window(e.ts, size))).or_default();
-            d.0 += 1;
-            d.1.insert(e.user);
         }
     }
     let start = |v: &serde_json::Value| {
@@ -288,6 +299,8 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     };
     let mut got_ctr = BTreeMap::new();
     for v in sink.results.get("ctr").into_iter().flatten() {
+        let end = adstream_abi::time::parse_rfc3339_millis(v["window_end"].as_str().unwrap()).unwrap();
+        prop_assert_eq!(end - start(v), size, "a result covers the whole window, not a pane");
         let key = (v["campaign_id"].as_str().unwrap().to_owned(), start(v));
         let counts = (v["impressions"].as_u64().unwrap(), v["clicks"].as_u64().unwrap());
         prop_assert!(got_ctr.insert(key, counts).is_none(), "a window emitted twice");
@@ -456,7 +469,7 @@ mod merge_stage {
     }
 
     fn check(case: MergeCase) -> Result<(), TestCaseError> {
-        let rule = WindowRule { window_ms: WINDOW, allowed_lateness_ms: 0, join_horizon_ms: 0 };
+        let rule = WindowRule { window_ms: WINDOW, slide_ms: WINDOW, allowed_lateness_ms: 0, join_horizon_ms: 0 };
         let mut merge = Merge::new(rule, plugins().into_iter().map(Slot::new).collect());
         for t in 0..case.tasks.len() {
             merge.expect(t as i32);
@@ -551,6 +564,7 @@ mod merge_stage {
 fn an_idle_task_s_events_are_in_the_window_the_others_close() {
     let time = TimeConfig {
         window_ms: 60_000,
+        slide_ms: 60_000,
         out_of_orderness_ms: 0,
         idle_timeout: Duration::from_secs(3),
         allowed_lateness_ms: 0,

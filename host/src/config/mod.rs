@@ -48,10 +48,18 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[command(next_help_heading = "Event time")]
 pub struct TimeArgs {
-    /// Size of the tumbling event-time windows, aligned to the epoch [default: 1m]
+    /// Size of the event-time windows, aligned to the epoch [default: 1m]
     #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
     pub window: Option<Duration>,
+    /// How far apart windows start: less than --window makes them sliding (hopping), e.g.
+    /// `--window 5m --slide 1m` is "the last 5 minutes, every minute". It must divide --window.
+    /// Each event is folded once, into its slide-sized pane; a window's result is the merge of
+    /// its panes. An event is late once the first window that holds it is closed, and is then
+    /// in none of its windows [default: --window, tumbling]
+    #[arg(long, env = "ADSTREAM_SLIDE", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub slide: Option<Duration>,
     /// How far out of order events may arrive: the watermark trails the largest event time seen
     /// on each partition by this much [default: 5s]
     #[arg(long, env = "ADSTREAM_OUT_OF_ORDERNESS", value_parser = duration)]
@@ -117,6 +125,8 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeConfig {
     pub window_ms: i64,
+    /// How far apart windows start (= `window_ms`: tumbling windows).
+    pub slide_ms: i64,
     pub out_of_orderness_ms: i64,
     pub idle_timeout: Duration,
     pub allowed_lateness_ms: i64,
@@ -127,6 +137,7 @@ impl Default for TimeConfig {
     fn default() -> Self {
         TimeConfig {
             window_ms: 60_000,
+            slide_ms: 60_000,
             out_of_orderness_ms: 5_000,
             idle_timeout: Duration::from_secs(30),
             allowed_lateness_ms: 0,
@@ -168,8 +179,10 @@ impl TimeArgs {
     /// Flag or environment first, then the file, then the default.
     pub fn resolve(self, file: TimeArgs) -> anyhow::Result<TimeConfig> {
         let d = TimeConfig::default();
+        let window_ms = self.window.or(file.window).map_or(d.window_ms, ms);
         let c = TimeConfig {
-            window_ms: self.window.or(file.window).map_or(d.window_ms, ms),
+            window_ms,
+            slide_ms: self.slide.or(file.slide).map_or(window_ms, ms),
             out_of_orderness_ms: self.out_of_orderness.or(file.out_of_orderness).map_or(d.out_of_orderness_ms, ms),
             idle_timeout: self.idle_timeout.or(file.idle_timeout).unwrap_or(d.idle_timeout),
             allowed_lateness_ms: self.allowed_lateness.or(file.allowed_lateness).map_or(d.allowed_lateness_ms, ms),
@@ -180,10 +193,29 @@ impl TimeArgs {
     }
 }
 
+/// The most panes (`--window / --slide`) a window may have.
+pub const MAX_PANES: i64 = 60;
+
 impl TimeConfig {
+    /// Whether windows overlap (`--slide` below `--window`).
+    pub fn sliding(&self) -> bool {
+        self.slide_ms < self.window_ms
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.window_ms >= 1000, "--window must be at least 1s (got {} ms)", self.window_ms);
         ensure!(self.window_ms <= 86_400_000 * 7, "--window must be at most 7 days");
+        ensure!(
+            self.slide_ms > 0 && self.slide_ms <= self.window_ms && self.window_ms % self.slide_ms == 0,
+            "--slide must divide --window (got --window {} ms, --slide {} ms): a window is made of whole slide-sized panes",
+            self.window_ms,
+            self.slide_ms
+        );
+        ensure!(
+            self.window_ms / self.slide_ms <= MAX_PANES,
+            "--window is {} times --slide; at most {MAX_PANES} panes per window are supported (each window's result merges them)",
+            self.window_ms / self.slide_ms
+        );
         ensure!(self.idle_timeout >= Duration::from_millis(100), "--idle-timeout must be at least 100ms");
         ensure!(
             self.join_horizon_ms <= 86_400_000,
@@ -254,6 +286,17 @@ mod tests {
         assert!(err.contains("unknown field `windw`"), "{err}");
         let tiny = TimeArgs { window: Some(Duration::from_millis(10)), ..Default::default() };
         assert!(tiny.resolve(TimeArgs::default()).is_err());
+        let slide = |window: u64, slide: u64| TimeArgs {
+            window: Some(Duration::from_secs(window)),
+            slide: Some(Duration::from_secs(slide)),
+            ..Default::default()
+        };
+        let t = slide(300, 60).resolve(TimeArgs::default()).unwrap();
+        assert!(t.sliding() && t.slide_ms == 60_000);
+        let err = slide(300, 120).resolve(TimeArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("--slide must divide --window"), "{err}");
+        assert!(slide(3600, 1).resolve(TimeArgs::default()).unwrap_err().to_string().contains("panes"));
+        assert!(!TimeArgs::default().resolve(TimeArgs::default()).unwrap().sliding(), "tumbling by default");
         let none = PluginArgs::default().resolve(PluginArgs::default()).unwrap_err().to_string();
         assert!(none.contains("--plugin"), "{none}");
     }

@@ -1,8 +1,10 @@
 //! The merge stage: the second phase of every aggregation.
 //!
-//! Each task folds its own events into per-window accumulators (the local phase). When a window
-//! closes at a task, the task hands over its share of it, one [`Partial`] per plugin: the
-//! accumulator's exported bytes (`export-window`), or why it has none it can vouch for. The
+//! Each task folds its own events into per-window accumulators (the local phase; per pane, with
+//! sliding windows). When a window closes at a task, the task hands over its share of it, one
+//! [`Partial`] per plugin: the accumulator's exported bytes (`export-window`; with sliding
+//! windows, of its panes merged), or why it has none it can vouch for. Windows are keyed by
+//! their start, so sliding windows overlap here without meeting. The
 //! merge keeps the partials of every window not published yet and each task's watermark, and
 //! publishes a window once the merge watermark has closed it: the smallest over the tasks that
 //! are not idle (the largest if all are), the rule a task applies to its own two partitions.
@@ -161,7 +163,7 @@ impl Merge {
     }
 
     pub fn add(&mut self, partial: Partial) -> Added {
-        if self.rule.is_closed(partial.window_start_ms, self.published) {
+        if self.rule.window_is_closed(partial.window_start_ms, self.published) {
             return Added::AfterPublication;
         }
         let Some(i) = self.slots.iter().position(|s| s.meta().name == partial.plugin) else {
@@ -194,7 +196,7 @@ impl Merge {
     /// The oldest window with partials that the merge watermark closes, if any.
     pub fn next_due(&self) -> Option<i64> {
         let (&w, _) = self.pending.first_key_value()?;
-        self.rule.is_closed(w, self.watermark).then_some(w)
+        self.rule.window_is_closed(w, self.watermark).then_some(w)
     }
 
     /// How far in event time, ms, the merge watermark trails the most advanced busy task's (0
@@ -217,7 +219,7 @@ impl Merge {
 
     /// Takes window `start`'s partials out for publishing: from now on it counts as published.
     pub fn take(&mut self, start: i64) -> Option<(Due, Vec<Vec<Partial>>)> {
-        self.published = self.published.max(self.rule.closes_at(start));
+        self.published = self.published.max(self.rule.window_closes_at(start));
         let pending = self.pending.remove(&start)?;
         let mut events: BTreeMap<TaskId, u64> = BTreeMap::new();
         let mut by_plugin = Vec::with_capacity(self.slots.len());
@@ -229,7 +231,7 @@ impl Merge {
             }
             by_plugin.push(partials);
         }
-        let window = Window { start_ms: start, end_ms: start + self.rule.window_ms };
+        let window = self.rule.window(start);
         let due = Due { window, events: events.values().sum(), tasks: events.keys().copied().collect() };
         Some((due, by_plugin))
     }
@@ -308,7 +310,7 @@ mod tests {
     use crate::plugin::NativeAggregator;
 
     fn rule() -> WindowRule {
-        WindowRule { window_ms: 60_000, allowed_lateness_ms: 0, join_horizon_ms: 0 }
+        WindowRule { window_ms: 60_000, slide_ms: 60_000, allowed_lateness_ms: 0, join_horizon_ms: 0 }
     }
 
     fn merge() -> Merge {

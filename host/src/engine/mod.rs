@@ -98,7 +98,7 @@ pub struct PartitionInfo {
     /// The task (an index into the engine's tasks) and the partition's index in it.
     task: usize,
     side: PartitionId,
-    /// Messages below this offset were processed by an earlier run (see [`Engine::resume`]).
+    /// Messages below this offset were processed by an earlier run (see [`Engine::resume_partition`]).
     replay_until: i64,
 }
 
@@ -332,20 +332,6 @@ impl Engine {
         Ok(self.partitions.len() - 1)
     }
 
-    /// Continues from an earlier run that published every window up to `watermark` and had read
-    /// `p` up to (not including) `replay_until`. Messages re-read below that offset were
-    /// already counted or routed: those of published windows only rebuild the join state;
-    /// those of open windows are counted again, since open windows are not persisted.
-    pub fn resume(&mut self, watermark: i64, replays: &[(PartitionId, i64)]) {
-        self.merge.resume(watermark);
-        for task in &mut self.tasks {
-            task.resume(watermark, i64::MIN);
-        }
-        for &(p, until) in replays {
-            self.partitions[p].replay_until = until;
-        }
-    }
-
     /// Tasks hand their partials (and report their progress) to the merge stage through
     /// `topic`, whose records take shares of at most `max_bytes`, instead of in this process.
     /// A merge stage runs here only once [`Engine::open_merge`] is called.
@@ -377,10 +363,30 @@ impl Engine {
     /// `watermark`, it had handed every window `closed` closes to the merge (their partials are
     /// in the partials topic, or published), and it had read `p` up to (not including)
     /// `replay_until`.
-    pub fn resume_partition(&mut self, p: PartitionId, watermark: i64, closed: i64, replay_until: i64) {
+    /// With sliding windows, `cuts` say which re-read events of the panes the task still held
+    /// were in them (see [`Engine::cuts`]).
+    pub fn resume_partition(
+        &mut self,
+        p: PartitionId,
+        watermark: i64,
+        closed: i64,
+        replay_until: i64,
+        cuts: &[(i64, i64)],
+    ) {
         let info = &mut self.partitions[p];
         info.replay_until = replay_until;
-        self.tasks[info.task].resume(watermark, closed);
+        let task = &mut self.tasks[info.task];
+        task.resume(watermark, closed);
+        task.resume_cuts(info.side, cuts);
+    }
+
+    /// For partition `p`'s checkpoint, with sliding windows: (pane start, offset) for each pane
+    /// closed at its task but still held by a window not handed over: its events below the
+    /// offset are in the pane, the others were late.
+    pub fn cuts(&self, p: PartitionId) -> Vec<(i64, i64)> {
+        let info = &self.partitions[p];
+        let task = &self.tasks[info.task];
+        task.cuts().iter().map(|(&pane, row)| (pane, row.get(info.side).copied().unwrap_or(i64::MAX))).collect()
     }
 
     /// Runs the merge stage here, over the partials of tasks `0..tasks`: an earlier owner
@@ -507,7 +513,7 @@ impl Engine {
             }
             exchange::Message::Partial { partial, chunk, chunks } => {
                 let window = partial.window_start_ms;
-                if self.rule.is_closed(window, self.merge.published()) {
+                if self.rule.window_is_closed(window, self.merge.published()) {
                     input.offsets.seen(0, offset);
                     // Reported once per partial, not per chunk.
                     if !replaying && chunk == 0 {
@@ -515,7 +521,7 @@ impl Engine {
                     }
                     return Ok(());
                 }
-                input.offsets.hold(0, offset, self.rule.closes_at(window));
+                input.offsets.hold(0, offset, self.rule.window_closes_at(window));
                 if let Some(whole) = input.assembler.add(partial, chunk, chunks) {
                     self.add_partial(whole);
                 }
@@ -557,8 +563,7 @@ impl Engine {
     fn after_publication(&mut self, partial: &Partial, sink: &mut dyn Sink) -> anyhow::Result<()> {
         self.stats.windows_withheld += 1;
         let Some(i) = self.merge.slots().iter().position(|s| s.meta().name == partial.plugin) else { return Ok(()) };
-        let window =
-            Window { start_ms: partial.window_start_ms, end_ms: partial.window_start_ms + self.time.window_ms };
+        let window = self.rule.window(partial.window_start_ms);
         let reason = format!(
             "task {} closed this window after it was published (the task was idle when the others closed it): its {} events are not in the published result",
             partial.task, partial.events
@@ -647,6 +652,18 @@ impl Engine {
         for task in &self.tasks {
             task.slots()[i].check_idle()?;
         }
+        // With sliding windows an old version would have to finish every window that holds a
+        // pane open now, and those hold later panes too: an event would go to both versions.
+        if self.rule.sliding()
+            && !self.open_windows().is_empty()
+            && self.merge.slots()[i].meta().state_version != new.meta().state_version
+        {
+            return Err(SwapRefused::SlidingState {
+                plugin: name,
+                from: self.merge.slots()[i].meta().state_version,
+                to: new.meta().state_version,
+            });
+        }
         let mut instances = Vec::with_capacity(self.tasks.len() + 1);
         for _ in 0..=self.tasks.len() {
             instances.push(new.fresh().map_err(|e| SwapRefused::Instantiate(format!("{e:#}")))?);
@@ -655,7 +672,8 @@ impl Engine {
         self.flush();
         let open = self.open_windows();
         let through = open.last().copied();
-        let window_ms = self.time.window_ms;
+        // What the tasks' instances hold are panes.
+        let window_ms = self.time.slide_ms;
         let mut finishing = None;
         for task in &mut self.tasks {
             let held: Vec<i64> = task.open_windows().collect();
@@ -828,6 +846,7 @@ impl Engine {
             }
         };
         let ts = event.event_time_ms();
+        // The event's pane: its window, when tumbling.
         let window = self.rule.start_of(ts);
         // Through a partials topic, a task's decisions up to its watermark are durable with its
         // partials: it alone decides. In this process, a window the merge has published is
@@ -835,6 +854,33 @@ impl Engine {
         let closed_at_task = self.tasks[t].has_closed(window);
         let final_now =
             if self.exchange.is_some() { closed_at_task } else { self.rule.is_closed(window, self.merge.published()) };
+        if final_now && replaying && self.tasks[t].holds_closed_pane(window) {
+            // Sliding windows: the pane is closed, but windows still to be handed over hold it.
+            // The checkpoint's cut says whether the earlier owner had it in the pane: then it
+            // is counted again, as re-read events of open windows are.
+            let task = &mut self.tasks[t];
+            if task.was_counted(window, side, input.offset) == Some(true) {
+                match &event {
+                    Event::Impression(imp) => {
+                        task.add_impression(imp, window, ts, &mut self.stats);
+                        self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+                    }
+                    Event::Click(click) => {
+                        task.add_click(click, window, &mut self.stats);
+                        self.offsets.hold(p, input.offset, self.rule.window_closes_at(window));
+                    }
+                }
+            } else {
+                self.stats.replayed += 1;
+                if let Event::Impression(imp) = &event {
+                    task.rejoin(imp, &mut self.stats);
+                    self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+                }
+                self.offsets.seen(p, input.offset);
+            }
+            task.observe(side, Some(ts), now);
+            return Ok(());
+        }
         if final_now {
             if replaying {
                 self.stats.replayed += 1;
@@ -875,7 +921,8 @@ impl Engine {
             }
             Event::Click(click) => {
                 task.add_click(click, window, &mut self.stats);
-                self.offsets.hold(p, input.offset, self.rule.closes_at(window));
+                // Until the pane's last window is published.
+                self.offsets.hold(p, input.offset, self.rule.window_closes_at(window));
             }
         }
         task.observe(side, Some(ts), now);
@@ -911,7 +958,8 @@ impl Engine {
         // An idle task does not hold the merge back, so the merge may publish any window: it
         // hands over every window it holds (SPEC "Time": its share is in the result).
         let bound = if clock.idle { i64::MAX } else { clock.watermark };
-        let (partials, failures) = task.close_through(bound, &mut self.stats);
+        let positions = positions(task, &self.offsets);
+        let (partials, failures) = task.close_through(bound, &positions, &mut self.stats);
         let clock = task.clock();
         let id = task.id;
         self.report_failures(t, failures);
@@ -975,7 +1023,9 @@ impl Engine {
             // A task that does not hold the merge back (it is idle) may still hold the window:
             // it hands its share over now, so the result is whole.
             for t in 0..self.tasks.len() {
-                let (partials, failures) = self.tasks[t].close_through(self.rule.closes_at(start), &mut self.stats);
+                let positions = positions(&self.tasks[t], &self.offsets);
+                let bound = self.rule.window_closes_at(start);
+                let (partials, failures) = self.tasks[t].close_through(bound, &positions, &mut self.stats);
                 self.report_failures(t, failures);
                 for partial in partials {
                     self.add_partial(partial);
@@ -1012,7 +1062,7 @@ impl Engine {
         }
         let published = self.merge.published();
         let rule = self.rule;
-        self.handed_over.retain(|&w, _| !rule.is_closed(w, published));
+        self.handed_over.retain(|&w, _| !rule.window_is_closed(w, published));
         if let Some(input) = self.exchange.as_mut().and_then(|x| x.input.as_mut()) {
             input.offsets.release(published);
         }
@@ -1022,9 +1072,9 @@ impl Engine {
     /// The oldest window that `watermark` closes and that a task or the merge still holds.
     fn next_to_publish(&self, watermark: i64) -> Option<i64> {
         let merge = self.merge.next_due();
-        let tasks = self.tasks.iter().filter_map(|t| t.open_windows().next()).min();
+        let tasks = self.tasks.iter().filter_map(Task::next_window).min();
         let oldest = merge.into_iter().chain(tasks).min()?;
-        self.rule.is_closed(oldest, watermark).then_some(oldest)
+        self.rule.window_is_closed(oldest, watermark).then_some(oldest)
     }
 
     /// Late events whose windows `watermark` published: their copies go out now.
@@ -1048,7 +1098,8 @@ impl Engine {
     /// End of input (replay): publishes every window.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
         for t in 0..self.tasks.len() {
-            let (partials, failures) = self.tasks[t].close_through(i64::MAX, &mut self.stats);
+            let positions = positions(&self.tasks[t], &self.offsets);
+            let (partials, failures) = self.tasks[t].close_through(i64::MAX, &positions, &mut self.stats);
             self.report_failures(t, failures);
             for partial in partials {
                 self.add_partial(partial);
@@ -1301,4 +1352,9 @@ impl Engine {
         tracing::debug!(topic = %info.topic, partition = info.partition, offset = input.offset, window = %format_rfc3339_millis(window), "late");
         route::copy(&self.topics.late, input, info, "late", &detail, &mut self.stats.truncated, sink)
     }
+}
+
+/// Where `task`'s partitions have been read (one past the last offset), by their index in it.
+fn positions(task: &Task, offsets: &OffsetTracker) -> Vec<i64> {
+    task.inputs.iter().map(|&p| offsets.next(p).unwrap_or(i64::MIN)).collect()
 }

@@ -32,11 +32,18 @@ pub struct Task {
     /// Every window this closes was handed to the merge, even if the watermark has not closed
     /// it (an idle task hands over all it holds).
     closed_floor: i64,
+    /// Sliding windows: where each of the task's partitions had been read when each pane that
+    /// is closed here but not released yet was closed, pane → (partition index here → next
+    /// offset). An event of such a pane below its partition's cut was on time (it is in the
+    /// pane); one at or above it was late. Kept in the checkpoints, so that a new owner re-reading
+    /// the pane's events puts back exactly those that were in it (see [`Task::was_counted`]).
+    cuts: BTreeMap<i64, Vec<i64>>,
     rule: WindowRule,
     /// The task's partitions (at most one per input topic), by their index here.
     watermarks: Watermarks,
     join: Join,
-    /// Windows with events at this task, not handed to the merge yet → events counted.
+    /// Panes (windows, when tumbling) with events at this task whose last window was not handed
+    /// to the merge yet → events counted.
     open: BTreeMap<i64, u64>,
     /// Events decoded since the plugins were last called.
     batch: BatchWriter,
@@ -61,6 +68,7 @@ impl Task {
             inputs: Vec::new(),
             clock: TaskClock { watermark: i64::MIN, idle: false },
             closed_floor: i64::MIN,
+            cuts: BTreeMap::new(),
             rule,
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
             join: Join::new(time.join_horizon_ms),
@@ -126,14 +134,57 @@ impl Task {
         self.watermarks.current().max(self.closed_floor)
     }
 
-    /// Whether the window starting at `start` is closed at this task.
+    /// Whether the pane (the window, when tumbling) starting at `start` is closed at this task.
     pub fn has_closed(&self, start: i64) -> bool {
         self.rule.is_closed(start, self.closed_through())
     }
 
-    /// Windows with events here, oldest first.
+    /// Panes (windows, when tumbling) with events here that are not released, oldest first.
     pub fn open_windows(&self) -> impl Iterator<Item = i64> + '_ {
         self.open.keys().copied()
+    }
+
+    /// The start of the oldest window this task has not handed over that holds one of its
+    /// panes.
+    pub fn next_window(&self) -> Option<i64> {
+        let (&pane, _) = self.open.first_key_value()?;
+        let mut start = self.rule.first_window_of(pane);
+        // The last window that holds the pane starts where it does.
+        while start < pane && self.rule.window_is_closed(start, self.closed_floor) {
+            start += self.rule.slide_ms;
+        }
+        Some(start)
+    }
+
+    /// Sliding windows: the panes closed here but not released, with where each of the task's
+    /// partitions had been read when they closed (for the checkpoint).
+    pub fn cuts(&self) -> &BTreeMap<i64, Vec<i64>> {
+        &self.cuts
+    }
+
+    /// Continues with the cuts an earlier owner checkpointed for partition `side`.
+    pub fn resume_cuts(&mut self, side: PartitionId, cuts: &[(i64, i64)]) {
+        for &(pane, offset) in cuts {
+            let row = self.cuts.entry(pane).or_default();
+            if row.len() <= side {
+                row.resize(side + 1, i64::MAX);
+            }
+            row[side] = offset;
+        }
+    }
+
+    /// Sliding windows, re-reading after a restart: whether the event at `offset` of partition
+    /// `side`, of a pane that is closed here but not released, was in that pane (on time) when
+    /// an earlier owner read it. `None`: the pane is not such a pane.
+    pub fn was_counted(&self, pane: i64, side: PartitionId, offset: i64) -> Option<bool> {
+        let row = self.cuts.get(&pane)?;
+        Some(offset < row.get(side).copied().unwrap_or(i64::MAX))
+    }
+
+    /// Whether the pane starting at `pane` is closed here but still needed by a window not
+    /// handed over: a re-read event of it may belong in it (see [`Task::was_counted`]).
+    pub fn holds_closed_pane(&self, pane: i64) -> bool {
+        self.rule.sliding() && self.has_closed(pane) && !self.rule.window_is_closed(pane, self.closed_through())
     }
 
     /// An on-time impression: into its window, and joined with the clicks waiting for it.
@@ -225,66 +276,126 @@ impl Task {
 
     /// Hands over every window `watermark` closes (the task's own; `i64::MAX` when the task is
     /// idle, since the merge does not wait for it then; the merge's, in this process, when it
-    /// publishes without waiting for this task): flushes the batch, exports
-    /// each plugin's accumulator of the window and drops it. Returns the partials, and the
-    /// plugin calls that failed on the way (their windows are withheld, not lost).
-    pub fn close_through(&mut self, watermark: i64, stats: &mut Stats) -> (Vec<Partial>, Vec<Failure>) {
+    /// publishes without waiting for this task): flushes the batch, exports each plugin's
+    /// accumulator of the window (with sliding windows, the merge of its panes') and drops the
+    /// panes no later window holds. `positions` are where the task's partitions have been read
+    /// (one past the last offset, by index here): the cuts of the panes this closes. Returns the
+    /// partials, and the plugin calls that failed on the way (their windows are withheld, not
+    /// lost).
+    pub fn close_through(
+        &mut self,
+        watermark: i64,
+        positions: &[i64],
+        stats: &mut Stats,
+    ) -> (Vec<Partial>, Vec<Failure>) {
         let rule = self.rule;
-        if !self.open.first_key_value().is_some_and(|(&w, _)| rule.is_closed(w, watermark)) {
+        let due = |task: &Self| task.next_window().filter(|&w| rule.window_is_closed(w, watermark));
+        if due(self).is_none() {
             return (Vec::new(), Vec::new());
         }
         let mut failures = self.flush();
         let mut partials = Vec::new();
-        while let Some((&start, _)) = self.open.first_key_value() {
-            if !rule.is_closed(start, watermark) {
-                break;
+        while let Some(start) = due(self) {
+            let panes: Vec<(i64, u64)> =
+                rule.panes_of(start).filter_map(|p| self.open.get(&p).map(|&events| (p, events))).collect();
+            let events = panes.iter().map(|&(_, n)| n).sum();
+            // The window's newest pane closes with it: its clicks still waiting never will be
+            // attributed (an impression is never newer than its click).
+            let newest = start + rule.window_ms - rule.slide_ms;
+            if self.open.contains_key(&newest) {
+                stats.clicks_unattributed += self.join.close_window(newest);
             }
-            let (start, events) = self.open.pop_first().expect("checked above");
-            stats.clicks_unattributed += self.join.close_window(start);
-            let window = Window { start_ms: start, end_ms: start + rule.window_ms };
+            let window = rule.window(start);
             for i in 0..self.plugins.len() {
-                let slot = &mut self.plugins[i];
-                let (which, exported) = slot.export_window(window);
-                let meta = slot.meta_of(which).clone();
-                let withheld = slot.withheld.remove(&start);
-                let share = match (withheld, exported) {
-                    (Some(reason), _) => Share::Withheld(reason),
-                    (None, Ok(Some(state))) => Share::State(state),
-                    (None, Ok(None)) => Share::Empty,
-                    (None, Err(e)) => {
-                        let reason = e.to_string();
-                        slot.failed(which, &e, self.open.keys().copied());
-                        failures.push((i, which, e));
-                        Share::Withheld(reason)
-                    }
-                };
-                // The state is exported: drop it (the records are the merge's to make). If that
-                // fails, the instance restarts, and the windows still open lose its state.
-                if !matches!(share, Share::Withheld(_))
-                    && let Err(e) = slot.instance(which).close_window(window)
-                {
-                    slot.failed(which, &e, self.open.keys().copied());
-                    failures.push((i, which, e));
-                }
-                partials.push(Partial {
-                    task: self.id,
-                    window_start_ms: start,
-                    plugin: meta.name,
-                    version: meta.version,
-                    state_version: meta.state_version,
-                    events,
-                    share,
-                });
+                partials.push(self.share_of(i, start, &panes, events, &mut failures));
             }
+            self.closed_floor = self.closed_floor.max(rule.window_closes_at(start));
+            // No later window holds the window's oldest pane.
+            self.release_pane(start, window, stats, &mut failures);
         }
         // What was handed over is closed here for good (an idle task hands over every window it
         // holds, and its later events of them are late), though the watermark it reports to the
-        // merge stays its own.
-        if let Some(last) = partials.last() {
-            self.closed_floor = self.closed_floor.max(rule.closes_at(last.window_start_ms));
+        // merge stays its own. Panes closed but still held by later windows get their cuts.
+        if rule.sliding() {
+            let closed = self.closed_through();
+            for &pane in self.open.keys() {
+                if rule.is_closed(pane, closed) {
+                    self.cuts.entry(pane).or_insert_with(|| positions.to_vec());
+                }
+            }
         }
         self.join.expire(rule.oldest_open(self.closed_through()));
         (partials, failures)
+    }
+
+    /// Plugin `i`'s share of the window starting at `start`, made of `panes` (those of the
+    /// window with events here, and their events).
+    fn share_of(
+        &mut self,
+        i: usize,
+        start: i64,
+        panes: &[(i64, u64)],
+        events: u64,
+        failures: &mut Vec<Failure>,
+    ) -> Partial {
+        let rule = self.rule;
+        let slot = &mut self.plugins[i];
+        let which = slot.which_for(start);
+        let meta = slot.meta_of(which).clone();
+        let withheld = panes.iter().find_map(|(p, _)| slot.withheld.get(p).cloned());
+        let exported = if withheld.is_some() {
+            Ok(None)
+        } else if rule.sliding() {
+            window_of_panes(slot.instance(which), rule, start, panes)
+        } else {
+            slot.instance(which).export_window(rule.window(start))
+        };
+        let share = match (withheld, exported) {
+            (Some(reason), _) => Share::Withheld(reason),
+            (None, Ok(Some(state))) => Share::State(state),
+            (None, Ok(None)) => Share::Empty,
+            (None, Err(e)) => {
+                let reason = e.to_string();
+                slot.failed(which, &e, self.open.keys().copied());
+                failures.push((i, which, e));
+                Share::Withheld(reason)
+            }
+        };
+        Partial {
+            task: self.id,
+            window_start_ms: start,
+            plugin: meta.name,
+            version: meta.version,
+            state_version: meta.state_version,
+            events,
+            share,
+        }
+    }
+
+    /// Drops the pane starting at `start` (no window to come holds it): its events, its cut,
+    /// and each plugin's accumulator of it (`window`: the pane's last window; the pane itself
+    /// when tumbling). If dropping fails, the instance restarts, and the panes still open lose
+    /// its state.
+    fn release_pane(&mut self, start: i64, window: Window, stats: &mut Stats, failures: &mut Vec<Failure>) {
+        self.cuts.remove(&start);
+        // Clicks re-read after a restart into a closed pane wait for their impression until
+        // the pane goes (with tumbling windows there are none left here).
+        stats.clicks_unattributed += self.join.close_window(start);
+        if self.open.remove(&start).is_none() {
+            return;
+        }
+        let pane = if self.rule.sliding() { self.rule.pane(start) } else { window };
+        for i in 0..self.plugins.len() {
+            let slot = &mut self.plugins[i];
+            if slot.withheld.remove(&start).is_some() {
+                continue;
+            }
+            let which = slot.which_for(start);
+            if let Err(e) = slot.instance(which).close_window(pane) {
+                slot.failed(which, &e, self.open.keys().copied());
+                failures.push((i, which, e));
+            }
+        }
     }
 
     /// The merge published through the window starting at `start`: a version retiring after
@@ -294,6 +405,38 @@ impl Task {
             slot.emitted(start);
         }
     }
+}
+
+/// The accumulator of the window starting at `start`, merged from its `panes` in `instance`:
+/// restored into the window's oldest pane's place (that pane is dropped next: no later window
+/// holds it) and merged there. `None` if no pane has state.
+fn window_of_panes(
+    instance: &mut dyn crate::plugin::Aggregator,
+    rule: WindowRule,
+    start: i64,
+    panes: &[(i64, u64)],
+) -> Result<Option<Vec<u8>>, PluginError> {
+    let mut states = Vec::with_capacity(panes.len());
+    for &(p, _) in panes {
+        if let Some(state) = instance.export_window(rule.pane(p))? {
+            states.push(state);
+        }
+    }
+    let Some((first, rest)) = states.split_first() else { return Ok(None) };
+    if rest.is_empty() && panes.first().is_some_and(|&(p, _)| p == start) {
+        return Ok(Some(first.clone()));
+    }
+    let key = rule.pane(start);
+    instance.restore_window(key, first)?;
+    for state in rest {
+        instance.merge_window(key, state)?;
+    }
+    let merged = instance.export_window(key)?;
+    // A pane without events here is not dropped with the others: drop its place now.
+    if !panes.iter().any(|&(p, _)| p == start) {
+        instance.close_window(key)?;
+    }
+    Ok(merged)
 }
 
 fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {

@@ -108,6 +108,10 @@ pub enum SwapRefused {
         "plugin {plugin} is still finishing the windows through {through} of its previous version; swap again once that window is emitted"
     )]
     Busy { plugin: String, through: String },
+    #[error(
+        "plugin {plugin}'s new version has state-version {to}, the running one {from}: with sliding windows (--slide) only a version with the same state-version can take over open windows; swap it once no window is open, or keep the state format"
+    )]
+    SlidingState { plugin: String, from: u32, to: u32 },
     #[error("the new version could not be instantiated: {0}")]
     Instantiate(String),
 }
@@ -241,7 +245,8 @@ impl Slot {
     /// Puts `new` in charge. `open` are the windows this slot's instance holds now (the caller
     /// has already handed it every buffered event); `through` the newest window open anywhere
     /// in the engine, the cut-over of an incompatible swap, so that every task and the merge
-    /// split the windows between the versions alike; `window_ms` is the window size.
+    /// split the windows between the versions alike; `window_ms` is the size of what the
+    /// instance holds (panes, with sliding windows).
     pub fn swap(
         &mut self,
         mut new: Box<dyn Aggregator>,
