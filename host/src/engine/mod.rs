@@ -854,34 +854,14 @@ impl Engine {
         let closed_at_task = self.tasks[t].has_closed(window);
         let final_now =
             if self.exchange.is_some() { closed_at_task } else { self.rule.is_closed(window, self.merge.published()) };
-        if final_now && replaying && self.tasks[t].holds_closed_pane(window) {
-            // Sliding windows: the pane is closed, but windows still to be handed over hold it.
-            // The checkpoint's cut says whether the earlier owner had it in the pane: then it
-            // is counted again, as re-read events of open windows are.
-            let task = &mut self.tasks[t];
-            if task.was_counted(window, side, input.offset) == Some(true) {
-                match &event {
-                    Event::Impression(imp) => {
-                        task.add_impression(imp, window, ts, &mut self.stats);
-                        self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
-                    }
-                    Event::Click(click) => {
-                        task.add_click(click, window, &mut self.stats);
-                        self.offsets.hold(p, input.offset, self.rule.window_closes_at(window));
-                    }
-                }
-            } else {
-                self.stats.replayed += 1;
-                if let Event::Impression(imp) = &event {
-                    task.rejoin(imp, &mut self.stats);
-                    self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
-                }
-                self.offsets.seen(p, input.offset);
-            }
-            task.observe(side, Some(ts), now);
-            return Ok(());
-        }
-        if final_now {
+        // Sliding windows: a re-read event of a pane closed at its task that windows still to be
+        // handed over hold. The checkpoint's cut says whether the earlier owner had it in the
+        // pane: then it is counted again, as re-read events of open windows are.
+        let counted_again = final_now
+            && replaying
+            && self.tasks[t].holds_closed_pane(window)
+            && self.tasks[t].was_counted(window, side, input.offset) == Some(true);
+        if final_now && !counted_again {
             if replaying {
                 self.stats.replayed += 1;
                 if let Event::Impression(imp) = &event {
@@ -899,7 +879,7 @@ impl Engine {
             return Ok(());
         }
         let task = &mut self.tasks[t];
-        if closed_at_task {
+        if closed_at_task && !counted_again {
             // Late at its task; its copy goes out with the window's results.
             self.stats.late += 1;
             let detail = task.late_detail(window, ts);
@@ -926,6 +906,9 @@ impl Engine {
             }
         }
         task.observe(side, Some(ts), now);
+        if counted_again {
+            return Ok(());
+        }
         if task.batch_full() {
             let failures = task.flush();
             self.report_failures(t, failures);
