@@ -83,15 +83,35 @@ fn sorted_values(mut v: Vec<Value>) -> Vec<String> {
 
 #[test]
 fn kafka_run_matches_the_batch_computation() {
+    check_kafka_run_against_the_batch_computation("e2e", "150000", &[], |inputs| inputs);
+}
+
+/// `--window 5m --slide 1m` on the broker: every window equal to the batch computation, each
+/// event in its five windows or, late, in none.
+#[test]
+fn sliding_windows_on_kafka_match_the_batch_computation() {
+    let flags = ["--window", "5m", "--slide", "1m"];
+    check_kafka_run_against_the_batch_computation("slide", "60000", &flags, |i| i.windows(300_000, 60_000));
+}
+
+/// Generates `events` messages (late and malformed ones among them) into fresh topics, runs a host
+/// with ctr and engagement and `flags` over them, and checks its results against the batch
+/// computation over `windows(inputs)`, its late and dead-lettered copies and its counters.
+fn check_kafka_run_against_the_batch_computation(
+    test: &str,
+    events: &str,
+    flags: &[&str],
+    windows: impl Fn(Inputs) -> Inputs,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = fresh_prefix("e2e");
-    let designated = generate(&prefix, dir.path(), "150000", "42", "0.005", "0.005");
+    let prefix = fresh_prefix(test);
+    let designated = windows(generate(&prefix, dir.path(), events, "42", "0.005", "0.005"));
     assert!(
-        designated.late > 0 && designated.malformed > 0 && designated.clicks.len() > 1000,
+        designated.late > 0 && designated.malformed > 0 && designated.clicks.len() > 300,
         "a workload worth testing"
     );
 
-    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), &[]);
+    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), flags);
     let limit = Some(designated.emitted_by_idle_watermark());
     let ctr_topic = format!("{prefix}campaign-ctr-results");
     let eng_topic = format!("{prefix}device-engagement-results");
@@ -110,7 +130,7 @@ fn kafka_run_matches_the_batch_computation() {
     // results must then equal the batch computation over every other valid event.
     let routed: HashSet<Vec<u8>> = by_topic(&records, &late_topic).iter().map(|r| r.value.clone()).collect();
     assert_eq!(routed.len(), by_topic(&records, &late_topic).len(), "a late event appeared twice");
-    let inputs = Inputs::load(&dir.path().join("events"), Late::Routed(&routed));
+    let inputs = windows(Inputs::load(&dir.path().join("events"), Late::Routed(&routed)));
     let ctr = values(&by_topic(&records, &ctr_topic));
     assert!(!ctr.is_empty(), "no ctr results at all; host log:\n{log}");
     expected::check_ctr(&ctr, &inputs.ctr(limit));

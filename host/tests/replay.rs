@@ -25,11 +25,26 @@ fn replay(events: &Path, out: &Path, plugins: &[&str], extra: &[&str]) -> std::p
 
 #[test]
 fn replay_matches_the_batch_computation() {
+    check_replay_against_the_batch_computation("300000", &[], |inputs| inputs);
+}
+
+/// `--window 5m --slide 1m`: every event in each of its five windows, a window's result the merge
+/// of its panes, also across tasks (`--tasks 3`: panes merged at each task, then partials at the
+/// merge stage), late events in none of their windows.
+#[test]
+fn sliding_windows_match_the_batch_computation() {
+    let flags = ["--window", "5m", "--slide", "1m", "--tasks", "3"];
+    check_replay_against_the_batch_computation("150000", &flags, |inputs| inputs.windows(300_000, 60_000));
+}
+
+/// Replays `events` generated events with ctr, engagement and spend and `flags`, and checks every
+/// output against the batch computation over `windows(inputs)`.
+fn check_replay_against_the_batch_computation(events: &str, flags: &[&str], windows: impl Fn(Inputs) -> Inputs) {
     let dir = tempfile::tempdir().unwrap();
-    let events = generate_jsonl(dir.path(), "300000", "11", "0.01", "0.01");
-    let inputs = Inputs::load(&events, Late::Designated);
+    let events = generate_jsonl(dir.path(), events, "11", "0.01", "0.01");
+    let inputs = windows(Inputs::load(&events, Late::Designated));
     let out = dir.path().join("out.jsonl");
-    let run = replay(&events, &out, &["ctr", "engagement", "spend"], &[]);
+    let run = replay(&events, &out, &["ctr", "engagement", "spend"], flags);
     let stats: Value = serde_json::from_slice(run.stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for line in std::fs::read_to_string(&out).unwrap().lines() {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+/// The host's default window: tumbling, 1 minute.
 pub const WINDOW_MS: i64 = 60_000;
 pub const HORIZON_MS: i64 = 600_000;
 pub const OUT_OF_ORDERNESS_MS: i64 = 5_000;
@@ -31,6 +32,28 @@ pub struct Click {
     pub ts: i64,
 }
 
+/// Windows `[start, start + size)` aligned to the epoch, one starting every `slide` (tumbling
+/// when the slide is the size): SPEC "Time", as `--window` and `--slide` set them.
+#[derive(Clone, Copy, Debug)]
+pub struct Windows {
+    pub size: i64,
+    pub slide: i64,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows { size: WINDOW_MS, slide: WINDOW_MS }
+    }
+}
+
+impl Windows {
+    /// The starts of every window that holds an event of time `ts`, oldest first.
+    pub fn of(self, ts: i64) -> impl Iterator<Item = i64> {
+        let last = ts.div_euclid(self.slide) * self.slide;
+        (0..self.size / self.slide).rev().map(move |k| last - k * self.slide)
+    }
+}
+
 /// The generated input, classified.
 #[derive(Debug, Default)]
 pub struct Inputs {
@@ -39,12 +62,28 @@ pub struct Inputs {
     pub messages: usize,
     pub malformed: usize,
     pub late: usize,
+    /// On-time events whose id (`impression_id`, `click_id`) came before in their file: a
+    /// retrying producer's copies (`adgen --duplicate-fraction`), not in [`Inputs::impressions`]
+    /// or [`Inputs::clicks`].
+    pub duplicates: usize,
     /// Largest event time of any valid event.
     pub max_ts: i64,
+    /// The windows the results are computed over (1-minute tumbling unless [`Inputs::windows`]).
+    pub windows: Windows,
 }
 
-fn window(ts: i64) -> i64 {
-    ts.div_euclid(WINDOW_MS) * WINDOW_MS
+/// Expected results, (key, window start) → figures, over windows of `window_ms`.
+#[derive(Debug)]
+pub struct Want<V> {
+    pub by_window: BTreeMap<(String, i64), V>,
+    pub window_ms: i64,
+}
+
+impl<V> std::ops::Deref for Want<V> {
+    type Target = BTreeMap<(String, i64), V>;
+    fn deref(&self) -> &Self::Target {
+        &self.by_window
+    }
 }
 
 fn ts_of(v: &Value) -> Option<i64> {
@@ -104,6 +143,7 @@ impl Inputs {
             }
         };
         let mut newest = i64::MIN;
+        let mut ids = HashSet::new();
         for line in read_lines(&dir.join("ad-impressions.jsonl")) {
             inputs.messages += 1;
             let parsed = serde_json::from_slice::<Value>(&line).ok();
@@ -127,6 +167,8 @@ impl Inputs {
                     inputs.max_ts = inputs.max_ts.max(i.ts);
                     if is_late(&line, i.ts, &mut newest) {
                         inputs.late += 1;
+                    } else if !ids.insert(i.id.clone()) {
+                        inputs.duplicates += 1;
                     } else {
                         inputs.impressions.push(i);
                     }
@@ -134,20 +176,23 @@ impl Inputs {
             }
         }
         let mut newest = i64::MIN;
+        let mut ids = HashSet::new();
         for line in read_lines(&dir.join("ad-clicks.jsonl")) {
             inputs.messages += 1;
             let parsed = serde_json::from_slice::<Value>(&line).ok();
             let click = parsed.as_ref().and_then(Value::as_object).and_then(|o| {
-                text(o, "click_id")?;
                 text(o, "user_id")?;
-                Some(Click { impression_id: text(o, "impression_id")?, ts: ts_of(o.get("event_timestamp")?)? })
+                let id = text(o, "click_id")?;
+                Some((id, Click { impression_id: text(o, "impression_id")?, ts: ts_of(o.get("event_timestamp")?)? }))
             });
             match click {
                 None => inputs.malformed += 1,
-                Some(c) => {
+                Some((id, c)) => {
                     inputs.max_ts = inputs.max_ts.max(c.ts);
                     if is_late(&line, c.ts, &mut newest) {
                         inputs.late += 1;
+                    } else if !ids.insert(id) {
+                        inputs.duplicates += 1;
                     } else {
                         inputs.clicks.push(c);
                     }
@@ -155,6 +200,13 @@ impl Inputs {
             }
         }
         inputs
+    }
+
+    /// The same input over other windows: `size` long, one every `slide`.
+    pub fn windows(mut self, size: i64, slide: i64) -> Inputs {
+        assert!(slide > 0 && size % slide == 0, "the slide divides the size");
+        self.windows = Windows { size, slide };
+        self
     }
 
     /// Windows a live run has emitted once every partition went idle: those whose end is at
@@ -183,86 +235,111 @@ impl Inputs {
         self.attributions().iter().filter(|a| a.is_none()).count()
     }
 
-    fn keep(w: i64, limit: Option<i64>) -> bool {
-        limit.is_none_or(|l| w + WINDOW_MS <= l)
+    /// The starts of the windows of an event of time `ts` that a run bounded by `limit` has
+    /// closed (every one of them with `None`).
+    fn windows_of(&self, ts: i64, limit: Option<i64>) -> impl Iterator<Item = i64> {
+        let size = self.windows.size;
+        self.windows.of(ts).filter(move |w| limit.is_none_or(|l| w + size <= l))
+    }
+
+    fn want<V>(&self, by_window: BTreeMap<(String, i64), V>) -> Want<V> {
+        Want { by_window, window_ms: self.windows.size }
     }
 
     /// (campaign, window start) → (impressions, clicks).
-    pub fn ctr(&self, limit: Option<i64>) -> BTreeMap<(String, i64), (u64, u64)> {
+    pub fn ctr(&self, limit: Option<i64>) -> Want<(u64, u64)> {
         let mut out: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
         for i in &self.impressions {
-            if Self::keep(window(i.ts), limit) {
-                out.entry((i.campaign.clone(), window(i.ts))).or_default().0 += 1;
+            for w in self.windows_of(i.ts, limit) {
+                out.entry((i.campaign.clone(), w)).or_default().0 += 1;
             }
         }
         for (c, imp) in self.clicks.iter().zip(self.attributions()) {
-            if let Some(imp) = imp.filter(|_| Self::keep(window(c.ts), limit)) {
-                out.entry((imp.campaign.clone(), window(c.ts))).or_default().1 += 1;
+            let Some(imp) = imp else { continue };
+            for w in self.windows_of(c.ts, limit) {
+                out.entry((imp.campaign.clone(), w)).or_default().1 += 1;
             }
         }
-        out
+        self.want(out)
     }
 
     /// (device, window start) → (impressions, distinct users).
-    pub fn engagement(&self, limit: Option<i64>) -> BTreeMap<(String, i64), (u64, u64)> {
+    pub fn engagement(&self, limit: Option<i64>) -> Want<(u64, u64)> {
         let mut users: BTreeMap<(String, i64), (u64, HashSet<&str>)> = BTreeMap::new();
-        for i in self.impressions.iter().filter(|i| Self::keep(window(i.ts), limit)) {
-            let e = users.entry((i.device.clone(), window(i.ts))).or_default();
-            e.0 += 1;
-            e.1.insert(&i.user);
+        for i in &self.impressions {
+            for w in self.windows_of(i.ts, limit) {
+                let e = users.entry((i.device.clone(), w)).or_default();
+                e.0 += 1;
+                e.1.insert(&i.user);
+            }
         }
-        users.into_iter().map(|(k, (n, u))| (k, (n, u.len() as u64))).collect()
+        self.want(users.into_iter().map(|(k, (n, u))| (k, (n, u.len() as u64))).collect())
     }
 
     /// (campaign, window start) → (impressions, total cost).
-    pub fn spend(&self, limit: Option<i64>) -> BTreeMap<(String, i64), (u64, f64)> {
+    pub fn spend(&self, limit: Option<i64>) -> Want<(u64, f64)> {
         let mut out: BTreeMap<(String, i64), (u64, f64)> = BTreeMap::new();
-        for i in self.impressions.iter().filter(|i| Self::keep(window(i.ts), limit)) {
-            let e = out.entry((i.campaign.clone(), window(i.ts))).or_default();
-            e.0 += 1;
-            e.1 += i.cost;
+        for i in &self.impressions {
+            for w in self.windows_of(i.ts, limit) {
+                let e = out.entry((i.campaign.clone(), w)).or_default();
+                e.0 += 1;
+                e.1 += i.cost;
+            }
         }
-        out
+        self.want(out)
     }
 }
 
-/// Window start of a result record, parsed independently.
-pub fn window_of(v: &Value) -> i64 {
+/// Window start and length of a result record, parsed independently.
+pub fn window_and_length_of(v: &Value) -> (i64, i64) {
     let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().expect("window_start")).unwrap();
     let end = chrono::DateTime::parse_from_rfc3339(v["window_end"].as_str().expect("window_end")).unwrap();
-    assert_eq!(end.timestamp_millis() - start.timestamp_millis(), WINDOW_MS, "window length in {v}");
-    start.timestamp_millis()
+    (start.timestamp_millis(), end.timestamp_millis() - start.timestamp_millis())
+}
+
+/// Window start of a result record of the default 1-minute windows.
+pub fn window_of(v: &Value) -> i64 {
+    let (start, length) = window_and_length_of(v);
+    assert_eq!(length, WINDOW_MS, "window length in {v}");
+    start
+}
+
+/// Window start of a result record expected over `want`'s windows.
+fn window_in<V>(v: &Value, want: &Want<V>) -> i64 {
+    let (start, length) = window_and_length_of(v);
+    assert_eq!(length, want.window_ms, "window length in {v}");
+    start
 }
 
 /// Checks result records of the ctr plugin against the expectation: every (campaign, window)
 /// exactly once, with the right numbers, and nothing else.
-pub fn check_ctr(records: &[Value], want: &BTreeMap<(String, i64), (u64, u64)>) {
+pub fn check_ctr(records: &[Value], want: &Want<(u64, u64)>) {
     let mut got = BTreeMap::new();
     for v in records {
-        let key = (v["campaign_id"].as_str().expect("campaign_id").to_owned(), window_of(v));
+        let key = (v["campaign_id"].as_str().expect("campaign_id").to_owned(), window_in(v, want));
         let (imps, clicks) = (v["impressions"].as_u64().unwrap(), v["clicks"].as_u64().unwrap());
         let ctr = v["ctr"].as_f64();
         let want_ctr = (imps > 0).then(|| clicks as f64 / imps as f64);
         assert_eq!(ctr, want_ctr, "ctr of {v}");
         assert!(got.insert(key.clone(), (imps, clicks)).is_none(), "duplicate ctr result for {key:?}");
     }
-    assert_maps_equal("ctr", &got, want);
+    assert_maps_equal("ctr", &got, &want.by_window);
 }
 
-pub fn check_engagement(records: &[Value], want: &BTreeMap<(String, i64), (u64, u64)>) {
+pub fn check_engagement(records: &[Value], want: &Want<(u64, u64)>) {
     let mut got = BTreeMap::new();
     for v in records {
-        let key = (v["device_type"].as_str().expect("device_type").to_owned(), window_of(v));
+        let key = (v["device_type"].as_str().expect("device_type").to_owned(), window_in(v, want));
         let counts = (v["impressions"].as_u64().unwrap(), v["unique_users"].as_u64().unwrap());
         assert!(got.insert(key.clone(), counts).is_none(), "duplicate engagement result for {key:?}");
     }
-    assert_maps_equal("engagement", &got, want);
+    assert_maps_equal("engagement", &got, &want.by_window);
 }
 
-pub fn check_spend(records: &[Value], want: &BTreeMap<(String, i64), (u64, f64)>) {
+pub fn check_spend(records: &[Value], want: &Want<(u64, f64)>) {
     let mut seen = HashSet::new();
     for v in records {
-        let key = (v["campaign_id"].as_str().expect("campaign_id").to_owned(), window_of(v));
+        let key = (v["campaign_id"].as_str().expect("campaign_id").to_owned(), window_in(v, want));
         assert!(seen.insert(key.clone()), "duplicate spend result for {key:?}");
         let (imps, cost) = want.get(&key).unwrap_or_else(|| panic!("unexpected spend result {v}"));
         assert_eq!(v["impressions"].as_u64(), Some(*imps), "{v}");
