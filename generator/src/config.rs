@@ -183,6 +183,14 @@ pub struct Config {
           value_parser = parse_fraction, help_heading = "Disorder and bad data")]
     pub malformed_fraction: f64,
 
+    /// Share of on-time valid events (impressions and clicks) written twice, as a producer that retries
+    /// without idempotence does: the same key and bytes, the copy emitted apart from the original within
+    /// --jitter of its event time (so either may arrive first). Copies count in --events and in the summary's
+    /// `duplicates`. Counting each event once is the reader's job: the same id is the same event.
+    #[arg(long, env = "ADGEN_DUPLICATE_FRACTION", default_value_t = 0.0, value_name = "F",
+          value_parser = parse_fraction, help_heading = "Disorder and bad data")]
+    pub duplicate_fraction: f64,
+
     /// Inject an anomaly, for a detector to find (repeatable): KIND:TARGET@FROM[+FOR], FROM and FOR
     /// from --start (without +FOR, to the end). `ctr-zero:c7@20m`: campaign c7 is no longer clicked;
     /// `click-burst:c3@25m+3m`: c3's impressions come from 20 users who click half of them;
@@ -196,7 +204,7 @@ pub struct Config {
     #[arg(short, long, env = "ADGEN_QUIET", help_heading = "Reporting")]
     pub quiet: bool,
 
-    /// Also write the final counts as JSON to FILE: messages, impressions, clicks, late and malformed, in total
+    /// Also write the final counts as JSON to FILE: messages, impressions, clicks, late, malformed and duplicates, in total
     /// and per topic, malformed per kind, the event-time range and the elapsed time.
     #[arg(long, env = "ADGEN_SUMMARY_JSON", value_name = "FILE", help_heading = "Reporting")]
     pub summary_json: Option<PathBuf>,
@@ -294,6 +302,7 @@ impl Config {
             jitter_us: self.jitter.as_micros() as i64,
             late_fraction: self.late_fraction,
             malformed_fraction: self.malformed_fraction,
+            duplicate_fraction: self.duplicate_fraction,
             anomalies: self.anomalies.iter().map(|a| a.at(start)).collect(),
         };
         if params.late_probability().is_none() {

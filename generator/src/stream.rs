@@ -50,6 +50,8 @@ pub struct StreamParams {
     pub jitter_us: i64,
     pub late_fraction: f64,
     pub malformed_fraction: f64,
+    /// Share of on-time valid events written a second time (a retrying producer's duplicate).
+    pub duplicate_fraction: f64,
     /// Anomalies injected, with their event-time ranges.
     pub anomalies: Vec<Active>,
 }
@@ -90,6 +92,8 @@ pub struct Message {
     pub event_time: EpochMillis,
     /// Emitted minutes after its event time, to be late at the host.
     pub late: bool,
+    /// A second copy of an on-time event (same key and bytes), as a retrying producer writes.
+    pub duplicate: bool,
 }
 
 /// A made message waiting for its turn.
@@ -204,8 +208,15 @@ impl MessageStream {
             };
             let payload = kind.corrupt(&valid, topic, &mut self.rng);
             let emit_at_us = now * 1000 + self.jitter();
-            let message =
-                Message { topic, key, payload, kind: MessageKind::Malformed(kind), event_time: now, late: false };
+            let message = Message {
+                topic,
+                key,
+                payload,
+                kind: MessageKind::Malformed(kind),
+                event_time: now,
+                late: false,
+                duplicate: false,
+            };
             self.push(emit_at_us, message);
             return;
         }
@@ -227,9 +238,25 @@ impl MessageStream {
             self.next_click += 1;
             click
         });
-        self.push_event(Topic::Impressions, impression.key(), impression.encode(), MessageKind::Impression, now);
-        if let Some(click) = click {
-            self.push_event(Topic::Clicks, click.key(), click.encode(), MessageKind::Click, click.event_time);
+        let impression = (Topic::Impressions, impression.key(), impression.encode(), MessageKind::Impression, now);
+        let click = click.map(|c| (Topic::Clicks, c.key(), c.encode(), MessageKind::Click, c.event_time));
+        // Copies come after both originals, so that an impression and its click always fit in --events.
+        let copies: Vec<_> = [Some(impression), click]
+            .into_iter()
+            .flatten()
+            .filter_map(|(topic, key, payload, kind, event_time)| {
+                let copy = (self.params.duplicate_fraction > 0.0).then(|| (key.clone(), payload.clone()));
+                let on_time = self.push_event(topic, key, payload, kind, event_time);
+                copy.filter(|_| on_time).map(|(key, payload)| (topic, key, payload, kind, event_time))
+            })
+            .collect();
+        for (topic, key, payload, kind, event_time) in copies {
+            if self.made < self.params.messages && self.rng.random_bool(self.params.duplicate_fraction) {
+                // Within --jitter of its event time like the original, so both stay on time.
+                let emit_at_us = event_time * 1000 + self.jitter();
+                let message = Message { topic, key, payload, kind, event_time, late: false, duplicate: true };
+                self.push(emit_at_us, message);
+            }
         }
     }
 
@@ -251,8 +278,15 @@ impl MessageStream {
         }
     }
 
-    /// Queues a valid event, on time or late.
-    fn push_event(&mut self, topic: Topic, key: String, payload: Vec<u8>, kind: MessageKind, event_time: EpochMillis) {
+    /// Queues a valid event, on time or late; returns whether it is on time.
+    fn push_event(
+        &mut self,
+        topic: Topic,
+        key: String,
+        payload: Vec<u8>,
+        kind: MessageKind,
+        event_time: EpochMillis,
+    ) -> bool {
         let eligible = event_time + LATE_DELAY_MS.start() <= self.params.start + self.params.span_ms;
         let late = eligible && self.rng.random_bool(self.late_probability);
         let emit_at_us = if late {
@@ -260,7 +294,8 @@ impl MessageStream {
         } else {
             event_time * 1000 + self.jitter()
         };
-        self.push(emit_at_us, Message { topic, key, payload, kind, event_time, late });
+        self.push(emit_at_us, Message { topic, key, payload, kind, event_time, late, duplicate: false });
+        !late
     }
 
     fn push(&mut self, emit_at_us: i64, message: Message) {
@@ -421,6 +456,30 @@ mod tests {
         assert!((epoch - 0.2).abs() < 0.01, "epoch {epoch}");
         let kinds: std::collections::HashSet<_> = messages.iter().map(|m| m.kind).collect();
         assert_eq!(kinds.len(), 2 + MalformedKind::CYCLE.len());
+    }
+
+    #[test]
+    fn duplicates_are_exact_on_time_copies_and_counted_once_each() {
+        let args = ["--events", "100000", "--duplicate-fraction", "0.05", "--late-fraction", "0.01"];
+        let messages: Vec<Message> = stream(&args).collect();
+        assert_eq!(messages.len(), 100_000, "copies count in --events");
+        let mut seen: HashMap<(Topic, &[u8]), bool> = HashMap::new();
+        let (mut copies, mut valid) = (0, 0);
+        for m in messages.iter().filter(|m| !matches!(m.kind, MessageKind::Malformed(_))) {
+            valid += 1;
+            let before = seen.insert((m.topic, m.payload.as_slice()), m.duplicate);
+            if m.duplicate {
+                copies += 1;
+                assert!(!m.late, "only on-time events are copied");
+            }
+            // Either copy may arrive first, but no event is written more than twice.
+            assert!(before.is_none_or(|first_was_copy| first_was_copy != m.duplicate), "a third copy");
+        }
+        assert_eq!(valid - seen.len(), copies, "every copy has its original, with the same bytes");
+        let share = copies as f64 / (valid - copies) as f64;
+        assert!((share - 0.05).abs() < 0.005, "duplicates {share}");
+        let same_seed_without: Vec<Message> = stream(&["--events", "100000", "--late-fraction", "0.01"]).collect();
+        assert!(same_seed_without.iter().all(|m| !m.duplicate));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Summary {
     /// Valid events emitted minutes after their event time.
     pub late: u64,
     pub malformed: u64,
+    /// Second copies of on-time events (`--duplicate-fraction`), also counted as impressions or clicks.
+    pub duplicates: u64,
     pub impressions_topic: TopicCounts,
     pub clicks_topic: TopicCounts,
     /// Malformed messages by kind, e.g. `"not_json": 12`.
@@ -51,6 +53,8 @@ pub struct TopicCounts {
     pub valid: u64,
     pub late: u64,
     pub malformed: u64,
+    /// Second copies of on-time events, among the valid ones.
+    pub duplicates: u64,
 }
 
 impl Summary {
@@ -86,6 +90,10 @@ impl Summary {
             self.late += 1;
             topic.late += 1;
         }
+        if message.duplicate {
+            self.duplicates += 1;
+            topic.duplicates += 1;
+        }
         let (min, max) = self.event_times.get_or_insert((message.event_time, message.event_time));
         *min = (*min).min(message.event_time);
         *max = (*max).max(message.event_time);
@@ -117,7 +125,7 @@ impl fmt::Display for Summary {
         let rate = self.messages as f64 / self.elapsed_seconds.max(1e-9);
         write!(
             f,
-            "adgen: {}{} messages in {:.2}s ({:.0}/s): {} impressions and {} clicks, {} late, {} malformed; ",
+            "adgen: {}{} messages in {:.2}s ({:.0}/s): {} impressions and {} clicks, {} late, {} malformed, {} duplicates; ",
             if self.interrupted { "interrupted after " } else { "" },
             self.messages,
             self.elapsed_seconds,
@@ -126,6 +134,7 @@ impl fmt::Display for Summary {
             self.clicks,
             self.late,
             self.malformed,
+            self.duplicates,
         )?;
         for (topic, separator) in [(&self.impressions_topic, ", "), (&self.clicks_topic, "")] {
             write!(
