@@ -97,7 +97,10 @@ else
   fi
   componentize=.venv/bin/componentize-py
 fi
-"$componentize" -d wit -w aggregation componentize -p . app -o NAME.wasm >/dev/null
+# A detector (app.py imports the SDK's detector module) implements the other world of the WIT.
+world=aggregation
+if grep -Eq '^(from adstream_sdk\.detector import|import adstream_sdk\.detector)' app.py; then world=detector; fi
+"$componentize" -d wit -w "$world" componentize -p . app -o NAME.wasm >/dev/null
 echo "built NAME.wasm ($(stat -c %s NAME.wasm) bytes): adstream replay --input EVENTS_DIR --plugin NAME.wasm"
 "#;
 
