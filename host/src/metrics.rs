@@ -1,10 +1,11 @@
 //! The pipeline's counters and gauges.
 //!
 //! Conservation (SPEC "Nothing is lost"): every message consumed is an impression, a click
-//! (attributed, unattributed, or still waiting for its impression), late, dead-lettered, or a
-//! re-read of a message an earlier run already handled:
+//! (attributed, unattributed, or still waiting for its impression), late, dead-lettered, a
+//! duplicate (the id and time of an event its task holds: see `engine::join`), or a re-read of a message an
+//! earlier run already handled:
 //!
-//! `consumed = impressions + clicks_attributed + clicks_unattributed + pending_clicks + late + dead_lettered + replayed`
+//! `consumed = impressions + clicks_attributed + clicks_unattributed + pending_clicks + late + dead_lettered + duplicates + replayed`
 //!
 //! (an attributed click is counted when it is matched, so `clicks_attributed` includes clicks
 //! released from pending.) Copies cut to fit their topic (`truncated`) are among the late and
@@ -43,6 +44,10 @@ pub struct Stats {
     pub late: u64,
     /// Invalid messages, sent to the dead-letter topic.
     pub dead_lettered: u64,
+    /// On-time events dropped because their task already held one with the same id
+    /// (`impression_id`, `click_id`) and event time: a producer's retried copies. 0 with
+    /// `--keep-duplicates`.
+    pub duplicates: u64,
     /// Messages re-read after a restart that an earlier run had already handled.
     pub replayed: u64,
     /// Windows emitted.
@@ -103,6 +108,7 @@ impl Stats {
             clicks_unattributed: self.clicks_unattributed + later.clicks_unattributed,
             late: self.late + later.late,
             dead_lettered: self.dead_lettered + later.dead_lettered,
+            duplicates: self.duplicates + later.duplicates,
             replayed: self.replayed + later.replayed,
             windows_emitted: self.windows_emitted + later.windows_emitted,
             results: self.results + later.results,
@@ -164,6 +170,7 @@ impl Stats {
             + self.pending_clicks
             + self.late
             + self.dead_lettered
+            + self.duplicates
             + self.replayed
     }
 }
@@ -176,10 +183,18 @@ mod tests {
     fn a_host_s_figures_are_its_threads_added_up_with_the_lowest_busy_watermark() {
         let busy =
             Stats { consumed: 10, impressions: 7, pending_clicks: 3, tasks: 2, watermark_ms: 500, ..Stats::default() };
-        let merging = Stats { consumed: 4, late: 4, tasks: 1, merge_stage: 1, watermark_ms: 300, ..Stats::default() };
+        let merging = Stats {
+            consumed: 5,
+            late: 4,
+            duplicates: 1,
+            tasks: 1,
+            merge_stage: 1,
+            watermark_ms: 300,
+            ..Stats::default()
+        };
         let idle = Stats { watermark_ms: 0, startup_to_first_message_us: Some(9), ..Stats::default() };
         let host = Stats::host([&busy, &merging, &idle]);
-        assert_eq!((host.consumed, host.accounted()), (14, 14));
+        assert_eq!((host.consumed, host.accounted(), host.duplicates), (15, 15, 1));
         assert_eq!((host.tasks, host.merge_stage, host.watermark_ms), (3, 1, 300));
         assert_eq!(host.startup_to_first_message_us, Some(9));
     }

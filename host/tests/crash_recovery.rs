@@ -9,37 +9,41 @@ mod common;
 use std::time::Duration;
 
 use common::expected::Inputs;
-use common::{Host, finish_and_check_exactly_once, fresh_prefix, generate};
+use common::{Host, finish_and_check_exactly_once, fresh_prefix, generate_with};
 use rand::{Rng, SeedableRng};
 
 #[test]
 fn results_are_exactly_once_across_repeated_sigkills() {
     let kills: usize = std::env::var("ADSTREAM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    check_exactly_once_across_sigkills("crash", kills, "600000", &[], |inputs| inputs);
+    check_exactly_once_across_sigkills("crash", kills, "600000", &[], &[], |inputs| inputs);
 }
 
-/// The same with `--window 5m --slide 1m`: a restart finds panes closed at a task but still
-/// held by later windows, and puts back exactly the events they held (the checkpoint's `cuts=`).
+/// The same with `--window 5m --slide 1m` over input with a producer's retried copies: a restart
+/// finds panes closed at a task but still held by later windows, and puts back exactly the events
+/// they held (the checkpoint's `cuts=`), and drops the same copies as the run it replaces.
 #[test]
-fn sliding_window_results_are_exactly_once_across_repeated_sigkills() {
+fn sliding_window_results_over_repeated_events_are_exactly_once_across_repeated_sigkills() {
     let kills: usize = std::env::var("ADSTREAM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
-    let flags = ["--window", "5m", "--slide", "1m"];
-    check_exactly_once_across_sigkills("crash-slide", kills, "300000", &flags, |i| i.windows(300_000, 60_000));
+    let (adgen, flags) = (["--duplicate-fraction", "0.02"], ["--window", "5m", "--slide", "1m"]);
+    check_exactly_once_across_sigkills("crash-slide", kills, "300000", &adgen, &flags, |i| i.windows(300_000, 60_000));
 }
 
-/// Kills a host running ctr and engagement with `flags` over `events` generated messages `kills`
-/// times, half of them while a window is half published, then lets a last run finish and checks
-/// what a `read_committed` consumer sees against the batch computation over `windows(inputs)`.
+/// Kills a host running ctr and engagement with `flags` over `events` generated messages (with
+/// `adgen` flags) `kills` times, half of them while a window is half published, then lets a last
+/// run finish and checks what a `read_committed` consumer sees against the batch computation over
+/// `windows(inputs)`.
 fn check_exactly_once_across_sigkills(
     test: &str,
     kills: usize,
     events: &str,
+    adgen: &[&str],
     flags: &[&str],
     windows: impl Fn(Inputs) -> Inputs,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix(test);
-    let inputs = windows(generate(&prefix, dir.path(), events, "5", "0", "0.002"));
+    let inputs = windows(generate_with(&prefix, dir.path(), events, "5", "0", "0.002", adgen));
+    assert!(adgen.is_empty() || inputs.duplicates > 100, "{} duplicates", inputs.duplicates);
     let group = format!("{prefix}g");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kills as u64);
     let mut killed_mid_emission = 0;

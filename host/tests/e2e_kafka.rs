@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::expected::{self, Inputs, Late};
-use common::{Host, Record, adstream, fresh_prefix, generate, plugin, read_topics, run_ok};
+use common::{Host, Record, adstream, fresh_prefix, generate, generate_with, plugin, read_topics, run_ok};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -45,13 +45,14 @@ fn check_rejects(records: &[Record], prefix: &str, inputs: &Inputs) {
     assert!(reasons.len() >= 5, "the generator's malformed kinds map to several reasons: {reasons:?}");
 }
 
-/// consumed = impressions + clicks (attributed + unattributed) + late + dead-lettered.
+/// consumed = impressions + clicks (attributed + unattributed) + late + dead-lettered + duplicates.
 fn check_conservation(stats: &Value, inputs: &Inputs) {
     let n = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("stats has no {k}: {stats}"));
     assert_eq!(n("consumed") as usize, inputs.messages, "consumed: {stats}");
     common::assert_accounted(stats);
     assert_eq!(n("late") as usize, inputs.late, "{stats}");
     assert_eq!(n("dead_lettered") as usize, inputs.malformed, "{stats}");
+    assert_eq!(n("duplicates") as usize, inputs.duplicates, "{stats}");
     assert_eq!(n("impressions") as usize, inputs.impressions.len(), "{stats}");
     assert_eq!((n("clicks_unattributed") + n("pending_clicks")) as usize, inputs.unattributed_clicks(), "{stats}");
 }
@@ -83,29 +84,32 @@ fn sorted_values(mut v: Vec<Value>) -> Vec<String> {
 
 #[test]
 fn kafka_run_matches_the_batch_computation() {
-    check_kafka_run_against_the_batch_computation("e2e", "150000", &[], |inputs| inputs);
+    check_kafka_run_against_the_batch_computation("e2e", "150000", &[], &[], |inputs| inputs);
 }
 
-/// `--window 5m --slide 1m` on the broker: every window equal to the batch computation, each
-/// event in its five windows or, late, in none.
+/// `--window 5m --slide 1m` on the broker, over input with a producer's retried copies: every
+/// window equal to the batch computation over the input without them, each event in its five
+/// windows or, late, in none; the host counts as many duplicates as the generator wrote.
 #[test]
-fn sliding_windows_on_kafka_match_the_batch_computation() {
-    let flags = ["--window", "5m", "--slide", "1m"];
-    check_kafka_run_against_the_batch_computation("slide", "60000", &flags, |i| i.windows(300_000, 60_000));
+fn sliding_windows_over_repeated_events_on_kafka_match_the_batch_computation() {
+    let (adgen, flags) = (["--duplicate-fraction", "0.02"], ["--window", "5m", "--slide", "1m"]);
+    check_kafka_run_against_the_batch_computation("slide", "60000", &adgen, &flags, |i| i.windows(300_000, 60_000));
 }
 
-/// Generates `events` messages (late and malformed ones among them) into fresh topics, runs a host
-/// with ctr and engagement and `flags` over them, and checks its results against the batch
-/// computation over `windows(inputs)`, its late and dead-lettered copies and its counters.
+/// Generates `events` messages (late and malformed ones among them, and `adgen` flags) into fresh
+/// topics, runs a host with ctr and engagement and `flags` over them, and checks its results
+/// against the batch computation over `windows(inputs)`, its late and dead-lettered copies and
+/// its counters.
 fn check_kafka_run_against_the_batch_computation(
     test: &str,
     events: &str,
+    adgen: &[&str],
     flags: &[&str],
     windows: impl Fn(Inputs) -> Inputs,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix(test);
-    let designated = windows(generate(&prefix, dir.path(), events, "42", "0.005", "0.005"));
+    let designated = windows(generate_with(&prefix, dir.path(), events, "42", "0.005", "0.005", adgen));
     assert!(
         designated.late > 0 && designated.malformed > 0 && designated.clicks.len() > 300,
         "a workload worth testing"

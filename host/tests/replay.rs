@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::expected::{self, Inputs, Late};
-use common::{adstream, generate_jsonl, plugin, run_ok};
+use common::{adgen, adstream, generate_jsonl, plugin, run_ok};
 use serde_json::Value;
 
 /// `adstream replay` of `events` with `plugins` (built ones, by name), writing `out`; `extra`
@@ -25,7 +25,9 @@ fn replay(events: &Path, out: &Path, plugins: &[&str], extra: &[&str]) -> std::p
 
 #[test]
 fn replay_matches_the_batch_computation() {
-    check_replay_against_the_batch_computation("300000", &[], |inputs| inputs);
+    let dir = tempfile::tempdir().unwrap();
+    let events = generate_jsonl(dir.path(), "300000", "11", "0.01", "0.01");
+    check_replay(&events, &Inputs::load(&events, Late::Designated), &[]);
 }
 
 /// `--window 5m --slide 1m`: every event in each of its five windows, a window's result the merge
@@ -33,19 +35,55 @@ fn replay_matches_the_batch_computation() {
 /// merge stage), late events in none of their windows.
 #[test]
 fn sliding_windows_match_the_batch_computation() {
-    let flags = ["--window", "5m", "--slide", "1m", "--tasks", "3"];
-    check_replay_against_the_batch_computation("150000", &flags, |inputs| inputs.windows(300_000, 60_000));
+    let dir = tempfile::tempdir().unwrap();
+    let events = generate_jsonl(dir.path(), "150000", "11", "0.01", "0.01");
+    let inputs = Inputs::load(&events, Late::Designated).windows(300_000, 60_000);
+    check_replay(&events, &inputs, &["--window", "5m", "--slide", "1m", "--tasks", "3"]);
 }
 
-/// Replays `events` generated events with ctr, engagement and spend and `flags`, and checks every
-/// output against the batch computation over `windows(inputs)`.
-fn check_replay_against_the_batch_computation(events: &str, flags: &[&str], windows: impl Fn(Inputs) -> Inputs) {
+/// A producer's retried copies (`adgen --duplicate-fraction`): every id counts once, over 3 tasks,
+/// the copies are counted as duplicates, exactly as many as the generator wrote; with
+/// `--keep-duplicates` every copy counts, as before.
+#[test]
+fn repeated_ids_count_once_and_the_copies_as_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let events = generate_jsonl(dir.path(), events, "11", "0.01", "0.01");
-    let inputs = windows(Inputs::load(&events, Late::Designated));
-    let out = dir.path().join("out.jsonl");
-    let run = replay(&events, &out, &["ctr", "engagement", "spend"], flags);
-    let stats: Value = serde_json::from_slice(run.stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap();
+    let (events, summary) = (dir.path().join("events"), dir.path().join("summary.json"));
+    run_ok(
+        Command::new(adgen())
+            .args(["--events", "200000", "--seed", "13", "--late-fraction", "0.01", "--malformed-fraction", "0.01"])
+            .args(["--duplicate-fraction", "0.03", "--quiet", "--summary-json"])
+            .arg(&summary)
+            .arg("--jsonl")
+            .arg(&events),
+    );
+    let written: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let inputs = Inputs::load(&events, Late::Designated);
+    assert!(inputs.duplicates > 1000, "{} duplicates", inputs.duplicates);
+    assert_eq!(written["duplicates"].as_u64(), Some(inputs.duplicates as u64), "the copies the generator wrote");
+    let stats = check_replay(&events, &inputs, &["--tasks", "3"]);
+    assert_eq!(stats["duplicates"].as_u64(), Some(inputs.duplicates as u64), "{stats}");
+
+    let out = dir.path().join("kept.jsonl");
+    let run = replay(&events, &out, &["ctr"], &["--keep-duplicates"]);
+    let kept = last_line_json(&run.stderr);
+    assert_eq!(kept["duplicates"].as_u64(), Some(0), "{kept}");
+    let counted =
+        |s: &Value| ["impressions", "clicks_attributed", "clicks_unattributed"].map(|k| s[k].as_u64().unwrap());
+    let copies_counted = counted(&kept).iter().sum::<u64>() - counted(&stats).iter().sum::<u64>();
+    assert_eq!(copies_counted, inputs.duplicates as u64, "--keep-duplicates counts every copy: {kept}");
+}
+
+/// The stats a command printed last on stderr.
+fn last_line_json(stderr: &[u8]) -> Value {
+    serde_json::from_slice(stderr.rsplit(|&b| b == b'\n').nth(1).unwrap()).unwrap()
+}
+
+/// Replays `events` with ctr, engagement, spend and `flags`, checks every output against the
+/// batch computation over `inputs`, and returns the run's stats.
+fn check_replay(events: &Path, inputs: &Inputs, flags: &[&str]) -> Value {
+    let out = events.with_file_name("out.jsonl");
+    let run = replay(events, &out, &["ctr", "engagement", "spend"], flags);
+    let stats = last_line_json(&run.stderr);
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for line in std::fs::read_to_string(&out).unwrap().lines() {
         let v: Value = serde_json::from_str(line).unwrap();
@@ -60,6 +98,7 @@ fn check_replay_against_the_batch_computation(events: &str, flags: &[&str], wind
     assert_eq!(by_topic.get("ad-events-dlq").map_or(0, Vec::len), inputs.malformed);
     assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64));
     assert_eq!(stats["clicks_unattributed"].as_u64(), Some(inputs.unattributed_clicks() as u64));
+    stats
 }
 
 /// The Python engagement plugin (`plugins/engagement-py/app.py`, built by componentize-py with

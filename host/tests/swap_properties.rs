@@ -104,6 +104,7 @@ fn pipeline(batch_size: usize) -> Engine {
         idle_timeout: Duration::from_secs(3600),
         allowed_lateness_ms: 0,
         join_horizon_ms: 5_000,
+        keep_duplicates: false,
     };
     let mut p = Engine::with_aggregators(time, vec![ctr("1.0.0", 1), engagement()], batch_size, topics()).unwrap();
     let now = Instant::now();

@@ -88,6 +88,7 @@ fn case() -> impl Strategy<Value = Case> {
                 idle_timeout: Duration::from_secs(3600),
                 allowed_lateness_ms: lateness,
                 join_horizon_ms: horizon,
+                keep_duplicates: false,
             };
             let mut events = Vec::new();
             let mut impressions: Vec<(usize, usize, i64)> = Vec::new();
@@ -569,6 +570,7 @@ fn an_idle_task_s_events_are_in_the_window_the_others_close() {
         idle_timeout: Duration::from_secs(3),
         allowed_lateness_ms: 0,
         join_horizon_ms: 1_000,
+        keep_duplicates: false,
     };
     let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
     let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };

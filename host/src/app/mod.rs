@@ -238,6 +238,7 @@ pub(crate) fn log_progress(s: &Stats) {
         unattributed = s.clicks_unattributed,
         late = s.late,
         dead_lettered = s.dead_lettered,
+        duplicates = s.duplicates,
         windows = s.windows_emitted,
         watermark = %adstream_abi::time::format_rfc3339_millis(s.watermark_ms.max(0)),
         "progress"

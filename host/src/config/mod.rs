@@ -80,6 +80,15 @@ pub struct TimeArgs {
     #[arg(long, env = "ADSTREAM_JOIN_HORIZON", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
     pub join_horizon: Option<Duration>,
+    /// Count every copy of a repeated event. By default an on-time impression with the
+    /// impression_id and event_timestamp of one its task still holds for the join (for the
+    /// horizon after its event time), or a click with the click_id and event_timestamp of one it
+    /// has seen in that time, is a producer's retried copy: dropped, counted as a duplicate, the
+    /// first arrival kept whatever the copy's other fields. An id at another event time is
+    /// another event, counted [default: false]
+    #[arg(long, env = "ADSTREAM_KEEP_DUPLICATES", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default)]
+    pub keep_duplicates: Option<bool>,
 }
 
 /// The console, `/metrics` and the admin API of `run`.
@@ -131,6 +140,8 @@ pub struct TimeConfig {
     pub idle_timeout: Duration,
     pub allowed_lateness_ms: i64,
     pub join_horizon_ms: i64,
+    /// Count repeated ids instead of dropping them (`--keep-duplicates`).
+    pub keep_duplicates: bool,
 }
 
 impl Default for TimeConfig {
@@ -142,6 +153,7 @@ impl Default for TimeConfig {
             idle_timeout: Duration::from_secs(30),
             allowed_lateness_ms: 0,
             join_horizon_ms: 600_000,
+            keep_duplicates: false,
         }
     }
 }
@@ -187,6 +199,7 @@ impl TimeArgs {
             idle_timeout: self.idle_timeout.or(file.idle_timeout).unwrap_or(d.idle_timeout),
             allowed_lateness_ms: self.allowed_lateness.or(file.allowed_lateness).map_or(d.allowed_lateness_ms, ms),
             join_horizon_ms: self.join_horizon.or(file.join_horizon).map_or(d.join_horizon_ms, ms),
+            keep_duplicates: self.keep_duplicates.or(file.keep_duplicates).unwrap_or(d.keep_duplicates),
         };
         c.validate()?;
         Ok(c)

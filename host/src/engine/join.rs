@@ -12,9 +12,17 @@
 //! Clicks that find no impression on arrival wait (as *pending*) until their window closes;
 //! then they are counted as unattributed.
 //!
-//! An impression id seen twice (a producer's retry, say): a click matches the newest kept
-//! impression with that id whose time it can match, and within one minute of event time the
-//! later arrival. The order of arrival is the input's, so a restart decides the same way.
+//! Repeats (a producer's retried copies). A copy has its original's id *and* event time. The
+//! task asks [`Join::holds`] before it counts an impression: one the join keeps with the same id
+//! and time is a repeat, dropped (unless `--keep-duplicates`). The join keeps an impression for
+//! at least the horizon after its event time, longer than a copy can come without being late, and
+//! the copy's time names the one bucket to look in: the check costs no memory of its own, and one
+//! lookup that the impression's own insertion then finds in the cache. An id reused at another
+//! time is another event: counted, and a click matches the newest kept impression with its id
+//! whose time it can match (within one minute of event time, the later arrival). Click ids are
+//! not kept by the join, so [`Join::first_click`] keeps them, bucketed and expired like the
+//! impressions. The order of arrival is the input's, so a restart, which re-reads every
+//! impression the join kept and every click of an open window, decides the same.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -203,6 +211,9 @@ pub struct Join {
     buckets: BTreeMap<i64, Bucket>,
     /// Clicks whose impression has not arrived, by the `impression_id` they clicked.
     pending: HashMap<Box<str>, Vec<PendingClick>>,
+    /// Click ids seen, with the first one's event time (see [`Join::first_click`]), by bucket
+    /// of that time, dropped with the impression buckets of the same time.
+    click_ids: BTreeMap<i64, HashMap<Box<str>, i64>>,
     /// Seeded per process: ids come from outside, so the hash must not be predictable.
     hasher: DefaultHashBuilder,
     /// The last bucket expired, kept to be reused by the next new one.
@@ -215,6 +226,7 @@ impl Join {
             horizon_ms,
             buckets: BTreeMap::new(),
             pending: HashMap::new(),
+            click_ids: BTreeMap::new(),
             hasher: DefaultHashBuilder::default(),
             spare: None,
         }
@@ -266,6 +278,31 @@ impl Join {
         self.buckets.get_mut(&start).expect("inserted above").insert(&self.hasher, start, imp);
     }
 
+    /// Whether an impression with this id and event time is kept: then this one is a repeat.
+    /// (If the id came twice in its bucket at different times, only the later one is found.)
+    pub fn holds(&self, impression_id: &str, event_time_ms: i64) -> bool {
+        let start = event_time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let Some(bucket) = self.buckets.get(&start) else {
+            return false;
+        };
+        let hash = self.hasher.hash_one(impression_id.as_bytes());
+        bucket.get(hash, impression_id.as_bytes(), start).is_some_and(|i| i.event_time_ms == event_time_ms)
+    }
+
+    /// Remembers a click's id and time until the impressions of its time are forgotten; `false`
+    /// if a click with this id and time was seen before: this one is a repeat.
+    pub fn first_click(&mut self, click_id: &str, click_time_ms: i64) -> bool {
+        let start = click_time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let ids = self.click_ids.entry(start).or_default();
+        match ids.get(click_id) {
+            Some(&first) => first != click_time_ms,
+            None => {
+                ids.insert(click_id.into(), click_time_ms);
+                true
+            }
+        }
+    }
+
     /// The newest kept impression with this id that a click at `click_time_ms` can match.
     fn find(&self, impression_id: &str, click_time_ms: i64) -> Option<ImpressionInfo<'_>> {
         let (from, to) = (click_time_ms.saturating_sub(self.horizon_ms), click_time_ms);
@@ -312,11 +349,15 @@ impl Join {
     /// [`Join::find`] checks the time of every match, so keeping more never changes a result.
     pub fn expire(&mut self, cutoff_ms: i64) {
         let horizon = self.horizon_ms;
+        let kept = |start: i64| (start + BUCKET_MS - 1).saturating_add(horizon) >= cutoff_ms;
         while let Some((&start, _)) = self.buckets.first_key_value() {
-            if (start + BUCKET_MS - 1).saturating_add(horizon) >= cutoff_ms {
+            if kept(start) {
                 break;
             }
             self.spare = self.buckets.pop_first().map(|(_, b)| b);
+        }
+        while self.click_ids.first_key_value().is_some_and(|(&start, _)| !kept(start)) {
+            self.click_ids.pop_first();
         }
     }
 
@@ -408,6 +449,27 @@ mod tests {
         assert!(j.add_click(&click("old", 130_001), 0).is_none());
         let c = click("next", 130_001);
         assert_eq!(j.add_click(&c, 0).map(|m| m.impression.campaign_id), Some("c3"));
+    }
+
+    #[test]
+    fn the_same_id_at_the_same_time_is_a_repeat_until_its_bucket_expires() {
+        let mut j = Join::new(10_000);
+        assert!(!j.holds("i1", 1_000));
+        j.add_impression(&imp("i1", 1_000, "c1"), |_| {});
+        assert!(j.holds("i1", 1_000), "a retried copy");
+        assert!(!j.holds("i2", 1_000) && !j.holds("i", 1_000), "another id");
+        assert!(!j.holds("i1", 1_001) && !j.holds("i1", 61_000), "the id at another time: another event");
+        assert!(j.first_click("k1", 2_000));
+        assert!(!j.first_click("k1", 2_000), "a retried click");
+        assert!(j.first_click("k1", 2_001) && j.first_click("k1", 65_000), "the id at another time");
+        assert!(!j.first_click("k1", 2_000), "the first one is remembered");
+        // A copy of an impression in an older bucket is found too.
+        j.add_impression(&imp("i2", 61_000, "c1"), |_| {});
+        assert!(j.holds("i1", 1_000) && j.holds("i2", 61_000));
+        j.expire(70_000);
+        assert!(!j.holds("i1", 1_000) && j.holds("i2", 61_000), "forgotten with its bucket");
+        assert!(j.first_click("k1", 2_000), "forgotten with the impressions of its time");
+        assert!(!j.first_click("k1", 65_000));
     }
 
     #[test]

@@ -864,12 +864,16 @@ impl Engine {
         if final_now && !counted_again {
             if replaying {
                 self.stats.replayed += 1;
-                if let Event::Impression(imp) = &event {
-                    // Its window is closed, but a click of an open window may still join it.
-                    self.tasks[t].rejoin(imp, &mut self.stats);
-                    self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
-                } else {
-                    self.offsets.seen(p, input.offset);
+                match &event {
+                    Event::Impression(imp) => {
+                        // Its window is closed, but a click of an open window may still join it.
+                        self.tasks[t].rejoin(imp, &mut self.stats);
+                        self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+                    }
+                    Event::Click(click) => {
+                        self.tasks[t].reread_click(click);
+                        self.offsets.seen(p, input.offset);
+                    }
                 }
             } else {
                 self.late_now(input, ts, window, t, sink)?;
@@ -896,13 +900,20 @@ impl Engine {
         }
         match &event {
             Event::Impression(imp) => {
-                task.add_impression(imp, window, ts, &mut self.stats);
-                self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+                if task.add_impression(imp, window, ts, &mut self.stats) {
+                    self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
+                } else {
+                    // A duplicate: the original, which is held, decides on a restart.
+                    self.offsets.seen(p, input.offset);
+                }
             }
             Event::Click(click) => {
-                task.add_click(click, window, &mut self.stats);
-                // Until the pane's last window is published.
-                self.offsets.hold(p, input.offset, self.rule.window_closes_at(window));
+                if task.add_click(click, window, &mut self.stats) {
+                    // Until the pane's last window is published.
+                    self.offsets.hold(p, input.offset, self.rule.window_closes_at(window));
+                } else {
+                    self.offsets.seen(p, input.offset);
+                }
             }
         }
         task.observe(side, Some(ts), now);

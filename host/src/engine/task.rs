@@ -39,6 +39,8 @@ pub struct Task {
     /// the pane's events puts back exactly those that were in it (see [`Task::was_counted`]).
     cuts: BTreeMap<i64, Vec<i64>>,
     rule: WindowRule,
+    /// Drop repeated ids (the default; `--keep-duplicates` counts them).
+    dedup: bool,
     /// The task's partitions (at most one per input topic), by their index here.
     watermarks: Watermarks,
     join: Join,
@@ -70,6 +72,7 @@ impl Task {
             closed_floor: i64::MIN,
             cuts: BTreeMap::new(),
             rule,
+            dedup: !time.keep_duplicates,
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
             join: Join::new(time.join_horizon_ms),
             open: BTreeMap::new(),
@@ -187,8 +190,13 @@ impl Task {
         self.rule.sliding() && self.has_closed(pane) && !self.rule.window_is_closed(pane, self.closed_through())
     }
 
-    /// An on-time impression: into its window, and joined with the clicks waiting for it.
-    pub fn add_impression(&mut self, imp: &Impression<'_>, window: i64, ts: i64, stats: &mut Stats) {
+    /// An on-time impression: into its window, and joined with the clicks waiting for it; or,
+    /// if the task already holds its id, a duplicate, dropped (`false`).
+    pub fn add_impression(&mut self, imp: &Impression<'_>, window: i64, ts: i64, stats: &mut Stats) -> bool {
+        if self.dedup && self.join.holds(&imp.impression_id, ts) {
+            stats.duplicates += 1;
+            return false;
+        }
         self.batch.push(&BatchEvent {
             kind: Kind::Impression,
             window_start_ms: window,
@@ -203,12 +211,28 @@ impl Task {
         });
         *self.open.entry(window).or_default() += 1;
         stats.impressions += 1;
-        self.rejoin(imp, stats);
+        self.join_impression(imp, stats);
+        true
     }
 
     /// An impression whose window is closed (re-read after a restart): only the clicks of open
-    /// windows that wait for it are counted.
+    /// windows that wait for it are counted. A repeat of one held was dropped the first time.
     pub fn rejoin(&mut self, imp: &Impression<'_>, stats: &mut Stats) {
+        if !(self.dedup && self.join.holds(&imp.impression_id, imp.event_time_ms)) {
+            self.join_impression(imp, stats);
+        }
+    }
+
+    /// A click of a closed window, re-read after a restart: its id is remembered, as it was the
+    /// first time, so that a repeat of it is a repeat again.
+    pub fn reread_click(&mut self, click: &Click<'_>) {
+        if self.dedup {
+            self.join.first_click(&click.click_id, click.event_time_ms);
+        }
+    }
+
+    /// Keeps an impression for the join, and counts the clicks that waited for it.
+    fn join_impression(&mut self, imp: &Impression<'_>, stats: &mut Stats) {
         let (batch, open) = (&mut self.batch, &mut self.open);
         self.join.add_impression(imp, |c| {
             stats.clicks_attributed += 1;
@@ -217,14 +241,20 @@ impl Task {
         });
     }
 
-    /// An on-time click: into its window if its impression is known, otherwise it waits.
-    pub fn add_click(&mut self, click: &Click<'_>, window: i64, stats: &mut Stats) {
+    /// An on-time click: into its window if its impression is known, otherwise it waits; or, if
+    /// the task has seen its id, a duplicate, dropped (`false`).
+    pub fn add_click(&mut self, click: &Click<'_>, window: i64, stats: &mut Stats) -> bool {
+        if self.dedup && !self.join.first_click(&click.click_id, click.event_time_ms) {
+            stats.duplicates += 1;
+            return false;
+        }
         let in_window = self.open.entry(window).or_default();
         if let Some(joined) = self.join.add_click(click, window) {
             *in_window += 1;
             push_click(&mut self.batch, &joined);
             stats.clicks_attributed += 1;
         }
+        true
     }
 
     /// An event of time `ts` arrived on the task's partition `side`; `is_event` is false for a

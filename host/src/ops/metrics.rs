@@ -28,6 +28,7 @@ pub const NAMES: &[&str] = &[
     "adstream_clicks_unattributed_total",
     "adstream_late_events_total",
     "adstream_dead_lettered_total",
+    "adstream_duplicates_total",
     "adstream_replayed_total",
     "adstream_windows_emitted_total",
     "adstream_result_records_total",
@@ -74,6 +75,7 @@ pub struct Metrics {
     clicks_unattributed: Counter,
     late: Counter,
     dead_lettered: Counter,
+    duplicates: Counter,
     replayed: Counter,
     windows_emitted: Counter,
     results: Counter,
@@ -115,6 +117,7 @@ impl Default for Metrics {
             clicks_unattributed: Counter::default(),
             late: Counter::default(),
             dead_lettered: Counter::default(),
+            duplicates: Counter::default(),
             replayed: Counter::default(),
             windows_emitted: Counter::default(),
             results: Counter::default(),
@@ -157,6 +160,11 @@ impl Default for Metrics {
         );
         r.register("late_events", "Events whose window was already emitted, sent to the late topic", m.late.clone());
         r.register("dead_lettered", "Invalid messages sent to the dead-letter topic", m.dead_lettered.clone());
+        r.register(
+            "duplicates",
+            "On-time events dropped as retried copies: their task held one with the same id and event time",
+            m.duplicates.clone(),
+        );
         r.register("replayed", "Messages re-read after a restart that an earlier run had handled", m.replayed.clone());
         r.register("windows_emitted", "Windows whose results were published", m.windows_emitted.clone());
         r.register("result_records", "Result records the plugins produced", m.results.clone());
@@ -291,6 +299,7 @@ impl Metrics {
         set_counter(&self.clicks_unattributed, stats.clicks_unattributed);
         set_counter(&self.late, stats.late);
         set_counter(&self.dead_lettered, stats.dead_lettered);
+        set_counter(&self.duplicates, stats.duplicates);
         set_counter(&self.replayed, stats.replayed);
         set_counter(&self.windows_emitted, stats.windows_emitted);
         set_counter(&self.results, stats.results);

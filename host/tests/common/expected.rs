@@ -62,9 +62,9 @@ pub struct Inputs {
     pub messages: usize,
     pub malformed: usize,
     pub late: usize,
-    /// On-time events whose id (`impression_id`, `click_id`) came before in their file: a
-    /// retrying producer's copies (`adgen --duplicate-fraction`), not in [`Inputs::impressions`]
-    /// or [`Inputs::clicks`].
+    /// On-time events whose id (`impression_id`, `click_id`) and event time came before in their
+    /// file: a retrying producer's copies (`adgen --duplicate-fraction`), not in
+    /// [`Inputs::impressions`] or [`Inputs::clicks`].
     pub duplicates: usize,
     /// Largest event time of any valid event.
     pub max_ts: i64,
@@ -167,7 +167,7 @@ impl Inputs {
                     inputs.max_ts = inputs.max_ts.max(i.ts);
                     if is_late(&line, i.ts, &mut newest) {
                         inputs.late += 1;
-                    } else if !ids.insert(i.id.clone()) {
+                    } else if !ids.insert((i.id.clone(), i.ts)) {
                         inputs.duplicates += 1;
                     } else {
                         inputs.impressions.push(i);
@@ -191,7 +191,7 @@ impl Inputs {
                     inputs.max_ts = inputs.max_ts.max(c.ts);
                     if is_late(&line, c.ts, &mut newest) {
                         inputs.late += 1;
-                    } else if !ids.insert(id) {
+                    } else if !ids.insert((id, c.ts)) {
                         inputs.duplicates += 1;
                     } else {
                         inputs.clicks.push(c);

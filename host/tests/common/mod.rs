@@ -366,7 +366,8 @@ pub fn read_topics(
 }
 
 /// Every message the host consumed is accounted for:
-/// consumed = impressions + clicks (attributed, unattributed, pending) + late + dead-lettered + replayed.
+/// consumed = impressions + clicks (attributed, unattributed, pending) + late + dead-lettered +
+/// duplicates + replayed.
 pub fn assert_accounted(stats: &serde_json::Value) {
     let n = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("stats has no {k}: {stats}"));
     let accounted = n("impressions")
@@ -375,6 +376,7 @@ pub fn assert_accounted(stats: &serde_json::Value) {
         + n("pending_clicks")
         + n("late")
         + n("dead_lettered")
+        + n("duplicates")
         + n("replayed");
     assert_eq!(accounted, n("consumed"), "conservation: {stats}");
 }
