@@ -107,6 +107,9 @@ enum Plugins {
     /// The `wasm` plugins and the `anomaly` detector (Python) over their results: what a
     /// detector costs (its records are left out of the comparison with the `wasm` row's).
     Detector,
+    /// `ctr.wasm` with `engagement_hll.wasm`, approximate unique users in constant memory per
+    /// window, against the exact `engagement.wasm` (only the ctr records are compared).
+    Hll,
 }
 
 impl Plugins {
@@ -116,6 +119,7 @@ impl Plugins {
             Plugins::Native => "native",
             Plugins::Python => "wasm, engagement in Python",
             Plugins::Detector => "wasm + anomaly detector (Python)",
+            Plugins::Hll => "wasm, engagement_hll (approximate)",
         }
     }
 }
@@ -133,7 +137,7 @@ impl Bench {
     /// The host binary of a variant, its subcommand and the plugin flags.
     fn host(&self, plugins: Plugins, subcommand: &str) -> Command {
         let mut cmd = match plugins {
-            Plugins::Wasm | Plugins::Python | Plugins::Detector => Command::new(self.bin("adstream")),
+            Plugins::Wasm | Plugins::Python | Plugins::Detector | Plugins::Hll => Command::new(self.bin("adstream")),
             Plugins::Native => Command::new(self.bin("adstream-native")),
         };
         cmd.arg(subcommand);
@@ -143,8 +147,9 @@ impl Bench {
                     cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{name}.wasm")))
                 }
                 Plugins::Native => cmd.arg("--plugin").arg(format!("native:{name}")),
-                Plugins::Python => {
-                    let file = if name == "engagement" { "engagement-py" } else { name };
+                Plugins::Python | Plugins::Hll => {
+                    let instead = if plugins == Plugins::Python { "engagement-py" } else { "engagement_hll" };
+                    let file = if name == "engagement" { instead } else { name };
                     cmd.arg("--plugin").arg(self.opts.plugin_dir.join(format!("{file}.wasm")))
                 }
             };
@@ -226,7 +231,7 @@ fn main() -> anyhow::Result<()> {
         let path = opts.bin_dir.join(bin);
         anyhow::ensure!(path.is_file(), "{} is missing: `just bench` builds it", path.display());
     }
-    for plugin in ["ctr", "engagement", "engagement-py", "anomaly"] {
+    for plugin in ["ctr", "engagement", "engagement-py", "anomaly", "engagement_hll"] {
         let path = opts.plugin_dir.join(format!("{plugin}.wasm"));
         anyhow::ensure!(path.is_file(), "{} is missing: `just build-plugins` builds it", path.display());
     }
@@ -239,6 +244,7 @@ fn main() -> anyhow::Result<()> {
     bench.replay(&warm, Plugins::Wasm)?;
     bench.replay(&warm, Plugins::Python)?;
     bench.replay(&warm, Plugins::Detector)?;
+    bench.replay(&warm, Plugins::Hll)?;
 
     let main = Workload { events: bench.opts.events, users: bench.opts.users };
     let data = bench.data(main)?;
@@ -280,10 +286,20 @@ fn main() -> anyhow::Result<()> {
             let w = Workload { events, users };
             let data = bench.data(w)?;
             let mut reference = None;
-            for plugins in [Plugins::Wasm, Plugins::Native] {
+            // Approximate unique users where they cost most: 50k and 1M users.
+            let hll = if users == 10_000 { None } else { Some(Plugins::Hll) };
+            for plugins in [Plugins::Wasm, Plugins::Native].into_iter().chain(hll) {
                 eprintln!("scaling: replay, {}, {} plugins ...", w.label(), plugins.name());
                 let (usage, stats, records) = bench.replay(&data, plugins)?;
-                let same = *reference.get_or_insert_with(|| records.clone()) == records;
+                let reference = reference.get_or_insert_with(|| records.clone());
+                let same = if plugins == Plugins::Hll {
+                    let ctr = |r: &BTreeSet<Record>| -> BTreeSet<Record> {
+                        r.iter().filter(|r| r.0 == "campaign-ctr-results").cloned().collect()
+                    };
+                    ctr(reference) == ctr(&records)
+                } else {
+                    *reference == records
+                };
                 rows.push(Row::replay(&w, plugins.name(), usage, &stats, same, 1));
             }
         }

@@ -36,7 +36,7 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["anomaly", "ctr", "engagement", "engagement-py", "spend"]);
+    assert_eq!(names, ["anomaly", "ctr", "engagement", "engagement-py", "engagement_hll", "spend"]);
     // The detector: the other world of the WIT, which a live swap (Plugin::load) refuses.
     let refused = Plugin::load(&runtime, &plugin("anomaly"), &config(cache.path())).err().expect("not an aggregation");
     assert!(format!("{refused:#}").contains("it is a detector"), "{refused:#}");

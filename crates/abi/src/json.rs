@@ -72,6 +72,12 @@ impl<'a> Obj<'a> {
         self
     }
 
+    pub fn bool(mut self, key: &str, value: bool) -> Self {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
+        self
+    }
+
     /// A number, or `null` for `None` and non-finite values.
     pub fn f64(mut self, key: &str, value: Option<f64>) -> Self {
         self.key(key);
@@ -97,13 +103,14 @@ mod tests {
         Obj::new(&mut s)
             .str("id", "a\"b\\\u{1}é")
             .u64("n", 3)
+            .bool("b", true)
             .f64("r", Some(0.1 + 0.2))
             .f64("z", None)
             .time("t", 0)
             .end();
         assert_eq!(
             s,
-            r#"{"id":"a\"b\\\u0001é","n":3,"r":0.30000000000000004,"z":null,"t":"1970-01-01T00:00:00.000Z"}"#
+            r#"{"id":"a\"b\\\u0001é","n":3,"b":true,"r":0.30000000000000004,"z":null,"t":"1970-01-01T00:00:00.000Z"}"#
         );
         let mut tiny = String::new();
         push_f64(&mut tiny, 1e-7);
