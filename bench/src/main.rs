@@ -281,13 +281,18 @@ fn main() -> anyhow::Result<()> {
     }
 
     if !bench.opts.no_scaling {
-        let series = [(1_000_000, 50_000), (20_000_000, 50_000), (5_000_000, 10_000), (5_000_000, 1_000_000)];
-        for (events, users) in series {
+        // The last field: also with engagement_hll, approximate unique users, at 50k and 1M users.
+        let series = [
+            (1_000_000, 50_000, true),
+            (20_000_000, 50_000, false),
+            (5_000_000, 10_000, false),
+            (5_000_000, 1_000_000, true),
+        ];
+        for (events, users, with_hll) in series {
             let w = Workload { events, users };
             let data = bench.data(w)?;
             let mut reference = None;
-            // Approximate unique users where they cost most: 50k and 1M users.
-            let hll = if users == 10_000 { None } else { Some(Plugins::Hll) };
+            let hll = with_hll.then_some(Plugins::Hll);
             for plugins in [Plugins::Wasm, Plugins::Native].into_iter().chain(hll) {
                 eprintln!("scaling: replay, {}, {} plugins ...", w.label(), plugins.name());
                 let (usage, stats, records) = bench.replay(&data, plugins)?;

@@ -14,6 +14,20 @@ pub struct Output {
 }
 
 /// An aggregation over one window: what a plugin author writes.
+/// The value under `key` in a short list of (key, value) pairs, added with `new()` if it is not
+/// there yet. For accumulators with a handful of keys (device types), where a vector scanned in
+/// order beats hashing the key on every event.
+pub fn keyed<'a, T>(entries: &'a mut Vec<(Box<str>, T)>, key: &str, new: impl FnOnce() -> T) -> &'a mut T {
+    let i = match entries.iter().position(|(k, _)| **k == *key) {
+        Some(i) => i,
+        None => {
+            entries.push((key.into(), new()));
+            entries.len() - 1
+        }
+    };
+    &mut entries[i].1
+}
+
 pub trait Aggregation: Default {
     /// The event kinds the aggregation folds; others are skipped before [`Aggregation::add`].
     const WANTS: &'static [Kind];

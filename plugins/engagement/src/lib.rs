@@ -3,7 +3,7 @@
 
 use adstream_abi::batch::{Event, Kind};
 use adstream_abi::json::Obj;
-use adstream_abi::sdk::{Aggregation, Output};
+use adstream_abi::sdk::{Aggregation, Output, keyed};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
 
 mod users;
@@ -26,14 +26,7 @@ pub struct Engagement {
 
 impl Engagement {
     fn device(&mut self, device_type: &str) -> &mut Device {
-        let i = match self.devices.iter().position(|(d, _)| **d == *device_type) {
-            Some(i) => i,
-            None => {
-                self.devices.push((device_type.into(), Device::default()));
-                self.devices.len() - 1
-            }
-        };
-        &mut self.devices[i].1
+        keyed(&mut self.devices, device_type, Device::default)
     }
 }
 

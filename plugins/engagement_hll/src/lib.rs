@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, DefaultHasher};
 
 use adstream_abi::batch::{Event, Kind};
 use adstream_abi::json::Obj;
-use adstream_abi::sdk::{Aggregation, Output};
+use adstream_abi::sdk::{Aggregation, Output, keyed};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
@@ -56,14 +56,7 @@ pub struct EngagementHll {
 
 impl EngagementHll {
     fn device(&mut self, device_type: &str) -> &mut Device {
-        let i = match self.devices.iter().position(|(d, _)| **d == *device_type) {
-            Some(i) => i,
-            None => {
-                self.devices.push((device_type.into(), Device { impressions: 0, users: sketch() }));
-                self.devices.len() - 1
-            }
-        };
-        &mut self.devices[i].1
+        keyed(&mut self.devices, device_type, || Device { impressions: 0, users: sketch() })
     }
 }
 
