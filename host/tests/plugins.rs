@@ -153,16 +153,7 @@ fn template_builds_outside_the_repository_and_counts_right(lang: &str) {
     use std::process::Command;
 
     let dir = tempfile::tempdir().unwrap();
-    let project = dir.path().join("views");
-    run_ok(Command::new(adstream()).args(["new-plugin", "views", "--lang", lang, "--dir"]).arg(&project));
-    let path = format!("{}:{}", workspace().join(".cache/python/bin").display(), std::env::var("PATH").unwrap());
-    let mut build = Command::new("bash");
-    build.arg(project.join("build.sh")).env("PATH", path).current_dir(dir.path());
-    // Nothing of this workspace's cargo run leaks into the project's build.
-    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("CARGO_")) {
-        build.env_remove(var);
-    }
-    run_ok(&mut build);
+    let project = build_template(dir.path(), "views", lang, None);
     let events = common::generate_jsonl(dir.path(), "30000", "5", "0", "0");
     let out = run_ok(
         Command::new(adstream())
@@ -188,4 +179,82 @@ fn template_builds_outside_the_repository_and_counts_right(lang: &str) {
     }
     assert!(want.len() > 100, "{} (window, campaign) pairs", want.len());
     assert_eq!(got, want, "the template's impressions per campaign and window");
+}
+
+/// Writes a plugin project `name` with `adstream new-plugin --lang LANG` in `dir`, replaces its
+/// `app.py` with `app` if given, and builds it with the project's own `build.sh`, with nothing of
+/// this workspace's cargo run in its environment; returns the project folder.
+fn build_template(dir: &std::path::Path, name: &str, lang: &str, app: Option<&str>) -> std::path::PathBuf {
+    use common::{adstream, run_ok};
+    use std::process::Command;
+
+    let project = dir.join(name);
+    run_ok(Command::new(adstream()).args(["new-plugin", name, "--lang", lang, "--dir"]).arg(&project));
+    if let Some(app) = app {
+        std::fs::write(project.join("app.py"), app).unwrap();
+    }
+    let path = format!("{}:{}", workspace().join(".cache/python/bin").display(), std::env::var("PATH").unwrap());
+    let mut build = Command::new("bash");
+    build.arg(project.join("build.sh")).env("PATH", path).current_dir(dir);
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("CARGO_")) {
+        build.env_remove(var);
+    }
+    run_ok(&mut build);
+    project
+}
+
+/// A detector written in a Python template project (the template ships the detector SDK): its
+/// `build.sh` builds it against the `detector` world, and it runs over `ctr`'s results, window
+/// after window.
+#[test]
+fn a_detector_written_in_a_python_template_builds_and_sees_every_window() {
+    use common::{adstream, run_ok};
+    use std::process::Command;
+
+    const APP: &str = r#"
+import json
+from adstream_sdk.detector import Detector, detector
+
+class Watch(Detector):
+    def __init__(self, settings):
+        self.seen = 0
+    def observe(self, window, results):
+        self.seen += 1
+        return [("all", {"windows_seen": self.seen, "campaigns": len(results)})]
+    def save(self):
+        return json.dumps(self.seen).encode()
+    def load(self, data):
+        self.seen = json.loads(data)
+
+WitWorld = detector(Watch, name="watch", version="0.1.0", description="counts windows",
+                    inputs=["ctr"], outputs=["watch-results"], state_version=1)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let project = build_template(dir.path(), "watch", "python", Some(APP));
+    let events = common::generate_jsonl(dir.path(), "20000", "6", "0", "0");
+    let out = run_ok(
+        Command::new(adstream())
+            .args(["replay", "--input"])
+            .arg(&events)
+            .arg("--plugin")
+            .arg(plugin("ctr"))
+            .arg("--plugin")
+            .arg(project.join("watch.wasm"))
+            .arg("--plugin-cache")
+            .arg(dir.path().join("cache")),
+    );
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let windows: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|r| r["topic"] == "campaign-ctr-results")
+        .map(|r| r["value"]["window_start"].as_str().unwrap())
+        .collect();
+    let seen: Vec<u64> = lines
+        .iter()
+        .filter(|r| r["topic"] == "watch-results")
+        .map(|r| r["value"]["windows_seen"].as_u64().unwrap())
+        .collect();
+    assert!(windows.len() >= 10, "{} windows", windows.len());
+    assert_eq!(seen, (1..=windows.len() as u64).collect::<Vec<_>>(), "one alert per window, in order");
 }
