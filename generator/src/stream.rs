@@ -14,6 +14,9 @@
 //!   closed. Only events at least 3 minutes before the end of the span can be late — later ones would be
 //!   followed by too little newer data to close their window — and their probability is raised to make up.
 //! - malformed: the clock's time `+ uniform[0, jitter]`.
+//! - a copy of an on-time event (a `duplicate_fraction` of them, as a producer retrying without
+//!   idempotence writes): the same key and bytes, `event_time + uniform[0, jitter]` drawn anew, so
+//!   it stays on time and may leave before its original. Copies count towards `messages`.
 //!
 //! Every key is at least the clock's time when the message was made, and the clock never goes back, so a
 //! pending message whose key is at most the clock is final: nothing made later can sort before it. The queue of
