@@ -291,7 +291,7 @@ impl Inputs {
 }
 
 /// Window start and length of a result record, parsed independently.
-pub fn window_and_length_of(v: &Value) -> (i64, i64) {
+fn window_and_length_of(v: &Value) -> (i64, i64) {
     let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().expect("window_start")).unwrap();
     let end = chrono::DateTime::parse_from_rfc3339(v["window_end"].as_str().expect("window_end")).unwrap();
     (start.timestamp_millis(), end.timestamp_millis() - start.timestamp_millis())
