@@ -6,10 +6,14 @@
 
 mod common;
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
-use common::expected::Inputs;
-use common::{Host, finish_and_check_exactly_once, fresh_prefix, generate_with};
+use common::expected::{self, Inputs, Late};
+use common::{
+    Host, assert_accounted, await_completeness, finish_and_check_exactly_once, fresh_prefix, generate_with, read_topics,
+};
 use rand::{Rng, SeedableRng};
 
 #[test]
@@ -45,6 +49,15 @@ fn check_exactly_once_across_sigkills(
     let inputs = windows(generate_with(&prefix, dir.path(), events, "5", "0", "0.002", adgen));
     assert!(adgen.is_empty() || inputs.duplicates > 100, "{} duplicates", inputs.duplicates);
     let group = format!("{prefix}g");
+    kill_repeatedly(&prefix, &group, dir.path(), kills, flags);
+    // The last run goes to the end.
+    let host = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), flags);
+    finish_and_check_exactly_once(host, &prefix, &inputs);
+}
+
+/// Starts a host of `group` running ctr and engagement with `flags` on the topics of `prefix`, and
+/// kills it with SIGKILL, `kills` times: half of them while a window is half published.
+fn kill_repeatedly(prefix: &str, group: &str, dir: &Path, kills: usize, flags: &[&str]) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kills as u64);
     let mut killed_mid_emission = 0;
     for kill in 0..kills {
@@ -52,7 +65,7 @@ fn check_exactly_once_across_sigkills(
         // failpoint), so that kills also land while a window is half published.
         let paused = kill % 2 == 1;
         let pause: &[(&str, &str)] = if paused { &[("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS", "1000")] } else { &[] };
-        let mut host = Host::start_with_env(&prefix, &group, &["ctr", "engagement"], dir.path(), flags, pause);
+        let mut host = Host::start_with_env(prefix, group, &["ctr", "engagement"], dir, flags, pause);
         // Start-up (plugins from the cache, transactions, offsets) takes a few hundred ms; kill
         // anywhere from before it consumes anything to well into a run.
         if paused {
@@ -75,7 +88,57 @@ fn check_exactly_once_across_sigkills(
         killed_mid_emission += usize::from(last.is_some_and(|l| l.contains("pausing")));
     }
     assert_eq!(killed_mid_emission, kills / 2, "every other kill lands while a window is half published");
-    // The last run goes to the end.
-    let host = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), flags);
-    finish_and_check_exactly_once(host, &prefix, &inputs);
+}
+
+/// The windows' completeness records across SIGKILLs, over input with late events and retried
+/// copies: a merge stage that takes over reads the records back and carries them on, so each
+/// window's last record says what the run did: its counted events, the late topic's messages of
+/// it (each copied once), the copies dropped and the clicks unattributed in it. The results are
+/// exactly once too, with the events the host routed as late left out.
+#[test]
+fn completeness_records_are_exact_across_repeated_sigkills() {
+    let kills: usize = std::env::var("ADSTREAM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("crash-complete");
+    let adgen = ["--duplicate-fraction", "0.02"];
+    let designated = generate_with(&prefix, dir.path(), "200000", "11", "0.01", "0.002", &adgen);
+    let group = format!("{prefix}g");
+    // Each run publishes a few windows (each publication paused for 300 ms) and is killed: the
+    // next one gets late events of windows the one before published.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let pause = [("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS", "300")];
+    let mut restored = 0;
+    for kill in 0..kills {
+        let mut host = Host::start_with_env(&prefix, &group, &["ctr", "engagement"], dir.path(), &[], &pause);
+        std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
+        assert!(host.child.try_wait().unwrap().is_none(), "host exited by itself before kill {kill}:\n{}", host.log());
+        host.child.kill().unwrap(); // SIGKILL
+        host.child.wait().unwrap();
+        restored += usize::from(
+            host.log().lines().any(|l| l.contains("completeness records restored") && !l.contains("records=0")),
+        );
+    }
+    assert!(restored > 0, "a run took over records an earlier run published");
+    let host = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), &[]);
+
+    let limit = Some(designated.emitted_by_idle_watermark());
+    let topics =
+        ["campaign-ctr-results", "device-engagement-results", "ad-events-late"].map(|t| format!("{prefix}{t}"));
+    let (want_ctr, want_eng) = (designated.ctr(limit).len(), designated.engagement(limit).len());
+    let records = read_topics(&topics, Duration::from_secs(240), Duration::from_secs(4), |r| {
+        let n = |t: &str| r.iter().filter(|m| m.topic == t).count();
+        n(&topics[0]) >= want_ctr && n(&topics[1]) >= want_eng
+    });
+    let of = |t: &str| records.iter().filter(|r| r.topic == t).collect::<Vec<_>>();
+    let late: Vec<Vec<u8>> = of(&topics[2]).iter().map(|r| r.value.clone()).collect();
+    let routed: HashSet<Vec<u8>> = late.iter().cloned().collect();
+    assert_eq!(routed.len(), late.len(), "a late event copied twice");
+    let inputs = Inputs::load(&dir.path().join("events"), Late::Routed(&routed));
+    let values = |t: &str| of(t).iter().map(|r| r.json()).collect::<Vec<_>>();
+    expected::check_ctr(&values(&topics[0]), &inputs.ctr(limit));
+    expected::check_engagement(&values(&topics[1]), &inputs.engagement(limit));
+    let want = inputs.completeness(limit, &late);
+    assert!(want.values().any(|c| c.late > 0) && want.values().any(|c| c.duplicates > 0), "a run worth checking");
+    await_completeness(&prefix, &want, &["ctr", "engagement"], || host.log());
+    assert_accounted(&host.stop());
 }

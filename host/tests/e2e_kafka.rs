@@ -126,8 +126,6 @@ fn check_kafka_run_against_the_batch_computation(
         let n = |t: &str| r.iter().filter(|m| m.topic == t).count();
         n(&ctr_topic) >= want_ctr && n(&eng_topic) >= want_eng && n(&dlq_topic) >= designated.malformed
     });
-    let log = host.log();
-    let stats = host.stop();
 
     // Which events were late is the host's call (it depends on how the consumer interleaved
     // the partitions); `Late::Routed` checks that each was one the generator made late, and the
@@ -135,6 +133,16 @@ fn check_kafka_run_against_the_batch_computation(
     let routed: HashSet<Vec<u8>> = by_topic(&records, &late_topic).iter().map(|r| r.value.clone()).collect();
     assert_eq!(routed.len(), by_topic(&records, &late_topic).len(), "a late event appeared twice");
     let inputs = windows(Inputs::load(&dir.path().join("events"), Late::Routed(&routed)));
+
+    // Each window's completeness record, once the late events' counts have reached the merge
+    // (with the tasks' next checkpoint): the window's counted events, the late topic's messages
+    // of it, the duplicates and unattributed clicks of the batch computation, the plugin files.
+    let late: Vec<Vec<u8>> = by_topic(&records, &late_topic).iter().map(|r| r.value.clone()).collect();
+    let want = inputs.completeness(limit, &late);
+    assert!(want.values().any(|c| c.late > 0), "late events in windows of the run");
+    common::await_completeness(&prefix, &want, &["ctr", "engagement"], || host.log());
+    let log = host.log();
+    let stats = host.stop();
     let ctr = values(&by_topic(&records, &ctr_topic));
     assert!(!ctr.is_empty(), "no ctr results at all; host log:\n{log}");
     expected::check_ctr(&ctr, &inputs.ctr(limit));

@@ -266,7 +266,13 @@ fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
     let prefix = fresh_prefix("no-write");
     common::generate(&prefix, dir.path(), "5000", "26", "0", "0");
     let t = |name: &str| format!("{prefix}{name}");
-    let outputs = [t("ad-events-late"), t("ad-events-dlq"), t("adstream-plugin-errors"), t("campaign-ctr-results")];
+    let outputs = [
+        t("ad-events-late"),
+        t("ad-events-dlq"),
+        t("adstream-plugin-errors"),
+        t("adstream-window-completeness"),
+        t("campaign-ctr-results"),
+    ];
     admin().create(&outputs, 3, 1_048_588).unwrap();
     let group = t("g");
     let partials = format!("{group}-partials");

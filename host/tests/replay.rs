@@ -96,6 +96,17 @@ fn check_replay(events: &Path, inputs: &Inputs, flags: &[&str]) -> Value {
     expected::check_spend(&values("campaign-spend-results"), &inputs.spend(None));
     assert_eq!(by_topic.get("ad-events-late").map_or(0, Vec::len), inputs.late);
     assert_eq!(by_topic.get("ad-events-dlq").map_or(0, Vec::len), inputs.malformed);
+    // Each window's completeness record: its figures, the late topic's messages of it, the
+    // plugin files' hashes.
+    let late: Vec<Vec<u8>> = values("ad-events-late").iter().map(|v| v.to_string().into_bytes()).collect();
+    let want = inputs.completeness(None, &late);
+    assert!(want.values().any(|c| c.late > 0) && want.values().any(|c| c.unattributed > 0), "a run worth checking");
+    let files: Vec<(&str, std::path::PathBuf)> = ["ctr", "engagement", "spend"].map(|p| (p, plugin(p))).into();
+    let files: Vec<(&str, &Path)> = files.iter().map(|(n, f)| (*n, f.as_path())).collect();
+    let records = values("adstream-window-completeness");
+    if let Err(e) = expected::check_completeness(&records, &want, &files) {
+        panic!("{e}");
+    }
     assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64));
     assert_eq!(stats["clicks_unattributed"].as_u64(), Some(inputs.unattributed_clicks() as u64));
     stats

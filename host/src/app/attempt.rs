@@ -149,6 +149,7 @@ impl<'a> Attempt<'a> {
         source.join_group()?;
         pipeline.take_emitted();
         pipeline.take_results();
+        pipeline.take_completeness();
         Ok(Attempt {
             env,
             pipeline,
@@ -313,6 +314,7 @@ impl<'a> Attempt<'a> {
     fn publish(&mut self, now: Instant) {
         let ops = self.env.ops;
         ops.add_results(self.pipeline.take_results());
+        ops.add_completeness(self.pipeline.take_completeness());
         let kafka_error = self.consumer_error.clone().or_else(|| self.health.last_error.recent(Duration::MAX));
         ops.publish(
             self.env.thread,
@@ -427,7 +429,8 @@ fn set_up_topics(
     let kafka = &config.kafka;
     let admin = Admin::new(&kafka.client, health)?;
     let inputs = [kafka.impressions_topic.clone(), kafka.clicks_topic.clone()];
-    let mut outputs: Vec<String> = kafka.outputs.host_topics().into();
+    let completeness = &kafka.outputs.completeness;
+    let mut outputs: Vec<String> = kafka.outputs.host_topics().into_iter().filter(|t| t != completeness).collect();
     for meta in pipeline.plugins() {
         for t in kafka.outputs.of_plugin(meta) {
             if !outputs.contains(&t) {
@@ -440,6 +443,7 @@ fn set_up_topics(
         input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let mut limits = output_limits(&admin, kafka, &outputs, source.impression_partitions(), input_max)?;
     limits.extend(partials_limit(&admin, &kafka.partials_topic)?);
+    limits.extend(completeness_limit(&admin, completeness, kafka.create_topics)?);
     if pipeline.has_detectors() {
         limits.extend(state_limit(&admin, &kafka.state_topic)?);
     }
@@ -487,6 +491,27 @@ fn state_limit(admin: &Admin, topic: &str) -> Result<HashMap<String, usize>, Fai
     };
     admin.limits(&topics, created)
 }
+
+/// The size limit of the completeness topic, which is created when missing (unless
+/// `--no-create-topics`): one partition (the merge stage reads it back when it takes over),
+/// compacted (the last record of each window supersedes the others), and kept for a week.
+fn completeness_limit(admin: &Admin, topic: &str, create: bool) -> Result<HashMap<String, usize>, Failure> {
+    let topics = [topic.to_owned()];
+    let created = if admin.missing(&topics)?.is_empty() {
+        HashMap::new()
+    } else if create {
+        let settings = [("cleanup.policy", "compact,delete"), ("retention.ms", COMPLETENESS_RETENTION_MS)];
+        admin.create_with(&topics, 1, PARTIALS_MAX_BYTES, &settings)?
+    } else {
+        return Err(Failure::Fatal(anyhow::anyhow!(
+            "output topic {topic} (the windows' completeness records) does not exist and --no-create-topics is set: create it (one partition, cleanup.policy=compact,delete), or run without --no-create-topics"
+        )));
+    };
+    admin.limits(&topics, created)
+}
+
+/// A week: longer than a window's record is updated ([`crate::engine::complete::UPDATE_HORIZON_MS`]).
+const COMPLETENESS_RETENTION_MS: &str = "604800000";
 
 /// Creates those of `topics` that are missing (unless `--no-create-topics`), with `partitions`
 /// partitions and room for the largest input message (`input_max`) and its headers, and returns

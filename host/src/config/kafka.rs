@@ -143,6 +143,12 @@ pub struct KafkaArgs {
     /// [default: adstream-plugin-errors]
     #[arg(long, env = "ADSTREAM_PLUGIN_ERRORS_TOPIC", help_heading = TOPICS)]
     pub plugin_errors_topic: Option<String>,
+    /// Where each published window's completeness record goes (what its numbers rest on: events
+    /// counted, late events so far, duplicates, unattributed clicks, plugins, tasks), keyed by the
+    /// window's start; created compacted, and updated when late events come after publication
+    /// [default: adstream-window-completeness]
+    #[arg(long, env = "ADSTREAM_COMPLETENESS_TOPIC", help_heading = TOPICS)]
+    pub completeness_topic: Option<String>,
     /// Prefix added to every topic name, input and output (e.g. `test-42.`), so that several
     /// pipelines can share a cluster [default: none]
     #[arg(long, env = "ADSTREAM_TOPIC_PREFIX", help_heading = TOPICS)]
@@ -313,6 +319,12 @@ impl KafkaArgs {
                 self.plugin_errors_topic,
                 file.plugin_errors_topic,
                 "adstream-plugin-errors",
+                &output_prefix,
+            ),
+            completeness: name(
+                self.completeness_topic,
+                file.completeness_topic,
+                "adstream-window-completeness",
                 &output_prefix,
             ),
             prefix: output_prefix,

@@ -1,6 +1,6 @@
 //! What tasks tell the merge stage, as bytes: the records of the partials topic.
 //!
-//! Two kinds of record, both from a task's owner, in the transaction that commits the task's
+//! Three kinds of record, all from a task's owner, in the transaction that commits the task's
 //! input offsets:
 //!
 //! - a **partial**: one task's share of one window for one plugin (see [`Partial`]). A share
@@ -8,18 +8,24 @@
 //!   the other in the same transaction; the merge puts them together again.
 //! - a **progress** report: the task's watermark and whether it is idle. Every window that
 //!   watermark closes has had its partials sent before it.
+//! - **counts** for a window's completeness record (see [`super::complete`]): what the task adds
+//!   to it, sent with its partials (duplicates, unattributed clicks) and after them (late events).
+//!   A merge stage older than this kind logs each as a record it cannot read, and skips it: the
+//!   results do not depend on it.
 //!
 //! ```text
-//! record   = magic "ADX1" | kind: u8 (0 partial, 1 progress) | task: i32
+//! record   = magic "ADX1" | kind: u8 (0 partial, 1 progress, 2 counts) | task: i32
 //! partial  = window-start-ms: i64 | plugin | version | state-version: u32 | events: u64
 //!          | share: u8 (0 state, 1 empty, 2 withheld) | chunk: u32 | chunks: u32 | bytes
 //!            (the chunk of the state; the reason, for a withheld share)
 //! progress = watermark: i64 | idle: u8
+//! counts   = window-start-ms: i64 | late: u64 | duplicates: u64 | unattributed: u64
 //! string   = len: u32 | UTF-8;  bytes = len: u32 | bytes     (integers little-endian)
 //! ```
 
 use std::collections::HashMap;
 
+use super::complete::Counts;
 use super::merge::{Partial, Share, TaskClock, TaskId};
 
 const MAGIC: &[u8; 4] = b"ADX1";
@@ -37,11 +43,21 @@ pub enum Message {
         task: TaskId,
         clock: TaskClock,
     },
+    Counts {
+        task: TaskId,
+        window_start_ms: i64,
+        counts: Counts,
+    },
 }
 
 /// The key of a partial's records (and of no other record): one per task, window and plugin.
 pub fn partial_key(p: &Partial) -> String {
     format!("w{}/t{}/{}", p.window_start_ms, p.task, p.plugin)
+}
+
+/// The key of a task's counts of a window.
+pub fn counts_key(task: TaskId, window_start_ms: i64) -> String {
+    format!("c{window_start_ms}/t{task}")
 }
 
 /// The key of a task's progress reports.
@@ -118,6 +134,12 @@ pub fn encode_progress(task: TaskId, clock: TaskClock) -> Vec<u8> {
     w.0
 }
 
+pub fn encode_counts(task: TaskId, window_start_ms: i64, counts: Counts) -> Vec<u8> {
+    let mut w = Writer::new(2, task);
+    w.i64(window_start_ms).u64(counts.late).u64(counts.duplicates).u64(counts.unattributed);
+    w.0
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -175,6 +197,12 @@ pub fn decode(value: &[u8]) -> Result<Message, String> {
             let watermark = i64::from_le_bytes(r.array()?);
             let [idle] = r.array()?;
             Message::Progress { task, clock: TaskClock { watermark, idle: idle != 0 } }
+        }
+        2 => {
+            let window_start_ms = i64::from_le_bytes(r.array()?);
+            let mut u64 = || r.array().map(u64::from_le_bytes);
+            let counts = Counts { late: u64()?, duplicates: u64()?, unattributed: u64()? };
+            Message::Counts { task, window_start_ms, counts }
         }
         other => return Err(format!("unknown record kind {other}")),
     };
@@ -248,6 +276,11 @@ mod tests {
         }
         let clock = TaskClock { watermark: -5, idle: true };
         assert_eq!(decode(&encode_progress(9, clock)), Ok(Message::Progress { task: 9, clock }));
+        let counts = Counts { late: 3, duplicates: u64::MAX, unattributed: 0 };
+        assert_eq!(
+            decode(&encode_counts(2, -60_000, counts)),
+            Ok(Message::Counts { task: 2, window_start_ms: -60_000, counts })
+        );
 
         let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
         let p = partial(Share::State(big));

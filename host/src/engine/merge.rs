@@ -147,6 +147,11 @@ impl Merge {
         self.published
     }
 
+    /// The tasks whose partitions are all idle: the merge does not wait for them.
+    pub fn idle_tasks(&self) -> Vec<TaskId> {
+        self.clocks.iter().filter(|(_, c)| c.idle).map(|(&t, _)| t).collect()
+    }
+
     /// The tasks the merge waits for.
     pub fn tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.clocks.keys().copied()

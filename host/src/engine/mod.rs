@@ -17,7 +17,8 @@
 //! - [`detect`]: detectors, which read each published window's results and remember across
 //!   windows, exactly-once.
 //! - [`route`]: copies of late and invalid input; [`publish`]: result records and what is
-//!   published in place of a result that cannot be vouched for.
+//!   published in place of a result that cannot be vouched for; [`complete`]: each published
+//!   window's completeness record.
 //!
 //! It is synchronous on purpose: the thread that runs an engine owns its tasks and plugin
 //! instances, so the per-event path takes no lock and makes no async hop. The Kafka driver
@@ -30,6 +31,7 @@
 //! event's: a restart before that re-reads it and decides again, so no decision is half kept.
 //! An event whose window is already published is late at once.
 
+pub mod complete;
 pub mod detect;
 pub mod exchange;
 pub mod join;
@@ -46,6 +48,7 @@ use std::time::Instant;
 
 use adstream_abi::time::format_rfc3339_millis;
 
+use self::complete::{Completeness, Counts, PluginRef, Record, Update};
 use self::detect::{DetectorSlot, Stored};
 use self::merge::{Added, Merge, Partial, Refusal, TaskId};
 use self::offsets::OffsetTracker;
@@ -182,6 +185,14 @@ pub struct Engine {
     /// The results of each window published since [`Engine::take_results`], if the driver shows
     /// them (`None` otherwise, so nothing accumulates).
     results: Option<Vec<WindowResults>>,
+    /// The merge stage's completeness records, and the counts of windows not published yet.
+    completeness: Completeness,
+    /// Late events decided here and not yet told to the merge, by task and window, for its
+    /// completeness records (see [`Engine::count_late`]).
+    late_counts: BTreeMap<(TaskId, i64), u64>,
+    /// The completeness records published since [`Engine::take_completeness`], if the driver
+    /// shows them.
+    completeness_log: Option<Vec<Record>>,
     /// When every task's watermark had passed the end of each window published since
     /// [`Engine::take_emitted`], if the driver measures latency.
     emitted_at: Option<Vec<Instant>>,
@@ -287,6 +298,9 @@ impl Engine {
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis),
             results: None,
+            completeness: Completeness::new(),
+            late_counts: BTreeMap::new(),
+            completeness_log: None,
             emitted_at: None,
             handed_over: BTreeMap::new(),
             stats: Stats::default(),
@@ -350,6 +364,9 @@ impl Engine {
         self.task_index.clear();
         self.offsets = OffsetTracker::default();
         self.deferred.clear();
+        // Late events counted and not reported are read again by the next owner.
+        self.late_counts.clear();
+        self.completeness = Completeness::new();
         let rule = self.rule;
         let slots = std::mem::take(&mut self.merge).into_slots();
         self.merge = Merge::new(rule, slots);
@@ -433,6 +450,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Before the merge stage publishes its first window: the completeness records an earlier
+    /// owner committed (the topic read back: each key's last value), for the updates late
+    /// events make. `published`: the watermark it had published through.
+    pub fn restore_completeness(&mut self, stored: impl Iterator<Item = Vec<u8>>, published: i64) {
+        let mut records = Vec::new();
+        for value in stored {
+            match serde_json::from_slice::<Record>(&value) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::warn!(topic = %self.topics.completeness, error = %e, "a record of the completeness topic is not one adstream wrote; ignored")
+                }
+            }
+        }
+        tracing::info!(topic = %self.topics.completeness, records = records.len(), "completeness records restored: late events of those windows update them");
+        self.completeness = Completeness::restore(records, published);
+    }
+
     /// Whether the merge stage runs here.
     pub fn merges(&self) -> bool {
         self.exchange.as_ref().is_none_or(|x| x.input.is_some())
@@ -480,6 +514,11 @@ impl Engine {
             }
         }
         let Some(x) = &mut self.exchange else { return Ok(()) };
+        // In the transaction of the late copies they count.
+        for ((task, window), late) in std::mem::take(&mut self.late_counts) {
+            let value = exchange::encode_counts(task, window, Counts::late(late));
+            sink.send(&x.topic, Some(exchange::counts_key(task, window).as_bytes()), &value, &[])?;
+        }
         for task in &self.tasks {
             let clock = task.clock();
             if x.reported.get(&task.id) == Some(&clock) {
@@ -510,6 +549,19 @@ impl Engine {
             exchange::Message::Progress { task, clock } => {
                 self.merge.report(task, clock);
                 input.offsets.seen(0, offset);
+            }
+            exchange::Message::Counts { task: _, window_start_ms: window, counts } => {
+                if self.rule.window_is_closed(window, self.merge.published()) {
+                    input.offsets.seen(0, offset);
+                    // The record an earlier owner published (read back) has them already.
+                    if !replaying {
+                        self.complete(window, counts, sink)?;
+                    }
+                } else {
+                    // Held with the window's partials: a new owner gathers them again.
+                    input.offsets.hold(0, offset, self.rule.window_closes_at(window));
+                    self.complete(window, counts, sink)?;
+                }
             }
             exchange::Message::Partial { partial, chunk, chunks } => {
                 let window = partial.window_start_ms;
@@ -887,6 +939,8 @@ impl Engine {
             // Late at its task; its copy goes out with the window's results.
             self.stats.late += 1;
             let detail = task.late_detail(window, ts);
+            task.observe(side, Some(ts), now);
+            self.count_late(t, window);
             self.deferred.entry(window).or_default().push(DeferredLate {
                 partition: p,
                 offset: input.offset,
@@ -895,7 +949,6 @@ impl Engine {
                 detail,
             });
             self.offsets.hold(p, input.offset, self.rule.closes_at(window));
-            task.observe(side, Some(ts), now);
             return Ok(());
         }
         match &event {
@@ -953,13 +1006,16 @@ impl Engine {
         // hands over every window it holds (SPEC "Time": its share is in the result).
         let bound = if clock.idle { i64::MAX } else { clock.watermark };
         let positions = positions(task, &self.offsets);
-        let (partials, failures) = task.close_through(bound, &positions, &mut self.stats);
+        let (partials, counts, failures) = task.close_through(bound, &positions, &mut self.stats);
         let clock = task.clock();
         let id = task.id;
         self.report_failures(t, failures);
         let Some(x) = &self.exchange else {
             for partial in partials {
                 self.add_partial(partial);
+            }
+            for (window, counts) in counts {
+                self.complete(window, counts, sink)?;
             }
             self.merge.report(id, clock);
             return Ok(clock.watermark != before || clock.idle);
@@ -976,6 +1032,10 @@ impl Engine {
             for record in exchange::encode_partial(partial, x.max_bytes) {
                 sink.send(&x.topic, Some(key.as_bytes()), &record, &[])?;
             }
+        }
+        for (window, counts) in counts.into_iter().filter(|(_, c)| !c.is_empty()) {
+            let key = exchange::counts_key(id, window);
+            sink.send(&x.topic, Some(key.as_bytes()), &exchange::encode_counts(id, window, counts), &[])?;
         }
         // The task's partitions are done up to what it closed: that is in the partials.
         let closed = self.tasks[t].closed_through();
@@ -1013,14 +1073,18 @@ impl Engine {
         if !deferred_due && self.next_to_publish(watermark).is_none() {
             return Ok(());
         }
+        self.complete_late(sink)?;
         while let Some(start) = self.next_to_publish(watermark) {
             // A task that does not hold the merge back (it is idle) may still hold the window:
             // it hands its share over now, so the result is whole.
             for t in 0..self.tasks.len() {
                 let positions = positions(&self.tasks[t], &self.offsets);
                 let bound = self.rule.window_closes_at(start);
-                let (partials, failures) = self.tasks[t].close_through(bound, &positions, &mut self.stats);
+                let (partials, counts, failures) = self.tasks[t].close_through(bound, &positions, &mut self.stats);
                 self.report_failures(t, failures);
+                for (window, counts) in counts {
+                    self.complete(window, counts, sink)?;
+                }
                 for partial in partials {
                     self.add_partial(partial);
                 }
@@ -1093,14 +1157,18 @@ impl Engine {
     pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
         for t in 0..self.tasks.len() {
             let positions = positions(&self.tasks[t], &self.offsets);
-            let (partials, failures) = self.tasks[t].close_through(i64::MAX, &positions, &mut self.stats);
+            let (partials, counts, failures) = self.tasks[t].close_through(i64::MAX, &positions, &mut self.stats);
             self.report_failures(t, failures);
+            for (window, counts) in counts {
+                self.complete(window, counts, sink)?;
+            }
             for partial in partials {
                 self.add_partial(partial);
             }
         }
         self.merge.resume(i64::MAX);
-        self.publish_due(Instant::now(), sink)
+        self.publish_due(Instant::now(), sink)?;
+        self.complete_late(sink)
     }
 
     /// Hands every task's buffered events to its plugins.
@@ -1131,6 +1199,8 @@ impl Engine {
         let mut published = String::new();
         // Each plugin's records, for the detectors.
         let mut for_detectors: Vec<(String, Vec<OutputRecord>)> = Vec::new();
+        // What the window's numbers came from, for its completeness record.
+        let mut plugins = Vec::with_capacity(by_plugin.len());
         for (i, partials) in by_plugin.iter().enumerate() {
             let (which, closed) = self.merge.close(i, window, partials, &due.tasks);
             let records = match closed {
@@ -1153,6 +1223,7 @@ impl Engine {
                     Err(reason)
                 }
             };
+            plugins.push(PluginRef::of(self.merge.slots()[i].meta_of(which), records.is_err()));
             let records = match records {
                 Ok(records) => records,
                 Err(reason) => {
@@ -1173,6 +1244,12 @@ impl Engine {
             }
         }
         self.observe(window, &window_header, &for_detectors, &mut published, sink)?;
+        let idle = self.merge.idle_tasks();
+        let counts = self.completeness.take_pending(start);
+        let watermark = Some(self.merge.watermark());
+        let record = Record::new(window, events, counts, watermark, due.tasks.clone(), idle, plugins);
+        let record = self.completeness.published(record).clone();
+        self.send_completeness(record, sink)?;
         // Only now: the records above name the version that produced them.
         for slot in self.merge.slots_mut() {
             slot.emitted(start);
@@ -1222,6 +1299,65 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Adds `counts` to the completeness record of the window starting at `start`: kept for its
+    /// publication, or, if it is published, the record published again, updated.
+    fn complete(&mut self, start: i64, counts: Counts, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let is_published = self.rule.window_is_closed(start, self.merge.published());
+        match self.completeness.add(self.rule.window(start), counts, is_published) {
+            Update::Pending => Ok(()),
+            Update::Republish(record) => {
+                let record = record.clone();
+                self.send_completeness(record, sink)
+            }
+            Update::TooOld => {
+                tracing::debug!(window = %format_rfc3339_millis(start), late = counts.late, "window older than the completeness records kept: its record is not updated");
+                Ok(())
+            }
+        }
+    }
+
+    /// A late event of the pane starting at `pane`, decided by task `t`: it counts for every
+    /// window holding the pane. The counts go to the merge in batches, so that a window's record
+    /// is updated once per batch, not per event: through the partials topic with the task's
+    /// next progress report, in this process before the next window is published.
+    fn count_late(&mut self, t: usize, pane: i64) {
+        let id = self.tasks[t].id;
+        let mut start = self.rule.first_window_of(pane);
+        while start <= pane {
+            *self.late_counts.entry((id, start)).or_default() += 1;
+            start = start.saturating_add(self.rule.slide_ms);
+        }
+    }
+
+    /// In this process: the late events counted since the last call, to the merge.
+    fn complete_late(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let mut by_window: BTreeMap<i64, u64> = BTreeMap::new();
+        for ((_, window), late) in std::mem::take(&mut self.late_counts) {
+            *by_window.entry(window).or_default() += late;
+        }
+        for (window, late) in by_window {
+            self.complete(window, Counts::late(late), sink)?;
+        }
+        Ok(())
+    }
+
+    fn send_completeness(&mut self, record: Record, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let value = record.to_json();
+        let headers: [(&str, &[u8]); 1] = [("window-start", record.window_start.as_bytes())];
+        sink.send(&self.topics.completeness, Some(record.key().as_bytes()), value.as_bytes(), &headers)?;
+        if let Some(log) = &mut self.completeness_log {
+            log.push(record);
+        }
+        Ok(())
+    }
+
+    /// The completeness records published since the last call (a window's first, and its
+    /// updates), for display. As with [`Engine::take_results`], the first call starts the
+    /// recording.
+    pub fn take_completeness(&mut self) -> Vec<Record> {
+        self.completeness_log.replace(Vec::new()).unwrap_or_default()
     }
 
     /// Publishes plugin `meta`'s records of `window`, each to its topic unless it is larger than
@@ -1332,6 +1468,7 @@ impl Engine {
         sink: &mut dyn Sink,
     ) -> anyhow::Result<()> {
         self.stats.late += 1;
+        self.count_late(t, window);
         let detail = if self.exchange.is_some() {
             self.tasks[t].late_detail(window, ts)
         } else {

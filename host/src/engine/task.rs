@@ -14,6 +14,7 @@ use std::time::Instant;
 use adstream_abi::batch::{BatchWriter, Event as BatchEvent, Kind};
 use adstream_abi::time::format_rfc3339_millis;
 
+use super::complete::Counts;
 use super::join::{Join, JoinedClick};
 use super::merge::{Partial, Share, TaskClock, TaskId};
 use super::time::WindowRule;
@@ -45,14 +46,29 @@ pub struct Task {
     watermarks: Watermarks,
     join: Join,
     /// Panes (windows, when tumbling) with events at this task whose last window was not handed
-    /// to the merge yet → events counted.
-    open: BTreeMap<i64, u64>,
+    /// to the merge yet, and what they hold.
+    open: BTreeMap<i64, Pane>,
     /// Events decoded since the plugins were last called.
     batch: BatchWriter,
     batch_size: usize,
     /// One instance of each plugin, in the engine's plugin order.
     plugins: Vec<Slot>,
 }
+
+/// What a pane holds at a task, for the completeness record (see [`super::complete`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Pane {
+    /// Events counted: impressions, and clicks attributed to one.
+    events: u64,
+    /// Repeats dropped.
+    duplicates: u64,
+    /// Clicks whose impression never came.
+    unattributed: u64,
+}
+
+/// What [`Task::close_through`] hands over: the partials, each window's counts, and the plugin
+/// calls that failed on the way.
+pub type Closed = (Vec<Partial>, Vec<(i64, Counts)>, Vec<Failure>);
 
 /// A plugin call of a task failed: the slot, the instance, the error.
 pub type Failure = (usize, Which, PluginError);
@@ -195,6 +211,7 @@ impl Task {
     pub fn add_impression(&mut self, imp: &Impression<'_>, window: i64, ts: i64, stats: &mut Stats) -> bool {
         if self.dedup && self.join.holds(&imp.impression_id, ts) {
             stats.duplicates += 1;
+            self.open.entry(window).or_default().duplicates += 1;
             return false;
         }
         self.batch.push(&BatchEvent {
@@ -209,7 +226,7 @@ impl Task {
             browser: &imp.browser,
             user_id: &imp.user_id,
         });
-        *self.open.entry(window).or_default() += 1;
+        self.open.entry(window).or_default().events += 1;
         stats.impressions += 1;
         self.join_impression(imp, stats);
         true
@@ -236,7 +253,7 @@ impl Task {
         let (batch, open) = (&mut self.batch, &mut self.open);
         self.join.add_impression(imp, |c| {
             stats.clicks_attributed += 1;
-            *open.entry(c.window_start_ms).or_default() += 1;
+            open.entry(c.window_start_ms).or_default().events += 1;
             push_click(batch, &c);
         });
     }
@@ -246,11 +263,12 @@ impl Task {
     pub fn add_click(&mut self, click: &Click<'_>, window: i64, stats: &mut Stats) -> bool {
         if self.dedup && !self.join.first_click(&click.click_id, click.event_time_ms) {
             stats.duplicates += 1;
+            self.open.entry(window).or_default().duplicates += 1;
             return false;
         }
         let in_window = self.open.entry(window).or_default();
         if let Some(joined) = self.join.add_click(click, window) {
-            *in_window += 1;
+            in_window.events += 1;
             push_click(&mut self.batch, &joined);
             stats.clicks_attributed += 1;
         }
@@ -311,30 +329,34 @@ impl Task {
     /// panes no later window holds. `positions` are where the task's partitions have been read
     /// (one past the last offset, by index here): the cuts of the panes this closes. Returns the
     /// partials, and the plugin calls that failed on the way (their windows are withheld, not
-    /// lost).
-    pub fn close_through(
-        &mut self,
-        watermark: i64,
-        positions: &[i64],
-        stats: &mut Stats,
-    ) -> (Vec<Partial>, Vec<Failure>) {
+    /// lost), and each window's counts for its completeness record.
+    pub fn close_through(&mut self, watermark: i64, positions: &[i64], stats: &mut Stats) -> Closed {
         let rule = self.rule;
         let due = |task: &Self| task.next_window().filter(|&w| rule.window_is_closed(w, watermark));
         if due(self).is_none() {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new());
         }
         let mut failures = self.flush();
         let mut partials = Vec::new();
+        let mut counts = Vec::new();
         while let Some(start) = due(self) {
-            let panes: Vec<(i64, u64)> =
-                rule.panes_of(start).filter_map(|p| self.open.get(&p).map(|&events| (p, events))).collect();
-            let events = panes.iter().map(|&(_, n)| n).sum();
             // The window's newest pane closes with it: its clicks still waiting never will be
             // attributed (an impression is never newer than its click).
             let newest = start + rule.window_ms - rule.slide_ms;
-            if self.open.contains_key(&newest) {
-                stats.clicks_unattributed += self.join.close_window(newest);
+            if let Some(pane) = self.open.get_mut(&newest) {
+                let unattributed = self.join.close_window(newest);
+                stats.clicks_unattributed += unattributed;
+                pane.unattributed += unattributed;
             }
+            let held: Vec<(i64, Pane)> =
+                rule.panes_of(start).filter_map(|p| self.open.get(&p).map(|&pane| (p, pane))).collect();
+            let panes: Vec<(i64, u64)> = held.iter().map(|&(p, pane)| (p, pane.events)).collect();
+            let events = panes.iter().map(|&(_, n)| n).sum();
+            let sum = |f: fn(&Pane) -> u64| held.iter().map(|(_, pane)| f(pane)).sum();
+            counts.push((
+                start,
+                Counts { late: 0, duplicates: sum(|p| p.duplicates), unattributed: sum(|p| p.unattributed) },
+            ));
             let window = rule.window(start);
             for i in 0..self.plugins.len() {
                 partials.push(self.share_of(i, start, &panes, events, &mut failures));
@@ -355,7 +377,7 @@ impl Task {
             }
         }
         self.join.expire(rule.oldest_open(self.closed_through()));
-        (partials, failures)
+        (partials, counts, failures)
     }
 
     /// Plugin `i`'s share of the window starting at `start`, made of `panes` (those of the

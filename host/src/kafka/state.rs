@@ -1,5 +1,6 @@
-//! The detectors' state topic, read back by whoever runs the merge stage, before it publishes
-//! its first window (the guarantee is written in [`crate::engine::detect`]).
+//! The merge stage's compacted topics, read back by whoever runs the merge stage before it
+//! publishes its first window: the detectors' state (the guarantee is written in
+//! [`crate::engine::detect`]) and the windows' completeness records ([`crate::engine::complete`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,12 +17,21 @@ use crate::sink::kafka::STEP_DEADLINE;
 const READ_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Every key of the state topic with its last committed value (a compacted topic holds about
-/// one record per detector). It is read with `read_committed` up to its last stable offset:
+/// one record per detector).
+pub fn read(config: &KafkaConfig, health: &Health) -> Result<HashMap<String, Vec<u8>>, Failure> {
+    read_compacted(config, health, &config.state_topic, "the detectors' state")
+}
+
+/// Every key of partition 0 of `topic` (holding `what`) with its last committed value. It is read with `read_committed` up to its last stable offset:
 /// the transaction of an earlier owner of the merge stage that wrote the state is over by then,
 /// since the committed offsets of the partials topic, which that transaction also wrote, were
 /// read with KIP-447's "stable" rule first ([`crate::source::kafka::KafkaSource::assign`]).
-pub fn read(config: &KafkaConfig, health: &Health) -> Result<HashMap<String, Vec<u8>>, Failure> {
-    let topic = &config.state_topic;
+pub fn read_compacted(
+    config: &KafkaConfig,
+    health: &Health,
+    topic: &str,
+    what: &str,
+) -> Result<HashMap<String, Vec<u8>>, Failure> {
     let reader = format!("{}-state-reader", config.group_id);
     let defaults = [
         // librdkafka wants a group for a consumer; this one never joins it or commits.
@@ -37,7 +47,7 @@ pub fn read(config: &KafkaConfig, health: &Health) -> Result<HashMap<String, Vec
         .client_config(Role::Consumer, &defaults)
         .create_with_context(context)
         .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
-    let what = || format!("reading the detectors' state from {topic}");
+    let what = || format!("reading {what} from {topic}");
     let (low, high) = consumer.fetch_watermarks(topic, 0, STEP_DEADLINE).map_err(|e| Failure::kafka(e, what()))?;
     let mut state = HashMap::new();
     if high <= low {
@@ -53,7 +63,7 @@ pub fn read(config: &KafkaConfig, health: &Health) -> Result<HashMap<String, Vec
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
                 match m.payload() {
                     Some(value) => state.insert(key, value.to_vec()),
-                    None => state.remove(&key), // a tombstone: that detector starts afresh
+                    None => state.remove(&key), // a tombstone: that key starts afresh
                 };
             }
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(state),

@@ -9,6 +9,7 @@
 //! | `GET /api/status` | the console's figures: counters, partitions, plugins, swaps, latest results |
 //! | `GET /api/plugins` | the loaded plugins |
 //! | `GET /api/results/{plugin}?windows=N` | the plugin's last N windows of results (up to 30) |
+//! | `GET /api/completeness?windows=N` | the completeness records of the last N windows published here (up to 30), newest first |
 //! | `POST /api/plugins/{plugin}` | admin: swap in the `.wasm` in the body (token when set, or when not on loopback) |
 //!
 //! It runs on a thread of its own with a single-threaded tokio runtime: nothing it does is on
@@ -77,6 +78,12 @@ pub fn router(ops: Arc<Ops>) -> Router {
             .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
         )
         .route("/api/results/{plugin}", get(results))
+        .route(
+            "/api/completeness",
+            get(|State(ops): State<Arc<Ops>>, Query(q): Query<ResultsQuery>| async move {
+                Json(ops.completeness(q.windows.unwrap_or(RESULT_WINDOWS_KEPT)))
+            }),
+        )
         .with_state(ops)
 }
 

@@ -23,12 +23,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::engine::complete::Record;
 use crate::engine::{Engine, WindowResults};
 use crate::metrics::Stats;
 use crate::plugin::{Aggregator, Loader, Plugin, PluginMeta, SwapReport};
 
 /// Windows of results kept per plugin for the console's charts.
 pub const RESULT_WINDOWS_KEPT: usize = 30;
+
+/// Completeness records in `/api/status` (the console's table), newest first.
+const COMPLETENESS_SHOWN: usize = 10;
 /// Swap attempts kept for the console.
 const SWAPS_KEPT: usize = 50;
 
@@ -202,6 +206,8 @@ struct State {
     host: Snapshot,
     /// Per plugin, its latest windows' results, oldest first.
     results: BTreeMap<String, VecDeque<WindowResults>>,
+    /// The latest windows' completeness records (each window's last), by window start.
+    completeness: BTreeMap<i64, Record>,
     swaps: VecDeque<SwapEvent>,
 }
 
@@ -289,6 +295,7 @@ impl Ops {
             threads: (0..senders.len()).map(|_| Snapshot::new()).collect(),
             host: Snapshot::new(),
             results: BTreeMap::new(),
+            completeness: BTreeMap::new(),
             swaps: VecDeque::new(),
         };
         let metrics = metrics::Metrics::default();
@@ -382,6 +389,25 @@ impl Ops {
         }
         let latest: Vec<&WindowResults> = s.results.values().filter_map(|w| w.back()).collect();
         self.metrics.results(&latest);
+    }
+
+    /// Completeness records just published: a window's first, or an update that supersedes it.
+    pub fn add_completeness(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut s = self.state();
+        for r in records {
+            s.completeness.insert(r.window_start_ms, r);
+        }
+        while s.completeness.len() > RESULT_WINDOWS_KEPT {
+            s.completeness.pop_first();
+        }
+    }
+
+    /// The completeness records of the last `windows` windows published here, newest first.
+    pub fn completeness(&self, windows: usize) -> Vec<Record> {
+        self.state().completeness.values().rev().take(windows).cloned().collect()
     }
 
     /// A window's results were acknowledged by Kafka this long after the watermark passed its end.
@@ -562,6 +588,7 @@ impl Ops {
             "plugins": s.host.plugins,
             "swaps": s.swaps,
             "latest_results": latest,
+            "completeness": s.completeness.values().rev().take(COMPLETENESS_SHOWN).collect::<Vec<_>>(),
         })
     }
 

@@ -15,6 +15,8 @@ pub struct OutputTopics {
     pub dead_letter: String,
     /// Where a record goes in place of a plugin's result that is withheld.
     pub plugin_errors: String,
+    /// Each published window's completeness record (see [`crate::engine::complete`]).
+    pub completeness: String,
     /// Prepended to every topic a plugin declares.
     pub prefix: String,
     /// Plugin outputs sent to a topic given by name (taken as is, no prefix added).
@@ -28,6 +30,7 @@ impl OutputTopics {
             late: format!("{prefix}ad-events-late"),
             dead_letter: format!("{prefix}ad-events-dlq"),
             plugin_errors: format!("{prefix}adstream-plugin-errors"),
+            completeness: format!("{prefix}adstream-window-completeness"),
             prefix: prefix.to_owned(),
             overrides: Vec::new(),
         }
@@ -50,8 +53,8 @@ impl OutputTopics {
     }
 
     /// The host's own output topics.
-    pub fn host_topics(&self) -> [String; 3] {
-        [self.late.clone(), self.dead_letter.clone(), self.plugin_errors.clone()]
+    pub fn host_topics(&self) -> [String; 4] {
+        [self.late.clone(), self.dead_letter.clone(), self.plugin_errors.clone(), self.completeness.clone()]
     }
 
     /// Every `--plugin-topic` must name a loaded plugin and, for a plugin with several output

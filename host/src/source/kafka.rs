@@ -361,6 +361,14 @@ impl KafkaSource {
             if topic == self.config.partials_topic {
                 let (published, next) = checkpoint.map_or((i64::MIN, i64::MIN), |c| (c.watermark, c.next));
                 engine.open_merge(self.tasks, published, next);
+                let topic = &self.config.outputs.completeness;
+                let records = crate::kafka::state::read_compacted(
+                    &self.config,
+                    &self.health,
+                    topic,
+                    "the windows' completeness records",
+                )?;
+                engine.restore_completeness(records.into_values(), published);
                 if engine.has_detectors() {
                     let stored = crate::kafka::state::read(&self.config, &self.health)?;
                     let stored =

@@ -66,6 +66,8 @@ pub struct Inputs {
     /// file: a retrying producer's copies (`adgen --duplicate-fraction`), not in
     /// [`Inputs::impressions`] or [`Inputs::clicks`].
     pub duplicates: usize,
+    /// The event times of those copies.
+    pub duplicate_times: Vec<i64>,
     /// Largest event time of any valid event.
     pub max_ts: i64,
     /// The windows the results are computed over (1-minute tumbling unless [`Inputs::windows`]).
@@ -169,6 +171,7 @@ impl Inputs {
                         inputs.late += 1;
                     } else if !ids.insert((i.id.clone(), i.ts)) {
                         inputs.duplicates += 1;
+                        inputs.duplicate_times.push(i.ts);
                     } else {
                         inputs.impressions.push(i);
                     }
@@ -193,6 +196,7 @@ impl Inputs {
                         inputs.late += 1;
                     } else if !ids.insert((id, c.ts)) {
                         inputs.duplicates += 1;
+                        inputs.duplicate_times.push(c.ts);
                     } else {
                         inputs.clicks.push(c);
                     }
@@ -288,6 +292,102 @@ impl Inputs {
         }
         self.want(out)
     }
+}
+
+/// What a window's completeness record must say: events counted (impressions, and clicks
+/// attributed to one), late events, duplicates, unattributed clicks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Completeness {
+    pub events: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub unattributed: u64,
+}
+
+impl Inputs {
+    /// Window start → what its completeness record must say, for the windows a run bounded by
+    /// `limit` has closed; `late` are the late topic's messages (their original bytes).
+    pub fn completeness(&self, limit: Option<i64>, late: &[Vec<u8>]) -> BTreeMap<i64, Completeness> {
+        let mut out: BTreeMap<i64, Completeness> = BTreeMap::new();
+        for ((_, w), (imps, clicks)) in self.ctr(limit).by_window {
+            out.entry(w).or_default().events += imps + clicks;
+        }
+        for &ts in &self.duplicate_times {
+            for w in self.windows_of(ts, limit) {
+                out.entry(w).or_default().duplicates += 1;
+            }
+        }
+        for (c, imp) in self.clicks.iter().zip(self.attributions()) {
+            if imp.is_none() {
+                for w in self.windows_of(c.ts, limit) {
+                    out.entry(w).or_default().unattributed += 1;
+                }
+            }
+        }
+        for bytes in late {
+            let v: Value = serde_json::from_slice(bytes).expect("a late event is a valid event");
+            let ts = ts_of(&v["event_timestamp"]).expect("a late event has its time");
+            for w in self.windows_of(ts, limit) {
+                out.entry(w).or_default().late += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Checks the completeness records of a run (`records`: in publication order, so that the last
+/// of each window is the one that stands) against `want` ([`Inputs::completeness`]): every
+/// window of `want` has one, with those figures; revisions go up by one; each names `plugins`
+/// (name, file) with the SHA-256 of the file loaded, and the tasks that contributed. `Err` says
+/// what differs.
+pub fn check_completeness(
+    records: &[Value],
+    want: &BTreeMap<i64, Completeness>,
+    plugins: &[(&str, &Path)],
+) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let mut last: BTreeMap<i64, &Value> = BTreeMap::new();
+    for v in records {
+        let (start, _) = window_and_length_of(v);
+        let revision = v["revision"].as_u64().ok_or_else(|| format!("no revision in {v}"))?;
+        let before = last.get(&start).map(|p| p["revision"].as_u64().unwrap_or(0) + 1).unwrap_or(0);
+        if revision != before {
+            return Err(format!("revision {revision} after {before} records of that window: {v}"));
+        }
+        last.insert(start, v);
+    }
+    let hashes: BTreeMap<&str, String> = plugins
+        .iter()
+        .map(|&(name, file)| {
+            let digest = Sha256::digest(std::fs::read(file).expect("plugin file"));
+            (name, digest.iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .collect();
+    for (&start, expected) in want {
+        let v = last.get(&start).ok_or_else(|| format!("no completeness record of window {start}"))?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(u64::MAX);
+        let got = Completeness {
+            events: n("events"),
+            late: n("late"),
+            duplicates: n("duplicates"),
+            unattributed: n("unattributed_clicks"),
+        };
+        if got != *expected {
+            return Err(format!("window {start}: the record says {got:?}, the run {expected:?}: {v}"));
+        }
+        let named: BTreeMap<&str, &str> = v["plugins"]
+            .as_array()
+            .map(|a| a.iter().map(|p| (p["name"].as_str().unwrap_or(""), p["sha256"].as_str().unwrap_or(""))).collect())
+            .unwrap_or_default();
+        let want_hashes: BTreeMap<&str, &str> = hashes.iter().map(|(n, h)| (*n, h.as_str())).collect();
+        if named != want_hashes {
+            return Err(format!("window {start}: plugins {named:?}, loaded {want_hashes:?}"));
+        }
+        if expected.events > 0 && v["tasks"].as_array().is_none_or(Vec::is_empty) {
+            return Err(format!("window {start}: no contributing task in {v}"));
+        }
+    }
+    Ok(())
 }
 
 /// Window start and length of a result record, parsed independently.

@@ -365,6 +365,29 @@ pub fn read_topics(
     out
 }
 
+/// Reads the completeness topic of `prefix` until its records match `want` (see
+/// [`expected::check_completeness`]; `plugins` by name, as loaded from [`plugin`]), for at most a
+/// minute: late events reach a window's record with their task's next checkpoint. Panics with
+/// the difference, and `context` (a host's log), if they never do.
+pub fn await_completeness(
+    prefix: &str,
+    want: &std::collections::BTreeMap<i64, expected::Completeness>,
+    plugins: &[&str],
+    context: impl Fn() -> String,
+) {
+    let files: Vec<(&str, PathBuf)> = plugins.iter().map(|&p| (p, plugin(p))).collect();
+    let files: Vec<(&str, &Path)> = files.iter().map(|(n, f)| (*n, f.as_path())).collect();
+    let check = |r: &[Record]| {
+        let values: Vec<serde_json::Value> = r.iter().map(Record::json).collect();
+        expected::check_completeness(&values, want, &files)
+    };
+    let topic = format!("{prefix}adstream-window-completeness");
+    let records = read_topics(&[topic], Duration::from_secs(60), Duration::ZERO, |r| check(r).is_ok());
+    if let Err(e) = check(&records) {
+        panic!("{e}\n{}", context());
+    }
+}
+
 /// Every message the host consumed is accounted for:
 /// consumed = impressions + clicks (attributed, unattributed, pending) + late + dead-lettered +
 /// duplicates + replayed.
