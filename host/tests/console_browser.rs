@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
 use base64::Engine as _;
-use common::{Host, brokers, http, http_delete, workspace};
+use common::expected::{self, Inputs, Late};
+use common::{Host, Record, brokers, http, http_delete, read_topics, workspace};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -124,6 +127,104 @@ impl Drop for Browser {
 }
 
 /// The consumed-messages figure as the page shows it.
+/// Each snapshot of the open windows' live figures holds exactly the input below its positions:
+/// its ctr records of each window equal the batch computation over the messages of each
+/// partition below the snapshot's offset (the events the host routed as late left out), and the
+/// window's published result equals those figures plus what arrived after. Every window seen live
+/// must be published by then.
+fn check_live_figures(prefix: &str, snapshots: &[Value]) {
+    let topics =
+        ["ad-impressions", "ad-clicks", "ad-events-late", "campaign-ctr-results"].map(|t| format!("{prefix}{t}"));
+    let windows: BTreeSet<i64> = snapshots
+        .iter()
+        .flat_map(|s| s["windows"].as_array().unwrap().iter().map(|w| w["window_start_ms"].as_i64().unwrap()))
+        .collect();
+    let published = |r: &[Record]| -> BTreeSet<i64> {
+        r.iter().filter(|m| m.topic == topics[3]).map(|m| expected::window_of(&m.json())).collect()
+    };
+    let records =
+        read_topics(&topics, Duration::from_secs(60), Duration::from_secs(3), |r| windows.is_subset(&published(r)));
+    let of = |t: &str| records.iter().filter(|r| r.topic == t).collect::<Vec<_>>();
+    let routed: HashSet<Vec<u8>> = of(&topics[2]).iter().map(|r| r.value.clone()).collect();
+    let ctr_of = |inputs: &Inputs, w: i64| -> BTreeMap<String, (u64, u64)> {
+        inputs.ctr(None).by_window.into_iter().filter(|((_, s), _)| *s == w).map(|((c, _), v)| (c, v)).collect()
+    };
+    let everything = |t: &str| of(t).iter().map(|r| r.value.clone()).collect::<Vec<_>>();
+    let all = Inputs::of_messages(&everything(&topics[0]), &everything(&topics[1]), Late::Routed(&routed));
+    let mut compared = 0;
+    for snapshot in snapshots {
+        let below: HashMap<(String, i64), i64> = snapshot["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    (p["topic"].as_str().unwrap().to_owned(), p["partition"].as_i64().unwrap()),
+                    p["next_offset"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(below.len(), 4, "both partitions of both topics: {snapshot}");
+        let before = |t: &str| {
+            of(t)
+                .iter()
+                .filter(|r| r.offset < below[&(r.topic.clone(), i64::from(r.partition))])
+                .map(|r| r.value.clone())
+                .collect::<Vec<_>>()
+        };
+        let prefix_inputs = Inputs::of_messages(&before(&topics[0]), &before(&topics[1]), Late::Routed(&routed));
+        for w in snapshot["windows"].as_array().unwrap() {
+            let start = w["window_start_ms"].as_i64().unwrap();
+            let Some(ctr) = w["results"].as_array().unwrap().iter().find(|r| r["plugin"] == "ctr") else { continue };
+            assert_eq!(
+                ctr["total"].as_u64(),
+                Some(ctr["records"].as_array().unwrap().len() as u64),
+                "every record shown"
+            );
+            let partial: BTreeMap<String, (u64, u64)> = ctr["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|kv| {
+                    (
+                        kv[0].as_str().unwrap().to_owned(),
+                        (kv[1]["impressions"].as_u64().unwrap(), kv[1]["clicks"].as_u64().unwrap()),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                partial,
+                ctr_of(&prefix_inputs, start),
+                "window {start}: the live figures are the input below {below:?}"
+            );
+            // The published result (by ctr 0.1.0, or by 0.2.0-next, the same source, swapped in
+            // meanwhile): the live figures plus what arrived after them.
+            let finals: Vec<Value> =
+                of(&topics[3]).iter().map(|r| r.json()).filter(|v| expected::window_of(v) == start).collect();
+            let (prefix_ctr, all_ctr) = (ctr_of(&prefix_inputs, start), ctr_of(&all, start));
+            let mut want = partial.clone();
+            for (campaign, (imps, clicks)) in &all_ctr {
+                let (before_imps, before_clicks) = prefix_ctr.get(campaign).copied().unwrap_or_default();
+                let e = want.entry(campaign.clone()).or_default();
+                e.0 += imps - before_imps;
+                e.1 += clicks - before_clicks;
+            }
+            let got: BTreeMap<String, (u64, u64)> = finals
+                .iter()
+                .map(|v| {
+                    (
+                        v["campaign_id"].as_str().unwrap().to_owned(),
+                        (v["impressions"].as_u64().unwrap(), v["clicks"].as_u64().unwrap()),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "window {start}: published = live figures + what arrived after");
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "at least one window seen live, then published");
+}
+
 fn consumed(browser: &Browser) -> u64 {
     let text = browser.script("return document.querySelector('[data-kpi=\"consumed\"]').textContent");
     text.as_str().unwrap().replace(',', "").parse().unwrap_or_else(|e| panic!("consumed {text}: {e}"))
@@ -199,6 +300,36 @@ fn the_console_shows_live_figures_in_chromium() {
     let ctr_title = browser.script("return document.getElementById('ctr-title').textContent");
     assert!(ctr_title.as_str().unwrap().contains("ctr 0.1.0"), "{ctr_title}");
 
+    // The open windows' live figures, marked partial, changing while the stream runs; and the
+    // snapshots of `/api/windows/open` behind them, checked against the input once it is in.
+    let mut shown: Vec<(i64, u64)> = Vec::new();
+    let mut snapshots: Vec<Value> = Vec::new();
+    let grew = |shown: &[(i64, u64)]| shown.iter().any(|&(w, n)| shown.iter().any(|&(w2, n2)| w2 == w && n2 > n));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(grew(&shown) && snapshots.len() >= 3) {
+        assert!(Instant::now() < deadline, "no open window's figures changed in the console: {shown:?}");
+        let open = browser.script(
+            "const w = document.querySelector('[data-open-window]');
+             return w && w.textContent.includes('PARTIAL') ? [w.dataset.openWindow, w.querySelector('[data-open-events]').textContent] : null",
+        );
+        if let Some([w, n]) = open.as_array().map(|a| [a[0].as_str().unwrap(), a[1].as_str().unwrap()]) {
+            shown.push((w.parse().unwrap(), n.replace(',', "").parse().unwrap()));
+        }
+        let (status, body) = http(&format!("{url}/api/windows/open"), &[], None);
+        assert_eq!(status, 200, "{body}");
+        let threads: Value = serde_json::from_str(&body).unwrap();
+        let snapshot = &threads[0];
+        assert_eq!(snapshot["partial"], true, "{snapshot}");
+        if snapshot["windows"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| !w["results"].as_array().unwrap().is_empty()))
+            && snapshots.last() != Some(snapshot)
+        {
+            snapshots.push(snapshot.clone());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // Swapping through the console's form: a new version of ctr, then another plugin's .wasm
     // offered as ctr (rejected).
     let upload = |wasm: &Path| {
@@ -240,8 +371,9 @@ fn the_console_shows_live_figures_in_chromium() {
     eprintln!("screenshot: {}", artifacts.join("console.png").display());
 
     drop(browser);
-    let _ = generator.kill();
-    let _ = generator.wait();
+    // The whole stream, so that the windows seen live are published and their late events in.
+    assert!(generator.wait().unwrap().success(), "adgen failed");
+    check_live_figures(&prefix, &snapshots);
     let stats = host.stop();
     common::assert_accounted(&stats);
 }

@@ -167,6 +167,9 @@ fn template_builds_outside_the_repository_and_counts_right(lang: &str) {
     let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        if r["topic"] == "adstream-window-completeness" {
+            continue;
+        }
         assert_eq!(r["topic"], "views-results", "{line}");
         let v = &r["value"];
         let key = (v["window_start"].as_str().unwrap().to_owned(), v["campaign_id"].as_str().unwrap().to_owned());

@@ -160,6 +160,9 @@ fn the_approximate_engagement_plugin_is_within_its_stated_error_on_every_window(
     let mut by_plugin: BTreeMap<String, BTreeMap<(String, String), Value>> = BTreeMap::new();
     for line in std::fs::read_to_string(&out).unwrap().lines() {
         let v: Value = serde_json::from_str(line).unwrap();
+        if v["topic"] == "adstream-window-completeness" {
+            continue;
+        }
         assert_eq!(v["topic"], "device-engagement-results", "{line}");
         let key = (v["value"]["window_start"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned());
         by_plugin

@@ -34,6 +34,9 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How often the console's and /metrics' figures are refreshed.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// How often the open windows' live figures are taken, while someone looks at them: each time
+/// costs an export of every plugin's accumulators of those windows.
+const OPEN_EVERY: Duration = Duration::from_secs(1);
 /// The largest record of the partials topic the host creates: big windows (a million users'
 /// sets) go in fewer chunks.
 const PARTIALS_MAX_BYTES: usize = 8 << 20;
@@ -60,12 +63,14 @@ struct Timers {
     progress: Instant,
     housekeeping: Instant,
     publish: Instant,
+    open: Instant,
 }
 
 impl Timers {
     fn new() -> Self {
         let now = Instant::now();
-        Timers { commit: now, progress: now, housekeeping: now, publish: now.checked_sub(PUBLISH_EVERY).unwrap_or(now) }
+        let publish = now.checked_sub(PUBLISH_EVERY).unwrap_or(now);
+        Timers { commit: now, progress: now, housekeeping: now, publish, open: publish }
     }
 
     /// Whether `every` has passed since `*last` (as of `now`); if so, `*last` becomes `now`.
@@ -289,6 +294,9 @@ impl<'a> Attempt<'a> {
         }
         if Timers::due(&mut self.timers.publish, PUBLISH_EVERY, now) {
             self.publish(now);
+        }
+        if Timers::due(&mut self.timers.open, OPEN_EVERY, now) && self.env.ops.open_wanted() {
+            self.env.ops.set_open(self.env.thread, self.pipeline.peek_open());
         }
         if Timers::due(&mut self.timers.progress, PROGRESS_EVERY, now) {
             super::log_progress(&self.stats());

@@ -208,15 +208,41 @@ impl Completeness {
         self.pending.remove(&start).unwrap_or_default()
     }
 
-    /// Keeps the record of a window just published, and forgets those past the horizon.
-    pub fn published(&mut self, record: Record) -> &Record {
+    /// Keeps the record of a window just published, and forgets those past the horizon. A
+    /// record its late events started (a window taken for published with nothing in it, which a
+    /// task then handed over after all) is carried on: its counts added, its revision followed.
+    pub fn published(&mut self, mut record: Record) -> &Record {
         let start = record.window_start_ms;
+        if let Some(earlier) = self.published.get(&start) {
+            record.revision = earlier.revision + 1;
+            record.late += earlier.late;
+            record.duplicates += earlier.duplicates;
+            record.unattributed_clicks += earlier.unattributed_clicks;
+        }
         let horizon = start.saturating_sub(UPDATE_HORIZON_MS);
         if horizon > self.known_from {
             self.known_from = horizon;
             self.published = self.published.split_off(&horizon);
         }
         self.published.entry(start).insert_entry(record).into_mut()
+    }
+
+    /// The windows with counts that `is_published` says are published though nothing of them
+    /// was (every event of them was late, say): their records, to publish now.
+    pub fn published_empty(
+        &mut self,
+        is_published: impl Fn(i64) -> bool,
+        window: impl Fn(i64) -> Window,
+        watermark: i64,
+    ) -> Vec<Record> {
+        let done: Vec<i64> = self.pending.keys().copied().filter(|&w| is_published(w)).collect();
+        done.into_iter()
+            .map(|start| {
+                let counts = self.pending.remove(&start).unwrap_or_default();
+                let record = Record::new(window(start), 0, counts, Some(watermark), Vec::new(), Vec::new(), Vec::new());
+                self.published(record).clone()
+            })
+            .collect()
     }
 
     /// The record of the window starting at `start`, if published and kept.

@@ -217,6 +217,11 @@ impl Merge {
         (lag, self.pending.len() as u64)
     }
 
+    /// The partials held of the window starting at `start`, every plugin's.
+    pub fn pending_partials(&self, start: i64) -> impl Iterator<Item = &Partial> + '_ {
+        self.pending.get(&start).into_iter().flat_map(|p| p.partials.iter().flat_map(BTreeMap::values))
+    }
+
     /// The windows holding partials, oldest first.
     pub fn pending_windows(&self) -> impl Iterator<Item = i64> + '_ {
         self.pending.keys().copied()

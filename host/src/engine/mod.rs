@@ -37,6 +37,7 @@ pub mod exchange;
 pub mod join;
 pub mod merge;
 pub mod offsets;
+pub mod peek;
 pub mod publish;
 pub mod route;
 pub mod task;
@@ -190,6 +191,9 @@ pub struct Engine {
     /// Late events decided here and not yet told to the merge, by task and window, for its
     /// completeness records (see [`Engine::count_late`]).
     late_counts: BTreeMap<(TaskId, i64), u64>,
+    /// Through a partials topic: the partials this host's tasks sent of windows still open at
+    /// another of its tasks, for the live figures of those windows ([`peek`]).
+    sent: BTreeMap<i64, Vec<Partial>>,
     /// The completeness records published since [`Engine::take_completeness`], if the driver
     /// shows them.
     completeness_log: Option<Vec<Record>>,
@@ -300,6 +304,7 @@ impl Engine {
             results: None,
             completeness: Completeness::new(),
             late_counts: BTreeMap::new(),
+            sent: BTreeMap::new(),
             completeness_log: None,
             emitted_at: None,
             handed_over: BTreeMap::new(),
@@ -366,6 +371,7 @@ impl Engine {
         self.deferred.clear();
         // Late events counted and not reported are read again by the next owner.
         self.late_counts.clear();
+        self.sent.clear();
         self.completeness = Completeness::new();
         let rule = self.rule;
         let slots = std::mem::take(&mut self.merge).into_slots();
@@ -1037,6 +1043,13 @@ impl Engine {
             let key = exchange::counts_key(id, window);
             sink.send(&x.topic, Some(key.as_bytes()), &exchange::encode_counts(id, window, counts), &[])?;
         }
+        // Kept while another task here still holds the window open: its live figures need them.
+        let rule = self.rule;
+        for partial in partials {
+            self.sent.entry(partial.window_start_ms).or_default().push(partial);
+        }
+        let tasks = &self.tasks;
+        self.sent.retain(|&w, _| tasks.iter().any(|t| !rule.window_is_closed(w, t.closed_through())));
         // The task's partitions are done up to what it closed: that is in the partials.
         let closed = self.tasks[t].closed_through();
         for &p in &self.tasks[t].inputs {
@@ -1095,6 +1108,7 @@ impl Engine {
             }
         }
         self.route_deferred(watermark, sink)?;
+        self.complete_empty(sink)?;
         self.offsets.release(watermark);
         Ok(())
     }
@@ -1118,6 +1132,7 @@ impl Engine {
                 emitted.push(handed_over.unwrap_or(now));
             }
         }
+        self.complete_empty(sink)?;
         let published = self.merge.published();
         let rule = self.rule;
         self.handed_over.retain(|&w, _| !rule.window_is_closed(w, published));
@@ -1166,9 +1181,12 @@ impl Engine {
                 self.add_partial(partial);
             }
         }
+        // Before every window counts as published: the late events of those still open go into
+        // their first records.
+        self.complete_late(sink)?;
         self.merge.resume(i64::MAX);
         self.publish_due(Instant::now(), sink)?;
-        self.complete_late(sink)
+        self.complete_empty(sink)
     }
 
     /// Hands every task's buffered events to its plugins.
@@ -1318,6 +1336,21 @@ impl Engine {
         }
     }
 
+    /// The records of windows published with nothing in them (every event of them came late):
+    /// their counts are all there is to say.
+    fn complete_empty(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let (rule, published) = (self.rule, self.merge.published());
+        let records = self.completeness.published_empty(
+            |w| rule.window_is_closed(w, published),
+            |w| rule.window(w),
+            self.merge.watermark(),
+        );
+        for record in records {
+            self.send_completeness(record, sink)?;
+        }
+        Ok(())
+    }
+
     /// A late event of the pane starting at `pane`, decided by task `t`: it counts for every
     /// window holding the pane. The counts go to the merge in batches, so that a window's record
     /// is updated once per batch, not per event: through the partials topic with the task's
@@ -1345,8 +1378,7 @@ impl Engine {
 
     fn send_completeness(&mut self, record: Record, sink: &mut dyn Sink) -> anyhow::Result<()> {
         let value = record.to_json();
-        let headers: [(&str, &[u8]); 1] = [("window-start", record.window_start.as_bytes())];
-        sink.send(&self.topics.completeness, Some(record.key().as_bytes()), value.as_bytes(), &headers)?;
+        sink.send(&self.topics.completeness, Some(record.key().as_bytes()), value.as_bytes(), &[])?;
         if let Some(log) = &mut self.completeness_log {
             log.push(record);
         }

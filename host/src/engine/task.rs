@@ -70,6 +70,9 @@ struct Pane {
 /// calls that failed on the way.
 pub type Closed = (Vec<Partial>, Vec<(i64, Counts)>, Vec<Failure>);
 
+/// A plugin's accumulators of a window's panes held here, or why they cannot be shown.
+pub type PaneStates = Result<Vec<Vec<u8>>, String>;
+
 /// A plugin call of a task failed: the slot, the instance, the error.
 pub type Failure = (usize, Which, PluginError);
 
@@ -378,6 +381,43 @@ impl Task {
         }
         self.join.expire(rule.oldest_open(self.closed_through()));
         (partials, counts, failures)
+    }
+
+    /// The window starting at `start`, not handed over yet, as it stands: its events so far and
+    /// each plugin's accumulators of its panes held here (to be merged; `Err` with why a plugin's
+    /// cannot be shown), without closing anything. Call [`Task::flush`] first. The plugin calls
+    /// that failed are returned too (their windows are withheld, as after any failed call).
+    pub fn peek(&mut self, start: i64) -> (u64, Vec<PaneStates>, Vec<Failure>) {
+        let rule = self.rule;
+        let panes: Vec<(i64, u64)> =
+            rule.panes_of(start).filter_map(|p| self.open.get(&p).map(|pane| (p, pane.events))).collect();
+        let events = panes.iter().map(|&(_, n)| n).sum();
+        let mut shares = Vec::with_capacity(self.plugins.len());
+        let mut failures = Vec::new();
+        for i in 0..self.plugins.len() {
+            let slot = &mut self.plugins[i];
+            let which = slot.which_for(start);
+            let mut states = Vec::new();
+            let mut share = Ok(());
+            for &(p, _) in &panes {
+                if let Some(reason) = slot.withheld.get(&p) {
+                    share = Err(format!("withheld: {reason}"));
+                    break;
+                }
+                let key = if rule.sliding() { rule.pane(p) } else { rule.window(start) };
+                match slot.instance(which).export_window(key) {
+                    Ok(state) => states.extend(state),
+                    Err(e) => {
+                        share = Err(e.to_string());
+                        slot.failed(which, &e, self.open.keys().copied());
+                        failures.push((i, which, e));
+                        break;
+                    }
+                }
+            }
+            shares.push(share.map(|()| states));
+        }
+        (events, shares, failures)
     }
 
     /// Plugin `i`'s share of the window starting at `start`, made of `panes` (those of the

@@ -84,7 +84,7 @@ pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
             "the TLS handshake with the broker failed: check that --brokers names a TLS listener, --ssl-ca-location, and, if the broker requires a client certificate, --ssl-certificate-location and --ssl-key-location"
         }
         C::TopicAuthorizationFailed => {
-            "the principal is not allowed to use a topic: grant it READ and DESCRIBE on the input topics, and WRITE, DESCRIBE (and CREATE, unless --no-create-topics) on the output topics"
+            "the principal is not allowed to use a topic: grant it READ and DESCRIBE on the input topics, and WRITE, DESCRIBE (and CREATE, unless --no-create-topics) on the output topics, and READ as well on the host's own: the partials, state and completeness topics"
         }
         C::GroupAuthorizationFailed => {
             "the principal is not allowed to use the consumer group: grant it READ on --group-id"

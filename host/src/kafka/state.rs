@@ -32,10 +32,10 @@ pub fn read_compacted(
     topic: &str,
     what: &str,
 ) -> Result<HashMap<String, Vec<u8>>, Failure> {
-    let reader = format!("{}-state-reader", config.group_id);
     let defaults = [
-        // librdkafka wants a group for a consumer; this one never joins it or commits.
-        ("group.id", reader.as_str()),
+        // librdkafka looks the group's coordinator up: the host's own group, which the principal
+        // may use already. This consumer never joins it or commits.
+        ("group.id", config.group_id.as_str()),
         ("enable.auto.commit", "false"),
         ("isolation.level", "read_committed"),
         ("enable.partition.eof", "true"),
@@ -48,7 +48,16 @@ pub fn read_compacted(
         .create_with_context(context)
         .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
     let what = || format!("reading {what} from {topic}");
-    let (low, high) = consumer.fetch_watermarks(topic, 0, STEP_DEADLINE).map_err(|e| Failure::kafka(e, what()))?;
+    // Polling serves the client's callbacks: an OAUTHBEARER token is handed to it only then.
+    let started = Instant::now();
+    let (low, high) = loop {
+        let _ = consumer.poll(Duration::from_millis(100));
+        match consumer.fetch_watermarks(topic, 0, Duration::from_secs(2)) {
+            Ok(watermarks) => break watermarks,
+            Err(e) if started.elapsed() >= STEP_DEADLINE => return Err(Failure::kafka(e, what())),
+            Err(e) => tracing::debug!(%topic, error = %e, "reading the first and last offsets; again"),
+        }
+    };
     let mut state = HashMap::new();
     if high <= low {
         return Ok(state);

@@ -9,6 +9,7 @@
 //! | `GET /api/status` | the console's figures: counters, partitions, plugins, swaps, latest results |
 //! | `GET /api/plugins` | the loaded plugins |
 //! | `GET /api/results/{plugin}?windows=N` | the plugin's last N windows of results (up to 30) |
+//! | `GET /api/windows/open` | the live figures of the windows not published yet (partial: each plugin's records were the window to close now), per pipeline thread |
 //! | `GET /api/completeness?windows=N` | the completeness records of the last N windows published here (up to 30), newest first |
 //! | `POST /api/plugins/{plugin}` | admin: swap in the `.wasm` in the body (token when set, or when not on loopback) |
 //!
@@ -78,6 +79,7 @@ pub fn router(ops: Arc<Ops>) -> Router {
             .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
         )
         .route("/api/results/{plugin}", get(results))
+        .route("/api/windows/open", get(|State(ops): State<Arc<Ops>>| async move { Json(ops.open_windows()) }))
         .route(
             "/api/completeness",
             get(|State(ops): State<Arc<Ops>>, Query(q): Query<ResultsQuery>| async move {

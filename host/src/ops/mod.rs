@@ -17,6 +17,7 @@ pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,12 +25,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::engine::complete::Record;
+use crate::engine::peek::OpenWindows;
 use crate::engine::{Engine, WindowResults};
 use crate::metrics::Stats;
 use crate::plugin::{Aggregator, Loader, Plugin, PluginMeta, SwapReport};
 
 /// Windows of results kept per plugin for the console's charts.
 pub const RESULT_WINDOWS_KEPT: usize = 30;
+
+/// How long after the last request for them the open windows' live figures are still computed.
+const OPEN_WANTED_FOR: Duration = Duration::from_secs(10);
 
 /// Completeness records in `/api/status` (the console's table), newest first.
 const COMPLETENESS_SHOWN: usize = 10;
@@ -208,6 +213,8 @@ struct State {
     results: BTreeMap<String, VecDeque<WindowResults>>,
     /// The latest windows' completeness records (each window's last), by window start.
     completeness: BTreeMap<i64, Record>,
+    /// Each pipeline thread's live figures of its open windows, as last taken.
+    open: Vec<OpenWindows>,
     swaps: VecDeque<SwapEvent>,
 }
 
@@ -264,6 +271,9 @@ pub struct Ops {
     admin_token: Option<String>,
     /// Whether admin calls are allowed without a token (the server listens on loopback only).
     admin_open: bool,
+    /// Until when (ms since the epoch) someone is looking at the open windows' live figures: the
+    /// pipeline computes them only then.
+    open_wanted_until: AtomicI64,
 }
 
 /// The pipeline thread publishes every 250 ms; a heartbeat older than this makes `/readyz` fail:
@@ -296,6 +306,7 @@ impl Ops {
             host: Snapshot::new(),
             results: BTreeMap::new(),
             completeness: BTreeMap::new(),
+            open: vec![OpenWindows::default(); senders.len()],
             swaps: VecDeque::new(),
         };
         let metrics = metrics::Metrics::default();
@@ -308,6 +319,7 @@ impl Ops {
             started_ms: now_ms(),
             admin_token,
             admin_open,
+            open_wanted_until: AtomicI64::new(0),
         };
         (Arc::new(ops), inboxes)
     }
@@ -408,6 +420,26 @@ impl Ops {
     /// The completeness records of the last `windows` windows published here, newest first.
     pub fn completeness(&self, windows: usize) -> Vec<Record> {
         self.state().completeness.values().rev().take(windows).cloned().collect()
+    }
+
+    /// Whether someone asked for the open windows' live figures lately (the console, or
+    /// `GET /api/windows/open`): computing them takes plugin calls, so only then.
+    pub fn open_wanted(&self) -> bool {
+        now_ms() < self.open_wanted_until.load(Ordering::Relaxed)
+    }
+
+    /// Pipeline thread `thread`'s live figures of its open windows.
+    pub fn set_open(&self, thread: usize, open: OpenWindows) {
+        if let Some(slot) = self.state().open.get_mut(thread) {
+            *slot = open;
+        }
+    }
+
+    /// The live figures of the windows not published yet, one entry per pipeline thread (each
+    /// runs its own tasks); asking keeps them computed for [`OPEN_WANTED_FOR`].
+    pub fn open_windows(&self) -> Vec<OpenWindows> {
+        self.open_wanted_until.store(now_ms() + OPEN_WANTED_FOR.as_millis() as i64, Ordering::Relaxed);
+        self.state().open.clone()
     }
 
     /// A window's results were acknowledged by Kafka this long after the watermark passed its end.

@@ -127,6 +127,12 @@ pub enum Late<'a> {
 impl Inputs {
     /// Reads `dir/ad-impressions.jsonl` and `dir/ad-clicks.jsonl`.
     pub fn load(dir: &Path, late: Late<'_>) -> Inputs {
+        let impressions = read_lines(&dir.join("ad-impressions.jsonl"));
+        Inputs::of_messages(&impressions, &read_lines(&dir.join("ad-clicks.jsonl")), late)
+    }
+
+    /// The input made of these messages of each topic, in order.
+    pub fn of_messages(impressions: &[Vec<u8>], clicks: &[Vec<u8>], late: Late<'_>) -> Inputs {
         let mut inputs = Inputs { max_ts: i64::MIN, ..Default::default() };
         let is_late = |line: &[u8], ts: i64, newest: &mut i64| {
             let designated = ts < newest.saturating_sub(LATE_THRESHOLD_MS);
@@ -146,9 +152,9 @@ impl Inputs {
         };
         let mut newest = i64::MIN;
         let mut ids = HashSet::new();
-        for line in read_lines(&dir.join("ad-impressions.jsonl")) {
+        for line in impressions {
             inputs.messages += 1;
-            let parsed = serde_json::from_slice::<Value>(&line).ok();
+            let parsed = serde_json::from_slice::<Value>(line).ok();
             let imp = parsed.as_ref().and_then(Value::as_object).and_then(|o| {
                 let cost = o.get("cost")?.as_f64().filter(|c| *c >= 0.0)?;
                 for f in ["ad_id", "browser"] {
@@ -167,7 +173,7 @@ impl Inputs {
                 None => inputs.malformed += 1,
                 Some(i) => {
                     inputs.max_ts = inputs.max_ts.max(i.ts);
-                    if is_late(&line, i.ts, &mut newest) {
+                    if is_late(line, i.ts, &mut newest) {
                         inputs.late += 1;
                     } else if !ids.insert((i.id.clone(), i.ts)) {
                         inputs.duplicates += 1;
@@ -180,9 +186,9 @@ impl Inputs {
         }
         let mut newest = i64::MIN;
         let mut ids = HashSet::new();
-        for line in read_lines(&dir.join("ad-clicks.jsonl")) {
+        for line in clicks {
             inputs.messages += 1;
-            let parsed = serde_json::from_slice::<Value>(&line).ok();
+            let parsed = serde_json::from_slice::<Value>(line).ok();
             let click = parsed.as_ref().and_then(Value::as_object).and_then(|o| {
                 text(o, "user_id")?;
                 let id = text(o, "click_id")?;
@@ -192,7 +198,7 @@ impl Inputs {
                 None => inputs.malformed += 1,
                 Some((id, c)) => {
                     inputs.max_ts = inputs.max_ts.max(c.ts);
-                    if is_late(&line, c.ts, &mut newest) {
+                    if is_late(line, c.ts, &mut newest) {
                         inputs.late += 1;
                     } else if !ids.insert((id, c.ts)) {
                         inputs.duplicates += 1;

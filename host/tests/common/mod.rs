@@ -290,6 +290,8 @@ impl Drop for Host {
 #[derive(Clone, Debug)]
 pub struct Record {
     pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: HashMap<String, String>,
@@ -356,6 +358,8 @@ pub fn read_topics(
                 .unwrap_or_default();
             out.push(Record {
                 topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or_default().to_vec(),
                 headers,
