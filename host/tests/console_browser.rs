@@ -130,27 +130,37 @@ impl Drop for Browser {
 /// Each snapshot of the open windows' live figures holds exactly the input below its positions:
 /// its ctr records of each window equal the batch computation over the messages of each
 /// partition below the snapshot's offset (the events the host routed as late left out), and the
-/// window's published result equals those figures plus what arrived after. Every window seen live
-/// must be published by then.
-fn check_live_figures(prefix: &str, snapshots: &[Value]) {
+/// window's published result equals those figures plus what arrived after. Call it once the host
+/// has consumed the whole input (`messages`): every window seen live that the end of the input
+/// closes must be published by then.
+fn check_live_figures(prefix: &str, snapshots: &[Value], messages: usize) {
     let topics =
         ["ad-impressions", "ad-clicks", "ad-events-late", "campaign-ctr-results"].map(|t| format!("{prefix}{t}"));
+    // The whole input, and the late copies of it (committed with the host's next checkpoint).
+    let (mut looked_at, mut inputs) = (0, 0);
+    let input = read_topics(&topics[..3], Duration::from_secs(60), Duration::from_secs(2), |r| {
+        inputs += r[looked_at..].iter().filter(|m| m.topic != topics[2]).count();
+        looked_at = r.len();
+        inputs >= messages
+    });
+    let of = |t: &str| input.iter().filter(|r| r.topic == t).collect::<Vec<_>>();
+    let routed: HashSet<Vec<u8>> = of(&topics[2]).iter().map(|r| r.value.clone()).collect();
+    let everything = |t: &str| of(t).iter().map(|r| r.value.clone()).collect::<Vec<_>>();
+    let all = Inputs::of_messages(&everything(&topics[0]), &everything(&topics[1]), Late::Routed(&routed));
+    assert_eq!(all.messages, messages, "the whole input");
+    // The windows seen live that the idle watermark at the end of the input closes.
     let windows: BTreeSet<i64> = snapshots
         .iter()
         .flat_map(|s| s["windows"].as_array().unwrap().iter().map(|w| w["window_start_ms"].as_i64().unwrap()))
+        .filter(|&w| w + expected::WINDOW_MS <= all.emitted_by_idle_watermark())
         .collect();
-    let published = |r: &[Record]| -> BTreeSet<i64> {
-        r.iter().filter(|m| m.topic == topics[3]).map(|m| expected::window_of(&m.json())).collect()
-    };
-    let records =
-        read_topics(&topics, Duration::from_secs(60), Duration::from_secs(3), |r| windows.is_subset(&published(r)));
-    let of = |t: &str| records.iter().filter(|r| r.topic == t).collect::<Vec<_>>();
-    let routed: HashSet<Vec<u8>> = of(&topics[2]).iter().map(|r| r.value.clone()).collect();
+    let published = |r: &[Record]| -> BTreeSet<i64> { r.iter().map(|m| expected::window_of(&m.json())).collect() };
+    let results = read_topics(&topics[3..], Duration::from_secs(60), Duration::from_secs(1), |r| {
+        windows.is_subset(&published(r))
+    });
     let ctr_of = |inputs: &Inputs, w: i64| -> BTreeMap<String, (u64, u64)> {
         inputs.ctr(None).by_window.into_iter().filter(|((_, s), _)| *s == w).map(|((c, _), v)| (c, v)).collect()
     };
-    let everything = |t: &str| of(t).iter().map(|r| r.value.clone()).collect::<Vec<_>>();
-    let all = Inputs::of_messages(&everything(&topics[0]), &everything(&topics[1]), Late::Routed(&routed));
     let mut compared = 0;
     for snapshot in snapshots {
         let below: HashMap<(String, i64), i64> = snapshot["positions"]
@@ -175,6 +185,9 @@ fn check_live_figures(prefix: &str, snapshots: &[Value]) {
         let prefix_inputs = Inputs::of_messages(&before(&topics[0]), &before(&topics[1]), Late::Routed(&routed));
         for w in snapshot["windows"].as_array().unwrap() {
             let start = w["window_start_ms"].as_i64().unwrap();
+            if !windows.contains(&start) {
+                continue; // still open when the input ended
+            }
             let Some(ctr) = w["results"].as_array().unwrap().iter().find(|r| r["plugin"] == "ctr") else { continue };
             assert_eq!(
                 ctr["total"].as_u64(),
@@ -200,7 +213,7 @@ fn check_live_figures(prefix: &str, snapshots: &[Value]) {
             // The published result (by ctr 0.1.0, or by 0.2.0-next, the same source, swapped in
             // meanwhile): the live figures plus what arrived after them.
             let finals: Vec<Value> =
-                of(&topics[3]).iter().map(|r| r.json()).filter(|v| expected::window_of(v) == start).collect();
+                results.iter().map(|r| r.json()).filter(|v| expected::window_of(v) == start).collect();
             let (prefix_ctr, all_ctr) = (ctr_of(&prefix_inputs, start), ctr_of(&all, start));
             let mut want = partial.clone();
             for (campaign, (imps, clicks)) in &all_ctr {
@@ -373,7 +386,13 @@ fn the_console_shows_live_figures_in_chromium() {
     drop(browser);
     // The whole stream, so that the windows seen live are published and their late events in.
     assert!(generator.wait().unwrap().success(), "adgen failed");
-    check_live_figures(&prefix, &snapshots);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let consumed = || common::get_json(&format!("{url}/api/status"))["stats"]["consumed"].as_u64().unwrap();
+    while consumed() < 100_000 {
+        assert!(Instant::now() < deadline, "the host did not consume the whole stream: {}", consumed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check_live_figures(&prefix, &snapshots, 100_000);
     let stats = host.stop();
     common::assert_accounted(&stats);
 }

@@ -139,6 +139,6 @@ fn completeness_records_are_exact_across_repeated_sigkills() {
     expected::check_engagement(&values(&topics[1]), &inputs.engagement(limit));
     let want = inputs.completeness(limit, &late);
     assert!(want.values().any(|c| c.late > 0) && want.values().any(|c| c.duplicates > 0), "a run worth checking");
-    await_completeness(&prefix, &want, &["ctr", "engagement"], || host.log());
+    await_completeness(&prefix, &want, limit, &["ctr", "engagement"], || host.log());
     assert_accounted(&host.stop());
 }

@@ -140,7 +140,7 @@ fn check_kafka_run_against_the_batch_computation(
     let late: Vec<Vec<u8>> = by_topic(&records, &late_topic).iter().map(|r| r.value.clone()).collect();
     let want = inputs.completeness(limit, &late);
     assert!(want.values().any(|c| c.late > 0), "late events in windows of the run");
-    common::await_completeness(&prefix, &want, &["ctr", "engagement"], || host.log());
+    common::await_completeness(&prefix, &want, limit, &["ctr", "engagement"], || host.log());
     let log = host.log();
     let stats = host.stop();
     let ctr = values(&by_topic(&records, &ctr_topic));

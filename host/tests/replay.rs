@@ -104,7 +104,7 @@ fn check_replay(events: &Path, inputs: &Inputs, flags: &[&str]) -> Value {
     let files: Vec<(&str, std::path::PathBuf)> = ["ctr", "engagement", "spend"].map(|p| (p, plugin(p))).into();
     let files: Vec<(&str, &Path)> = files.iter().map(|(n, f)| (*n, f.as_path())).collect();
     let records = values("adstream-window-completeness");
-    if let Err(e) = expected::check_completeness(&records, &want, &files) {
+    if let Err(e) = expected::check_completeness(&records, &want, None, &files) {
         panic!("{e}");
     }
     assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64));

@@ -155,6 +155,8 @@ impl<'a> Attempt<'a> {
         pipeline.take_emitted();
         pipeline.take_results();
         pipeline.take_completeness();
+        // The tasks may change: live figures taken before are not shown again.
+        env.ops.set_open(env.thread, crate::engine::peek::OpenWindows::default());
         Ok(Attempt {
             env,
             pipeline,
@@ -239,6 +241,7 @@ impl<'a> Attempt<'a> {
     /// Carries out what the group decided (see [`crate::kafka::group`]).
     fn rebalance(&mut self, rebalance: Rebalanced) -> Result<(), Failure> {
         self.pipeline.rebalanced();
+        self.env.ops.set_open(self.env.thread, crate::engine::peek::OpenWindows::default());
         match rebalance {
             Rebalanced::Revoked { lost: false } => {
                 tracing::info!(assignment = %self.source.describe_assignment(), "rebalance: committing, then giving the partitions up");

@@ -146,7 +146,7 @@ pub struct Completeness {
     pending: BTreeMap<i64, Counts>,
     published: BTreeMap<i64, Record>,
     /// A published window at or after this one without a record had nothing published (no
-    /// event): a late event of it starts one. Before it, records are not known here.
+    /// event): a late event of it starts one. Before it, only the records kept are known.
     known_from: i64,
 }
 
@@ -168,11 +168,13 @@ impl Completeness {
     }
 
     /// Takes the records an earlier merge stage published (the topic read back, by key), those
-    /// of windows within the horizon of `published` (the watermark it had published through).
-    pub fn restore(records: impl IntoIterator<Item = Record>, published: i64) -> Self {
-        let known_from = published.saturating_sub(UPDATE_HORIZON_MS);
-        let published = records.into_iter().filter(|r| r.window_start_ms >= known_from).map(|r| (r.window_start_ms, r));
-        Completeness { pending: BTreeMap::new(), published: published.collect(), known_from }
+    /// of windows within the horizon of `first_open`, the first window it had not published.
+    /// Windows before that one without a record are not known here (the records may be gone, or
+    /// never written by an older version): their late events do not make up a record.
+    pub fn restore(records: impl IntoIterator<Item = Record>, first_open: i64) -> Self {
+        let horizon = first_open.saturating_sub(UPDATE_HORIZON_MS);
+        let published = records.into_iter().filter(|r| r.window_start_ms >= horizon).map(|r| (r.window_start_ms, r));
+        Completeness { pending: BTreeMap::new(), published: published.collect(), known_from: first_open }
     }
 
     /// Adds `counts` to the window starting at `start` (`window`), which is published if
@@ -183,15 +185,13 @@ impl Completeness {
             self.pending.entry(start).or_default().add(counts);
             return Update::Pending;
         }
-        if start < self.known_from {
-            return Update::TooOld;
-        }
         let record = match self.published.entry(start) {
             Entry::Occupied(o) => {
                 let r = o.into_mut();
                 r.revision += 1;
                 r
             }
+            Entry::Vacant(_) if start < self.known_from => return Update::TooOld,
             // Published with nothing in it: every event of it so far was late.
             Entry::Vacant(v) => {
                 v.insert(Record::new(window, 0, Counts::default(), None, Vec::new(), Vec::new(), Vec::new()))
@@ -287,6 +287,11 @@ mod tests {
         let mut again = Completeness::restore(json, t0 + 2 * MIN);
         let Update::Republish(r) = again.add(window(t0), Counts::late(1), true) else { panic!("restored") };
         assert_eq!((r.revision, r.events, r.late), (2, 100, 5));
+        // A window published before the restore whose record was not read back (an older
+        // version wrote none, or it is gone): its late events do not make one up.
+        assert_eq!(again.add(window(t0 - MIN), Counts::late(1), true), Update::TooOld);
+        let Update::Republish(r) = again.add(window(t0 + 2 * MIN), Counts::late(1), true) else { panic!("new") };
+        assert_eq!((r.revision, r.events, r.late), (0, 0, 1));
         let mut later = Completeness::restore(restored, t0 + UPDATE_HORIZON_MS + 2 * MIN);
         assert_eq!(later.add(window(t0), Counts::late(1), true), Update::TooOld);
     }

@@ -470,7 +470,12 @@ impl Engine {
             }
         }
         tracing::info!(topic = %self.topics.completeness, records = records.len(), "completeness records restored: late events of those windows update them");
-        self.completeness = Completeness::restore(records, published);
+        // The first window `published` does not close.
+        let first_open = published
+            .saturating_sub(self.rule.window_ms)
+            .saturating_sub(self.rule.allowed_lateness_ms)
+            .saturating_add(1);
+        self.completeness = Completeness::restore(records, first_open);
     }
 
     /// Whether the merge stage runs here.
@@ -1043,13 +1048,14 @@ impl Engine {
             let key = exchange::counts_key(id, window);
             sink.send(&x.topic, Some(key.as_bytes()), &exchange::encode_counts(id, window, counts), &[])?;
         }
-        // Kept while another task here still holds the window open: its live figures need them.
-        let rule = self.rule;
-        for partial in partials {
-            self.sent.entry(partial.window_start_ms).or_default().push(partial);
+        // Kept while another task here holds the window open: its live figures need them.
+        if !partials.is_empty() {
+            for partial in partials {
+                self.sent.entry(partial.window_start_ms).or_default().push(partial);
+            }
+            let tasks = &self.tasks;
+            self.sent.retain(|&w, _| tasks.iter().any(|t| t.holds_open(w)));
         }
-        let tasks = &self.tasks;
-        self.sent.retain(|&w, _| tasks.iter().any(|t| !rule.window_is_closed(w, t.closed_through())));
         // The task's partitions are done up to what it closed: that is in the partials.
         let closed = self.tasks[t].closed_through();
         for &p in &self.tasks[t].inputs {

@@ -2,11 +2,12 @@
 //! if it closed now, without closing it (Kafka Streams' interactive queries, for our windows).
 //!
 //! No new plugin call is needed, so every plugin already written can be peeked at: each task
-//! exports its accumulators of the window's panes (`export-window` leaves them in place), the
-//! merge stage's own instance of the plugin merges them (`merge-window`, into a window it holds
-//! no state for) and closes that copy (`close-window`), which returns the records and forgets the
-//! copy. The tasks' state is never touched. A task that has already handed the window over
-//! contributes the partial it handed over.
+//! exports its accumulators of the window's panes (`export-window` leaves them in place), a
+//! fresh instance of the plugin (of the version in charge of the window) merges them
+//! (`merge-window`) and closes that copy (`close-window`), which returns the records; the
+//! instance is then dropped. The tasks' and the merge stage's instances see only
+//! `export-window`, which the WIT allows at any time. A task that has already handed the window
+//! over contributes the partial it handed over.
 //!
 //! The figures are those of this host's tasks (under scale-out, the others' are not here), as of
 //! the positions given: they hold exactly the input events below those offsets, less the late,
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use super::merge::{Share, TaskId};
 use super::{Engine, WindowResults, positions};
+use crate::plugin::Aggregator;
 
 /// At most this many open windows are shown, the oldest first.
 const MAX_SHOWN: usize = 10;
@@ -76,6 +78,8 @@ impl Engine {
             }
         }
         let mut positions_now = Vec::new();
+        // Kept while the figures are taken; one per plugin, made on first use.
+        let mut scratch: Vec<Option<Box<dyn Aggregator>>> = Vec::new();
         for task in &self.tasks {
             for (&p, next) in task.inputs.iter().zip(positions(task, &self.offsets)) {
                 let info = &self.partitions[p];
@@ -86,7 +90,7 @@ impl Engine {
                 });
             }
         }
-        let windows = starts.into_iter().take(MAX_SHOWN).map(|start| self.peek_window(start)).collect();
+        let windows = starts.into_iter().take(MAX_SHOWN).map(|start| self.peek_window(start, &mut scratch)).collect();
         OpenWindows {
             partial: true,
             tasks: self.tasks.iter().map(|t| t.id).collect(),
@@ -95,7 +99,7 @@ impl Engine {
         }
     }
 
-    fn peek_window(&mut self, start: i64) -> OpenWindow {
+    fn peek_window(&mut self, start: i64, scratch: &mut Vec<Option<Box<dyn Aggregator>>>) -> OpenWindow {
         let rule = self.rule;
         let plugins = self.merge.slots().len();
         let mut events = 0;
@@ -143,6 +147,7 @@ impl Engine {
         let window = rule.window(start);
         let mut results = Vec::new();
         let mut unavailable = BTreeMap::new();
+        scratch.resize_with(plugins, || None);
         for (i, states) in states.into_iter().enumerate() {
             let slot = &mut self.merge.slots_mut()[i];
             let which = slot.which_for(start);
@@ -154,19 +159,29 @@ impl Engine {
                     continue;
                 }
             };
-            // The merge's instance holds no state for a window not published: the copy is made
-            // there and dropped by closing it.
-            let instance = slot.instance(which);
-            let closed = states
-                .iter()
-                .try_for_each(|s| instance.merge_window(window, s))
-                .and_then(|()| instance.close_window(window));
+            // A fresh instance of the version in charge of the window (a swap may be finishing),
+            // made once per peek: the copy is merged and closed there.
+            let fresh = match &scratch[i] {
+                Some(s) if s.meta().hash == meta.hash => Ok(()),
+                _ => slot.instance(which).fresh().map(|f| scratch[i] = Some(f)),
+            };
+            let closed = fresh.map_err(|e| format!("{e:#}")).and_then(|()| {
+                let instance = scratch[i].as_mut().expect("made above");
+                states
+                    .iter()
+                    .try_for_each(|s| instance.merge_window(window, s))
+                    .and_then(|()| instance.close_window(window))
+                    .map_err(|e| {
+                        // Its state is unknown now: the next window gets another.
+                        scratch[i] = None;
+                        e.to_string()
+                    })
+            });
             match closed {
                 Ok(records) => results.push(WindowResults::new(&meta, window, &records)),
-                Err(e) => {
-                    tracing::warn!(plugin = %meta.name, window = %adstream_abi::time::format_rfc3339_millis(start), error = %e, "a window's live figures could not be computed; the merge's instance of the plugin restarts");
-                    unavailable.insert(meta.name.clone(), e.to_string());
-                    slot.failed(which, &e, std::iter::empty());
+                Err(reason) => {
+                    tracing::warn!(plugin = %meta.name, window = %adstream_abi::time::format_rfc3339_millis(start), %reason, "a window's live figures could not be computed");
+                    unavailable.insert(meta.name.clone(), reason);
                 }
             }
         }

@@ -62,8 +62,6 @@ struct Pane {
     events: u64,
     /// Repeats dropped.
     duplicates: u64,
-    /// Clicks whose impression never came.
-    unattributed: u64,
 }
 
 /// What [`Task::close_through`] hands over: the partials, each window's counts, and the plugin
@@ -164,6 +162,12 @@ impl Task {
     /// Panes (windows, when tumbling) with events here that are not released, oldest first.
     pub fn open_windows(&self) -> impl Iterator<Item = i64> + '_ {
         self.open.keys().copied()
+    }
+
+    /// Whether the window starting at `start` is open here: not handed over, with a pane here.
+    pub fn holds_open(&self, start: i64) -> bool {
+        !self.rule.window_is_closed(start, self.closed_through())
+            && self.rule.panes_of(start).any(|p| self.open.contains_key(&p))
     }
 
     /// The start of the oldest window this task has not handed over that holds one of its
@@ -346,20 +350,25 @@ impl Task {
             // The window's newest pane closes with it: its clicks still waiting never will be
             // attributed (an impression is never newer than its click).
             let newest = start + rule.window_ms - rule.slide_ms;
-            if let Some(pane) = self.open.get_mut(&newest) {
+            if self.open.contains_key(&newest) {
                 let unattributed = self.join.close_window(newest);
                 stats.clicks_unattributed += unattributed;
-                pane.unattributed += unattributed;
+                // Decided once (a new owner would not decide it again), for every window that
+                // holds the pane: this one is the first.
+                let mut w = start;
+                while unattributed > 0 && w <= newest {
+                    counts.push((w, Counts { unattributed, ..Counts::default() }));
+                    w += rule.slide_ms;
+                }
             }
             let held: Vec<(i64, Pane)> =
                 rule.panes_of(start).filter_map(|p| self.open.get(&p).map(|&pane| (p, pane))).collect();
             let panes: Vec<(i64, u64)> = held.iter().map(|&(p, pane)| (p, pane.events)).collect();
             let events = panes.iter().map(|&(_, n)| n).sum();
-            let sum = |f: fn(&Pane) -> u64| held.iter().map(|(_, pane)| f(pane)).sum();
-            counts.push((
-                start,
-                Counts { late: 0, duplicates: sum(|p| p.duplicates), unattributed: sum(|p| p.unattributed) },
-            ));
+            let duplicates = held.iter().map(|(_, pane)| pane.duplicates).sum();
+            if duplicates > 0 {
+                counts.push((start, Counts { duplicates, ..Counts::default() }));
+            }
             let window = rule.window(start);
             for i in 0..self.plugins.len() {
                 partials.push(self.share_of(i, start, &panes, events, &mut failures));

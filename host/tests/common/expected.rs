@@ -342,19 +342,23 @@ impl Inputs {
 }
 
 /// Checks the completeness records of a run (`records`: in publication order, so that the last
-/// of each window is the one that stands) against `want` ([`Inputs::completeness`]): every
-/// window of `want` has one, with those figures; revisions go up by one; each names `plugins`
-/// (name, file) with the SHA-256 of the file loaded, and the tasks that contributed. `Err` says
-/// what differs.
+/// of each window is the one that stands) against `want` ([`Inputs::completeness`] of a run
+/// bounded by `limit`): every window of `want` has one, with those figures, and no other window
+/// that `limit` closes has one; revisions go up by one; each names `plugins` (name, file) with the
+/// SHA-256 of the file loaded, and the tasks that contributed. `Err` says what differs.
 pub fn check_completeness(
     records: &[Value],
     want: &BTreeMap<i64, Completeness>,
+    limit: Option<i64>,
     plugins: &[(&str, &Path)],
 ) -> Result<(), String> {
     use sha2::{Digest, Sha256};
     let mut last: BTreeMap<i64, &Value> = BTreeMap::new();
     for v in records {
-        let (start, _) = window_and_length_of(v);
+        let (start, length) = window_and_length_of(v);
+        if limit.is_none_or(|l| start + length <= l) && !want.contains_key(&start) {
+            return Err(format!("a record of a window the run has nothing of: {v}"));
+        }
         let revision = v["revision"].as_u64().ok_or_else(|| format!("no revision in {v}"))?;
         let before = last.get(&start).map(|p| p["revision"].as_u64().unwrap_or(0) + 1).unwrap_or(0);
         if revision != before {

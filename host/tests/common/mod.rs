@@ -369,13 +369,14 @@ pub fn read_topics(
     out
 }
 
-/// Reads the completeness topic of `prefix` until its records match `want` (see
-/// [`expected::check_completeness`]; `plugins` by name, as loaded from [`plugin`]), for at most a
+/// Reads the completeness topic of `prefix` until its records match `want` of a run bounded by
+/// `limit` (see [`expected::check_completeness`]; `plugins` by name, as loaded from [`plugin`]), for at most a
 /// minute: late events reach a window's record with their task's next checkpoint. Panics with
 /// the difference, and `context` (a host's log), if they never do.
 pub fn await_completeness(
     prefix: &str,
     want: &std::collections::BTreeMap<i64, expected::Completeness>,
+    limit: Option<i64>,
     plugins: &[&str],
     context: impl Fn() -> String,
 ) {
@@ -383,10 +384,11 @@ pub fn await_completeness(
     let files: Vec<(&str, &Path)> = files.iter().map(|(n, f)| (*n, f.as_path())).collect();
     let check = |r: &[Record]| {
         let values: Vec<serde_json::Value> = r.iter().map(Record::json).collect();
-        expected::check_completeness(&values, want, &files)
+        expected::check_completeness(&values, want, limit, &files)
     };
     let topic = format!("{prefix}adstream-window-completeness");
-    let records = read_topics(&[topic], Duration::from_secs(60), Duration::ZERO, |r| check(r).is_ok());
+    // Once they match, a while more: a later record must not spoil them.
+    let records = read_topics(&[topic], Duration::from_secs(60), Duration::from_secs(2), |r| check(r).is_ok());
     if let Err(e) = check(&records) {
         panic!("{e}\n{}", context());
     }
