@@ -23,8 +23,12 @@ cargo fmt --all --check
 step "plugins (wasm32-wasip2 components)"
 bash scripts/build-plugins.sh
 
-step "host and generator (release)"
-cargo build --release --locked -p adstream -p adgen
+step "host, generator and every test (release)"
+# One build of everything the tests run, the binaries included (cargo builds a package's binaries
+# for its integration tests): `cargo build -p adstream -p adgen` would resolve other features of
+# shared crates (the plugins and dev-dependencies turn on rustc-hash's `std`, say) and compile the
+# whole wasmtime/cranelift stack a second time for the tests.
+cargo test --release --locked --workspace --no-run
 
 step "lints"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
