@@ -159,6 +159,8 @@ pub enum Update<'a> {
     Republish(&'a Record),
     /// The window is older than the records kept: its record is not updated.
     TooOld,
+    /// Nothing to add to the published record.
+    Unchanged,
 }
 
 impl Completeness {
@@ -177,13 +179,20 @@ impl Completeness {
         Completeness { pending: BTreeMap::new(), published: published.collect(), known_from: first_open }
     }
 
-    /// Adds `counts` to the window starting at `start` (`window`), which is published if
-    /// `is_published`.
-    pub fn add(&mut self, window: Window, counts: Counts, is_published: bool) -> Update<'_> {
+    /// Adds task `task`'s `counts` to `window`, which is published if `is_published`. Once it
+    /// is, only late events count: duplicates and unattributed clicks of a task whose share is
+    /// not in the result (an idle task handed it over after publication, which the
+    /// plugin-errors topic reports) are not the result's.
+    pub fn add(&mut self, window: Window, task: TaskId, counts: Counts, is_published: bool) -> Update<'_> {
         let start = window.start_ms;
         if !is_published {
             self.pending.entry(start).or_default().add(counts);
             return Update::Pending;
+        }
+        let in_result = self.published.get(&start).is_some_and(|r| r.tasks.contains(&task));
+        let counts = if in_result { counts } else { Counts::late(counts.late) };
+        if counts.is_empty() {
+            return Update::Unchanged;
         }
         let record = match self.published.entry(start) {
             Entry::Occupied(o) => {
@@ -271,28 +280,34 @@ mod tests {
     fn counts_gather_until_publication_and_late_events_after_it_update_the_record() {
         let mut c = Completeness::new();
         let t0 = 1_800_000_000_000 / MIN * MIN;
-        assert_eq!(c.add(window(t0), Counts { duplicates: 2, unattributed: 1, late: 0 }, false), Update::Pending);
-        assert_eq!(c.add(window(t0), Counts::late(3), false), Update::Pending);
+        assert_eq!(c.add(window(t0), 0, Counts { duplicates: 2, unattributed: 1, late: 0 }, false), Update::Pending);
+        assert_eq!(c.add(window(t0), 1, Counts::late(3), false), Update::Pending);
         let r = published(&mut c, t0, 100);
         assert_eq!((r.revision, r.events, r.late, r.duplicates, r.unattributed_clicks), (0, 100, 3, 2, 1));
-        let Update::Republish(r) = c.add(window(t0), Counts::late(1), true) else { panic!("republished") };
+        let Update::Republish(r) = c.add(window(t0), 0, Counts::late(1), true) else { panic!("republished") };
         assert_eq!((r.revision, r.events, r.late), (1, 100, 4));
+        // After publication: the copies and unattributed clicks of a task in the result count;
+        // those of a task whose share came too late for it (not in `tasks`) do not.
+        let more = Counts { late: 0, duplicates: 5, unattributed: 5 };
+        assert_eq!(c.add(window(t0), 7, more, true), Update::Unchanged);
+        let Update::Republish(r) = c.add(window(t0), 1, more, true) else { panic!("in the result") };
+        assert_eq!((r.revision, r.duplicates, r.unattributed_clicks), (2, 7, 6));
         // A window published with nothing in it gets its first record from its late events.
-        let Update::Republish(r) = c.add(window(t0 + MIN), Counts::late(1), true) else { panic!("a first record") };
+        let Update::Republish(r) = c.add(window(t0 + MIN), 0, Counts::late(1), true) else { panic!("a first record") };
         assert_eq!((r.revision, r.events, r.late), (0, 0, 1));
         // The record survives a restore and carries the totals on; past the horizon it does not.
         let restored: Vec<Record> = [t0, t0 + MIN].iter().map(|&s| c.record(s).unwrap().clone()).collect();
         let json: Vec<Record> = restored.iter().map(|r| serde_json::from_str(&r.to_json()).unwrap()).collect();
         assert_eq!(json, restored);
         let mut again = Completeness::restore(json, t0 + 2 * MIN);
-        let Update::Republish(r) = again.add(window(t0), Counts::late(1), true) else { panic!("restored") };
-        assert_eq!((r.revision, r.events, r.late), (2, 100, 5));
+        let Update::Republish(r) = again.add(window(t0), 0, Counts::late(1), true) else { panic!("restored") };
+        assert_eq!((r.revision, r.events, r.late), (3, 100, 5));
         // A window published before the restore whose record was not read back (an older
         // version wrote none, or it is gone): its late events do not make one up.
-        assert_eq!(again.add(window(t0 - MIN), Counts::late(1), true), Update::TooOld);
-        let Update::Republish(r) = again.add(window(t0 + 2 * MIN), Counts::late(1), true) else { panic!("new") };
+        assert_eq!(again.add(window(t0 - MIN), 0, Counts::late(1), true), Update::TooOld);
+        let Update::Republish(r) = again.add(window(t0 + 2 * MIN), 0, Counts::late(1), true) else { panic!("new") };
         assert_eq!((r.revision, r.events, r.late), (0, 0, 1));
         let mut later = Completeness::restore(restored, t0 + UPDATE_HORIZON_MS + 2 * MIN);
-        assert_eq!(later.add(window(t0), Counts::late(1), true), Update::TooOld);
+        assert_eq!(later.add(window(t0), 0, Counts::late(1), true), Update::TooOld);
     }
 }

@@ -561,17 +561,17 @@ impl Engine {
                 self.merge.report(task, clock);
                 input.offsets.seen(0, offset);
             }
-            exchange::Message::Counts { task: _, window_start_ms: window, counts } => {
+            exchange::Message::Counts { task, window_start_ms: window, counts } => {
                 if self.rule.window_is_closed(window, self.merge.published()) {
                     input.offsets.seen(0, offset);
                     // The record an earlier owner published (read back) has them already.
                     if !replaying {
-                        self.complete(window, counts, sink)?;
+                        self.complete(window, task, counts, sink)?;
                     }
                 } else {
                     // Held with the window's partials: a new owner gathers them again.
                     input.offsets.hold(0, offset, self.rule.window_closes_at(window));
-                    self.complete(window, counts, sink)?;
+                    self.complete(window, task, counts, sink)?;
                 }
             }
             exchange::Message::Partial { partial, chunk, chunks } => {
@@ -1026,7 +1026,7 @@ impl Engine {
                 self.add_partial(partial);
             }
             for (window, counts) in counts {
-                self.complete(window, counts, sink)?;
+                self.complete(window, id, counts, sink)?;
             }
             self.merge.report(id, clock);
             return Ok(clock.watermark != before || clock.idle);
@@ -1101,8 +1101,9 @@ impl Engine {
                 let bound = self.rule.window_closes_at(start);
                 let (partials, counts, failures) = self.tasks[t].close_through(bound, &positions, &mut self.stats);
                 self.report_failures(t, failures);
+                let id = self.tasks[t].id;
                 for (window, counts) in counts {
-                    self.complete(window, counts, sink)?;
+                    self.complete(window, id, counts, sink)?;
                 }
                 for partial in partials {
                     self.add_partial(partial);
@@ -1180,8 +1181,9 @@ impl Engine {
             let positions = positions(&self.tasks[t], &self.offsets);
             let (partials, counts, failures) = self.tasks[t].close_through(i64::MAX, &positions, &mut self.stats);
             self.report_failures(t, failures);
+            let id = self.tasks[t].id;
             for (window, counts) in counts {
-                self.complete(window, counts, sink)?;
+                self.complete(window, id, counts, sink)?;
             }
             for partial in partials {
                 self.add_partial(partial);
@@ -1325,12 +1327,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds `counts` to the completeness record of the window starting at `start`: kept for its
-    /// publication, or, if it is published, the record published again, updated.
-    fn complete(&mut self, start: i64, counts: Counts, sink: &mut dyn Sink) -> anyhow::Result<()> {
+    /// Adds task `task`'s `counts` to the completeness record of the window starting at
+    /// `start`: kept for its publication, or, if it is published, the record published again,
+    /// updated.
+    fn complete(&mut self, start: i64, task: TaskId, counts: Counts, sink: &mut dyn Sink) -> anyhow::Result<()> {
         let is_published = self.rule.window_is_closed(start, self.merge.published());
-        match self.completeness.add(self.rule.window(start), counts, is_published) {
-            Update::Pending => Ok(()),
+        match self.completeness.add(self.rule.window(start), task, counts, is_published) {
+            Update::Pending | Update::Unchanged => Ok(()),
             Update::Republish(record) => {
                 let record = record.clone();
                 self.send_completeness(record, sink)
@@ -1372,12 +1375,8 @@ impl Engine {
 
     /// In this process: the late events counted since the last call, to the merge.
     fn complete_late(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
-        let mut by_window: BTreeMap<i64, u64> = BTreeMap::new();
-        for ((_, window), late) in std::mem::take(&mut self.late_counts) {
-            *by_window.entry(window).or_default() += late;
-        }
-        for (window, late) in by_window {
-            self.complete(window, Counts::late(late), sink)?;
+        for ((task, window), late) in std::mem::take(&mut self.late_counts) {
+            self.complete(window, task, Counts::late(late), sink)?;
         }
         Ok(())
     }
