@@ -9,12 +9,18 @@
 //! compacted, and the last record of a key supersedes the others.
 //!
 //! Where the figures come from:
-//! - events, duplicates and unattributed clicks: each task counts them per pane and hands the
-//!   window's sums over with its partials (through the partials topic, a `counts` record);
+//! - events and duplicates: each task counts them per pane and hands the window's sums over with
+//!   its partials (through the partials topic, a `counts` record after them);
+//! - unattributed clicks: counted when a pane's first window closes at its task, for every
+//!   window that holds the pane at once (a new owner of the task would not decide them again);
 //! - late events: the task that decides an event is late counts it for every window that holds
-//!   its pane (one, when tumbling). In this process the count goes to the merge at once; through
-//!   the partials topic, in a `counts` record with the task's next checkpoint, in the same
-//!   transaction as the late copies.
+//!   its pane (one, when tumbling). In this process the counts go to the merge before the next
+//!   window is published; through the partials topic, in `counts` records with the task's next
+//!   checkpoint, in the same transaction as the late copies.
+//!
+//! Once a window is published, only late events change its record, and the copies and
+//! unattributed clicks of tasks whose share is in it (an idle task's share handed over after
+//! publication is not, nor are its counts).
 //!
 //! A merge stage that takes over reads the topic back first ([`Completeness::restore`]), so
 //! that an update carries the totals on. Updates are kept for [`UPDATE_HORIZON_MS`] of event
