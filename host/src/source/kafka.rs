@@ -361,11 +361,10 @@ impl KafkaSource {
             if topic == self.config.partials_topic {
                 let (published, next) = checkpoint.map_or((i64::MIN, i64::MIN), |c| (c.watermark, c.next));
                 engine.open_merge(self.tasks, published, next);
-                let topic = &self.config.outputs.completeness;
                 let records = crate::kafka::state::read_compacted(
                     &self.config,
                     &self.health,
-                    topic,
+                    &self.config.outputs.completeness,
                     "the windows' completeness records",
                 )?;
                 engine.restore_completeness(records.into_values(), published);
@@ -390,8 +389,44 @@ impl KafkaSource {
             }
             tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(task_watermark), "assigned");
         }
+        self.wait_for_missing_halves(engine, now)?;
         let tpl = crate::kafka::group::assignment(&start).map_err(|e| Failure::kafka(e, "assigning partitions"))?;
         self.consumer.assign(&tpl).map_err(|e| Failure::kafka(e, "assigning partitions"))
+    }
+
+    /// A task given partition `p` of one input topic and not of the other (it does not exist
+    /// yet: an operator adds partitions to one topic, then the other, and the group sees them
+    /// apart) waits for the missing one as for an empty partition: it holds the task's watermark
+    /// until the idle timeout (SPEC "Time": the watermark of task `p` is over partition `p` of
+    /// both topics). Otherwise the task's watermark would follow the one side alone, and the
+    /// other side's first events, once the group assigns it, would be late. The missing
+    /// partition is the engine's only, after the assigned ones: it is not read or committed.
+    fn wait_for_missing_halves(&self, engine: &mut Engine, now: Instant) -> Result<(), Failure> {
+        let missing: Vec<(Source, i32)> = self
+            .assigned
+            .ids
+            .keys()
+            .filter_map(|&(kind, p)| {
+                let other = match kind {
+                    Source::Impressions => Source::Clicks,
+                    Source::Clicks => Source::Impressions,
+                };
+                (!self.assigned.ids.contains_key(&(other, p))).then_some((other, p))
+            })
+            .collect();
+        for (kind, partition) in missing {
+            let topic = match kind {
+                Source::Impressions => &self.config.impressions_topic,
+                Source::Clicks => &self.config.clicks_topic,
+            };
+            engine.add_partition(kind, topic, partition, now).map_err(Failure::Fatal)?;
+            tracing::warn!(
+                topic,
+                partition,
+                "this task's partition of the other input topic is not assigned (not created yet?): the task waits for it up to --idle-timeout"
+            );
+        }
+        Ok(())
     }
 
     /// The first offset `partition` of `topic` still holds (where a partition never committed
