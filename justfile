@@ -75,7 +75,7 @@ bench-latency EVENTS="400k" RATE="10000": build build-plugins kafka-up
 
 # Longer run of the scale-out kill test (not in CI): KILLS SIGKILLs among three hosts
 scale-soak KILLS="30": build build-plugins kafka-up
-    ADSTREAM_SCALE_KILLS={{KILLS}} cargo test --release --locked -p adstream --test scale_out hosts_killed -- --nocapture
+    ADSTREAM_SCALE_KILLS={{KILLS}} cargo test --release --locked -p adstream --test integration consumer_group::hosts_killed -- --nocapture
 
 # Memory soak (not in CI): MINUTES (30) at a steady RATE (10000 events/s); RSS must stay flat
 # after warm-up. Samples in target/soak/rss.csv
@@ -84,7 +84,7 @@ soak MINUTES="30" RATE="10000": build build-plugins kafka-up
 
 # Longer run of the crash test (not in CI): 100 SIGKILLs mid-stream, exactly-once checked
 crash-soak: build build-plugins kafka-up
-    ADSTREAM_CRASH_KILLS=100 cargo test --release --locked -p adstream --test crash_recovery -- --nocapture
+    ADSTREAM_CRASH_KILLS=100 cargo test --release --locked -p adstream --test integration crash_recovery:: -- --nocapture
 
 # Broker outages again and again (not in CI): CYCLES outages of SECONDS each, SIGTERM and SIGKILL
 # in turn, on a broker of its own; prints how soon after each the host was ready again
@@ -93,4 +93,4 @@ outage-soak CYCLES="6" SECONDS="30": build build-plugins
 
 # Fuzz the decoder and the pipeline with a million random and mutated messages
 fuzz:
-    ADSTREAM_FUZZ_CASES=1000000 cargo test --release --locked -p adstream --test hostile_input
+    ADSTREAM_FUZZ_CASES=1000000 cargo test --release --locked -p adstream --test integration hostile_input::

@@ -37,6 +37,8 @@
 # Environment:
 #   KAFKA_HOME             state directory (default: <repo>/.kafka): lib/, data/,
 #                          server.properties, broker.log, broker.pid
+#   KAFKA_LIB              where the jars are (default: $KAFKA_HOME/lib); a second
+#                          broker can share the first one's
 #   KAFKA_PORT             PLAINTEXT listener port (default 9092)
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 9093)
 #   KAFKA_SASL_SSL_PORT    SASL_SSL listener port (default 9094)
@@ -60,7 +62,7 @@ KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 MVN="${MVN:-mvn}"
 
-LIB="$KAFKA_HOME/lib"
+LIB="${KAFKA_LIB:-$KAFKA_HOME/lib}"
 DATA="$KAFKA_HOME/data"
 CONF="$KAFKA_HOME/server.properties"
 LOG4J_CONF="$KAFKA_HOME/log4j.properties"
@@ -120,7 +122,7 @@ fetch_jars() {
   local version tmp
   version="$(kafka_version)"
   msg "fetching Apache Kafka $version jars with Maven (first run only)..."
-  tmp="$KAFKA_HOME/lib.tmp.$$"
+  tmp="$LIB.tmp.$$"
   rm -rf "$tmp"
   mkdir -p "$tmp"
   if ! "$MVN" -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" >"$KAFKA_HOME/maven.log" 2>&1; then

@@ -1,6 +1,6 @@
 """The Python SDK's batch decoder against the encoding's test vectors (sdk/test-vectors), which
 the Rust implementation is checked against too. Plain Python: `python3 sdk/python/tests/test_batch.py`
-(also run by `cargo test`, host/tests/plugins.rs)."""
+(also run by `cargo test`, host/tests/integration/plugins.rs)."""
 
 import json
 from pathlib import Path

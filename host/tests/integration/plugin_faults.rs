@@ -5,17 +5,15 @@
 //! in, and for the window it failed in a record on the plugin-errors topic accounts for the
 //! events instead.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::common::{plugin, workspace};
 use adstream::config::{PluginConfig, TimeConfig};
 use adstream::engine::{Engine, Input, Sink};
 use adstream::event::Source;
 use adstream::plugin::{Aggregator, Plugin, Runtime};
 use adstream::sink::topics::OutputTopics;
-use common::{plugin, workspace};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_millis(200);

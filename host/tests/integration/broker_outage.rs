@@ -1,5 +1,6 @@
-//! The broker goes away and comes back (a test binary of its own: it stops the broker every other
-//! test uses, and its two tests take turns):
+//! The broker goes away and comes back. Each test runs a broker of its own (`scripts/kafka.sh`
+//! with its own `KAFKA_HOME` and free ports, sharing the jars), so that stopping it disturbs none
+//! of the tests running beside it:
 //!
 //! - for 30 seconds in the middle of a run: the host waits, `/readyz` says it is not ready and
 //!   `/healthz` that it is alive, and once the broker answers again the host is ready within the
@@ -7,14 +8,13 @@
 //! - at start-up, for 20 seconds: the host does not exit, `/readyz` says it is waiting for
 //!   Kafka, and once the broker is up it consumes and the results are exactly right.
 
-mod common;
-
+use std::net::TcpListener;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{
-    Host, brokers, finish_and_check_exactly_once, fresh_prefix, generate, http, read_topics, run_ok, workspace,
+use crate::common::{
+    Host, OnBroker, finish_and_check_exactly_once, fresh_prefix, generate, http, on_broker, read_topics, run_ok,
+    workspace,
 };
 
 /// How soon after the broker answers again the host is consuming (README "Operating it"): a
@@ -22,19 +22,54 @@ use common::{
 /// a few more. Usually it is a few seconds.
 const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 
-/// The tests stop and start the one broker: one at a time.
-static BROKER: Mutex<()> = Mutex::new(());
-
-fn kafka(cmd: &str) {
-    run_ok(Command::new("bash").arg(workspace().join("scripts/kafka.sh")).arg(cmd));
+/// A single-node broker of one test's own, stopped and its data deleted when dropped. The
+/// helpers of the test's thread use it while `_on` lives.
+struct OwnBroker {
+    home: tempfile::TempDir,
+    ports: [u16; 3],
+    _on: OnBroker,
 }
 
-fn our_broker() -> bool {
-    if brokers() != "127.0.0.1:9092" {
-        eprintln!("skipped: ADSTREAM_TEST_BROKERS points at a broker this test cannot stop");
-        return false;
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        // Free ports now; the broker binds them a few seconds later (another process could take
+        // one in between: the start then fails with the broker's log, not silently).
+        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let ports = [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port());
+        drop(listeners);
+        let home = tempfile::tempdir().unwrap();
+        let _on = on_broker(&format!("127.0.0.1:{}", ports[0]));
+        let broker = OwnBroker { home, ports, _on };
+        broker.kafka("up");
+        broker
     }
-    true
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[0])
+    }
+
+    fn command(&self, cmd: &str) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .arg(workspace().join("scripts/kafka.sh"))
+            .arg(cmd)
+            .env("KAFKA_HOME", self.home.path())
+            .env("KAFKA_LIB", workspace().join(".kafka/lib"))
+            .env("KAFKA_PORT", self.ports[0].to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.ports[1].to_string())
+            .env("KAFKA_SASL_SSL_PORT", self.ports[2].to_string());
+        command
+    }
+
+    fn kafka(&self, cmd: &str) {
+        run_ok(&mut self.command(cmd));
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.command("wipe").output();
+    }
 }
 
 /// Waits for `/readyz` to answer 200; how long it took.
@@ -54,10 +89,7 @@ fn until_ready(url: &str, host: &Host, limit: Duration) -> Duration {
 
 #[test]
 fn a_broker_outage_of_30_seconds_loses_and_doubles_nothing() {
-    if !our_broker() {
-        return;
-    }
-    let _turn = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = OwnBroker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("outage");
     let inputs = generate(&prefix, dir.path(), "1M", "9", "0", "0.001");
@@ -72,7 +104,7 @@ fn a_broker_outage_of_30_seconds_loses_and_doubles_nothing() {
     let url = host.http_url();
     let probe = |path: &str| http(&format!("{url}{path}"), &[], None);
     assert_eq!(probe("/readyz").0, 200, "ready before the outage");
-    kafka("down");
+    broker.kafka("down");
     // The probes, every half second for 30 s.
     let mut seen = Vec::new();
     let outage = Instant::now();
@@ -85,7 +117,7 @@ fn a_broker_outage_of_30_seconds_loses_and_doubles_nothing() {
     let not_ready: Vec<&String> = seen.iter().filter(|((code, _), _)| *code == 503).map(|((_, why), _)| why).collect();
     assert!(not_ready.len() >= 10, "/readyz should fail while the broker is away: {seen:?}");
     assert!(seen.iter().all(|(_, health)| *health == 200), "/healthz stays live through 30 s: {seen:?}");
-    kafka("up");
+    broker.kafka("up");
     let took = until_ready(&url, &host, RECOVERY_BOUND);
     eprintln!("ready again {took:?} after the broker answered");
     let log = finish_and_check_exactly_once(host, &prefix, &inputs);
@@ -97,14 +129,11 @@ fn a_broker_outage_of_30_seconds_loses_and_doubles_nothing() {
 
 #[test]
 fn a_host_started_while_the_broker_is_down_waits_for_it() {
-    if !our_broker() {
-        return;
-    }
-    let _turn = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = OwnBroker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("late-broker");
     let inputs = generate(&prefix, dir.path(), "40000", "10", "0", "0.002");
-    kafka("down");
+    broker.kafka("down");
     let mut host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), &[]);
     let url = host.http_url();
     let mut reasons = Vec::new();
@@ -117,10 +146,10 @@ fn a_host_started_while_the_broker_is_down_waits_for_it() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(
-        reasons.iter().any(|r| r.contains("waiting for Kafka") && r.contains("127.0.0.1:9092")),
+        reasons.iter().any(|r| r.contains("waiting for Kafka") && r.contains(&broker.bootstrap())),
         "/readyz says why it waits: {reasons:?}"
     );
-    kafka("up");
+    broker.kafka("up");
     let took = until_ready(&url, &host, RECOVERY_BOUND);
     eprintln!("consuming {took:?} after the broker answered");
     let log = finish_and_check_exactly_once(host, &prefix, &inputs);

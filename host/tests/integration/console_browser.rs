@@ -6,17 +6,15 @@
 //!
 //! `scripts/test.sh` installs both Debian packages when they are missing.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::common::expected::{self, Inputs, Late};
+use crate::common::{Host, Record, brokers, http, http_delete, read_topics, workspace};
 use base64::Engine as _;
-use common::expected::{self, Inputs, Late};
-use common::{Host, Record, brokers, http, http_delete, read_topics, workspace};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -246,9 +244,9 @@ fn consumed(browser: &Browser) -> u64 {
 #[test]
 fn the_console_shows_live_figures_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = common::fresh_prefix("console");
+    let prefix = crate::common::fresh_prefix("console");
     // 100k messages at 4000/s: 25 s of live stream over 10 minutes of event time.
-    let mut generator = Command::new(common::adgen())
+    let mut generator = Command::new(crate::common::adgen())
         .args(["--brokers", &brokers(), "--partitions", "2", "--events", "100000", "--seed", "5", "--rate", "4000"])
         .args(["--impressions-topic", &format!("{prefix}ad-impressions")])
         .args(["--clicks-topic", &format!("{prefix}ad-clicks")])
@@ -366,7 +364,7 @@ fn the_console_shows_live_figures_in_chromium() {
         Duration::from_secs(10),
         "the new version in the plugins table",
     );
-    let rejected = upload(&common::plugin("engagement"));
+    let rejected = upload(&crate::common::plugin("engagement"));
     assert!(rejected.starts_with("Rejected (HTTP 422)") && rejected.contains("describes itself as"), "{rejected}");
     let swaps = browser.await_script(
         "const rows = document.querySelectorAll('#swaps tr'); return rows.length >= 3 ? rows.length - 1 : null",
@@ -387,12 +385,12 @@ fn the_console_shows_live_figures_in_chromium() {
     // The whole stream, so that the windows seen live are published and their late events in.
     assert!(generator.wait().unwrap().success(), "adgen failed");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let consumed = || common::get_json(&format!("{url}/api/status"))["stats"]["consumed"].as_u64().unwrap();
+    let consumed = || crate::common::get_json(&format!("{url}/api/status"))["stats"]["consumed"].as_u64().unwrap();
     while consumed() < 100_000 {
         assert!(Instant::now() < deadline, "the host did not consume the whole stream: {}", consumed());
         std::thread::sleep(Duration::from_millis(200));
     }
     check_live_figures(&prefix, &snapshots, 100_000);
     let stats = host.stop();
-    common::assert_accounted(&stats);
+    crate::common::assert_accounted(&stats);
 }

@@ -3,15 +3,13 @@
 //! against an independent batch computation, against `adstream replay` over the same events,
 //! and for conservation (every message consumed is counted, late or dead-lettered).
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::expected::{self, Inputs, Late};
-use common::{Host, Record, adstream, fresh_prefix, generate, generate_with, plugin, read_topics, run_ok};
+use crate::common::expected::{self, Inputs, Late};
+use crate::common::{Host, Record, adstream, fresh_prefix, generate, generate_with, plugin, read_topics, run_ok};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -49,7 +47,7 @@ fn check_rejects(records: &[Record], prefix: &str, inputs: &Inputs) {
 fn check_conservation(stats: &Value, inputs: &Inputs) {
     let n = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("stats has no {k}: {stats}"));
     assert_eq!(n("consumed") as usize, inputs.messages, "consumed: {stats}");
-    common::assert_accounted(stats);
+    crate::common::assert_accounted(stats);
     assert_eq!(n("late") as usize, inputs.late, "{stats}");
     assert_eq!(n("dead_lettered") as usize, inputs.malformed, "{stats}");
     assert_eq!(n("duplicates") as usize, inputs.duplicates, "{stats}");
@@ -140,7 +138,7 @@ fn check_kafka_run_against_the_batch_computation(
     let late: Vec<Vec<u8>> = by_topic(&records, &late_topic).iter().map(|r| r.value.clone()).collect();
     let want = inputs.completeness(limit, &late);
     assert!(want.values().any(|c| c.late > 0), "late events in windows of the run");
-    common::await_completeness(&prefix, &want, limit, &["ctr", "engagement"], || host.log());
+    crate::common::await_completeness(&prefix, &want, limit, &["ctr", "engagement"], || host.log());
     let log = host.log();
     let stats = host.stop();
     let ctr = values(&by_topic(&records, &ctr_topic));

@@ -1,8 +1,6 @@
 //! Shared helpers of the integration tests: the local broker, fresh topic names, running the
 //! binaries, reading topics, and an independent batch computation of the expected results.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 pub mod expected;
 
 use std::collections::HashMap;
@@ -17,9 +15,33 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use expected::{Inputs, Late};
 
-/// The broker the tests use: `ADSTREAM_TEST_BROKERS`, or the one `scripts/kafka.sh up` starts.
+/// The broker the tests use: `ADSTREAM_TEST_BROKERS`, or the one `scripts/kafka.sh up` starts;
+/// on a test thread that holds an [`OnBroker`], that test's own broker.
 pub fn brokers() -> String {
-    std::env::var("ADSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    OWN_BROKER
+        .with_borrow(Clone::clone)
+        .unwrap_or_else(|| std::env::var("ADSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()))
+}
+
+thread_local! {
+    static OWN_BROKER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While it lives, the helpers called on this thread ([`Host::start`], [`generate`],
+/// [`read_topics`]...) use `bootstrap` instead of the shared broker: for a test that stops its
+/// broker, which the tests running beside it must not notice. Each test runs on a thread of its
+/// own, so no other test is affected.
+pub struct OnBroker(());
+
+pub fn on_broker(bootstrap: &str) -> OnBroker {
+    OWN_BROKER.set(Some(bootstrap.to_owned()));
+    OnBroker(())
+}
+
+impl Drop for OnBroker {
+    fn drop(&mut self) {
+        OWN_BROKER.set(None);
+    }
 }
 
 pub fn workspace() -> PathBuf {

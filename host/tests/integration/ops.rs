@@ -3,15 +3,13 @@
 //! window's results equal to the batch computation and attributed to the version that produced
 //! it. The browser test of the console is `console_browser.rs`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::expected::{self, Inputs, Late};
-use common::{
+use crate::common::expected::{self, Inputs, Late};
+use crate::common::{
     Host, Record, adgen, await_status, brokers, fresh_prefix, generate, http, parse_metrics, plugin, read_topics,
     workspace,
 };
@@ -132,7 +130,7 @@ fn metrics_count_what_the_run_did() {
             "{k}: /metrics vs final counters"
         );
     }
-    common::assert_accounted(&final_stats);
+    crate::common::assert_accounted(&final_stats);
 }
 
 /// adgen writing `events` at `rate` per second into fresh topics, teeing to `dir/events`.
@@ -259,7 +257,7 @@ fn live_swap_keeps_every_window_exact() {
     let (_, metrics) = http(&format!("{base}/metrics"), &[], None);
     let log = host.log();
     let stats = host.stop();
-    common::assert_accounted(&stats);
+    crate::common::assert_accounted(&stats);
     assert_eq!(n(&stats, "plugin_errors"), 0, "{log}");
 
     let ctr: Vec<&Record> = records.iter().filter(|r| r.topic == topics[0]).collect();
@@ -351,5 +349,5 @@ fn a_python_plugin_compiles_off_the_pipeline_during_a_live_swap() {
 
     assert!(generator.wait().unwrap().success());
     let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
-    common::finish_and_check_exactly_once(host, &prefix, &inputs);
+    crate::common::finish_and_check_exactly_once(host, &prefix, &inputs);
 }

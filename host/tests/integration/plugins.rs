@@ -1,13 +1,11 @@
 //! The built plugins are WebAssembly components that implement the project's WIT world, and
 //! the host's loader handles them (and things that are not plugins) as documented.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{plugin, workspace};
 use adstream::config::PluginConfig;
 use adstream::plugin::{Aggregator, Plugin, Runtime};
-use common::{plugin, workspace};
 
 fn config(cache: &std::path::Path) -> PluginConfig {
     PluginConfig {
@@ -147,14 +145,14 @@ fn a_new_rust_plugin_builds_outside_the_repository_and_counts_right() {
 }
 
 fn template_builds_outside_the_repository_and_counts_right(lang: &str) {
-    use common::expected::{Inputs, Late};
-    use common::{adstream, run_ok};
+    use crate::common::expected::{Inputs, Late};
+    use crate::common::{adstream, run_ok};
     use std::collections::BTreeMap;
     use std::process::Command;
 
     let dir = tempfile::tempdir().unwrap();
     let project = build_template(dir.path(), "views", lang, None);
-    let events = common::generate_jsonl(dir.path(), "30000", "5", "0", "0");
+    let events = crate::common::generate_jsonl(dir.path(), "30000", "5", "0", "0");
     let out = run_ok(
         Command::new(adstream())
             .args(["replay", "--input"])
@@ -188,7 +186,7 @@ fn template_builds_outside_the_repository_and_counts_right(lang: &str) {
 /// `app.py` with `app` if given, and builds it with the project's own `build.sh`, with nothing of
 /// this workspace's cargo run in its environment; returns the project folder.
 fn build_template(dir: &std::path::Path, name: &str, lang: &str, app: Option<&str>) -> std::path::PathBuf {
-    use common::{adstream, run_ok};
+    use crate::common::{adstream, run_ok};
     use std::process::Command;
 
     let project = dir.join(name);
@@ -211,7 +209,7 @@ fn build_template(dir: &std::path::Path, name: &str, lang: &str, app: Option<&st
 /// after window.
 #[test]
 fn a_detector_written_in_a_python_template_builds_and_sees_every_window() {
-    use common::{adstream, run_ok};
+    use crate::common::{adstream, run_ok};
     use std::process::Command;
 
     const APP: &str = r#"
@@ -234,7 +232,7 @@ WitWorld = detector(Watch, name="watch", version="0.1.0", description="counts wi
 "#;
     let dir = tempfile::tempdir().unwrap();
     let project = build_template(dir.path(), "watch", "python", Some(APP));
-    let events = common::generate_jsonl(dir.path(), "20000", "6", "0", "0");
+    let events = crate::common::generate_jsonl(dir.path(), "20000", "6", "0", "0");
     let out = run_ok(
         Command::new(adstream())
             .args(["replay", "--input"])

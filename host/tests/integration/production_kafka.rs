@@ -14,8 +14,6 @@
 //!
 //! One binary for all of them, sharing the one broker; each test has topics of its own.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
@@ -23,10 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::expected::{self, Inputs, Late};
+use crate::common::{
+    Host, Record, adstream, brokers, finish_and_check_exactly_once, fresh_prefix, plugin, read_topics,
+};
 use adstream::kafka::admin::Admin;
 use adstream::kafka::{ClientSettings, Health};
-use common::expected::{self, Inputs, Late};
-use common::{Host, Record, adstream, brokers, finish_and_check_exactly_once, fresh_prefix, plugin, read_topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sha2::{Digest, Sha256};
@@ -41,10 +41,10 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn the_pipeline_runs_through_a_sasl_ssl_listener_and_keeps_its_secrets() {
-    let sasl = common::sasl_ssl();
+    let sasl = crate::common::sasl_ssl();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("sasl");
-    let inputs = common::generate(&prefix, dir.path(), "60000", "21", "0", "0.002");
+    let inputs = crate::common::generate(&prefix, dir.path(), "60000", "21", "0", "0.002");
     let flags = sasl.flags(&sasl.ca);
     let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
     let host = Host::start_with_env(
@@ -55,7 +55,7 @@ fn the_pipeline_runs_through_a_sasl_ssl_listener_and_keeps_its_secrets() {
         &extra,
         &[("ADSTREAM_SASL_PASSWORD", sasl.password)],
     );
-    let status = common::get_json(&format!("{}/api/status", host.http_url()));
+    let status = crate::common::get_json(&format!("{}/api/status", host.http_url()));
     let log = finish_and_check_exactly_once(host, &prefix, &inputs);
     assert!(log.contains("over sasl_ssl, SASL SCRAM-SHA-512 as adstream"), "the log says how it connected:\n{log}");
     assert!(!log.contains(sasl.password), "the password is in the log:\n{log}");
@@ -64,10 +64,10 @@ fn the_pipeline_runs_through_a_sasl_ssl_listener_and_keeps_its_secrets() {
 
 #[test]
 fn oauthbearer_tokens_come_from_a_file_and_outputs_go_where_they_are_named() {
-    let sasl = common::sasl_ssl();
+    let sasl = crate::common::sasl_ssl();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("oauth");
-    let inputs = common::generate(&prefix, dir.path(), "20000", "22", "0", "0");
+    let inputs = crate::common::generate(&prefix, dir.path(), "20000", "22", "0", "0");
     let token = dir.path().join("token");
     // Kafka's default OAUTHBEARER validator takes unsigned tokens: the test broker's is for tests.
     std::fs::write(&token, adstream::kafka::context::unsecured_token(sasl.user, 3600)).unwrap();
@@ -97,7 +97,7 @@ fn oauthbearer_tokens_come_from_a_file_and_outputs_go_where_they_are_named() {
         format!("{staging}ad-events-dlq"),
         format!("{staging}ad-events-late"),
     ];
-    let log = common::finish_and_check_exactly_once_in(host, &topics, &inputs);
+    let log = crate::common::finish_and_check_exactly_once_in(host, &topics, &inputs);
     assert!(log.contains("SASL OAUTHBEARER"), "{log}");
 }
 
@@ -105,10 +105,10 @@ fn oauthbearer_tokens_come_from_a_file_and_outputs_go_where_they_are_named() {
 /// pipelines above): the host connects, consumes, and stops cleanly.
 #[test]
 fn every_password_mechanism_authenticates() {
-    let sasl = common::sasl_ssl();
+    let sasl = crate::common::sasl_ssl();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("mechanisms");
-    common::generate(&prefix, dir.path(), "2000", "25", "0", "0");
+    crate::common::generate(&prefix, dir.path(), "2000", "25", "0", "0");
     for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
         let flags: Vec<String> = sasl
             .flags(&sasl.ca)
@@ -174,10 +174,10 @@ fn run_until_exit(
 
 #[test]
 fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_host_within_seconds() {
-    let sasl = common::sasl_ssl();
+    let sasl = crate::common::sasl_ssl();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("refused");
-    common::generate(&prefix, dir.path(), "1000", "23", "0", "0");
+    crate::common::generate(&prefix, dir.path(), "1000", "23", "0", "0");
     let topics = |mut flags: Vec<String>| {
         flags.extend(["--topic-prefix".to_owned(), prefix.clone(), "--group-id".to_owned(), format!("{prefix}g")]);
         flags
@@ -227,7 +227,7 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
     // Input topics that are not co-partitioned (3 and 2 partitions): refused, saying what to fix.
     let uneven = format!("{prefix}uneven.");
     for (topic, partitions) in [("ad-impressions", "3"), ("ad-clicks", "2")] {
-        common::run_ok(Command::new("bash").arg(common::workspace().join("scripts/kafka.sh")).args([
+        crate::common::run_ok(Command::new("bash").arg(crate::common::workspace().join("scripts/kafka.sh")).args([
             "create-topic",
             &format!("{uneven}{topic}"),
             partitions,
@@ -247,9 +247,9 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
 
 /// Grants `nobody` what `operations` say on the test broker (through its PLAINTEXT listener).
 fn grant(args: &[&str]) {
-    common::run_ok(
+    crate::common::run_ok(
         Command::new("bash")
-            .arg(common::workspace().join("scripts/kafka.sh"))
+            .arg(crate::common::workspace().join("scripts/kafka.sh"))
             .args(["tool", "kafka.admin.AclCommand", "--bootstrap-server", &brokers(), "--add"])
             .args(["--allow-principal", "User:nobody"])
             .args(args),
@@ -261,10 +261,10 @@ fn grant(args: &[&str]) {
 /// from its checkpoint forever.
 #[test]
 fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
-    let sasl = common::sasl_ssl();
+    let sasl = crate::common::sasl_ssl();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("no-write");
-    common::generate(&prefix, dir.path(), "5000", "26", "0", "0");
+    crate::common::generate(&prefix, dir.path(), "5000", "26", "0", "0");
     let t = |name: &str| format!("{prefix}{name}");
     let outputs = [
         t("ad-events-late"),
@@ -325,7 +325,8 @@ fn input_in_every_compression_codec_is_read_exactly() {
             let sub = dir.path().join(codec);
             std::fs::create_dir_all(&sub).unwrap();
             let seed = (30 + i).to_string();
-            let inputs = common::generate_with(&prefix, &sub, "25000", &seed, "0", "0.002", &["--compression", codec]);
+            let inputs =
+                crate::common::generate_with(&prefix, &sub, "25000", &seed, "0", "0.002", &["--compression", codec]);
             let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], &sub, &[]);
             (prefix, inputs, host)
         })
@@ -395,7 +396,7 @@ fn oversized_input(prefix: &str, dir: &Path) -> (Inputs, Oversized) {
     let topics = [format!("{prefix}ad-impressions"), format!("{prefix}ad-clicks")];
     admin().create(&topics, 3, 8 << 20).unwrap();
     let oversized = produce_oversized(prefix, &dir.join("own"));
-    common::generate(prefix, dir, "20000", "24", "0", "0.002");
+    crate::common::generate(prefix, dir, "20000", "24", "0", "0.002");
     // The generator's tee file, after the test's own evil impression.
     let own = std::fs::read(dir.join("own/ad-impressions.jsonl")).unwrap();
     let generated = std::fs::read(dir.join("events/ad-impressions.jsonl")).unwrap();
@@ -407,7 +408,7 @@ fn oversized_input(prefix: &str, dir: &Path) -> (Inputs, Oversized) {
 /// letter and plugin-error record is in; checks the results and returns the records and stats.
 fn run_over_oversized(prefix: &str, dir: &Path, inputs: &Inputs) -> (Vec<Record>, serde_json::Value, String) {
     let group = format!("{prefix}g");
-    let misbehave = common::workspace().join("target/test-plugins/misbehave.wasm");
+    let misbehave = crate::common::workspace().join("target/test-plugins/misbehave.wasm");
     let misbehave = misbehave.display().to_string();
     let mut host = Host::start(prefix, &group, &["ctr", "engagement"], dir, &["--plugin", &misbehave]);
     let limit = Some(inputs.emitted_by_idle_watermark());
@@ -430,7 +431,7 @@ fn run_over_oversized(prefix: &str, dir: &Path, inputs: &Inputs) -> (Vec<Record>
     let values = |t: usize| by_topic(&records, &topics[t]).iter().map(|r| r.json()).collect::<Vec<_>>();
     expected::check_ctr(&values(0), &want_ctr);
     expected::check_engagement(&values(1), &want_eng);
-    common::assert_accounted(&stats);
+    crate::common::assert_accounted(&stats);
     (records, stats, log)
 }
 
@@ -460,7 +461,7 @@ fn oversized_messages_and_records_never_stop_the_host_and_are_all_accounted_for(
     // every input partition to its end, nothing new has been routed.
     let group = format!("{prefix}g");
     let again = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), &[]);
-    common::await_status(&again.http_url(), Duration::from_secs(60), "the restart reads to the end", |s| {
+    crate::common::await_status(&again.http_url(), Duration::from_secs(60), "the restart reads to the end", |s| {
         let inputs = s["partitions"].as_array().into_iter().flatten().filter(|p| {
             let topic = p["topic"].as_str().unwrap_or_default();
             topic.ends_with("ad-impressions") || topic.ends_with("ad-clicks")
@@ -470,7 +471,7 @@ fn oversized_messages_and_records_never_stop_the_host_and_are_all_accounted_for(
     });
     let stats = again.stop();
     assert_eq!(stats["dead_lettered"].as_u64(), Some(0), "a restart dead-letters nothing again: {stats}");
-    common::assert_accounted(&stats);
+    crate::common::assert_accounted(&stats);
     let dlq_after =
         read_topics(&[format!("{prefix}ad-events-dlq")], Duration::from_secs(30), Duration::from_secs(3), |r| {
             r.len() >= inputs.malformed + 2

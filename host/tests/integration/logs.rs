@@ -1,11 +1,9 @@
 //! `--log-format json`: every line the host logs is one JSON object, and the lines carry the
 //! plugin and the window as fields an operator can filter on.
 
-mod common;
-
 use std::process::Command;
 
-use common::{adgen, adstream, plugin, run_ok};
+use crate::common::{adgen, adstream, plugin, run_ok};
 use serde_json::Value;
 
 #[test]

@@ -1,17 +1,15 @@
 //! Exactly-once across crashes, on the real broker: the host is killed with SIGKILL at random
 //! moments, again and again, and restarted each time; at the end, a `read_committed` consumer sees
 //! every window's result exactly once, equal to the batch computation, and every dead letter
-//! exactly once. `ADSTREAM_CRASH_KILLS=100 cargo test --release -p adstream --test crash_recovery`
+//! exactly once. `ADSTREAM_CRASH_KILLS=100 cargo test --release -p adstream --test integration crash_recovery::`
 //! (or `just soak`) kills it more often.
-
-mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::expected::{self, Inputs, Late};
-use common::{
+use crate::common::expected::{self, Inputs, Late};
+use crate::common::{
     Host, assert_accounted, await_completeness, finish_and_check_exactly_once, fresh_prefix, generate_with, read_topics,
 };
 use rand::{Rng, SeedableRng};
@@ -103,14 +101,22 @@ fn completeness_records_are_exact_across_repeated_sigkills() {
     let adgen = ["--duplicate-fraction", "0.02"];
     let designated = generate_with(&prefix, dir.path(), "200000", "11", "0.01", "0.002", &adgen);
     let group = format!("{prefix}g");
-    // Each run publishes a few windows (each publication paused for 300 ms) and is killed: the
+    // Each run publishes a window or two (each publication paused for 300 ms) and is killed: the
     // next one gets late events of windows the one before published.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let pause = [("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS", "300")];
     let mut restored = 0;
     for kill in 0..kills {
         let mut host = Host::start_with_env(&prefix, &group, &["ctr", "engagement"], dir.path(), &[], &pause);
-        std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
+        // Kill within the pause of the second window this run publishes (the first one is then
+        // published), not after a fixed time: on a loaded machine start-up alone can take
+        // seconds. Each run publishes one or two of the input's ten windows.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while host.log().matches("failpoint: pausing").count() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no second window in 60 s:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
         assert!(host.child.try_wait().unwrap().is_none(), "host exited by itself before kill {kill}:\n{}", host.log());
         host.child.kill().unwrap(); // SIGKILL
         host.child.wait().unwrap();

@@ -1,14 +1,12 @@
 //! `adstream replay` over generated JSONL files, against the independent batch computation:
 //! the same checks as the Kafka end-to-end test, without a broker, on a larger workload.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::expected::{self, Inputs, Late};
-use common::{adgen, adstream, generate_jsonl, plugin, run_ok};
+use crate::common::expected::{self, Inputs, Late};
+use crate::common::{adgen, adstream, generate_jsonl, plugin, run_ok};
 use serde_json::Value;
 
 /// `adstream replay` of `events` with `plugins` (built ones, by name), writing `out`; `extra`
@@ -248,7 +246,7 @@ fn check_plugin_passes_an_exact_merge_and_catches_a_broken_one() {
             .arg("--plugin")
             .arg(wasm)
             .arg("--plugin-cache")
-            .arg(common::workspace().join("target/test-plugin-cache"))
+            .arg(crate::common::workspace().join("target/test-plugin-cache"))
             .output()
             .unwrap()
     };
@@ -269,7 +267,7 @@ fn check_plugin_passes_an_exact_merge_and_catches_a_broken_one() {
         .collect();
     std::fs::write(broken.join("ad-impressions.jsonl"), lines.join("\n") + "\n").unwrap();
     std::fs::write(broken.join("ad-clicks.jsonl"), "").unwrap();
-    let misbehave = common::workspace().join("target/test-plugins/misbehave-py.wasm");
+    let misbehave = crate::common::workspace().join("target/test-plugins/misbehave-py.wasm");
     let bad = check(&broken, &misbehave);
     let said = String::from_utf8_lossy(&bad.stdout);
     let err = String::from_utf8_lossy(&bad.stderr);

@@ -3,14 +3,12 @@
 //! the same stream without them (replay); and its alerts are exactly-once across SIGKILLs on the
 //! real broker, since what it remembers is restored from the state topic.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Host, adgen, adstream, fresh_prefix, generate_with, plugin, read_topics, run_ok};
+use crate::common::{Host, adgen, adstream, fresh_prefix, generate_with, plugin, read_topics, run_ok};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
@@ -233,7 +231,7 @@ fn a_failing_detector_skips_the_window_and_goes_on_from_its_saved_state() {
     }
     std::fs::write(input.join("ad-impressions.jsonl"), lines.join("\n") + "\n").unwrap();
     std::fs::write(input.join("ad-clicks.jsonl"), "").unwrap();
-    let misdetect = common::workspace().join("target/test-plugins/misdetect.wasm");
+    let misdetect = crate::common::workspace().join("target/test-plugins/misdetect.wasm");
     assert!(misdetect.is_file(), "run `bash scripts/build-plugins.sh` first");
     let out = run_ok(
         Command::new(adstream())
@@ -244,7 +242,7 @@ fn a_failing_detector_skips_the_window_and_goes_on_from_its_saved_state() {
             .arg("--plugin")
             .arg(&misdetect)
             .args(["--plugin-limit", "misdetect:timeout=300ms", "--plugin-cache"])
-            .arg(common::workspace().join("target/test-plugin-cache")),
+            .arg(crate::common::workspace().join("target/test-plugin-cache")),
     );
     let records: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -15,9 +15,7 @@
 //!   message.
 //!
 //! One test at a time (they each run several hosts on a 2-core machine). More kills:
-//! `ADSTREAM_SCALE_KILLS=30 cargo test --release -p adstream --test scale_out`.
-
-mod common;
+//! `ADSTREAM_SCALE_KILLS=30 cargo test --release -p adstream --test integration consumer_group::`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,8 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::expected::{Inputs, Late};
-use common::{Host, Record, adgen, brokers, fresh_prefix, read_topics};
+use crate::common::expected::{Inputs, Late, window_of};
+use crate::common::{Host, Record, adgen, brokers, fresh_prefix, read_topics};
 use rand::{Rng, SeedableRng};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -83,7 +81,7 @@ fn topics(out_prefix: &str) -> [String; 4] {
 }
 
 fn check_exactly_once(topics: &[String; 4], inputs: &Inputs, timeout: Duration) -> Vec<Record> {
-    common::read_and_check_exactly_once(topics, inputs, timeout, String::new)
+    crate::common::read_and_check_exactly_once(topics, inputs, timeout, String::new)
 }
 
 #[test]
@@ -115,7 +113,7 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
             let leaving = hosts.keys().find(|h| *h != &id).cloned().unwrap();
             let host = hosts.remove(&leaving).unwrap();
             let stats = host.stop();
-            common::assert_accounted(&stats);
+            crate::common::assert_accounted(&stats);
             stopped.push(leaving);
         }
     }
@@ -125,7 +123,7 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
     for (id, h) in hosts {
         let running = h.child.id();
         let stats = h.stop();
-        common::assert_accounted(&stats);
+        crate::common::assert_accounted(&stats);
         eprintln!("host {id} (pid {running}) stopped cleanly: {} rebalances", stats["rebalances"]);
     }
     eprintln!("{kills} kills, h4 added, {stopped:?} stopped gracefully: every window exactly once");
@@ -147,13 +145,13 @@ fn one_host_of_one_thread_and_two_hosts_of_two_threads_publish_the_same_records(
         // Every pipeline thread is a member with a task of its own (4 partitions, 4 members).
         let per_host = 4 / ids.len() as u64;
         for h in &hosts {
-            let status = common::get_json(&format!("{}/api/status", h.http_url()));
+            let status = crate::common::get_json(&format!("{}/api/status", h.http_url()));
             assert_eq!(status["stats"]["tasks"], per_host, "{name}: a host's tasks: {}", status["stats"]);
             assert_eq!(status["threads"].to_string(), threads, "{name}: the host's pipeline threads");
             assert!(status["stats"]["group_generation"].as_u64() > Some(0), "{name}: {}", status["stats"]);
         }
         for h in hosts {
-            common::assert_accounted(&h.stop());
+            crate::common::assert_accounted(&h.stop());
         }
         let results: BTreeMap<(String, String), String> = records
             .iter()
@@ -236,17 +234,31 @@ fn partitions_added_while_the_hosts_run_are_read_from_their_first_message() {
         assert!(Instant::now() < deadline, "no window published:\n{}", h.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    for topic in ["ad-impressions", "ad-clicks"] {
-        common::run_ok(Command::new("bash").arg(common::workspace().join("scripts/kafka.sh")).args([
+    // One topic, then the other, as an operator does, and the second batch at once: the group
+    // gives the host the new impressions partition first, and the clicks one only once the
+    // consumer's metadata shows it (seconds later), after the batch's first impressions there
+    // are read. Task 3 must wait for its clicks partition, or the clicks the batch writes there
+    // would be late.
+    let add_partitions = |topic: &str| {
+        crate::common::run_ok(Command::new("bash").arg(crate::common::workspace().join("scripts/kafka.sh")).args([
             "add-partitions",
             &format!("{prefix}{topic}"),
             "4",
-        ]));
+        ]))
+    };
+    add_partitions("ad-impressions");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let assigned =
+        |l: &str| l.contains("assigned") && l.contains(&format!("{prefix}ad-impressions")) && l.contains("partition=3");
+    while !h.log().lines().any(assigned) {
+        assert!(Instant::now() < deadline, "partition 3 of the impressions was not assigned:\n{}", h.log());
+        std::thread::sleep(Duration::from_millis(100));
     }
+    add_partitions("ad-clicks");
     // More events, later in event time, over all 4 partitions.
     let more = dir.path().join("more");
     std::fs::create_dir_all(&more).unwrap();
-    common::run_ok(
+    crate::common::run_ok(
         Command::new(adgen())
             .args(["--brokers", &brokers(), "--partitions", "4", "--events", "10000", "--seed", "54"])
             .args(["--topic-prefix", &prefix, "--start", "2026-11-29T11:00:00Z", "--span", "10m"])
@@ -265,26 +277,28 @@ fn partitions_added_while_the_hosts_run_are_read_from_their_first_message() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let stats = h.stop();
-    common::assert_accounted(&stats);
+    crate::common::assert_accounted(&stats);
     // (Re-reads after the rebalance make `consumed` larger than the input; nothing is late or
     // dead-lettered twice.)
     assert_eq!(stats["late"], 0, "{stats}");
     assert_eq!(stats["dead_lettered"].as_u64().unwrap() as usize, first.malformed + second.malformed, "{stats}");
-    // The second batch's windows 11:00 to 11:08: every impression, the new partitions' too.
+    // The second batch's windows 11:00 to 11:08: every impression and click, the new
+    // partitions' too (a task that read its new impressions partition without waiting for its
+    // clicks partition published these windows without those clicks, and routed them as late).
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-29T11:00:00Z").unwrap().timestamp_millis();
     let end = start + 9 * 60_000;
-    let in_range =
-        |w: &str| chrono::DateTime::parse_from_rfc3339(w).is_ok_and(|t| (start..end).contains(&t.timestamp_millis()));
     let records = read_topics(std::slice::from_ref(&ctr), Duration::from_secs(60), Duration::from_secs(2), |r| {
         r.iter().any(|r| r.json()["window_start"] == "2026-11-29T11:08:00.000Z")
     });
-    let impressions: u64 = records
+    let got: BTreeMap<(String, i64), (u64, u64)> = records
         .iter()
         .map(|r| r.json())
-        .filter(|v| v["window_start"].as_str().is_some_and(in_range))
-        .map(|v| v["impressions"].as_u64().unwrap())
-        .sum();
-    let want = second.impressions.iter().filter(|i| (start..end).contains(&i.ts)).count();
-    assert!(want > 0);
-    assert_eq!(impressions as usize, want, "the second batch's impressions, new partitions included");
+        .map(|v| ((v["campaign_id"].as_str().unwrap().to_owned(), window_of(&v)), v))
+        .filter(|((_, w), _)| (start..end).contains(w))
+        .map(|(key, v)| (key, (v["impressions"].as_u64().unwrap(), v["clicks"].as_u64().unwrap())))
+        .collect();
+    let want: BTreeMap<(String, i64), (u64, u64)> =
+        second.ctr(None).by_window.into_iter().filter(|((_, w), _)| (start..end).contains(w)).collect();
+    assert!(want.values().map(|(_, clicks)| clicks).sum::<u64>() > 0);
+    assert_eq!(got, want, "the second batch's impressions and clicks, new partitions included");
 }
