@@ -64,6 +64,12 @@ bench *FLAGS: build-plugins kafka-up
     cargo build --release --locked -p adstream -p adgen -p adbench
     target/release/adbench {{FLAGS}}
     bash bench/scale-out.sh
+    bash bench/replay-threads.sh
+
+# Replay's tasks on 1 thread and on more (THREADS, default 1 2): events per wall- and CPU-second,
+# speed-up, same records. On a bigger machine: `just bench-threads 1 2 4 8`
+bench-threads *THREADS: build build-plugins
+    bash bench/replay-threads.sh {{THREADS}}
 
 # Scale-out alone: 1 host against 2 hosts of one group over the same 6-partition input
 bench-scale-out EVENTS="1M": build build-plugins kafka-up

@@ -34,7 +34,7 @@ pub fn check(
     anyhow::ensure!(tasks >= 2, "--tasks must be at least 2: the check compares 1 task with several");
     let run = |tasks: usize| -> anyhow::Result<(Stats, BTreeMap<String, usize>)> {
         let mut out = Vec::new();
-        let stats = super::replay(time, plugins, impressions, clicks, tasks, &mut out)?;
+        let stats = super::replay(time, plugins, impressions, clicks, tasks, 1, &mut out)?;
         let mut records = BTreeMap::new();
         for line in String::from_utf8(out)?.lines() {
             let v: serde_json::Value = serde_json::from_str(line)?;

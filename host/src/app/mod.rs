@@ -30,25 +30,20 @@
 
 mod attempt;
 pub mod check;
+mod replay;
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, PluginConfig, TimeConfig};
-use crate::engine::{Engine, Input};
-use crate::event::Source;
+use crate::config::Config;
+use crate::engine::Engine;
 use crate::metrics::Stats;
 use crate::ops::{Ops, PluginStatus};
 use crate::plugin::Loader;
-use crate::sink::jsonl::JsonlSink;
-use crate::sink::topics::OutputTopics;
-use crate::source::files::JsonlFile;
 
 use attempt::{Attempt, Env};
+pub use replay::replay;
 
 /// The first wait before a new attempt; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -211,25 +206,6 @@ fn run_thread(env: &Env, first: Option<Engine>) -> anyhow::Result<Stats> {
     }
 }
 
-/// The task a replayed line goes to: its `impression_id`'s hash, as a keyed producer
-/// partitions (an impression and its clicks share it); a line without one goes to task 0.
-fn task_of(line: &[u8], tasks: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    if tasks == 1 {
-        return 0;
-    }
-    const FIELD: &[u8] = b"\"impression_id\":\"";
-    let Some(at) = memchr::memmem::find(line, FIELD) else {
-        return 0;
-    };
-    let rest = &line[at + FIELD.len()..];
-    let id = &rest[..memchr::memchr(b'"', rest).unwrap_or(rest.len())];
-    // SipHash with fixed keys: the same split on every run.
-    let mut hasher = std::hash::DefaultHasher::new();
-    id.hash(&mut hasher);
-    (hasher.finish() % tasks as u64) as usize
-}
-
 pub(crate) fn log_progress(s: &Stats) {
     tracing::info!(
         consumed = s.consumed,
@@ -243,61 +219,4 @@ pub(crate) fn log_progress(s: &Stats) {
         watermark = %adstream_abi::time::format_rfc3339_millis(s.watermark_ms.max(0)),
         "progress"
     );
-}
-
-/// Runs the pipeline over two JSONL files, as if each were one Kafka partition (or `tasks`
-/// partitions, each line going to the partition its `impression_id` hashes to, as a keyed
-/// producer would), writing every output record (results, late, dead letters) to `out` as JSON
-/// lines. The end of the input closes every window.
-///
-/// The files are read in step: the next line always comes from the file whose largest event
-/// time so far is the smaller, so the watermark advances as it would with live partitions.
-/// With several tasks every window is merged from their partials, which exercises a plugin's
-/// `export-window`, `restore-window` and `merge-window`: the same input within the
-/// out-of-orderness bound gives the same records whatever the number of tasks.
-pub fn replay(
-    time: TimeConfig,
-    plugins: &PluginConfig,
-    impressions: &Path,
-    clicks: &Path,
-    tasks: usize,
-    out: impl Write,
-) -> anyhow::Result<Stats> {
-    anyhow::ensure!((1..=64).contains(&tasks), "--tasks must be between 1 and 64");
-    let loader = Loader::new(plugins)?;
-    let mut pipeline = Engine::new(time, &loader, OutputTopics::with_prefix(""))?;
-    let mut sink = JsonlSink::new(std::io::BufWriter::new(out));
-    let now = Instant::now();
-    let mut inputs = Vec::new();
-    for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
-        let name = path.display().to_string();
-        let ids =
-            (0..tasks as i32).map(|p| pipeline.add_partition(kind, &name, p, now)).collect::<Result<Vec<_>, _>>()?;
-        inputs.push((ids, JsonlFile::open(path)?));
-    }
-    let newest = |pipeline: &Engine, ids: &[crate::engine::watermark::PartitionId]| {
-        ids.iter().filter_map(|&id| pipeline.max_event_time(id)).max().unwrap_or(i64::MIN)
-    };
-    let mut live: Vec<usize> = (0..inputs.len()).collect();
-    while !live.is_empty() {
-        let pick = *live.iter().min_by_key(|&&i| newest(&pipeline, &inputs[i].0)).expect("live is not empty");
-        let (ids, file) = &mut inputs[pick];
-        let offset = file.offset + 1;
-        match file.next_line()? {
-            Some(line) => {
-                let partition = ids[task_of(line, tasks)];
-                let input = Input { partition, offset, key: None, payload: line };
-                pipeline.ingest(input, now, &mut sink)?;
-            }
-            None => {
-                for &id in ids.iter() {
-                    pipeline.finish_partition(id);
-                }
-                live.retain(|&i| i != pick);
-            }
-        }
-    }
-    pipeline.finish(&mut sink)?;
-    sink.into_inner().flush().context("writing the output")?;
-    Ok(pipeline.stats())
 }

@@ -1175,8 +1175,26 @@ impl Engine {
         Ok(())
     }
 
-    /// End of input (replay): publishes every window.
+    /// End of input (replay): publishes every window. Through a partials exchange (a replay on
+    /// several threads), the tasks here hand every window over and report their last clocks, and
+    /// a merge stage here, fed every record of the exchange first, publishes every window.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        if self.exchange.is_some() {
+            let now = Instant::now();
+            for p in 0..self.partitions.len() {
+                self.finish_partition(p);
+            }
+            // Every partition finished: each task is idle, and hands over every window it holds.
+            for t in 0..self.tasks.len() {
+                self.close_at_task(t, now, sink)?;
+            }
+            self.report_progress(sink)?;
+            if self.merges() {
+                self.merge.resume(i64::MAX);
+                self.publish_due_from_exchange(now, sink)?;
+            }
+            return Ok(());
+        }
         for t in 0..self.tasks.len() {
             let positions = positions(&self.tasks[t], &self.offsets);
             let (partials, counts, failures) = self.tasks[t].close_through(i64::MAX, &positions, &mut self.stats);

@@ -39,6 +39,20 @@ fn sliding_windows_match_the_batch_computation() {
     check_replay(&events, &inputs, &["--window", "5m", "--slide", "1m", "--tasks", "3"]);
 }
 
+/// `--threads`: the tasks on several threads, each reading the input and keeping its tasks'
+/// lines, the windows merged from their partials on one more (as on Kafka): every output equals
+/// the batch computation, as on one thread, tumbling (4 tasks on 2 threads) and sliding (3 tasks
+/// on 3 threads).
+#[test]
+fn tasks_on_several_threads_match_the_batch_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = generate_jsonl(dir.path(), "200000", "12", "0.01", "0.01");
+    let inputs = Inputs::load(&events, Late::Designated);
+    check_replay(&events, &inputs, &["--tasks", "4", "--threads", "2"]);
+    let sliding = inputs.windows(300_000, 60_000);
+    check_replay(&events, &sliding, &["--window", "5m", "--slide", "1m", "--tasks", "3", "--threads", "3"]);
+}
+
 /// A producer's retried copies (`adgen --duplicate-fraction`): every id counts once, over 3 tasks,
 /// the copies are counted as duplicates, exactly as many as the generator wrote; with
 /// `--keep-duplicates` every copy counts, as before.
