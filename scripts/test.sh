@@ -48,6 +48,6 @@ cleanup() { if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh down || true
 trap cleanup EXIT
 
 step "tests"
-# 8 tests at a time: most of the integration tests' time is spent waiting for the broker or a host
+# 6 tests at a time: most of the integration tests' time is spent waiting for the broker or a host
 # (host/tests/integration/main.rs), so on 2 cores this takes about half as long as one per core.
-ADSTREAM_TEST_BROKERS="${ADSTREAM_TEST_BROKERS:-127.0.0.1:9092}" cargo test --release --locked --workspace -- --test-threads 8
+ADSTREAM_TEST_BROKERS="${ADSTREAM_TEST_BROKERS:-127.0.0.1:9092}" cargo test --release --locked --workspace -- --test-threads 6

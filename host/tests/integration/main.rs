@@ -2,7 +2,7 @@
 //!
 //! One binary rather than one per file: wasmtime and librdkafka are linked once, and the tests of
 //! every module run side by side. Most of their time is spent waiting for a broker or a host, so
-//! `scripts/test.sh` runs 8 at a time on 2 cores (`-- --test-threads 8`; libtest's default is one
+//! `scripts/test.sh` runs 6 at a time on 2 cores (`-- --test-threads 6`; libtest's default is one
 //! per core), and the whole takes little more than its longest series.
 //! Run one module with its path as the filter, e.g.
 //! `cargo test --release -p adstream --test integration replay::`.

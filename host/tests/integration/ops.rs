@@ -93,7 +93,7 @@ fn metrics_count_what_the_run_did() {
     assert_eq!(metric("adstream_result_records_total") as usize, n(stats, "results") as usize);
     assert_eq!(metric("adstream_ready"), 1.0);
     assert_eq!(metric("adstream_plugin_swaps_total{plugin=\"ctr\",outcome=\"unchanged\"}"), 1.0);
-    assert_eq!(metric("adstream_plugin_errors_total{plugin=\"ctr\"}"), 0.0);
+    assert_eq!(metric("adstream_plugin_errors_total{plugin=\"ctr\"}"), 0.0, "plugin errors:\n{}", host.log());
     assert_eq!(metric("adstream_open_windows"), n(stats, "open_windows") as f64);
     assert!(metric("adstream_window_result_latency_seconds_count") >= windows as f64);
     // The latest CTR of a campaign, as the result topic has it.
