@@ -68,6 +68,11 @@ impl From<anyhow::Error> for Failure {
 pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
     use RDKafkaErrorCode as C;
     Some(match code {
+        // librdkafka reports a connection lost during the SASL handshake as an authentication
+        // error too ("SASL SCRAM-SHA-512 mechanism handshake failed: Local: Broker transport
+        // failure: broker's supported mechanisms: (n/a)"): nothing was refused, and the next
+        // connection retries it.
+        C::Authentication if text.contains("handshake failed: Local:") => return None,
         C::Authentication | C::SaslAuthenticationFailed => {
             "the broker refused the SASL credentials: check --sasl-mechanism (it must be one the broker enables), --sasl-username and the password (ADSTREAM_SASL_PASSWORD or --sasl-password-file)"
         }
@@ -143,6 +148,18 @@ mod tests {
         );
         let message = Failure::kafka(codec, "reading ad-impressions").to_string();
         assert!(message.contains("reading ad-impressions"), "{message}");
+    }
+
+    #[test]
+    fn a_connection_lost_during_the_sasl_handshake_is_retried_and_a_refusal_is_not() {
+        let lost = "GroupCoordinator: SASL SCRAM-SHA-512 mechanism handshake failed: Local: Broker transport failure: broker's supported mechanisms: (n/a) (after 0ms in state DOWN)";
+        assert_eq!(fix_for(RDKafkaErrorCode::Authentication, lost), None);
+        let refused = "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512";
+        assert!(
+            fix_for(RDKafkaErrorCode::Authentication, refused)
+                .is_some_and(|f| f.contains("refused the SASL credentials"))
+        );
+        assert!(fix_for(RDKafkaErrorCode::SaslAuthenticationFailed, refused).is_some());
     }
 
     #[test]
