@@ -258,7 +258,10 @@ fn task_of(line: &[u8], tasks: usize) -> usize {
         return 0;
     }
     const FIELD: &[u8] = b"\"impression_id\":\"";
-    let Some(at) = memchr::memmem::find(line, FIELD) else {
+    // Built once: `memmem::find` would build its searcher for every line.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(FIELD));
+    let Some(at) = FINDER.find(line) else {
         return 0;
     };
     let rest = &line[at + FIELD.len()..];
