@@ -48,7 +48,7 @@ for n in "${counts[@]}"; do
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" target/release/adstream replay \
       --input "$work/events" --tasks "$tasks" --threads "$n" --plugin-cache "$work/cache" \
       --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm \
-      --out "$work/out-$n.jsonl" 2>"$work/log-$n"
+      --out "$work/out-$n.jsonl" 2>"$work/log-$n" || { tail -n 20 "$work/log-$n" >&2; exit 1; }
     read -r wall user sys rss < "$work/time"
     if [ -z "$best" ] || awk -v a="$wall" -v b="${best%% *}" 'BEGIN {exit !(a < b)}'; then
       best="$wall $user $sys $rss"

@@ -86,9 +86,9 @@ enum Command {
         tasks: usize,
         /// Run the tasks on this many threads (at most --tasks), each reading the whole input
         /// and keeping its tasks' lines; the windows are merged on one more, as `run` merges the
-        /// tasks of several hosts. The records are the same as on one thread, in another order
-        /// (late copies are written when routed, not after their window). For throughput on
-        /// several cores, e.g. --tasks 4 --threads 2
+        /// tasks of several hosts. For input within the out-of-orderness bound the result records
+        /// are the same as on one thread, in another order (late copies are written when routed,
+        /// not after their window). For throughput on several cores, e.g. --tasks 4 --threads 2
         #[arg(long, default_value_t = 1)]
         threads: usize,
         #[command(flatten)]

@@ -5,8 +5,13 @@
 //! own that reads both files and keeps the lines of its tasks, and hands its windows over as
 //! the Kafka path does: partials, counts and task clocks in the partials topic's encoding, here
 //! through a channel to this thread, whose engine is the merge stage and writes every record.
-//! The records are the same (SPEC "Time": results do not depend on how tasks are spread), in
-//! another order: late copies go out when a worker routes them rather than after their window.
+//! For input within the out-of-orderness bound the result records are the same (SPEC "Time":
+//! results do not depend on how tasks are spread), in another order: late copies go out when a
+//! worker routes them rather than after their window. An event beyond the bound may be decided
+//! otherwise: a worker reads the two files in step by its own tasks' event times, which sets the
+//! order in which its tasks see impressions and clicks, and so their watermarks when it comes.
+//! The late copies' `reason-detail` and the completeness records' `watermark`, `idle_tasks` and
+//! revisions also differ (the merge publishes from the task clocks it is told).
 
 use std::io::Write;
 use std::path::Path;
@@ -116,7 +121,8 @@ pub fn replay(
 }
 
 /// Reads both files in step and ingests the lines of tasks `mine` (of `tasks`) into `engine`,
-/// calling `progress` after a line that handed windows over, and every [`REPORT_EVERY`] lines.
+/// calling `progress` after a line that handed windows over, and every [`REPORT_EVERY`] lines
+/// of its own.
 /// Ends every partition it read.
 fn read_tasks(
     engine: &mut Engine,
@@ -150,8 +156,8 @@ fn read_tasks(
         let offset = file.offset + 1;
         match file.next_line()? {
             Some(line) => {
-                lines += 1;
                 let Some(partition) = ids[task_of(line, tasks)] else { continue };
+                lines += 1;
                 engine.ingest(Input { partition, offset, key: None, payload: line }, now, sink)?;
                 if engine.checkpoint_wanted() || lines.is_multiple_of(REPORT_EVERY) {
                     progress(engine, sink)?;

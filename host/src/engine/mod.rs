@@ -1180,6 +1180,8 @@ impl Engine {
     /// a merge stage here, fed every record of the exchange first, publishes every window.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
         if self.exchange.is_some() {
+            // A merge stage that also ran tasks would publish before its own tasks' partials.
+            debug_assert!(self.tasks.is_empty() || !self.merges(), "tasks and the merge on one engine");
             let now = Instant::now();
             for p in 0..self.partitions.len() {
                 self.finish_partition(p);

@@ -482,6 +482,12 @@ impl KafkaSource {
         {
             return None;
         }
+        // The error a poll returns carries no reason, and librdkafka gives a connection lost in
+        // the SASL handshake the authentication code too: the client's error callback, which has
+        // the reason, tells a refusal (it stops the host) from that (retried).
+        if code == C::Authentication {
+            return None;
+        }
         let fix = crate::kafka::failure::fix_for(code, &format!("consuming: {error}"))?;
         Some(Failure::Fatal(anyhow::anyhow!(
             "{fix} (reading {} and {}: {error})",

@@ -54,7 +54,11 @@ impl OwnBroker {
             .arg(workspace().join("scripts/kafka.sh"))
             .arg(cmd)
             .env("KAFKA_HOME", self.home.path())
-            .env("KAFKA_LIB", workspace().join(".kafka/lib"))
+            // The shared broker's jars (where `sasl_ssl` finds its certificates, too).
+            .env(
+                "KAFKA_LIB",
+                std::env::var_os("KAFKA_HOME").map_or_else(|| workspace().join(".kafka"), Into::into).join("lib"),
+            )
             .env("KAFKA_PORT", self.ports[0].to_string())
             .env("KAFKA_CONTROLLER_PORT", self.ports[1].to_string())
             .env("KAFKA_SASL_SSL_PORT", self.ports[2].to_string());

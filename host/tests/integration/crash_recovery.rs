@@ -95,7 +95,10 @@ fn kill_repeatedly(prefix: &str, group: &str, dir: &Path, kills: usize, flags: &
 /// exactly once too, with the events the host routed as late left out.
 #[test]
 fn completeness_records_are_exact_across_repeated_sigkills() {
-    let kills: usize = std::env::var("ADSTREAM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    // Not ADSTREAM_CRASH_KILLS: each run publishes a window or two of the input's ten, so more
+    // kills would leave a run nothing to publish (`just crash-soak` kills the other tests 100
+    // times).
+    let kills = 4;
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("crash-complete");
     let adgen = ["--duplicate-fraction", "0.02"];

@@ -12,7 +12,7 @@
 //!   takes, withheld and reported: the host never stops, every message is accounted for, and a
 //!   restart reads none of them again.
 //!
-//! One binary for all of them, sharing the one broker; each test has topics of its own.
+//! They share the one broker; each test has topics of its own.
 
 use std::collections::HashMap;
 use std::io::Write as _;
