@@ -113,10 +113,9 @@ fn check_replay(events: &Path, inputs: &Inputs, flags: &[&str]) -> Value {
     let late: Vec<Vec<u8>> = values("ad-events-late").iter().map(|v| v.to_string().into_bytes()).collect();
     let want = inputs.completeness(None, &late);
     assert!(want.values().any(|c| c.late > 0) && want.values().any(|c| c.unattributed > 0), "a run worth checking");
-    let files: Vec<(&str, std::path::PathBuf)> = ["ctr", "engagement", "spend"].map(|p| (p, plugin(p))).into();
-    let files: Vec<(&str, &Path)> = files.iter().map(|(n, f)| (*n, f.as_path())).collect();
+    let hashes = crate::common::plugin_hashes(&["ctr", "engagement", "spend"]);
     let records = values("adstream-window-completeness");
-    if let Err(e) = expected::check_completeness(&records, &want, None, &files) {
+    if let Err(e) = expected::check_completeness(&records, &want, None, &hashes) {
         panic!("{e}");
     }
     assert_eq!(stats["consumed"].as_u64(), Some(inputs.messages as u64));

@@ -344,15 +344,15 @@ impl Inputs {
 /// Checks the completeness records of a run (`records`: in publication order, so that the last
 /// of each window is the one that stands) against `want` ([`Inputs::completeness`] of a run
 /// bounded by `limit`): every window of `want` has one, with those figures, and no other window
-/// that `limit` closes has one; revisions go up by one; each names `plugins` (name, file) with the
-/// SHA-256 of the file loaded, and the tasks that contributed. `Err` says what differs.
+/// that `limit` closes has one; revisions go up by one; each names the plugins loaded with the
+/// SHA-256 of their files (`hashes`: name → hex, from [`super::plugin_hashes`]), and the tasks
+/// that contributed. `Err` says what differs.
 pub fn check_completeness(
     records: &[Value],
     want: &BTreeMap<i64, Completeness>,
     limit: Option<i64>,
-    plugins: &[(&str, &Path)],
+    hashes: &BTreeMap<String, String>,
 ) -> Result<(), String> {
-    use sha2::{Digest, Sha256};
     let mut last: BTreeMap<i64, &Value> = BTreeMap::new();
     for v in records {
         let (start, length) = window_and_length_of(v);
@@ -366,13 +366,7 @@ pub fn check_completeness(
         }
         last.insert(start, v);
     }
-    let hashes: BTreeMap<&str, String> = plugins
-        .iter()
-        .map(|&(name, file)| {
-            let digest = Sha256::digest(std::fs::read(file).expect("plugin file"));
-            (name, digest.iter().map(|b| format!("{b:02x}")).collect())
-        })
-        .collect();
+    let want_hashes: BTreeMap<&str, &str> = hashes.iter().map(|(n, h)| (n.as_str(), h.as_str())).collect();
     for (&start, expected) in want {
         let v = last.get(&start).ok_or_else(|| format!("no completeness record of window {start}"))?;
         let n = |k: &str| v[k].as_u64().unwrap_or(u64::MAX);
@@ -389,7 +383,6 @@ pub fn check_completeness(
             .as_array()
             .map(|a| a.iter().map(|p| (p["name"].as_str().unwrap_or(""), p["sha256"].as_str().unwrap_or(""))).collect())
             .unwrap_or_default();
-        let want_hashes: BTreeMap<&str, &str> = hashes.iter().map(|(n, h)| (*n, h.as_str())).collect();
         if named != want_hashes {
             return Err(format!("window {start}: plugins {named:?}, loaded {want_hashes:?}"));
         }
