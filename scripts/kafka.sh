@@ -276,8 +276,12 @@ format_storage() {
   fi
   local cluster_id java
   java="$(java_bin)"
-  # A random KRaft cluster id: 16 random bytes, base64url without padding (22 chars).
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  # A random KRaft cluster id: 16 random bytes, base64url without padding (22 chars). One that
+  # starts with '-' (1 in 64) would be read as an option by the storage tool: draw again.
+  cluster_id="-"
+  while [[ "$cluster_id" == -* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
   msg "formatting KRaft storage in $DATA (cluster id $cluster_id)..."
   # The SCRAM users are created with the storage, as KRaft allows (no broker needed).
   if ! "$java" -Dlog4j.configuration="file:$TOOLS_LOG4J_CONF" -cp "$LIB/*" \
