@@ -103,6 +103,27 @@ pub struct Attempt<'a> {
     latencies_us: Vec<u64>,
     /// The group generation of the last assignment.
     generation: u64,
+    fetch_pause: FetchPause,
+}
+
+/// Test-only failpoint (`ADSTREAM_FAILPOINT_FETCH_PAUSE_MS`): once the third window is
+/// published and the host has read all its input as far as librdkafka knows, the consumer stops
+/// fetching its input for this long, as librdkafka does during a rebalance, while the host runs
+/// on; then it fetches again.
+#[derive(Clone, Copy)]
+enum FetchPause {
+    Off,
+    Armed(Duration),
+    Until(Instant),
+}
+
+impl FetchPause {
+    fn from_env() -> Self {
+        std::env::var("ADSTREAM_FAILPOINT_FETCH_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(FetchPause::Off, |ms| FetchPause::Armed(Duration::from_millis(ms)))
+    }
 }
 
 /// How an attempt ended.
@@ -171,6 +192,7 @@ impl<'a> Attempt<'a> {
             first_message: None,
             latencies_us: Vec::new(),
             generation: 0,
+            fetch_pause: FetchPause::from_env(),
         })
     }
 
@@ -279,6 +301,7 @@ impl<'a> Attempt<'a> {
         }
         if Timers::due(&mut self.timers.housekeeping, HOUSEKEEPING_EVERY, now) {
             self.health.fatal.check()?;
+            self.fetch_pause_failpoint(now)?;
             self.source.report_backlog(&mut self.pipeline, now);
             // Every task's clock, for those idle or behind since their last message.
             self.pipeline.advance(now, &mut self.sink)?;
@@ -303,6 +326,25 @@ impl<'a> Attempt<'a> {
         }
         if Timers::due(&mut self.timers.progress, PROGRESS_EVERY, now) {
             super::log_progress(&self.stats());
+        }
+        Ok(())
+    }
+
+    fn fetch_pause_failpoint(&mut self, now: Instant) -> Result<(), Failure> {
+        match self.fetch_pause {
+            FetchPause::Armed(pause)
+                if self.pipeline.windows_emitted() >= 3 && self.source.caught_up(&self.pipeline) =>
+            {
+                tracing::warn!(?pause, "failpoint: the consumer stops fetching the input");
+                self.source.pause_inputs(true)?;
+                self.fetch_pause = FetchPause::Until(now + pause);
+            }
+            FetchPause::Until(until) if now >= until => {
+                tracing::warn!("failpoint: the consumer fetches the input again");
+                self.source.pause_inputs(false)?;
+                self.fetch_pause = FetchPause::Off;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -861,12 +861,19 @@ impl Engine {
     pub fn set_backlog(&mut self, p: PartitionId, backlog: bool, now: Instant) {
         let info = &self.partitions[p];
         let task = &mut self.tasks[info.task];
-        task.watermarks_mut().set_backlog(info.side, backlog);
+        task.watermarks_mut().set_backlog(info.side, backlog, now);
         // Through a partials topic the merge hears of tasks only there, after their partials.
         if backlog && self.exchange.is_none() {
             let clock = task.advance(now);
             self.merge.report(task.id, clock);
         }
+    }
+
+    /// Whether `p` would turn idle at `now` on a report that it has no backlog (see
+    /// [`watermark::Watermarks::idle_due`]): the source confirms that report with the broker first.
+    pub fn idle_due(&self, p: PartitionId, now: Instant) -> bool {
+        let info = &self.partitions[p];
+        self.tasks[info.task].watermarks().idle_due(info.side, now)
     }
 
     /// The input of `p` has ended: it no longer holds its task's watermark back.

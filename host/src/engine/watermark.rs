@@ -10,7 +10,10 @@
 //! "No message" means no *new data*: a partition the consumer has not caught up on (the
 //! source reports a backlog) is behind, not idle, however long it has been since its last
 //! message was processed. Otherwise a slow consumer would declare its own partitions idle and
-//! turn their on-time events into late ones.
+//! turn their on-time events into late ones. Where a source reports backlogs, a partition turns
+//! idle only on a report made after its idle deadline: a report from before says nothing of
+//! the messages written since (a host that stalled, or whose client paused fetching for a
+//! rebalance, would otherwise take the quiet of its own making for an idle partition).
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,9 @@ struct Partition {
     finished: bool,
     /// The source knows of messages not read yet: the partition cannot be idle.
     backlog: bool,
+    /// When the source last reported on the backlog (`None`: a source that never does, such
+    /// as a replay's files). With reports, idleness needs one made after `idle_at`.
+    checked_at: Option<Instant>,
 }
 
 /// The watermark over a set of partitions.
@@ -55,6 +61,7 @@ impl Watermarks {
             idle_at: self.idle_deadline(now),
             finished: false,
             backlog: false,
+            checked_at: None,
         });
         self.partitions.len() - 1
     }
@@ -76,9 +83,18 @@ impl Watermarks {
         part.idle_at = idle_at;
     }
 
-    /// Whether the source has messages of `p` not read yet.
-    pub fn set_backlog(&mut self, p: PartitionId, backlog: bool) {
-        self.partitions[p].backlog = backlog;
+    /// Whether the source has messages of `p` not read yet, as it knew at `now`.
+    pub fn set_backlog(&mut self, p: PartitionId, backlog: bool, now: Instant) {
+        let part = &mut self.partitions[p];
+        part.backlog = backlog;
+        part.checked_at = Some(now);
+    }
+
+    /// Whether `p` has gone without a message past its idle deadline (and has not finished):
+    /// it turns idle on a report, made from now on, that it has no backlog.
+    pub fn idle_due(&self, p: PartitionId, now: Instant) -> bool {
+        let part = &self.partitions[p];
+        !part.finished && part.idle_at.is_some_and(|at| now >= at)
     }
 
     /// The input of `p` has ended.
@@ -134,7 +150,8 @@ impl Watermarks {
     }
 
     fn is_idle(&self, p: &Partition, now: Instant) -> bool {
-        p.finished || (!p.backlog && p.idle_at.is_some_and(|at| now >= at))
+        p.finished
+            || (!p.backlog && p.idle_at.is_some_and(|at| now >= at && p.checked_at.is_none_or(|checked| checked >= at)))
     }
 }
 
@@ -158,16 +175,45 @@ mod tests {
         w.touch(a, later);
         assert_eq!(w.advance(later), 95_000);
         // A partition with unread messages is behind, not idle.
-        w.set_backlog(b, true);
+        w.set_backlog(b, true, later);
         let much_later = later + Duration::from_secs(60);
         w.touch(a, much_later);
         w.observe(a, 200_000, much_later);
         assert_eq!(w.advance(much_later), 95_000, "b holds it, being behind");
-        w.set_backlog(b, false);
+        w.set_backlog(b, false, much_later);
         assert_eq!(w.advance(much_later), 195_000);
         // b wakes up with old data: the watermark does not go backwards.
         w.observe(b, 60_000, much_later);
         assert_eq!(w.advance(much_later), 195_000);
+    }
+
+    #[test]
+    fn with_backlog_reports_only_one_made_after_the_deadline_makes_a_partition_idle() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = Watermarks::new(0, s(3));
+        let (a, b) = (w.add_partition(t0), w.add_partition(t0));
+        w.set_backlog(a, true, t0);
+        w.set_backlog(b, true, t0);
+        w.observe(a, 100_000, t0);
+        w.observe(b, 50_000, t0);
+        assert_eq!(w.advance(t0), 50_000);
+        // Caught up at t0 + 1 s; then nothing for 4 s (a stall, a paused fetch).
+        w.set_backlog(b, false, t0 + s(1));
+        w.touch(a, t0 + s(4));
+        assert!(w.idle_due(b, t0 + s(4)));
+        assert_eq!(w.advance(t0 + s(4)), 50_000, "the report of t0 + 1 s predates b's deadline");
+        assert_eq!(w.idle_partitions(t0 + s(4)), 0);
+        // A report after the deadline: still behind, then caught up.
+        w.set_backlog(b, true, t0 + s(4));
+        assert_eq!(w.advance(t0 + s(5)), 50_000);
+        w.set_backlog(b, false, t0 + s(5));
+        assert_eq!(w.advance(t0 + s(5)), 100_000, "now b is idle");
+        // A message makes it busy again, and its next deadline needs a report of its own.
+        w.observe(b, 120_000, t0 + s(6));
+        assert!(!w.idle_due(b, t0 + s(6)));
+        w.touch(a, t0 + s(10));
+        assert_eq!(w.advance(t0 + s(10)), 100_000);
     }
 
     #[test]

@@ -63,7 +63,23 @@ struct Assignment {
     start_offsets: Vec<i64>,
     /// The partials topic's partition is this member's (it runs the merge), reading from here.
     exchange: Option<i64>,
+    /// Engine partition → the broker's last word on its backlog (see
+    /// [`KafkaSource::report_backlog`]).
+    asked: Vec<Option<Asked>>,
 }
+
+/// What the broker said of a partition's backlog, and when.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// The next offset to read, then.
+    next: i64,
+    at: Instant,
+    backlog: bool,
+}
+
+/// How long a broker's "behind" stands before it is asked again (for a partition that stays
+/// without messages: a paused fetch, a stalled host).
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// Where a message goes.
 pub enum Route {
@@ -383,11 +399,16 @@ impl KafkaSource {
             self.assigned.ids.insert((kind, partition), id);
             self.assigned.topics.push((topic.to_owned(), partition));
             self.assigned.start_offsets.push(from);
+            self.assigned.asked.push(None);
             let task_watermark = checkpoint.as_ref().map_or(i64::MIN, |c| c.watermark);
             if let Some(cp) = checkpoint {
                 engine.resume_partition(id, cp.watermark, cp.closed, cp.next, &cp.cuts);
             }
             tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(task_watermark), "assigned");
+        }
+        // Behind until a report says otherwise, made after the idle deadline.
+        for id in 0..self.assigned.topics.len() {
+            engine.set_backlog(id, true, now);
         }
         self.wait_for_missing_halves(engine, now)?;
         let tpl = crate::kafka::group::assignment(&start).map_err(|e| Failure::kafka(e, "assigning partitions"))?;
@@ -437,6 +458,24 @@ impl KafkaSource {
             .fetch_watermarks(topic, partition, STEP_DEADLINE)
             .map_err(|e| Failure::kafka(e, format!("reading the first offset of {topic} [{partition}]")))?;
         Ok(low.max(0))
+    }
+
+    /// Whether every input partition has been read to the end librdkafka last fetched.
+    pub fn caught_up(&self, pipeline: &Engine) -> bool {
+        self.assigned.topics.iter().enumerate().all(|(id, (topic, partition))| {
+            let next = pipeline.next_offset(id).unwrap_or(self.assigned.start_offsets[id]);
+            cached_high_watermark(&self.consumer, topic, *partition).is_some_and(|high| high <= next)
+        })
+    }
+
+    /// Stops (or resumes) fetching the assigned input partitions (a test failpoint's).
+    pub fn pause_inputs(&self, pause: bool) -> Result<(), Failure> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &self.assigned.topics {
+            tpl.add_partition(topic, *partition);
+        }
+        let done = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        done.map_err(|e| Failure::kafka(e, "pausing or resuming the input partitions"))
     }
 
     /// Gives every partition up, after the attempt committed (or aborted) what covered them.
@@ -552,16 +591,55 @@ impl KafkaSource {
     /// Tells the pipeline which partitions have messages not read yet, from the high
     /// watermarks librdkafka caches from its fetch responses (no network round trip). A
     /// partition whose high watermark is not known yet counts as behind.
-    pub fn report_backlog(&self, pipeline: &mut Engine, now: Instant) {
-        for (id, (topic, partition)) in self.assigned.topics.iter().enumerate() {
-            let backlog = match cached_high_watermark(&self.consumer, topic, *partition) {
-                Some(high) => {
-                    pipeline.next_offset(id).map_or(high > self.assigned.start_offsets[id], |next| high > next)
-                }
-                None => true,
-            };
+    ///
+    /// The cache is only as fresh as the last fetch: while librdkafka does not fetch (it pauses
+    /// for a rebalance; the whole host stalled) it says "caught up" of a partition that is
+    /// not. So when a partition would turn idle on the cache's word, the broker is asked
+    /// (one round trip, at that moment only): a quiet of the host's own making must not turn
+    /// on-time events late. A failed question counts as behind, and is asked again.
+    pub fn report_backlog(&mut self, pipeline: &mut Engine, now: Instant) {
+        for id in 0..self.assigned.topics.len() {
+            let (topic, partition) = &self.assigned.topics[id];
+            let next = pipeline.next_offset(id).unwrap_or(self.assigned.start_offsets[id]);
+            let cached = cached_high_watermark(&self.consumer, topic, *partition);
+            let mut backlog = cached.is_none_or(|high| high > next);
+            if !backlog && pipeline.idle_due(id, now) {
+                backlog = self.broker_backlog(id, next, now);
+            }
             pipeline.set_backlog(id, backlog, now);
         }
+    }
+
+    /// Whether the broker has messages of engine partition `id` from offset `next` on (its end
+    /// as this consumer's isolation level reads it). A "caught up" stands while `next` does; a
+    /// "behind" for [`ASK_AGAIN_AFTER`].
+    fn broker_backlog(&mut self, id: PartitionId, next: i64, now: Instant) -> bool {
+        if let Some(asked) = self.assigned.asked[id].filter(|a| a.next == next)
+            && (!asked.backlog || now.duration_since(asked.at) < ASK_AGAIN_AFTER)
+        {
+            return asked.backlog;
+        }
+        let (topic, partition) = &self.assigned.topics[id];
+        let backlog = match self.consumer.fetch_watermarks(topic, *partition, STEP_DEADLINE) {
+            Ok((_, high)) => {
+                if high > next {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        next,
+                        end = high,
+                        "no message for the idle timeout, but the partition is behind (a paused fetch or a stalled host), not idle"
+                    );
+                }
+                high > next
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "could not ask the broker whether a quiet partition is idle; it counts as behind");
+                true
+            }
+        };
+        self.assigned.asked[id] = Some(Asked { next, at: now, backlog });
+        backlog
     }
 
     /// Every input partition's position, end, lag and watermark, for the console and metrics.

@@ -217,6 +217,28 @@ fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
     survivor.stop();
 }
 
+/// While librdkafka does not fetch (it pauses for a rebalance; here a failpoint pauses it for 3
+/// s, three idle timeouts, while adgen writes on), its cached high watermarks say the partitions
+/// are caught up. Before taking that quiet for idleness the host asks the broker, and finds them
+/// behind: nothing turns late, every window is whole. (On the cache's word a task handed its
+/// windows over as idle and their remaining events went late: a failover test saw it.)
+#[test]
+fn a_paused_fetch_is_not_taken_for_idle_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("paused");
+    let group = format!("{prefix}g");
+    let generator = start_adgen(&prefix, dir.path(), "2", "40000", "2000", "59");
+    std::thread::sleep(Duration::from_secs(2));
+    let pause = [("ADSTREAM_FAILPOINT_FETCH_PAUSE_MS", "3000")];
+    let h = Host::start_with_env(&prefix, &group, PLUGINS, dir.path(), &["--idle-timeout", "1s"], &pause);
+    finish_adgen(generator);
+    let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
+    check_exactly_once(&topics(&prefix), &inputs, Duration::from_secs(120));
+    let log = h.log();
+    assert!(log.contains("failpoint: the consumer fetches the input again"), "the fetch was not paused:\n{log}");
+    crate::common::assert_accounted(&h.stop());
+}
+
 #[test]
 fn partitions_added_while_the_hosts_run_are_read_from_their_first_message() {
     let _serial = serial();
