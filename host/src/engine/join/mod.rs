@@ -24,12 +24,16 @@
 //! impressions. The order of arrival is the input's, so a restart, which re-reads every
 //! impression the join kept and every click of an open window, decides the same.
 
+mod bucket;
+mod index;
+mod record;
+
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap};
 
-use crate::bytes::short_eq;
+use self::bucket::{Bucket, ClickIds};
+use self::record::PackedId;
 use crate::event::{Click, Impression};
 
 /// Impressions are kept in buckets of this much event time, so that expiry drops whole buckets
@@ -64,145 +68,6 @@ pub struct JoinedClick<'a> {
     pub impression: ImpressionInfo<'a>,
 }
 
-/// The impressions of one bucket of event time, packed for memory: each is one record in
-/// `records` (its fields, then its id), found through `index` by id. The labels (campaign, ad,
-/// device, browser) repeat across impressions, so each distinct combination is stored once per
-/// bucket and a record holds its number. About 20 bytes plus the id per impression, against
-/// ~150 for a map of owned strings.
-#[derive(Debug, Default)]
-struct Bucket {
-    records: Vec<u8>,
-    /// Offsets into `records`, hashed by impression id.
-    index: HashTable<u32>,
-    /// Distinct label combinations; records refer to them by position.
-    labels: Vec<Labels>,
-    /// Hashed by the four labels, values are positions in `labels`.
-    label_index: HashTable<u32>,
-    /// The labels being looked up (a buffer kept to save an allocation per impression).
-    scratch: Labels,
-}
-
-/// A combination of the four labels, stored as one string and where each label ends in it, so
-/// that finding one costs one hash and one comparison rather than four of each.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
-struct Labels {
-    text: String,
-    ends: [u32; 4],
-}
-
-impl Labels {
-    fn set(&mut self, labels: [&str; 4]) {
-        self.text.clear();
-        for (end, label) in self.ends.iter_mut().zip(labels) {
-            self.text.push_str(label);
-            *end = self.text.len() as u32;
-        }
-    }
-
-    fn get(&self) -> [&str; 4] {
-        let e = self.ends.map(|e| e as usize);
-        [&self.text[..e[0]], &self.text[e[0]..e[1]], &self.text[e[1]..e[2]], &self.text[e[2]..e[3]]]
-    }
-}
-
-/// Record layout: time within the bucket (u32 ms), cost (f64 bits), label number (u32), id
-/// length (u16), id bytes. Little-endian.
-const RECORD_HEADER: usize = 4 + 8 + 4 + 2;
-
-struct Record {
-    offset_ms: u32,
-    cost: f64,
-    labels: u32,
-}
-
-impl Bucket {
-    /// Empties the bucket for reuse, keeping its allocations, sized for at least
-    /// `(bytes, impressions)`.
-    fn recycle(&mut self, (bytes, impressions): (usize, usize)) {
-        self.records.clear();
-        self.records.reserve(bytes + bytes / 8);
-        self.index.clear();
-        self.index.reserve(impressions, |_| unreachable!("the table is empty"));
-        self.labels.clear();
-        self.label_index.clear();
-    }
-
-    fn record(&self, at: u32) -> Record {
-        let r = &self.records[at as usize..];
-        let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4 bytes"));
-        Record {
-            offset_ms: u32_at(0),
-            cost: f64::from_le_bytes(r[4..12].try_into().expect("8 bytes")),
-            labels: u32_at(12),
-        }
-    }
-
-    fn label_number(&mut self, hasher: &DefaultHashBuilder, labels: [&str; 4]) -> u32 {
-        self.scratch.set(labels);
-        let hash = hasher.hash_one(&self.scratch);
-        let (known, wanted) = (&self.labels, &self.scratch);
-        let same = |n: &u32| {
-            let k = &known[*n as usize];
-            k.ends == wanted.ends && short_eq(k.text.as_bytes(), wanted.text.as_bytes())
-        };
-        if let Some(&n) = self.label_index.find(hash, same) {
-            return n;
-        }
-        let n = u32::try_from(self.labels.len()).expect("fewer than 2^32 label combinations per minute");
-        self.labels.push(self.scratch.clone());
-        let known = &self.labels;
-        self.label_index.insert_unique(hash, n, |&m| hasher.hash_one(&known[m as usize]));
-        n
-    }
-
-    /// Adds an impression (an id seen before in this bucket now finds the newer one).
-    fn insert(&mut self, hasher: &DefaultHashBuilder, start_ms: i64, imp: &Impression<'_>) {
-        let labels = self.label_number(hasher, [&imp.campaign_id, &imp.ad_id, &imp.device_type, &imp.browser]);
-        let id = imp.impression_id.as_bytes();
-        let at = u32::try_from(self.records.len()).expect("less than 4 GiB of impressions per minute of event time");
-        let offset_ms = u32::try_from(imp.event_time_ms - start_ms).expect("the time lies in the bucket");
-        let id_len = u16::try_from(id.len()).expect("ids are at most MAX_FIELD_BYTES long");
-        self.records.extend_from_slice(&offset_ms.to_le_bytes());
-        self.records.extend_from_slice(&imp.cost.to_le_bytes());
-        self.records.extend_from_slice(&labels.to_le_bytes());
-        self.records.extend_from_slice(&id_len.to_le_bytes());
-        self.records.extend_from_slice(id);
-        let hash = hasher.hash_one(id);
-        let (index, records) = (&mut self.index, &self.records);
-        match index.find_mut(hash, |&r| short_eq(records_id(records, r), id)) {
-            Some(slot) => *slot = at,
-            None => {
-                index.insert_unique(hash, at, |&r| hasher.hash_one(records_id(records, r)));
-            }
-        }
-    }
-
-    fn get(&self, hash: u64, id: &[u8], start_ms: i64) -> Option<ImpressionInfo<'_>> {
-        let &at = self.index.find(hash, |&r| short_eq(records_id(&self.records, r), id))?;
-        let r = self.record(at);
-        let [campaign_id, ad_id, device_type, browser] = self.labels[r.labels as usize].get();
-        Some(ImpressionInfo {
-            event_time_ms: start_ms + i64::from(r.offset_ms),
-            cost: r.cost,
-            campaign_id,
-            ad_id,
-            device_type,
-            browser,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-}
-
-/// The id of the record at `at` (a free function so that it can borrow only the bytes).
-fn records_id(records: &[u8], at: u32) -> &[u8] {
-    let r = &records[at as usize..];
-    let id_len = u16::from_le_bytes([r[16], r[17]]) as usize;
-    &r[RECORD_HEADER..RECORD_HEADER + id_len]
-}
-
 /// Join state: impressions within the horizon and clicks waiting for theirs.
 #[derive(Debug)]
 pub struct Join {
@@ -213,7 +78,7 @@ pub struct Join {
     pending: HashMap<Box<str>, Vec<PendingClick>>,
     /// Click ids seen, with the first one's event time (see [`Join::first_click`]), by bucket
     /// of that time, dropped with the impression buckets of the same time.
-    click_ids: BTreeMap<i64, HashMap<Box<str>, i64>>,
+    click_ids: BTreeMap<i64, ClickIds>,
     /// Seeded per process: ids come from outside, so the hash must not be predictable.
     hasher: DefaultHashBuilder,
     /// The last bucket expired, kept to be reused by the next new one.
@@ -267,10 +132,11 @@ impl Join {
         }
         let start = imp.event_time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         if !self.buckets.contains_key(&start) {
-            // Sized like the newest bucket: at a steady rate, no growing and rehashing. And made
-            // of the last expired bucket's memory: a minute's worth of allocations freed and
-            // taken again every minute fragments the heap (the soak saw RSS creep up by that).
-            let like = self.buckets.last_key_value().map(|(_, b)| (b.records.len(), b.len()));
+            // Sized like the largest bucket kept (the newest one may still be filling): at a
+            // steady rate, no growing and rehashing. And made of the last expired bucket's
+            // memory: a minute's worth of allocations freed and taken again every minute
+            // fragments the heap (the soak saw RSS creep up by that).
+            let like = self.buckets.values().map(Bucket::size).reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)));
             let mut bucket = self.spare.take().unwrap_or_default();
             bucket.recycle(like.unwrap_or_default());
             self.buckets.insert(start, bucket);
@@ -285,32 +151,27 @@ impl Join {
         let Some(bucket) = self.buckets.get(&start) else {
             return false;
         };
-        let hash = self.hasher.hash_one(impression_id.as_bytes());
-        bucket.get(hash, impression_id.as_bytes(), start).is_some_and(|i| i.event_time_ms == event_time_ms)
+        let id = PackedId::of(impression_id.as_bytes());
+        bucket.get(id.hash(&self.hasher), &id, start).is_some_and(|i| i.event_time_ms == event_time_ms)
     }
 
     /// Remembers a click's id and time until the impressions of its time are forgotten; `false`
     /// if a click with this id and time was seen before: this one is a repeat.
     pub fn first_click(&mut self, click_id: &str, click_time_ms: i64) -> bool {
         let start = click_time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        let ids = self.click_ids.entry(start).or_default();
-        match ids.get(click_id) {
-            Some(&first) => first != click_time_ms,
-            None => {
-                ids.insert(click_id.into(), click_time_ms);
-                true
-            }
-        }
+        let offset_ms = u16::try_from(click_time_ms - start).expect("the time lies in the bucket");
+        self.click_ids.entry(start).or_default().first(&self.hasher, click_id, offset_ms)
     }
 
     /// The newest kept impression with this id that a click at `click_time_ms` can match.
     fn find(&self, impression_id: &str, click_time_ms: i64) -> Option<ImpressionInfo<'_>> {
         let (from, to) = (click_time_ms.saturating_sub(self.horizon_ms), click_time_ms);
-        let hash = self.hasher.hash_one(impression_id.as_bytes());
+        let id = PackedId::of(impression_id.as_bytes());
+        let hash = id.hash(&self.hasher);
         self.buckets
             .range(from.div_euclid(BUCKET_MS) * BUCKET_MS..=to)
             .rev()
-            .filter_map(|(&start, b)| b.get(hash, impression_id.as_bytes(), start))
+            .filter_map(|(&start, b)| b.get(hash, &id, start))
             .find(|i| self.matches(i.event_time_ms, click_time_ms))
     }
 
@@ -500,5 +361,68 @@ mod tests {
         let c = click("i2", 60_001);
         let info = j.add_click(&c, 0).unwrap().impression;
         assert_eq!((info.event_time_ms, info.cost, info.device_type, info.browser), (60_000, 0.1, "mobile", "chrome"));
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::borrow::Cow;
+
+    /// Ids the tests draw from: short ones, UUIDs in both cases, one with letters of both cases.
+    const IDS: [&str; 6] = [
+        "i1",
+        "i2",
+        "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "3F2504E0-4F89-11D3-9A0C-0305E82C3301",
+        "3F2504E0-4f89-11d3-9a0c-0305e82c3301",
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    ];
+
+    proptest! {
+        /// Against a plain model of the rule in the module's doc: a click matches, among the
+        /// impressions of its id within the horizon, the one in the newest bucket, and within a
+        /// bucket the latest arrival; every field comes back exactly.
+        #[test]
+        fn matches_as_the_plain_model_does(
+            impressions in prop::collection::vec((0usize..6, 0i64..400_000, 0u32..3, prop_oneof![Just(0.004237), Just(0.1 + 0.2), (0u32..10_000).prop_map(|n| f64::from(n) / 1e4)]), 0..60),
+            clicks in prop::collection::vec((0usize..6, 0i64..500_000), 0..30),
+        ) {
+            let horizon = 120_000;
+            let mut j = Join::new(horizon);
+            for &(id, ts, campaign, cost) in &impressions {
+                let imp = Impression {
+                    impression_id: Cow::Borrowed(IDS[id]),
+                    user_id: "u".into(),
+                    campaign_id: Cow::Owned(format!("c{campaign}")),
+                    ad_id: "a".into(),
+                    device_type: "mobile".into(),
+                    browser: "chrome".into(),
+                    event_time_ms: ts,
+                    cost,
+                };
+                j.add_impression(&imp, |_| {});
+            }
+            for &(id, click_ts) in &clicks {
+                let bucket = |ts: i64| ts.div_euclid(BUCKET_MS);
+                let in_horizon = |ts: i64| ts <= click_ts && ts >= click_ts - horizon;
+                // The latest arrival of the id per bucket, then the newest bucket whose one matches.
+                let mut latest: BTreeMap<i64, (i64, u32, f64)> = BTreeMap::new();
+                for &(i, ts, campaign, cost) in &impressions {
+                    if i == id {
+                        latest.insert(bucket(ts), (ts, campaign, cost));
+                    }
+                }
+                let want = latest.values().rev().find(|(ts, ..)| in_horizon(*ts))
+                    .map(|&(ts, campaign, cost)| (ts, format!("c{campaign}"), cost.to_bits()));
+                let click = Click { click_id: "k".into(), impression_id: Cow::Borrowed(IDS[id]), user_id: "u".into(), event_time_ms: click_ts };
+                let got = j.add_click(&click, 0)
+                    .map(|m| (m.impression.event_time_ms, m.impression.campaign_id.to_owned(), m.impression.cost.to_bits()));
+                prop_assert_eq!(got, want);
+                let held = latest.get(&bucket(click_ts)).is_some_and(|&(ts, ..)| ts == click_ts);
+                prop_assert_eq!(j.holds(IDS[id], click_ts), held);
+            }
+        }
     }
 }
