@@ -81,11 +81,19 @@ fn parse_count(s: &str) -> Result<u64, String> {
 struct Workload {
     events: u64,
     users: u64,
+    /// Impression and click ids as UUIDs (`adgen --id-style uuid`) rather than `i<n>`, `k<n>`:
+    /// the same events otherwise, so the same results.
+    uuid_ids: bool,
 }
 
 impl Workload {
+    fn new(events: u64, users: u64) -> Self {
+        Workload { events, users, uuid_ids: false }
+    }
+
     fn label(&self) -> String {
-        format!("{} events, {} users", short(self.events), short(self.users))
+        let ids = if self.uuid_ids { ", UUID ids" } else { "" };
+        format!("{} events, {} users{ids}", short(self.events), short(self.users))
     }
 }
 
@@ -171,7 +179,8 @@ impl Bench {
 
     /// The workload's JSONL files and generator summary, generated once and kept.
     fn data(&mut self, w: Workload) -> anyhow::Result<PathBuf> {
-        let dir = self.opts.out.join("data").join(format!("{}-{}-{}", w.events, w.users, self.opts.seed));
+        let ids = if w.uuid_ids { "-uuid" } else { "" };
+        let dir = self.opts.out.join("data").join(format!("{}-{}-{}{ids}", w.events, w.users, self.opts.seed));
         if dir.join("summary.json").is_file() {
             return Ok(dir);
         }
@@ -181,6 +190,7 @@ impl Bench {
             .args(["--quiet", "--jsonl"])
             .arg(&dir)
             .args(["--events", &w.events.to_string(), "--users", &w.users.to_string()])
+            .args(["--id-style", if w.uuid_ids { "uuid" } else { "short" }])
             .args(["--seed", &self.opts.seed.to_string(), "--summary-json"])
             .arg(dir.join("summary.json.tmp"))
             .stderr(log)
@@ -244,13 +254,13 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
 
     // A small run first, so that the plugins are compiled into the cache before anything counts.
-    let warm = bench.data(Workload { events: 1_000, users: 100 })?;
+    let warm = bench.data(Workload::new(1_000, 100))?;
     bench.replay(&warm, Plugins::Wasm)?;
     bench.replay(&warm, Plugins::Python)?;
     bench.replay(&warm, Plugins::Detector)?;
     bench.replay(&warm, Plugins::Hll)?;
 
-    let main = Workload { events: bench.opts.events, users: bench.opts.users };
+    let main = Workload::new(bench.opts.events, bench.opts.users);
     let data = bench.data(main)?;
     let mut reference = None;
     for plugins in [Plugins::Wasm, Plugins::Native] {
@@ -279,6 +289,12 @@ fn main() -> anyhow::Result<()> {
     let (usage, stats, mut records) = bench.replay(&data, Plugins::Detector)?;
     records.retain(|(topic, _, _)| topic != "ad-anomalies");
     rows.push(Row::replay(&main, Plugins::Detector.name(), usage, &stats, reference == records, 1));
+    // The join keeps every impression id of its horizon: its memory with 36-character ids.
+    let uuids = Workload { uuid_ids: true, ..main };
+    let uuid_data = bench.data(uuids)?;
+    eprintln!("replay, {}, {} plugins ...", uuids.label(), Plugins::Wasm.name());
+    let (usage, stats, records) = bench.replay(&uuid_data, Plugins::Wasm)?;
+    rows.push(Row::replay(&uuids, Plugins::Wasm.name(), usage, &stats, reference == records, 1));
 
     if !bench.opts.no_kafka {
         rows.extend(kafka_runs(&mut bench, main, &data, &reference)?);
@@ -293,7 +309,7 @@ fn main() -> anyhow::Result<()> {
             (5_000_000, 1_000_000, true),
         ];
         for (events, users, with_hll) in series {
-            let w = Workload { events, users };
+            let w = Workload::new(events, users);
             let data = bench.data(w)?;
             let mut reference = None;
             let hll = with_hll.then_some(Plugins::Hll);

@@ -34,10 +34,13 @@ fn adbench_measures_every_variant_and_checks_its_results() {
             ("replay", "native"),
             ("replay", "wasm, engagement in Python"),
             ("replay", "wasm + anomaly detector (Python)"),
+            ("replay", "wasm"),
             ("kafka", "wasm"),
             ("kafka", "native")
         ]
     );
+    // The fifth: the same events with UUID ids, and the same results as the first's.
+    assert_eq!(rows[4]["workload"], "20k events, 2k users, UUID ids");
     for r in &rows {
         assert_eq!(r["results_match"], true, "{r}");
         assert!(r["usage"]["user_s"].as_f64().unwrap() > 0.0, "{r}");

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use clap::Parser;
 
 use crate::anomaly::Anomaly;
-use crate::model::WorldParams;
+use crate::model::{IdStyle, WorldParams};
 use crate::stream::StreamParams;
 use crate::time::{EpochMillis, VALID_EVENT_TIMES, format_rfc3339, parse_rfc3339};
 
@@ -132,6 +132,12 @@ pub struct Config {
     #[arg(long, env = "ADGEN_ADS_PER_CAMPAIGN", default_value = "10", value_name = "N",
           value_parser = parse_u32_count, help_heading = "What the events look like")]
     pub ads_per_campaign: u32,
+
+    /// How impression and click ids are written: `short` (i<n>, k<n>) or `uuid` (36-character
+    /// version 4 UUIDs, as many ad servers write them; the host's join memory grows with id length).
+    #[arg(long, env = "ADGEN_ID_STYLE", value_enum, default_value_t = IdStyle::Short, value_name = "STYLE",
+          help_heading = "What the events look like")]
+    pub id_style: IdStyle,
 
     /// Users, with ids u0 .. u{N-1}; each impression picks one uniformly, and its click has the same user.
     #[arg(long, env = "ADGEN_USERS", default_value = "50000", value_name = "N", value_parser = parse_u32_count,
@@ -297,6 +303,7 @@ impl Config {
                 ctr_min: self.ctr_min,
                 ctr_max: self.ctr_max,
                 epoch_ms_fraction: self.epoch_ms_fraction,
+                ids: self.id_style,
             },
             click_delay_max_ms: self.click_delay_max.as_millis() as i64,
             jitter_us: self.jitter.as_micros() as i64,

@@ -170,6 +170,7 @@ mod tests {
             ctr_min: 0.01,
             ctr_max: 0.02,
             epoch_ms_fraction: 0.3,
+            ids: crate::model::IdStyle::Short,
         };
         let world = World::new(params, &mut rng);
         for n in 0..MalformedKind::CYCLE.len() as u64 * 300 {

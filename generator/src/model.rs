@@ -70,6 +70,58 @@ pub struct WorldParams {
     pub ctr_max: f64,
     /// Share of valid events whose `event_timestamp` is an integer of epoch milliseconds.
     pub epoch_ms_fraction: f64,
+    pub ids: IdStyle,
+}
+
+/// How impression and click ids are written (`--id-style`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdStyle {
+    /// `i<n>` and `k<n>`: short and readable.
+    #[default]
+    Short,
+    /// UUIDs (the version 4 layout, lower case), 36 characters, as many ad servers write ids:
+    /// what the host's memory for the join is measured with.
+    Uuid,
+}
+
+impl IdStyle {
+    /// Writes the id of impression (`kind` 'i') or click ('k') number `n`. Ids of one kind are
+    /// distinct for distinct numbers in both styles.
+    pub fn write(self, out: &mut String, kind: char, n: u64) {
+        match self {
+            IdStyle::Short => {
+                let _ = write!(out, "{kind}{n}");
+            }
+            IdStyle::Uuid => {
+                // `hi` is a bijection of `n` (for a given kind), and all of its 64 bits are
+                // written: distinct numbers, distinct ids.
+                let hi = mix(n ^ u64::from(kind).rotate_right(8));
+                let lo = mix(hi);
+                let _ = write!(
+                    out,
+                    "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                    hi >> 32,
+                    (hi >> 16) & 0xffff,
+                    (hi >> 4) & 0xfff,
+                    0x8000 | (hi & 0xf) << 10 | lo & 0x3ff,
+                    lo >> 16
+                );
+            }
+        }
+    }
+
+    pub fn id(self, kind: char, n: u64) -> String {
+        let mut out = String::new();
+        self.write(&mut out, kind, n);
+        out
+    }
+}
+
+/// SplitMix64's finaliser: a bijection of u64 that scatters its bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Share of valid events whose `event_timestamp` is RFC 3339 with a numeric offset instead of `Z`.
@@ -143,8 +195,9 @@ pub struct World {
 /// One ad impression: the row of the `ad-impressions` table in SPEC.md.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Impression {
-    /// Written as `i<id>`; unique within a run.
+    /// Written as `i<id>` (or a UUID, see `ids`); unique within a run.
     pub id: u64,
+    pub ids: IdStyle,
     pub user: u32,
     pub campaign: u32,
     /// The ad's number within its campaign; written as `a<campaign>-<ad>`.
@@ -159,8 +212,9 @@ pub struct Impression {
 /// One click on an impression: the row of the `ad-clicks` table in SPEC.md.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Click {
-    /// Written as `k<id>`; unique within a run.
+    /// Written as `k<id>` (or a UUID, see `ids`); unique within a run.
     pub id: u64,
+    pub ids: IdStyle,
     /// The clicked impression's id (`i<impression>`).
     pub impression: u64,
     pub user: u32,
@@ -187,6 +241,7 @@ impl World {
     pub fn impression(&self, rng: &mut impl Rng, id: u64, event_time: EpochMillis) -> Impression {
         Impression {
             id,
+            ids: self.params.ids,
             campaign: rng.random_range(0..self.params.campaigns),
             ad: rng.random_range(0..self.params.ads_per_campaign),
             user: rng.random_range(0..self.params.users),
@@ -200,7 +255,7 @@ impl World {
 
     /// A click with the given id on impression `impression` of `user`, at `event_time`.
     pub fn click(&self, rng: &mut impl Rng, id: u64, impression: u64, user: u32, event_time: EpochMillis) -> Click {
-        Click { id, impression, user, event_time, timestamp: self.timestamp_style(rng) }
+        Click { id, ids: self.params.ids, impression, user, event_time, timestamp: self.timestamp_style(rng) }
     }
 
     /// A user drawn uniformly, for messages that are not tied to an impression.
@@ -223,16 +278,18 @@ impl World {
 impl Impression {
     /// The message key: the impression id, shared with the impression's clicks.
     pub fn key(&self) -> String {
-        format!("i{}", self.id)
+        self.ids.id('i', self.id)
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = String::with_capacity(224);
-        let (id, user, campaign, ad) = (self.id, self.user, self.campaign, self.ad);
+        let (user, campaign, ad) = (self.user, self.campaign, self.ad);
+        out.push_str(r#"{"impression_id":""#);
+        self.ids.write(&mut out, 'i', self.id);
         // Writing into a String cannot fail.
         let _ = write!(
             out,
-            r#"{{"impression_id":"i{id}","user_id":"u{user}","campaign_id":"c{campaign}","ad_id":"a{campaign}-{ad}","device_type":"{}","browser":"{}","event_timestamp":"#,
+            r#"","user_id":"u{user}","campaign_id":"c{campaign}","ad_id":"a{campaign}-{ad}","device_type":"{}","browser":"{}","event_timestamp":"#,
             self.device.as_str(),
             self.browser,
         );
@@ -245,16 +302,16 @@ impl Impression {
 impl Click {
     /// The message key: the clicked impression's id, so that a click lands on its impression's partition.
     pub fn key(&self) -> String {
-        format!("i{}", self.impression)
+        self.ids.id('i', self.impression)
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = String::with_capacity(128);
-        let _ = write!(
-            out,
-            r#"{{"click_id":"k{}","impression_id":"i{}","user_id":"u{}","event_timestamp":"#,
-            self.id, self.impression, self.user,
-        );
+        out.push_str(r#"{"click_id":""#);
+        self.ids.write(&mut out, 'k', self.id);
+        out.push_str(r#"","impression_id":""#);
+        self.ids.write(&mut out, 'i', self.impression);
+        let _ = write!(out, r#"","user_id":"u{}","event_timestamp":"#, self.user);
         write_timestamp(&mut out, self.event_time, self.timestamp);
         out.push('}');
         out.into_bytes()
@@ -294,6 +351,7 @@ mod tests {
             ctr_min: 0.005,
             ctr_max: 0.05,
             epoch_ms_fraction: 0.1,
+            ids: IdStyle::Short,
         };
         World::new(params, rng)
     }
@@ -302,6 +360,7 @@ mod tests {
     fn encodes_the_spec_fields() {
         let impression = Impression {
             id: 17,
+            ids: IdStyle::Short,
             user: 3,
             campaign: 42,
             ad: 7,
@@ -320,6 +379,7 @@ mod tests {
         );
         let click = Click {
             id: 5,
+            ids: IdStyle::Short,
             impression: 17,
             user: 3,
             event_time: 1_795_946_400_999,
@@ -331,6 +391,33 @@ mod tests {
             json!({"click_id": "k5", "impression_id": "i17", "user_id": "u3", "event_timestamp": 1_795_946_400_999_i64})
         );
         assert_eq!(click.key(), impression.key());
+    }
+
+    #[test]
+    fn uuid_ids_are_distinct_version_4_uuids_shared_by_a_click_and_its_impression() {
+        let ids: std::collections::HashSet<String> = (0..100_000).map(|n| IdStyle::Uuid.id('i', n)).collect();
+        assert_eq!(ids.len(), 100_000);
+        for id in ids.iter().take(100) {
+            let b = id.as_bytes();
+            assert_eq!(b.len(), 36);
+            assert!(b.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
+            }));
+            assert_eq!(b[14], b'4', "version 4");
+            assert!(matches!(b[19], b'8' | b'9' | b'a' | b'b'), "the RFC 4122 variant");
+        }
+        assert_ne!(IdStyle::Uuid.id('i', 5), IdStyle::Uuid.id('k', 5));
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let world = World::new(WorldParams { ids: IdStyle::Uuid, ..world(&mut rng).params }, &mut rng);
+        let impression = world.impression(&mut rng, 17, 0);
+        let click = world.click(&mut rng, 5, 17, 3, 10);
+        let (i, c): (Value, Value) =
+            (serde_json::from_slice(&impression.encode()).unwrap(), serde_json::from_slice(&click.encode()).unwrap());
+        assert_eq!(i["impression_id"], IdStyle::Uuid.id('i', 17));
+        assert_eq!(c["impression_id"], i["impression_id"]);
+        assert_eq!(c["click_id"], IdStyle::Uuid.id('k', 5));
+        assert_eq!((impression.key(), click.key()), (IdStyle::Uuid.id('i', 17), IdStyle::Uuid.id('i', 17)));
     }
 
     #[test]
