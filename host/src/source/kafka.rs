@@ -68,18 +68,26 @@ struct Assignment {
     asked: Vec<Option<Asked>>,
 }
 
-/// What the broker said of a partition's backlog, and when.
+/// What the broker said of a partition's backlog.
 #[derive(Clone, Copy)]
 struct Asked {
     /// The next offset to read, then.
     next: i64,
-    at: Instant,
+    /// When a "behind" is to be asked again.
+    until: Instant,
     backlog: bool,
+    /// `false`: the broker did not answer (then `backlog`, whatever `next` became).
+    answered: bool,
 }
 
 /// How long a broker's "behind" stands before it is asked again (for a partition that stays
 /// without messages: a paused fetch, a stalled host).
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// How long the broker has to answer: the question holds the pipeline thread.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an unanswered question counts as "behind" before it is asked again (a broker that
+/// does not answer must not hold the pipeline thread in every housekeeping round).
+const ASK_AGAIN_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// Where a message goes.
 pub enum Route {
@@ -595,16 +603,18 @@ impl KafkaSource {
     /// The cache is only as fresh as the last fetch: while librdkafka does not fetch (it pauses
     /// for a rebalance; the whole host stalled) it says "caught up" of a partition that is
     /// not. So when a partition would turn idle on the cache's word, the broker is asked
-    /// (one round trip, at that moment only): a quiet of the host's own making must not turn
-    /// on-time events late. A failed question counts as behind, and is asked again.
+    /// (one round trip, at that moment only, one partition per round): a quiet of the host's
+    /// own making must not turn on-time events late. Until it answers "caught up" the partition
+    /// counts as behind.
     pub fn report_backlog(&mut self, pipeline: &mut Engine, now: Instant) {
+        let mut may_ask = true;
         for id in 0..self.assigned.topics.len() {
             let (topic, partition) = &self.assigned.topics[id];
             let next = pipeline.next_offset(id).unwrap_or(self.assigned.start_offsets[id]);
             let cached = cached_high_watermark(&self.consumer, topic, *partition);
             let mut backlog = cached.is_none_or(|high| high > next);
             if !backlog && pipeline.idle_due(id, now) {
-                backlog = self.broker_backlog(id, next, now);
+                backlog = self.broker_backlog(id, next, now, &mut may_ask);
             }
             pipeline.set_backlog(id, backlog, now);
         }
@@ -612,15 +622,19 @@ impl KafkaSource {
 
     /// Whether the broker has messages of engine partition `id` from offset `next` on (its end
     /// as this consumer's isolation level reads it). A "caught up" stands while `next` does; a
-    /// "behind" for [`ASK_AGAIN_AFTER`].
-    fn broker_backlog(&mut self, id: PartitionId, next: i64, now: Instant) -> bool {
-        if let Some(asked) = self.assigned.asked[id].filter(|a| a.next == next)
-            && (!asked.backlog || now.duration_since(asked.at) < ASK_AGAIN_AFTER)
+    /// "behind" for [`ASK_AGAIN_AFTER`], an unanswered question for [`ASK_AGAIN_AFTER_FAILURE`].
+    /// Asks only if `may_ask` (and then clears it); otherwise, and until answered, "behind".
+    fn broker_backlog(&mut self, id: PartitionId, next: i64, now: Instant, may_ask: &mut bool) -> bool {
+        if let Some(asked) = self.assigned.asked[id].filter(|a| a.next == next || !a.answered)
+            && (!asked.backlog || now < asked.until)
         {
             return asked.backlog;
         }
+        if !std::mem::take(may_ask) {
+            return true;
+        }
         let (topic, partition) = &self.assigned.topics[id];
-        let backlog = match self.consumer.fetch_watermarks(topic, *partition, STEP_DEADLINE) {
+        let asked = match self.consumer.fetch_watermarks(topic, *partition, ASK_TIMEOUT) {
             Ok((_, high)) => {
                 if high > next {
                     tracing::info!(
@@ -631,15 +645,15 @@ impl KafkaSource {
                         "no message for the idle timeout, but the partition is behind (a paused fetch or a stalled host), not idle"
                     );
                 }
-                high > next
+                Asked { next, until: now + ASK_AGAIN_AFTER, backlog: high > next, answered: true }
             }
             Err(e) => {
                 tracing::warn!(topic, partition, error = %e, "could not ask the broker whether a quiet partition is idle; it counts as behind");
-                true
+                Asked { next, until: now + ASK_AGAIN_AFTER_FAILURE, backlog: true, answered: false }
             }
         };
-        self.assigned.asked[id] = Some(Asked { next, at: now, backlog });
-        backlog
+        self.assigned.asked[id] = Some(asked);
+        asked.backlog
     }
 
     /// Every input partition's position, end, lag and watermark, for the console and metrics.
