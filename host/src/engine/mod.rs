@@ -890,6 +890,12 @@ impl Engine {
         self.offsets.next(p).max(earlier)
     }
 
+    /// One past the last offset of `p` read in this run (`None` before the first): where the
+    /// consumer is, unlike [`Engine::next_offset`].
+    pub fn read_position(&self, p: PartitionId) -> Option<i64> {
+        self.offsets.next(p)
+    }
+
     /// The watermark through which windows are published (the merge's).
     pub fn watermark(&self) -> i64 {
         self.merge.published()

@@ -66,28 +66,27 @@ struct Assignment {
     /// Engine partition → the broker's last word on its backlog (see
     /// [`KafkaSource::report_backlog`]).
     asked: Vec<Option<Asked>>,
+    /// No question to the broker before this (one failed).
+    quiet_until: Option<Instant>,
 }
 
 /// What the broker said of a partition's backlog.
 #[derive(Clone, Copy)]
 struct Asked {
-    /// The next offset to read, then.
-    next: i64,
-    /// When a "behind" is to be asked again.
-    until: Instant,
+    /// The read position it was asked about.
+    read: i64,
+    at: Instant,
     backlog: bool,
-    /// `false`: the broker did not answer (then `backlog`, whatever `next` became).
-    answered: bool,
 }
 
-/// How long a broker's "behind" stands before it is asked again (for a partition that stays
-/// without messages: a paused fetch, a stalled host).
+/// How old a broker's answer on a quiet partition may grow before it is asked again (it stands
+/// until then, and after, until the partition's turn comes).
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// How long the broker has to answer: the question holds the pipeline thread.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an unanswered question counts as "behind" before it is asked again (a broker that
-/// does not answer must not hold the pipeline thread in every housekeeping round).
-const ASK_AGAIN_AFTER_FAILURE: Duration = Duration::from_secs(10);
+/// How long no question is asked after one failed (a broker that does not answer must not hold
+/// the pipeline thread round after round).
+const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// Where a message goes.
 pub enum Route {
@@ -471,8 +470,8 @@ impl KafkaSource {
     /// Whether every input partition has been read to the end librdkafka last fetched.
     pub fn caught_up(&self, pipeline: &Engine) -> bool {
         self.assigned.topics.iter().enumerate().all(|(id, (topic, partition))| {
-            let next = pipeline.next_offset(id).unwrap_or(self.assigned.start_offsets[id]);
-            cached_high_watermark(&self.consumer, topic, *partition).is_some_and(|high| high <= next)
+            let read = self.read_position(pipeline, id);
+            cached_high_watermark(&self.consumer, topic, *partition).is_some_and(|high| high <= read)
         })
     }
 
@@ -601,59 +600,63 @@ impl KafkaSource {
     /// partition whose high watermark is not known yet counts as behind.
     ///
     /// The cache is only as fresh as the last fetch: while librdkafka does not fetch (it pauses
-    /// for a rebalance; the whole host stalled) it says "caught up" of a partition that is
-    /// not. So when a partition would turn idle on the cache's word, the broker is asked
-    /// (one round trip, at that moment only, one partition per round): a quiet of the host's
-    /// own making must not turn on-time events late. Until it answers "caught up" the partition
-    /// counts as behind.
+    /// for a rebalance; the whole host stalled) it says "caught up" of a partition that is not.
+    /// So a partition the cache calls caught up, past its idle deadline, is as the broker last
+    /// said of it at this read position, and behind until it has said: a quiet of the host's own
+    /// making must not turn on-time events late. The broker is asked once per round (the
+    /// pipeline thread waits for the answer), the partition whose answer is missing or oldest
+    /// first; an answer is asked again after [`ASK_AGAIN_AFTER`], and after a question fails
+    /// none is asked for [`QUIET_AFTER_FAILURE`].
     pub fn report_backlog(&mut self, pipeline: &mut Engine, now: Instant) {
-        let mut may_ask = true;
+        let mut to_ask: Option<(PartitionId, i64, Option<Instant>)> = None;
         for id in 0..self.assigned.topics.len() {
             let (topic, partition) = &self.assigned.topics[id];
-            let next = pipeline.next_offset(id).unwrap_or(self.assigned.start_offsets[id]);
+            let read = self.read_position(pipeline, id);
             let cached = cached_high_watermark(&self.consumer, topic, *partition);
-            let mut backlog = cached.is_none_or(|high| high > next);
+            let mut backlog = cached.is_none_or(|high| high > read);
             if !backlog && pipeline.idle_due(id, now) {
-                backlog = self.broker_backlog(id, next, now, &mut may_ask);
+                let answer = self.assigned.asked[id].filter(|a| a.read == read);
+                backlog = answer.is_none_or(|a| a.backlog);
+                let asked_at = answer.map(|a| a.at);
+                if asked_at.is_none_or(|at| now.duration_since(at) >= ASK_AGAIN_AFTER)
+                    && to_ask.is_none_or(|(_, _, other)| asked_at < other)
+                {
+                    to_ask = Some((id, read, asked_at));
+                }
             }
             pipeline.set_backlog(id, backlog, now);
         }
+        if let Some((id, read, _)) = to_ask
+            && self.assigned.quiet_until.is_none_or(|until| now >= until)
+        {
+            let (topic, partition) = &self.assigned.topics[id];
+            match self.consumer.fetch_watermarks(topic, *partition, ASK_TIMEOUT) {
+                Ok((_, high)) => {
+                    if high > read {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            read,
+                            end = high,
+                            "no message for the idle timeout, but the partition is behind (a paused fetch or a stalled host), not idle"
+                        );
+                    }
+                    self.assigned.asked[id] = Some(Asked { read, at: now, backlog: high > read });
+                    pipeline.set_backlog(id, high > read, now);
+                }
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, "could not ask the broker whether a quiet partition is idle; it counts as it did");
+                    self.assigned.quiet_until = Some(now + QUIET_AFTER_FAILURE);
+                }
+            }
+        }
     }
 
-    /// Whether the broker has messages of engine partition `id` from offset `next` on (its end
-    /// as this consumer's isolation level reads it). A "caught up" stands while `next` does; a
-    /// "behind" for [`ASK_AGAIN_AFTER`], an unanswered question for [`ASK_AGAIN_AFTER_FAILURE`].
-    /// Asks only if `may_ask` (and then clears it); otherwise, and until answered, "behind".
-    fn broker_backlog(&mut self, id: PartitionId, next: i64, now: Instant, may_ask: &mut bool) -> bool {
-        if let Some(asked) = self.assigned.asked[id].filter(|a| a.next == next || !a.answered)
-            && (!asked.backlog || now < asked.until)
-        {
-            return asked.backlog;
-        }
-        if !std::mem::take(may_ask) {
-            return true;
-        }
-        let (topic, partition) = &self.assigned.topics[id];
-        let asked = match self.consumer.fetch_watermarks(topic, *partition, ASK_TIMEOUT) {
-            Ok((_, high)) => {
-                if high > next {
-                    tracing::info!(
-                        topic,
-                        partition,
-                        next,
-                        end = high,
-                        "no message for the idle timeout, but the partition is behind (a paused fetch or a stalled host), not idle"
-                    );
-                }
-                Asked { next, until: now + ASK_AGAIN_AFTER, backlog: high > next, answered: true }
-            }
-            Err(e) => {
-                tracing::warn!(topic, partition, error = %e, "could not ask the broker whether a quiet partition is idle; it counts as behind");
-                Asked { next, until: now + ASK_AGAIN_AFTER_FAILURE, backlog: true, answered: false }
-            }
-        };
-        self.assigned.asked[id] = Some(asked);
-        asked.backlog
+    /// One past the last offset of engine partition `id` read in this assignment, or where
+    /// reading starts (not [`Engine::next_offset`], which runs ahead to where an earlier owner
+    /// got while this one re-reads up to there).
+    fn read_position(&self, pipeline: &Engine, id: PartitionId) -> i64 {
+        pipeline.read_position(id).unwrap_or(self.assigned.start_offsets[id])
     }
 
     /// Every input partition's position, end, lag and watermark, for the console and metrics.
