@@ -16,8 +16,8 @@ const _: () = assert!(BUCKET_MS <= u16::MAX as i64 + 1, "a time within a bucket 
 /// The impressions of one bucket of event time: each one a record in `records` (see
 /// [`record`]), found through `index` by id. The labels (campaign, ad, device, browser) repeat
 /// across impressions, so each distinct combination is stored once per bucket and a record
-/// holds its number. About 16 bytes plus the index's 6–7 per impression with ids like `i1234567`
-/// (a UUID takes 8 more), against ~150 for a map of owned strings.
+/// holds its number. About 16 bytes plus the index's 6 per impression with ids like `i1234567`
+/// (a UUID's record takes 7 more), against ~150 for a map of owned strings.
 #[derive(Debug, Default)]
 pub(super) struct Bucket {
     records: Vec<u8>,
