@@ -469,10 +469,7 @@ impl KafkaSource {
 
     /// Whether every input partition has been read to the end librdkafka last fetched.
     pub fn caught_up(&self, pipeline: &Engine) -> bool {
-        self.assigned.topics.iter().enumerate().all(|(id, (topic, partition))| {
-            let read = self.read_position(pipeline, id);
-            cached_high_watermark(&self.consumer, topic, *partition).is_some_and(|high| high <= read)
-        })
+        (0..self.assigned.topics.len()).all(|id| !self.cached_backlog(pipeline, id))
     }
 
     /// Stops (or resumes) fetching the assigned input partitions (a test failpoint's).
@@ -610,10 +607,8 @@ impl KafkaSource {
     pub fn report_backlog(&mut self, pipeline: &mut Engine, now: Instant) {
         let mut to_ask: Option<(PartitionId, i64, Option<Instant>)> = None;
         for id in 0..self.assigned.topics.len() {
-            let (topic, partition) = &self.assigned.topics[id];
             let read = self.read_position(pipeline, id);
-            let cached = cached_high_watermark(&self.consumer, topic, *partition);
-            let mut backlog = cached.is_none_or(|high| high > read);
+            let mut backlog = self.cached_backlog(pipeline, id);
             if !backlog && pipeline.idle_due(id, now) {
                 let answer = self.assigned.asked[id].filter(|a| a.read == read);
                 backlog = answer.is_none_or(|a| a.backlog);
@@ -650,6 +645,14 @@ impl KafkaSource {
                 }
             }
         }
+    }
+
+    /// Whether librdkafka's cached high watermark of engine partition `id` is past what was
+    /// read (or not known yet).
+    fn cached_backlog(&self, pipeline: &Engine, id: PartitionId) -> bool {
+        let (topic, partition) = &self.assigned.topics[id];
+        let read = self.read_position(pipeline, id);
+        cached_high_watermark(&self.consumer, topic, *partition).is_none_or(|high| high > read)
     }
 
     /// One past the last offset of engine partition `id` read in this assignment, or where
