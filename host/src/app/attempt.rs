@@ -28,6 +28,11 @@ use crate::plugin::{Aggregator, Loader, Plugin, SwapReport};
 use crate::sink::kafka::KafkaSink;
 use crate::source::kafka::{KafkaSource, Route};
 
+/// How long the pipeline thread waits for a message before it moves the tasks' clocks on (a
+/// rebalance or an error wakes it sooner).
+const WAIT_FOR_MESSAGES: Duration = Duration::from_millis(100);
+/// The most events of the consumer's own queue served between two batches of messages.
+const GROUP_EVENTS_PER_ROUND: usize = 8;
 /// How often the partitions' backlog, the fatal slot and the swap inbox are looked at.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 /// How often progress is logged.
@@ -43,6 +48,13 @@ const PARTIALS_MAX_BYTES: usize = 8 << 20;
 /// The smallest `max.message.bytes` of an output topic the host can publish to (a truncated
 /// copy's headers, a plugin-error record).
 const MIN_TOPIC_BYTES: usize = 4096;
+
+/// Where a message comes from.
+struct Origin<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
 
 /// What every attempt of a run shares.
 pub struct Env<'a> {
@@ -218,44 +230,67 @@ impl<'a> Attempt<'a> {
 
     fn consume(&mut self) -> Result<(), Failure> {
         while !self.env.shutdown.is_cancelled() {
-            let now = Instant::now();
-            match self.source.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(msg)) => {
-                    match self.source.route(msg.topic(), msg.partition()) {
-                        Some(Route::Input(partition)) => {
-                            let input = Input {
-                                partition,
-                                offset: msg.offset(),
-                                key: msg.key(),
-                                payload: msg.payload().unwrap_or_default(),
-                            };
-                            self.first_message.get_or_insert_with(crate::metrics::since_start);
-                            self.pipeline.ingest(input, now, &mut self.sink)?;
-                        }
-                        Some(Route::Exchange) => {
-                            let value = msg.payload().unwrap_or_default();
-                            self.pipeline.ingest_exchange(msg.offset(), value, &mut self.sink)?;
-                        }
-                        None => {}
-                    }
-                    if self.consumer_error.take().is_some() {
-                        self.health.last_error.clear();
-                    }
-                }
-                Some(Err(e)) => {
-                    if let Some(fatal) = self.source.judge(&e) {
-                        return Err(fatal);
-                    }
-                    self.consumer_error = Some(e.to_string());
-                }
-                None => self.pipeline.advance(now, &mut self.sink)?,
-            }
+            self.serve_group_events()?;
             for rebalance in self.source.take_rebalances() {
                 self.rebalance(rebalance)?;
             }
-            // One clock read per message (`now`) serves every check below: the clock is a
-            // measurable share of the per-message cost.
+            let taken = self.source.fetched.take(WAIT_FOR_MESSAGES);
+            // One clock read per batch (`now`) serves every message and every check below: the
+            // clock is a measurable share of the per-message cost.
+            let now = Instant::now();
+            if taken == 0 {
+                self.pipeline.advance(now, &mut self.sink)?;
+            }
+            let mut delivered = false;
+            for i in 0..taken {
+                // The message borrows the source: the attempt's other parts are borrowed apart.
+                let Attempt { source, pipeline, sink, first_message, consumer_error, .. } = &mut *self;
+                let msg = source.fetched.message(i);
+                if let Some(e) = msg.error() {
+                    note_consumer_error(source, consumer_error, e)?;
+                    continue;
+                }
+                let origin = Origin { topic: msg.topic(), partition: msg.partition(), offset: msg.offset() };
+                deliver(source, pipeline, sink, first_message, origin, msg.key(), msg.payload(), now)?;
+                delivered = true;
+                // A window closed (or published) is committed before the next message, as if
+                // messages came one at a time: its results do not wait for the rest of the batch,
+                // and each publication has its own transaction.
+                if self.pipeline.merge_due()
+                    || self.pipeline.windows_emitted() > self.committed_windows
+                    || self.pipeline.checkpoint_wanted()
+                {
+                    self.periodic(now)?;
+                }
+            }
+            if delivered && self.consumer_error.take().is_some() {
+                self.health.last_error.clear();
+            }
             self.periodic(now)?;
+        }
+        Ok(())
+    }
+
+    /// Serves the consumer's own queue: the group's events (rebalances, recorded for the caller),
+    /// and errors. The assigned partitions' messages come through [`KafkaSource::fetched`]; one
+    /// that came here anyway (fetched before its partition was forwarded) is handled here.
+    fn serve_group_events(&mut self) -> Result<(), Failure> {
+        // `poll` says `None` both when the queue is empty and after serving an event: a bounded
+        // number of rounds; what is left is served after the next batch.
+        let Attempt { source, pipeline, sink, first_message, consumer_error, health, .. } = &mut *self;
+        for _ in 0..GROUP_EVENTS_PER_ROUND {
+            match source.consumer.poll(Duration::ZERO) {
+                Some(Ok(msg)) => {
+                    let origin = Origin { topic: msg.topic(), partition: msg.partition(), offset: msg.offset() };
+                    let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
+                    deliver(source, pipeline, sink, first_message, origin, key, payload, Instant::now())?;
+                    if consumer_error.take().is_some() {
+                        health.last_error.clear();
+                    }
+                }
+                Some(Err(e)) => note_consumer_error(source, consumer_error, e)?,
+                None => break,
+            }
         }
         Ok(())
     }
@@ -467,6 +502,44 @@ impl<'a> Attempt<'a> {
         }
         self.pipeline.swap(Box::new(plugin)).map_err(|e| e.to_string())
     }
+}
+
+/// One message of an assigned partition, to the pipeline.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    source: &KafkaSource,
+    pipeline: &mut Engine,
+    sink: &mut KafkaSink,
+    first_message: &mut Option<Duration>,
+    origin: Origin,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    now: Instant,
+) -> Result<(), Failure> {
+    match source.route(origin.topic, origin.partition) {
+        Some(Route::Input(partition)) => {
+            let input = Input { partition, offset: origin.offset, key, payload };
+            first_message.get_or_insert_with(crate::metrics::since_start);
+            pipeline.ingest(input, now, sink)?;
+        }
+        Some(Route::Exchange) => pipeline.ingest_exchange(origin.offset, payload, sink)?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// A consumer error: the host stops on one that never heals; the others are remembered in
+/// `slot` (for readiness) until a message or a commit shows the consumer working again.
+fn note_consumer_error(
+    source: &KafkaSource,
+    slot: &mut Option<String>,
+    error: rdkafka::error::KafkaError,
+) -> Result<(), Failure> {
+    if let Some(fatal) = source.judge(&error) {
+        return Err(fatal);
+    }
+    *slot = Some(error.to_string());
+    Ok(())
 }
 
 /// Creates the missing output topics (sized to hold what the inputs can hold) and reads every

@@ -6,12 +6,14 @@
 //! - [`context`]: librdkafka's errors and logs into `tracing`, fatal errors noticed at once,
 //!   OAUTHBEARER tokens from a file.
 //! - [`failure`]: which errors end the host (and what to fix) and which are waited out.
+//! - [`fetched`]: the assigned partitions' messages, taken from librdkafka in batches.
 //! - [`group`]: membership in the consumer group; rebalances carried out by the pipeline thread.
 //! - [`admin`]: topic sizes (`max.message.bytes`) and creating missing output topics.
 
 pub mod admin;
 pub mod context;
 pub mod failure;
+pub mod fetched;
 pub mod group;
 pub mod settings;
 pub mod state;

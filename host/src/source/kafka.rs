@@ -31,6 +31,7 @@ use crate::config::KafkaConfig;
 use crate::engine::Engine;
 use crate::engine::watermark::PartitionId;
 use crate::event::Source;
+use crate::kafka::fetched::Fetched;
 use crate::kafka::group::{GroupContext, Rebalanced};
 use crate::kafka::{Failure, Health, HostContext, Role};
 use crate::ops::PartitionStatus;
@@ -42,6 +43,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The consumer, and what it is assigned now.
 pub struct KafkaSource {
+    /// The assigned partitions' messages, taken in batches. Declared before the consumer: it
+    /// must be dropped first (see [`crate::kafka::fetched`]).
+    pub fetched: Fetched,
     pub consumer: BaseConsumer<GroupContext>,
     config: KafkaConfig,
     /// For the short-lived reader of the detectors' state.
@@ -197,11 +201,15 @@ impl KafkaSource {
             ("reconnect.backoff.max.ms", "2000"),
         ];
         let context = GroupContext::new(HostContext::new(Role::Consumer, settings.clone(), health.clone()));
-        let consumer: BaseConsumer<GroupContext> = settings
+        let mut consumer: BaseConsumer<GroupContext> = settings
             .client_config(Role::Consumer, &defaults)
             .create_with_context(context)
             .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
+        let fetched = Fetched::new(&consumer);
+        // A rebalance or an error arriving while the pipeline waits for messages wakes it.
+        consumer.set_nonempty_callback(fetched.waker());
         let mut source = KafkaSource {
+            fetched,
             consumer,
             config: config.clone(),
             health: health.clone(),
@@ -418,6 +426,11 @@ impl KafkaSource {
             engine.set_backlog(id, true, now);
         }
         self.wait_for_missing_halves(engine, now)?;
+        for (topic, partition, _) in &start {
+            self.fetched
+                .forward(&self.consumer, topic, *partition)
+                .map_err(|e| Failure::kafka(e, "taking the assigned partitions' messages"))?;
+        }
         let tpl = crate::kafka::group::assignment(&start).map_err(|e| Failure::kafka(e, "assigning partitions"))?;
         self.consumer.assign(&tpl).map_err(|e| Failure::kafka(e, "assigning partitions"))
     }
