@@ -1,9 +1,10 @@
-//! One attempt of `run` over Kafka: connect, set up the output and partials topics, fence any
-//! predecessor, join the consumer group, then consume until shutdown or a [`Failure`],
-//! carrying out the group's rebalances between messages.
+//! One attempt of `run` over Kafka: connect, set up the output and partials topics, join the
+//! consumer group and meanwhile fence any predecessor, then consume until shutdown or a
+//! [`Failure`], carrying out the group's rebalances between messages.
 //!
 //! Order matters for exactly-once: the producer initialises its transactions (which aborts
-//! what an earlier run of this host left open) before the group assigns anything, and a
+//! what an earlier run of this host left open) before the host takes any assignment (the
+//! group may decide one meanwhile: the join runs in librdkafka's background), and a
 //! partition's committed offset is read only once it is assigned, after its previous owner
 //! committed or aborted. On revoke the attempt commits what covers the revoked partitions
 //! before giving them up; on a lost assignment it aborts. Between messages the attempt looks
@@ -101,6 +102,9 @@ pub struct Attempt<'a> {
     pipeline: Engine,
     source: KafkaSource,
     sink: KafkaSink,
+    /// Kept from start-up for the output topics of plugins swapped in (and because destroying
+    /// a client takes librdkafka about 100 ms: not on the way to the first message).
+    admin: Admin,
     health: Health,
     /// The counters of the run's earlier attempts.
     carried: Stats,
@@ -169,22 +173,50 @@ impl<'a> Attempt<'a> {
         };
         let health = env.health.clone();
         tracing::info!(kafka = %config.kafka.client.describe(), "connecting");
-        let source = KafkaSource::connect(&config.kafka, &health)?;
-        let (limits, input_max_bytes) = set_up_topics(config, &pipeline, &source, &health, refused)?;
-        let partials_limit = limits.get(&config.kafka.partials_topic).copied().unwrap_or(MIN_TOPIC_BYTES);
-        let sink = KafkaSink::new(
-            &config.kafka.client,
-            &health,
-            config.kafka.transactional_id.as_deref(),
-            &config.kafka.output_compression,
-            limits,
-        )?;
+        let topics = Topics::of(config, &pipeline);
+        // The three clients connect at once (each connection is a round trip or more away): the
+        // consumer on this thread; on another the admin client, which sets the topics up, then
+        // the producer, whose batches are sized by the topics' limits and which, with
+        // exactly-once, initialises its transactions (fencing any predecessor). The group is
+        // joined once the partials topic exists. What must follow the fencing waits for the
+        // assignment, which is carried out only once `start` returns: reading the committed
+        // offsets, and producing.
+        // The consumer's failure gives the other thread up (it waits for no answer then).
+        let given_up = CancellationToken::new();
+        let (source, outputs) = std::thread::scope(|scope| {
+            let (topics_ready, ready) = std::sync::mpsc::channel();
+            let outputs = std::thread::Builder::new()
+                .name("set-up-outputs".into())
+                .spawn_scoped(scope, || set_up_outputs(config, &health, &topics, refused, topics_ready, &given_up))
+                .map_err(|e| Failure::Fatal(anyhow::anyhow!("starting a thread: {e}")));
+            let source = KafkaSource::connect(&config.kafka, &health);
+            if source.is_err() {
+                given_up.cancel();
+            }
+            let source = source.and_then(|source| {
+                // No partials topic, no group: the other thread's failure says why.
+                if ready.recv().unwrap_or(false) {
+                    source.join_group()?;
+                }
+                Ok(source)
+            });
+            let outputs = outputs.map(|o| o.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            (source, outputs.and_then(|o| o))
+        });
+        let source = source?;
+        let Outputs { admin, sink, input_max_bytes, partials_limit } = match outputs {
+            Ok(outputs) => outputs,
+            Err(failure) => {
+                // Joined, the consumer would wait for this attempt to act on a rebalance.
+                source.abandon();
+                return Err(failure);
+            }
+        };
         pipeline.reset_assignment();
         pipeline.use_exchange(&config.kafka.partials_topic, partials_limit.saturating_sub(HEADROOM).max(1024));
         if pipeline.has_detectors() {
             pipeline.use_state_topic(&config.kafka.state_topic);
         }
-        source.join_group()?;
         pipeline.take_emitted();
         pipeline.take_results();
         pipeline.take_completeness();
@@ -195,6 +227,7 @@ impl<'a> Attempt<'a> {
             pipeline,
             source,
             sink,
+            admin,
             health,
             carried,
             input_max_bytes,
@@ -487,9 +520,7 @@ impl<'a> Attempt<'a> {
         let new: Vec<String> = outputs.into_iter().filter(|t| !self.sink.knows(t)).collect();
         if !new.is_empty() {
             let partitions = self.source.impression_partitions();
-            let limits = Admin::new(&config.client, &self.health)
-                .map_err(Failure::Fatal)
-                .and_then(|admin| output_limits(&admin, config, &new, partitions, self.input_max_bytes))
+            let limits = output_limits(&self.admin, config, &new, partitions, self.input_max_bytes)
                 .map_err(|f| format!("setting up its output topics: {f}"))?;
             for (topic, limit) in limits {
                 if limit < self.sink.batch_limit() {
@@ -542,37 +573,98 @@ fn note_consumer_error(
     Ok(())
 }
 
+/// The topics the host writes to: the output topics (the host's and the plugins'), and its own
+/// (the partials topic, the completeness records, the detectors' state if any).
+struct Topics {
+    outputs: Vec<String>,
+    own: Vec<String>,
+}
+
+impl Topics {
+    fn of(config: &Config, pipeline: &Engine) -> Self {
+        let kafka = &config.kafka;
+        let completeness = &kafka.outputs.completeness;
+        let mut outputs: Vec<String> = kafka.outputs.host_topics().into_iter().filter(|t| t != completeness).collect();
+        for meta in pipeline.plugins() {
+            for t in kafka.outputs.of_plugin(meta) {
+                if !outputs.contains(&t) {
+                    outputs.push(t);
+                }
+            }
+        }
+        let mut own = vec![kafka.partials_topic.clone(), completeness.clone()];
+        if pipeline.has_detectors() {
+            own.push(kafka.state_topic.clone());
+        }
+        Topics { outputs, own }
+    }
+}
+
+/// What [`set_up_outputs`] made ready.
+struct Outputs {
+    admin: Admin,
+    sink: KafkaSink,
+    input_max_bytes: usize,
+    partials_limit: usize,
+}
+
+/// Sets the topics up (saying on `topics_ready` whether that worked), then creates the producer.
+fn set_up_outputs(
+    config: &Config,
+    health: &Health,
+    topics: &Topics,
+    refused: &[(String, usize)],
+    topics_ready: std::sync::mpsc::Sender<bool>,
+    given_up: &CancellationToken,
+) -> Result<Outputs, Failure> {
+    let admin = Admin::new(&config.kafka.client, health);
+    let set_up = admin
+        .map_err(Failure::from)
+        .and_then(|admin| Ok((set_up_topics(config, &admin, topics, refused, given_up)?, admin)));
+    let _ = topics_ready.send(set_up.is_ok());
+    let ((limits, input_max_bytes), admin) = set_up?;
+    if given_up.is_cancelled() {
+        return Err(Failure::Recoverable(anyhow::anyhow!("the consumer could not connect")));
+    }
+    let partials_limit = limits.get(&config.kafka.partials_topic).copied().unwrap_or(MIN_TOPIC_BYTES);
+    let kafka = &config.kafka;
+    let sink =
+        KafkaSink::new(&kafka.client, health, kafka.transactional_id.as_deref(), &kafka.output_compression, limits)?;
+    Ok(Outputs { admin, sink, input_max_bytes, partials_limit })
+}
+
 /// Creates the missing output topics (sized to hold what the inputs can hold) and reads every
 /// output topic's size limit, lowered below any size the broker refused before. Returns the
 /// limits by output topic and the largest input topic's limit.
+///
+/// Two round trips when every topic exists (a restart): which exist, then every limit at once.
 fn set_up_topics(
     config: &Config,
-    pipeline: &Engine,
-    source: &KafkaSource,
-    health: &Health,
+    admin: &Admin,
+    topics: &Topics,
     refused: &[(String, usize)],
+    given_up: &CancellationToken,
 ) -> Result<(HashMap<String, usize>, usize), Failure> {
     let kafka = &config.kafka;
-    let admin = Admin::new(&kafka.client, health)?;
     let inputs = [kafka.impressions_topic.clone(), kafka.clicks_topic.clone()];
-    let completeness = &kafka.outputs.completeness;
-    let mut outputs: Vec<String> = kafka.outputs.host_topics().into_iter().filter(|t| t != completeness).collect();
-    for meta in pipeline.plugins() {
-        for t in kafka.outputs.of_plugin(meta) {
-            if !outputs.contains(&t) {
-                outputs.push(t);
-            }
-        }
-    }
-    let input_limits = admin.max_message_bytes(&inputs)?;
-    let input_max =
-        input_limits.values().copied().max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
-    let mut limits = output_limits(&admin, kafka, &outputs, source.impression_partitions(), input_max)?;
-    limits.extend(partials_limit(&admin, &kafka.partials_topic)?);
-    limits.extend(completeness_limit(&admin, completeness, kafka.create_topics)?);
-    if pipeline.has_detectors() {
-        limits.extend(state_limit(&admin, &kafka.state_topic)?);
-    }
+    let wanted: Vec<String> = topics.outputs.iter().chain(&topics.own).cloned().collect();
+    // Every limit at once; the topics the broker does not know are the ones to create.
+    let all: Vec<String> = inputs.iter().chain(&wanted).cloned().collect();
+    // Every limit at once. The first contact with the cluster, beside the consumer's: given up
+    // as soon as the consumer's is (the attempt waits for both), so that a broker that is down
+    // is waited for again after a backoff rather than for the admin client's own timeout.
+    let (mut limits, unread) = admin.describe_limits(&all, crate::source::kafka::CONNECT_TIMEOUT, Some(given_up))?;
+    // Those without an answer may be missing (the ones to create), or not readable: one more
+    // round trip tells, when there are any.
+    let candidates: Vec<String> = unread.iter().filter(|t| wanted.contains(t)).cloned().collect();
+    let missing = if candidates.is_empty() { Vec::new() } else { admin.missing(&candidates)? };
+    let largest_input = inputs.iter().filter_map(|t| limits.get(t).copied()).max();
+    let created = create_missing(admin, kafka, &missing, &topics.outputs, largest_input)?;
+    // Not readable, or created by another host a moment ago: taken as Kafka's default.
+    let others: Vec<String> = unread.into_iter().filter(|t| !created.contains_key(t)).collect();
+    limits.extend(admin.max_message_bytes(&others)?);
+    let input_max = input_max(&mut limits, &inputs);
+    limits.extend(created);
     for (topic, size) in refused {
         if let Some(limit) = limits.get_mut(topic) {
             *limit = (*limit).min(size.saturating_sub(1));
@@ -592,48 +684,60 @@ fn set_up_topics(
     Ok((limits, input_max))
 }
 
-/// The size limit of the partials topic, which is created (whatever `--no-create-topics` says:
-/// it is the host's own) when missing: one partition, whose owner runs the merge stage, and
-/// records of up to [`PARTIALS_MAX_BYTES`] (larger shares are sent in chunks).
-fn partials_limit(admin: &Admin, topic: &str) -> Result<HashMap<String, usize>, Failure> {
-    let topics = [topic.to_owned()];
-    let created = if admin.missing(&topics)?.is_empty() {
-        HashMap::new()
-    } else {
-        admin.create(&topics, 1, PARTIALS_MAX_BYTES)?
-    };
-    admin.limits(&topics, created)
+/// The largest of the input topics' limits, taken out of `limits`.
+fn input_max(limits: &mut HashMap<String, usize>, inputs: &[String]) -> usize {
+    inputs.iter().filter_map(|t| limits.remove(t)).max().unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
 }
 
-/// The size limit of the detectors' state topic, which is created (as the partials topic, the
-/// host's own) when missing: one partition, compacted (only the last state of each detector
-/// matters), records of up to [`PARTIALS_MAX_BYTES`].
-fn state_limit(admin: &Admin, topic: &str) -> Result<HashMap<String, usize>, Failure> {
-    let topics = [topic.to_owned()];
-    let created = if admin.missing(&topics)?.is_empty() {
-        HashMap::new()
-    } else {
-        admin.create_with(&topics, 1, PARTIALS_MAX_BYTES, &[("cleanup.policy", "compact")])?
-    };
-    admin.limits(&topics, created)
-}
-
-/// The size limit of the completeness topic, which is created when missing (unless
-/// `--no-create-topics`): one partition (the merge stage reads it back when it takes over),
-/// compacted (the last record of each window supersedes the others), and kept for a week.
-fn completeness_limit(admin: &Admin, topic: &str, create: bool) -> Result<HashMap<String, usize>, Failure> {
-    let topics = [topic.to_owned()];
-    let created = if admin.missing(&topics)?.is_empty() {
-        HashMap::new()
-    } else if create {
-        let settings = [("cleanup.policy", "compact,delete"), ("retention.ms", COMPLETENESS_RETENTION_MS)];
-        admin.create_with(&topics, 1, PARTIALS_MAX_BYTES, &settings)?
-    } else {
-        return Err(Failure::Fatal(anyhow::anyhow!(
-            "output topic {topic} (the windows' completeness records) does not exist and --no-create-topics is set: create it (one partition, cleanup.policy=compact,delete), or run without --no-create-topics"
-        )));
-    };
-    admin.limits(&topics, created)
+/// Creates the `missing` topics, returning the limit each was created with:
+///
+/// - output topics (unless `--no-create-topics`): as many partitions as the input topics, room
+///   for the largest input message and its headers;
+/// - the partials topic (whatever `--no-create-topics` says: it is the host's own): one
+///   partition, whose owner runs the merge stage, records of up to [`PARTIALS_MAX_BYTES`]
+///   (larger shares are sent in chunks);
+/// - the completeness topic (unless `--no-create-topics`): one partition (the merge stage reads
+///   it back when it takes over), compacted (the last record of each window supersedes the
+///   others), kept for a week;
+/// - the detectors' state topic (the host's own): one partition, compacted (only the last
+///   state of each detector matters).
+fn create_missing(
+    admin: &Admin,
+    kafka: &crate::config::KafkaConfig,
+    missing: &[String],
+    outputs: &[String],
+    input_max: Option<usize>,
+) -> Result<HashMap<String, usize>, Failure> {
+    let mut created = HashMap::new();
+    let missing_outputs: Vec<String> = missing.iter().filter(|t| outputs.contains(t)).cloned().collect();
+    if !missing_outputs.is_empty() {
+        if !kafka.create_topics {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "output topics {missing_outputs:?} do not exist and --no-create-topics is set: create them, or run without --no-create-topics"
+            )));
+        }
+        let input_max = input_max.unwrap_or(crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+        // As many partitions as the input topics: a task's outputs stay together.
+        let partitions = admin.partitions(&kafka.impressions_topic)?.map_or(1, |p| p.len());
+        let partitions = i32::try_from(partitions.max(1)).unwrap_or(1);
+        created.extend(admin.create(&missing_outputs, partitions, input_max + HEADROOM)?);
+    }
+    for topic in missing.iter().filter(|t| !outputs.contains(t)) {
+        let topics = [topic.clone()];
+        let settings: &[(&str, &str)] = if *topic == kafka.partials_topic {
+            &[]
+        } else if *topic == kafka.state_topic {
+            &[("cleanup.policy", "compact")]
+        } else if kafka.create_topics {
+            &[("cleanup.policy", "compact,delete"), ("retention.ms", COMPLETENESS_RETENTION_MS)]
+        } else {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "output topic {topic} (the windows' completeness records) does not exist and --no-create-topics is set: create it (one partition, cleanup.policy=compact,delete), or run without --no-create-topics"
+            )));
+        };
+        created.extend(admin.create_with(&topics, 1, PARTIALS_MAX_BYTES, settings)?);
+    }
+    Ok(created)
 }
 
 /// A week: longer than a window's record is updated ([`crate::engine::complete::UPDATE_HORIZON_MS`]).

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
 
 use super::context::{Health, HostContext};
 use super::failure::Failure;
@@ -82,48 +83,60 @@ impl Admin {
     }
 
     /// Each topic's `max.message.bytes` as the broker applies it (the topic's own setting, or
-    /// the broker's default). A topic whose configuration the principal may not read is
-    /// assumed to take Kafka's default, and the host says so. A topic the broker does not know
-    /// yet (just created, its metadata still on the way) is asked for again, for up to 2 s.
+    /// the broker's default). A topic whose configuration the broker does not give (the
+    /// principal may not read it, or the topic was created a moment ago and the broker does not
+    /// know it yet) is assumed to take Kafka's default, and the host says so.
     pub fn max_message_bytes(&self, topics: &[String]) -> Result<HashMap<String, usize>, Failure> {
-        let mut limits = HashMap::new();
-        let mut pending: Vec<String> = topics.to_vec();
-        // librdkafka refuses a request for no resource at all (InvalidArgument).
-        if pending.is_empty() {
-            return Ok(limits);
-        }
-        for attempt in 0.. {
-            let resources: Vec<ResourceSpecifier<'_>> = pending.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-            let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
-            let results = self
-                .runtime
-                .block_on(self.client.describe_configs(&resources, &options))
-                .map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
-            let mut unknown = Vec::new();
-            for (topic, result) in pending.iter().zip(results) {
-                let limit = match result {
-                    Ok(resource) => resource
-                        .get("max.message.bytes")
-                        .and_then(|e| e.value.as_deref())
-                        .and_then(|v| v.parse::<usize>().ok()),
-                    Err(RDKafkaErrorCode::UnknownTopicOrPartition) if attempt < 10 => {
-                        unknown.push(topic.clone());
-                        continue;
-                    }
-                    Err(code) => {
-                        tracing::warn!(%topic, error = %code, "cannot read the topic's max.message.bytes; assuming Kafka's default of {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}");
-                        None
-                    }
-                };
-                limits.insert(topic.clone(), limit.unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES));
-            }
-            if unknown.is_empty() {
-                break;
-            }
-            pending = unknown;
-            std::thread::sleep(Duration::from_millis(200));
+        let (mut limits, unread) = self.describe_limits(topics, ADMIN_TIMEOUT, None)?;
+        for topic in unread {
+            tracing::warn!(%topic, "cannot read the topic's max.message.bytes (no DescribeConfigs permission on it?); assuming Kafka's default of {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}");
+            limits.insert(topic, KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
         }
         Ok(limits)
+    }
+
+    /// Every topic's `max.message.bytes` in one round trip, waiting at most `timeout` for the
+    /// answer (or until `given_up`), and the topics whose configuration the broker did not give:
+    /// missing, not readable by this principal, or created a moment ago (rust-rdkafka does not
+    /// say which).
+    pub fn describe_limits(
+        &self,
+        topics: &[String],
+        timeout: Duration,
+        given_up: Option<&CancellationToken>,
+    ) -> Result<(HashMap<String, usize>, Vec<String>), Failure> {
+        let mut limits = HashMap::new();
+        let mut unread = Vec::new();
+        // librdkafka refuses a request for no resource at all (InvalidArgument).
+        if topics.is_empty() {
+            return Ok((limits, unread));
+        }
+        let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let describe = self.client.describe_configs(&resources, &options);
+        let results = self.runtime.block_on(async {
+            match given_up {
+                Some(token) => tokio::select! {
+                    results = describe => Some(results),
+                    () = token.cancelled() => None,
+                },
+                None => Some(describe.await),
+            }
+        });
+        let Some(results) = results else {
+            return Err(Failure::Recoverable(anyhow::anyhow!("reading the topics' max.message.bytes: given up")));
+        };
+        let results = results.map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
+        for (topic, result) in topics.iter().zip(results) {
+            // A topic's error comes as no configuration at all (rust-rdkafka drops the code).
+            match result.map(|r| r.get("max.message.bytes").and_then(|e| e.value.as_deref()).map(str::parse::<usize>)) {
+                Ok(Some(Ok(limit))) => {
+                    limits.insert(topic.clone(), limit);
+                }
+                Ok(_) | Err(_) => unread.push(topic.clone()),
+            }
+        }
+        Ok((limits, unread))
     }
 
     /// Creates each of `topics` that does not exist, with `partitions` partitions, the broker's

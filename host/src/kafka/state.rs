@@ -40,6 +40,10 @@ pub fn read_compacted(
         ("isolation.level", "read_committed"),
         ("enable.partition.eof", "true"),
         ("auto.offset.reset", "earliest"),
+        // The end of a transactional topic is a commit marker after the last record: the fetch
+        // that finds no record past it would otherwise be held by the broker for 500 ms (the
+        // default) before the end is known, and that is start-up time.
+        ("fetch.wait.max.ms", "10"),
     ];
     let settings = &config.client;
     let context = HostContext::new(Role::Consumer, settings.clone(), health.clone());
@@ -48,15 +52,18 @@ pub fn read_compacted(
         .create_with_context(context)
         .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
     let what = || format!("reading {what} from {topic}");
-    // Polling serves the client's callbacks: an OAUTHBEARER token is handed to it only then.
+    // Polling serves the client's callbacks: an OAUTHBEARER token is handed to it only then
+    // (librdkafka asks for the first one as the client is created, so it is already waiting).
     let started = Instant::now();
+    let mut pause = Duration::ZERO;
     let (low, high) = loop {
-        let _ = consumer.poll(Duration::from_millis(100));
+        let _ = consumer.poll(pause);
         match consumer.fetch_watermarks(topic, 0, Duration::from_secs(2)) {
             Ok(watermarks) => break watermarks,
             Err(e) if started.elapsed() >= STEP_DEADLINE => return Err(Failure::kafka(e, what())),
             Err(e) => tracing::debug!(%topic, error = %e, "reading the first and last offsets; again"),
         }
+        pause = Duration::from_millis(100);
     };
     let mut state = HashMap::new();
     if high <= low {
@@ -67,7 +74,8 @@ pub fn read_compacted(
     consumer.assign(&tpl).map_err(|e| Failure::kafka(e, what()))?;
     let deadline = Instant::now() + READ_DEADLINE;
     while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
+        // Short waits: the end is known by an event that can come a moment after the records.
+        match consumer.poll(Duration::from_millis(10)) {
             Some(Ok(m)) => {
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
                 match m.payload() {
@@ -75,7 +83,12 @@ pub fn read_compacted(
                     None => state.remove(&key), // a tombstone: that key starts afresh
                 };
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(state),
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // Closing a consumer takes librdkafka about 100 ms, on the way to the first
+                // message: done aside.
+                let _ = std::thread::Builder::new().name("state-reader-close".into()).spawn(move || drop(consumer));
+                return Ok(state);
+            }
             Some(Err(e)) => return Err(Failure::kafka(e, what())),
             None => {}
         }

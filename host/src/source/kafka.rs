@@ -39,7 +39,7 @@ use crate::sink::kafka::STEP_DEADLINE;
 
 /// How long the first contact with the cluster may take before the attempt is given up (and
 /// tried again after a backoff).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The consumer, and what it is assigned now.
 pub struct KafkaSource {
@@ -268,7 +268,7 @@ impl KafkaSource {
             if found || Instant::now() >= deadline {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(10));
         }
         self.consumer
             .subscribe(&[&c.impressions_topic, &c.clicks_topic, &c.partials_topic])

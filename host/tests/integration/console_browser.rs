@@ -340,7 +340,7 @@ fn the_console_shows_live_figures_in_chromium() {
         assert_eq!(status, 200, "{body}");
         let threads: Value = serde_json::from_str(&body).unwrap();
         let snapshot = &threads[0];
-        assert_eq!(snapshot["partial"], true, "{snapshot}");
+        assert_eq!(snapshot["partial"], true, "{snapshot}; host log:\n{}", host.log());
         if snapshot["windows"]
             .as_array()
             .is_some_and(|w| w.iter().any(|w| !w["results"].as_array().unwrap().is_empty()))

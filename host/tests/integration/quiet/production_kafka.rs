@@ -3,8 +3,8 @@
 //! - the whole pipeline through the SASL_SSL listener (SCRAM-SHA-512 over TLS, and OAUTHBEARER),
 //!   with results equal to the batch computation, and no secret in the log or the console's API;
 //! - a wrong password, an untrusted certificate and a missing permission each end the host within
-//!   seconds, with a message that names the cause; so do a missing input topic and input topics
-//!   with different partition counts;
+//!   seconds, with a message that names the cause; so do a missing input topic, input topics
+//!   with different partition counts, and output topics missing under `--no-create-topics`;
 //! - input written with each of gzip, snappy, lz4 and zstd, read exactly;
 //! - messages of 2 MiB and 6 MiB on input topics that accept them, dead-lettered whole (the host
 //!   creates its output topics large enough) or truncated with the original's size and hash (an
@@ -241,6 +241,29 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
     assert!(
         stderr.contains(&format!("input topic {uneven}ad-impressions has 3 partitions and {uneven}ad-clicks has 2"))
             && stderr.contains(&format!("scripts/kafka.sh add-partitions {uneven}ad-clicks 3")),
+        "{stderr}"
+    );
+    // Output topics missing under --no-create-topics: refused, naming them (the host finds them
+    // missing from its one look at every topic's limits).
+    let bare = format!("{prefix}bare.");
+    for topic in ["ad-impressions", "ad-clicks"] {
+        crate::common::run_ok(Command::new("bash").arg(crate::common::workspace().join("scripts/kafka.sh")).args([
+            "create-topic",
+            &format!("{bare}{topic}"),
+            "2",
+        ]));
+    }
+    let flags: Vec<String> = ["--brokers", &brokers(), "--topic-prefix", &bare, "--no-create-topics"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    assert!(
+        stderr.contains("do not exist and --no-create-topics is set")
+            && stderr.contains(&format!("{bare}campaign-ctr-results"))
+            && !stderr.contains(&format!("{bare}ad-clicks\"")),
         "{stderr}"
     );
 }
