@@ -174,36 +174,27 @@ impl<'a> Attempt<'a> {
         let health = env.health.clone();
         tracing::info!(kafka = %config.kafka.client.describe(), "connecting");
         let topics = Topics::of(config, &pipeline);
-        // The three clients connect at once (each connection is a round trip or more away): the
-        // consumer on this thread; on another the admin client, which sets the topics up, then
-        // the producer, whose batches are sized by the topics' limits and which, with
-        // exactly-once, initialises its transactions (fencing any predecessor). The group is
-        // joined once the partials topic exists. What must follow the fencing waits for the
-        // assignment, which is carried out only once `start` returns: reading the committed
-        // offsets, and producing.
-        // The consumer's failure gives the other thread up (it waits for no answer then).
-        let given_up = CancellationToken::new();
-        let (source, outputs) = std::thread::scope(|scope| {
+        // The consumer connects first, alone: a refused certificate or password is then told
+        // from a broker that is down by the consumer's own errors within seconds (with the admin
+        // client connecting beside it, one run in three reported a refused certificate only
+        // after the 10 s connect timeout, not understood). Then, on another thread, the admin
+        // client sets the topics up and the producer is created (its batches are sized by the
+        // topics' limits; with exactly-once it initialises its transactions, fencing any
+        // predecessor), while this one joins the group as soon as the partials topic exists.
+        // What must follow the fencing waits for the assignment, which is carried out only once
+        // `start` returns: reading the committed offsets, and producing.
+        let source = KafkaSource::connect(&config.kafka, &health)?;
+        let outputs = std::thread::scope(|scope| {
             let (topics_ready, ready) = std::sync::mpsc::channel();
             let outputs = std::thread::Builder::new()
                 .name("set-up-outputs".into())
-                .spawn_scoped(scope, || set_up_outputs(config, &health, &topics, refused, topics_ready, &given_up))
+                .spawn_scoped(scope, || set_up_outputs(config, &health, &topics, refused, topics_ready))
                 .map_err(|e| Failure::Fatal(anyhow::anyhow!("starting a thread: {e}")));
-            let source = KafkaSource::connect(&config.kafka, &health);
-            if source.is_err() {
-                given_up.cancel();
-            }
-            let source = source.and_then(|source| {
-                // No partials topic, no group: the other thread's failure says why.
-                if ready.recv().unwrap_or(false) {
-                    source.join_group()?;
-                }
-                Ok(source)
-            });
-            let outputs = outputs.map(|o| o.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-            (source, outputs.and_then(|o| o))
+            // No partials topic, no group: the other thread's failure says why.
+            let joined = if ready.recv().unwrap_or(false) { source.join_group() } else { Ok(()) };
+            let outputs = outputs.and_then(|o| o.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            joined.and(outputs)
         });
-        let source = source?;
         let Outputs { admin, sink, input_max_bytes, partials_limit } = match outputs {
             Ok(outputs) => outputs,
             Err(failure) => {
@@ -305,8 +296,8 @@ impl<'a> Attempt<'a> {
     }
 
     /// Serves the consumer's own queue: the group's events (rebalances, recorded for the caller),
-    /// and errors. The assigned partitions' messages come through [`KafkaSource::fetched`]; one
-    /// that came here anyway (fetched before its partition was forwarded) is handled here.
+    /// and errors. The assigned partitions' messages come through [`KafkaSource::fetched`] (see
+    /// [`crate::kafka::fetched`] for why none should come here); one that did would be handled.
     fn serve_group_events(&mut self) -> Result<(), Failure> {
         // `poll` says `None` both when the queue is empty and after serving an event: a bounded
         // number of rounds; what is left is served after the next batch.
@@ -615,17 +606,12 @@ fn set_up_outputs(
     topics: &Topics,
     refused: &[(String, usize)],
     topics_ready: std::sync::mpsc::Sender<bool>,
-    given_up: &CancellationToken,
 ) -> Result<Outputs, Failure> {
     let admin = Admin::new(&config.kafka.client, health);
-    let set_up = admin
-        .map_err(Failure::from)
-        .and_then(|admin| Ok((set_up_topics(config, &admin, topics, refused, given_up)?, admin)));
+    let set_up =
+        admin.map_err(Failure::from).and_then(|admin| Ok((set_up_topics(config, &admin, topics, refused)?, admin)));
     let _ = topics_ready.send(set_up.is_ok());
     let ((limits, input_max_bytes), admin) = set_up?;
-    if given_up.is_cancelled() {
-        return Err(Failure::Recoverable(anyhow::anyhow!("the consumer could not connect")));
-    }
     let partials_limit = limits.get(&config.kafka.partials_topic).copied().unwrap_or(MIN_TOPIC_BYTES);
     let kafka = &config.kafka;
     let sink =
@@ -643,17 +629,14 @@ fn set_up_topics(
     admin: &Admin,
     topics: &Topics,
     refused: &[(String, usize)],
-    given_up: &CancellationToken,
 ) -> Result<(HashMap<String, usize>, usize), Failure> {
     let kafka = &config.kafka;
     let inputs = [kafka.impressions_topic.clone(), kafka.clicks_topic.clone()];
     let wanted: Vec<String> = topics.outputs.iter().chain(&topics.own).cloned().collect();
     // Every limit at once; the topics the broker does not know are the ones to create.
     let all: Vec<String> = inputs.iter().chain(&wanted).cloned().collect();
-    // Every limit at once. The first contact with the cluster, beside the consumer's: given up
-    // as soon as the consumer's is (the attempt waits for both), so that a broker that is down
-    // is waited for again after a backoff rather than for the admin client's own timeout.
-    let (mut limits, unread) = admin.describe_limits(&all, crate::source::kafka::CONNECT_TIMEOUT, Some(given_up))?;
+    // Every limit at once.
+    let (mut limits, unread) = admin.describe_limits(&all)?;
     // Those without an answer may be missing (the ones to create), or not readable: one more
     // round trip tells, when there are any.
     let candidates: Vec<String> = unread.iter().filter(|t| wanted.contains(t)).cloned().collect();

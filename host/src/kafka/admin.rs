@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
-use tokio_util::sync::CancellationToken;
 
 use super::context::{Health, HostContext};
 use super::failure::Failure;
@@ -87,7 +86,7 @@ impl Admin {
     /// principal may not read it, or the topic was created a moment ago and the broker does not
     /// know it yet) is assumed to take Kafka's default, and the host says so.
     pub fn max_message_bytes(&self, topics: &[String]) -> Result<HashMap<String, usize>, Failure> {
-        let (mut limits, unread) = self.describe_limits(topics, ADMIN_TIMEOUT, None)?;
+        let (mut limits, unread) = self.describe_limits(topics)?;
         for topic in unread {
             tracing::warn!(%topic, "cannot read the topic's max.message.bytes (no DescribeConfigs permission on it?); assuming Kafka's default of {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}");
             limits.insert(topic, KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
@@ -95,16 +94,10 @@ impl Admin {
         Ok(limits)
     }
 
-    /// Every topic's `max.message.bytes` in one round trip, waiting at most `timeout` for the
-    /// answer (or until `given_up`), and the topics whose configuration the broker did not give:
-    /// missing, not readable by this principal, or created a moment ago (rust-rdkafka does not
-    /// say which).
-    pub fn describe_limits(
-        &self,
-        topics: &[String],
-        timeout: Duration,
-        given_up: Option<&CancellationToken>,
-    ) -> Result<(HashMap<String, usize>, Vec<String>), Failure> {
+    /// Every topic's `max.message.bytes` in one round trip, and the topics whose configuration
+    /// the broker did not give: missing, not readable by this principal, or created a moment
+    /// ago (rust-rdkafka does not say which).
+    pub fn describe_limits(&self, topics: &[String]) -> Result<(HashMap<String, usize>, Vec<String>), Failure> {
         let mut limits = HashMap::new();
         let mut unread = Vec::new();
         // librdkafka refuses a request for no resource at all (InvalidArgument).
@@ -112,21 +105,11 @@ impl Admin {
             return Ok((limits, unread));
         }
         let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-        let options = AdminOptions::new().request_timeout(Some(timeout));
-        let describe = self.client.describe_configs(&resources, &options);
-        let results = self.runtime.block_on(async {
-            match given_up {
-                Some(token) => tokio::select! {
-                    results = describe => Some(results),
-                    () = token.cancelled() => None,
-                },
-                None => Some(describe.await),
-            }
-        });
-        let Some(results) = results else {
-            return Err(Failure::Recoverable(anyhow::anyhow!("reading the topics' max.message.bytes: given up")));
-        };
-        let results = results.map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.client.describe_configs(&resources, &options))
+            .map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
         for (topic, result) in topics.iter().zip(results) {
             // A topic's error comes as no configuration at all (rust-rdkafka drops the code).
             match result.map(|r| r.get("max.message.bytes").and_then(|e| e.value.as_deref()).map(str::parse::<usize>)) {

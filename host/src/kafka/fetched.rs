@@ -16,10 +16,12 @@
 //!    librdkafka uses to drop messages of an older fetch (after a seek or an unassign).
 //! 2. **Forward before assign** ([`Fetched::forward`]). librdkafka keeps an application's
 //!    forwarding when the fetch starts (the queue's `FWD_APP` flag) but clears it when the fetch
-//!    stops (unassign), so every assignment forwards again, before `assign`: then none of a
-//!    partition's messages is on the consumer's queue, and a partition's messages come out of one
-//!    queue, in offset order. (A message that did reach the consumer's queue is still handled by
-//!    the caller's `poll`: nothing is lost either way.)
+//!    stops (unassign), so every assignment forwards again, before `assign`: then a partition's
+//!    messages come out of one queue, in offset order. The flag stays once set, so a fetch start
+//!    never forwards to the consumer's queue again: a partition not forwarded here would keep its
+//!    messages in its own queue, unread (its task would hold the merge back; no number would be
+//!    wrong). Messages of an older assignment are dropped by librdkafka's version check as they
+//!    are taken (the version moves on before `unassign` returns).
 //! 3. **The queue dies before the client.** A queue handle refers to its `rd_kafka_t`; the owner
 //!    ([`crate::source::kafka::KafkaSource`]) declares its `Fetched` before its consumer, so that
 //!    it is dropped first. Taken messages are destroyed (their buffers given back) when the next

@@ -39,7 +39,7 @@ use crate::sink::kafka::STEP_DEADLINE;
 
 /// How long the first contact with the cluster may take before the attempt is given up (and
 /// tried again after a backoff).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The consumer, and what it is assigned now.
 pub struct KafkaSource {

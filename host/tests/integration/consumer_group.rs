@@ -213,7 +213,13 @@ fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
     eprintln!("failover: {took:?} from the SIGKILL of task 0's owner to the next window published by the survivor");
     finish_adgen(generator);
     let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
-    check_exactly_once(&topics(&prefix), &inputs, Duration::from_secs(180));
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_exactly_once(&topics(&prefix), &inputs, Duration::from_secs(180))
+    }));
+    if let Err(panic) = checked {
+        eprintln!("the killed host's log:\n{}\nthe survivor's log:\n{}", dead.log(), survivor.log());
+        std::panic::resume_unwind(panic);
+    }
     survivor.stop();
 }
 
