@@ -623,7 +623,7 @@ fn set_up_outputs(
 /// output topic's size limit, lowered below any size the broker refused before. Returns the
 /// limits by output topic and the largest input topic's limit.
 ///
-/// Two round trips when every topic exists (a restart): which exist, then every limit at once.
+/// One round trip when every topic exists and is readable (a restart): every limit at once.
 fn set_up_topics(
     config: &Config,
     admin: &Admin,
