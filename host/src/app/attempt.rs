@@ -510,8 +510,7 @@ impl<'a> Attempt<'a> {
         let outputs = config.outputs.of_plugin(plugin.meta());
         let new: Vec<String> = outputs.into_iter().filter(|t| !self.sink.knows(t)).collect();
         if !new.is_empty() {
-            let partitions = self.source.impression_partitions();
-            let limits = output_limits(&self.admin, config, &new, partitions, self.input_max_bytes)
+            let limits = output_limits(&self.admin, config, &new, self.input_max_bytes)
                 .map_err(|f| format!("setting up its output topics: {f}"))?;
             for (topic, limit) in limits {
                 if limit < self.sink.batch_limit() {
@@ -726,26 +725,15 @@ fn create_missing(
 /// A week: longer than a window's record is updated ([`crate::engine::complete::UPDATE_HORIZON_MS`]).
 const COMPLETENESS_RETENTION_MS: &str = "604800000";
 
-/// Creates those of `topics` that are missing (unless `--no-create-topics`), with `partitions`
-/// partitions and room for the largest input message (`input_max`) and its headers, and returns
-/// every one's size limit.
+/// Creates those of the output `topics` that are missing (see [`create_missing`]) and returns
+/// every one's size limit: for the output topics of a plugin swapped in.
 fn output_limits(
     admin: &Admin,
     kafka: &crate::config::KafkaConfig,
     topics: &[String],
-    partitions: usize,
     input_max: usize,
 ) -> Result<HashMap<String, usize>, Failure> {
     let missing = admin.missing(topics)?;
-    let mut created = HashMap::new();
-    if !missing.is_empty() {
-        if !kafka.create_topics {
-            return Err(Failure::Fatal(anyhow::anyhow!(
-                "output topics {missing:?} do not exist and --no-create-topics is set: create them, or run without --no-create-topics"
-            )));
-        }
-        let partitions = i32::try_from(partitions.max(1)).unwrap_or(1);
-        created = admin.create(&missing, partitions, input_max + HEADROOM)?;
-    }
+    let created = create_missing(admin, kafka, &missing, topics, Some(input_max))?;
     admin.limits(topics, created)
 }

@@ -354,11 +354,6 @@ impl KafkaSource {
         )))
     }
 
-    /// The number of partitions of the impressions topic.
-    pub fn impression_partitions(&self) -> usize {
-        self.tasks
-    }
-
     /// Takes the partitions the group assigned: gives the engine a task for each pair of input
     /// partitions and the merge stage if the partials topic's partition is among them, resumes
     /// each from its committed checkpoint, and starts reading. The committed offsets are read
