@@ -264,6 +264,8 @@ impl<'a> Attempt<'a> {
             let now = Instant::now();
             if taken == 0 {
                 self.pipeline.advance(now, &mut self.sink)?;
+            } else {
+                self.source.wake_idle(&mut self.pipeline, taken, now);
             }
             let mut delivered = false;
             for i in 0..taken {

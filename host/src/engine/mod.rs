@@ -855,6 +855,21 @@ impl Engine {
         (w.partition_watermark(info.side), w.is_partition_idle(info.side, now))
     }
 
+    /// A message of `p` is in hand (taken in a batch, not delivered yet): `p` has data again
+    /// and stops counting as idle now, before the batch's other messages are delivered. Which
+    /// partition's messages come first in a batch is librdkafka's choice: a quiet partition's
+    /// first message after the others' must not find its window closed by them.
+    pub fn has_data(&mut self, p: PartitionId, now: Instant) {
+        let info = &self.partitions[p];
+        self.tasks[info.task].watermarks_mut().touch(info.side, now);
+    }
+
+    /// Whether `p` is idle at `now` (it does not hold its task's watermark back).
+    pub fn is_idle(&self, p: PartitionId, now: Instant) -> bool {
+        let info = &self.partitions[p];
+        self.tasks[info.task].watermarks().is_partition_idle(info.side, now)
+    }
+
     /// Whether the source has unread messages of `p` (such a partition is never idle). A task
     /// that was idle and is behind again holds the merge back from now on: the merge hears of
     /// it at once, not at the task's next message.

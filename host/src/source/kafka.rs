@@ -370,7 +370,6 @@ impl KafkaSource {
         let committed = self.consumer.committed_offsets(asked, STEP_DEADLINE).map_err(|e| {
             Failure::kafka(e, format!("reading the committed offsets of group {}", self.config.group_id))
         })?;
-        let now = Instant::now();
         let mut start = Vec::new();
         for elem in committed.elements() {
             let (topic, partition) = (elem.topic(), elem.partition());
@@ -405,7 +404,8 @@ impl KafkaSource {
                 continue;
             }
             let kind = self.kind_of(topic);
-            let id = engine.add_partition(kind, topic, partition, now).map_err(Failure::Fatal)?;
+            // The idle deadlines count from here, not from before the merge's records were read.
+            let id = engine.add_partition(kind, topic, partition, Instant::now()).map_err(Failure::Fatal)?;
             self.assigned.ids.insert((kind, partition), id);
             self.assigned.topics.push((topic.to_owned(), partition));
             self.assigned.start_offsets.push(from);
@@ -417,6 +417,7 @@ impl KafkaSource {
             tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(task_watermark), "assigned");
         }
         // Behind until a report says otherwise, made after the idle deadline.
+        let now = Instant::now();
         for id in 0..self.assigned.topics.len() {
             engine.set_backlog(id, true, now);
         }
@@ -651,6 +652,33 @@ impl KafkaSource {
                     tracing::warn!(topic, partition, error = %e, "could not ask the broker whether a quiet partition is idle; it counts as it did");
                     self.assigned.quiet_until = Some(now + QUIET_AFTER_FAILURE);
                 }
+            }
+        }
+    }
+
+    /// Before the `taken` messages of the batch just taken are delivered: an idle partition with
+    /// a message among them, or whose cached high watermark is past what was read, has data
+    /// again and holds its task back from now on. Otherwise the batch's order would decide: a
+    /// quiet click partition's straggler, taken together with the impressions that move its
+    /// task past the straggler's window, would find that window closed (late, though it was in
+    /// hand). Between [`KafkaSource::report_backlog`]'s rounds only this looks. It costs nothing
+    /// while no partition is idle.
+    pub fn wake_idle(&self, pipeline: &mut Engine, taken: usize, now: Instant) {
+        let inputs = self.assigned.topics.len();
+        if !(0..inputs).any(|id| pipeline.is_idle(id, now)) {
+            return;
+        }
+        for i in 0..taken {
+            let msg = self.fetched.message(i);
+            if msg.error().is_none()
+                && let Some(Route::Input(id)) = self.route(msg.topic(), msg.partition())
+            {
+                pipeline.has_data(id, now);
+            }
+        }
+        for id in 0..inputs {
+            if pipeline.is_idle(id, now) && self.cached_backlog(pipeline, id) {
+                pipeline.set_backlog(id, true, now);
             }
         }
     }
