@@ -199,6 +199,12 @@ impl KafkaSource {
             ("queued.max.messages.kbytes", "4096"),
             // After an outage, reconnect within 2 s of the broker's return (default: 10 s).
             ("reconnect.backoff.max.ms", "2000"),
+            // Connect to every broker as soon as it is known (a consumer fetches from most of
+            // them anyway). With sparse connections librdkafka opens one connection at a time
+            // and holds back a second reason to connect for up to 50 ms (half of
+            // `reconnect.backoff.ms`): about half of all start-ups waited that long for their
+            // first connection (restart to first message 98–127 ms, now 48–74, BENCHMARKS.md).
+            ("enable.sparse.connections", "false"),
         ];
         let context = GroupContext::new(HostContext::new(Role::Consumer, settings.clone(), health.clone()));
         let mut consumer: BaseConsumer<GroupContext> = settings
