@@ -31,12 +31,9 @@ step "host, generator and every test (release)"
 # whole wasmtime/cranelift stack a second time for the tests.
 cargo test --release --locked --workspace --no-run
 
-# The lints run beside the first test pass (below): the build above keeps both cores busy, the
-# tests leave about a third of them idle, and the lints, at the lowest priority, take that.
-lints() {
-  cargo clippy --release --locked --workspace --all-targets -- -D warnings
-  cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/ test-plugins/*/; do [ -f "$d/Cargo.toml" ] && printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
-}
+step "lints"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/ test-plugins/*/; do [ -f "$d/Cargo.toml" ] && printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
 
 step "browser for the console test (Debian's chromium and chromium-driver)"
 need_packages "test -x /usr/bin/chromium && test -x /usr/bin/chromedriver" chromium chromium-driver
@@ -51,35 +48,12 @@ fi
 cleanup() { if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh down || true; fi; }
 trap cleanup EXIT
 
-step "tests (the first pass; the lints join it)"
+step "tests"
 # Two passes (host/tests/integration/main.rs): first every test but the integration tests' `quiet`
 # module, 6 at a time (most of their time is spent waiting for the broker or a host, so on 2 cores
 # this takes about half as long as one per core); then the `quiet` ones, whose assertions read the
 # wall clock, two at a time with nothing else running.
 export ADSTREAM_TEST_BROKERS="${ADSTREAM_TEST_BROKERS:-127.0.0.1:9092}"
-mkdir -p target/ci
-first_pass=target/ci/first-pass.log
-lints_log=target/ci/lints.log
-: >"$first_pass"
-(set -o pipefail; cargo test --release --locked --workspace -- --test-threads 6 --skip quiet:: 2>&1 | tee "$first_pass") &
-tests_pid=$!
-# Cargo holds the build directory's lock until the tests start running ("Running ..."): the lints
-# start after that, so that neither waits for the other.
-until grep -q '^ *Running ' "$first_pass" || ! kill -0 "$tests_pid" 2>/dev/null; do sleep 0.5; done
-printf '\n==> lints (clippy, at low priority beside the tests; their output follows the tests)   [%s]\n' "$(date +%T)"
-(lints_began=$SECONDS; rc=0
-  nice -n 19 bash -c "$(declare -f lints); set -euo pipefail; lints" >"$lints_log" 2>&1 || rc=$?
-  echo "lints: exit $rc after $((SECONDS - lints_began)) s" >>"$lints_log"; exit $rc) &
-lints_pid=$!
-tests_rc=0; wait "$tests_pid" || tests_rc=$?
-lints_rc=0; wait "$lints_pid" || lints_rc=$?
-step "lints' output"
-cat "$lints_log"
-if [ "$tests_rc" != 0 ] || [ "$lints_rc" != 0 ]; then
-  echo "test.sh: the first test pass exited $tests_rc, the lints $lints_rc" >&2
-  exit 1
-fi
-
-step "tests: the quiet pass, nothing beside it"
+cargo test --release --locked --workspace -- --test-threads 6 --skip quiet::
 cargo test --release --locked -p adstream --test integration -- --test-threads 2 quiet::
 step "all passed"
