@@ -192,6 +192,12 @@ impl<'a> Message<'a> {
         self.raw.partition
     }
 
+    /// Whether `other` is of the same topic and partition (the topic handles compared, not
+    /// their names).
+    pub fn same_partition(&self, other: &Message<'_>) -> bool {
+        self.raw.rkt == other.raw.rkt && self.raw.partition == other.raw.partition
+    }
+
     pub fn offset(&self) -> i64 {
         self.raw.offset
     }

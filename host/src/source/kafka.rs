@@ -31,7 +31,7 @@ use crate::config::KafkaConfig;
 use crate::engine::Engine;
 use crate::engine::watermark::PartitionId;
 use crate::event::Source;
-use crate::kafka::fetched::Fetched;
+use crate::kafka::fetched::{Fetched, Message};
 use crate::kafka::group::{GroupContext, Rebalanced};
 use crate::kafka::{Failure, Health, HostContext, Role};
 use crate::ops::PartitionStatus;
@@ -203,7 +203,9 @@ impl KafkaSource {
             // them anyway). With sparse connections librdkafka opens one connection at a time
             // and holds back a second reason to connect for up to 50 ms (half of
             // `reconnect.backoff.ms`): about half of all start-ups waited that long for their
-            // first connection (restart to first message 98–127 ms, now 48–74, BENCHMARKS.md).
+            // first connection (restart to first message 98–118 ms, now 43–66, BENCHMARKS.md).
+            // The cost: a connection to every broker of the cluster per host, kept open (in a
+            // very large cluster, `--consumer-property enable.sparse.connections=true`).
             ("enable.sparse.connections", "false"),
         ];
         let context = GroupContext::new(HostContext::new(Role::Consumer, settings.clone(), health.clone()));
@@ -410,7 +412,6 @@ impl KafkaSource {
                 continue;
             }
             let kind = self.kind_of(topic);
-            // The idle deadlines count from here, not from before the merge's records were read.
             let id = engine.add_partition(kind, topic, partition, Instant::now()).map_err(Failure::Fatal)?;
             self.assigned.ids.insert((kind, partition), id);
             self.assigned.topics.push((topic.to_owned(), partition));
@@ -422,9 +423,12 @@ impl KafkaSource {
             }
             tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(task_watermark), "assigned");
         }
-        // Behind until a report says otherwise, made after the idle deadline.
+        // The idle deadlines count from here, after the merge's records were read (which can
+        // take seconds, and the group lists the partials topic anywhere among the others); and
+        // each partition is behind until a report says otherwise, made after its deadline.
         let now = Instant::now();
         for id in 0..self.assigned.topics.len() {
+            engine.has_data(id, now);
             engine.set_backlog(id, true, now);
         }
         self.wait_for_missing_halves(engine, now)?;
@@ -667,20 +671,27 @@ impl KafkaSource {
     /// again and holds its task back from now on. Otherwise the batch's order would decide: a
     /// quiet click partition's straggler, taken together with the impressions that move its
     /// task past the straggler's window, would find that window closed (late, though it was in
-    /// hand). Between [`KafkaSource::report_backlog`]'s rounds only this looks. It costs nothing
-    /// while no partition is idle.
+    /// hand). Between [`KafkaSource::report_backlog`]'s rounds only this looks. While no
+    /// partition is idle it costs one check per partition and batch.
+    ///
+    /// A task whose partitions are all idle has already handed its open windows over (see
+    /// [`Engine::advance`]): its later events of them stay late, message in hand or not.
     pub fn wake_idle(&self, pipeline: &mut Engine, taken: usize, now: Instant) {
         let inputs = self.assigned.topics.len();
         if !(0..inputs).any(|id| pipeline.is_idle(id, now)) {
             return;
         }
+        // A batch is runs of one partition's messages: each run is looked up once.
+        let mut previous: Option<Message<'_>> = None;
         for i in 0..taken {
             let msg = self.fetched.message(i);
-            if msg.error().is_none()
-                && let Some(Route::Input(id)) = self.route(msg.topic(), msg.partition())
-            {
+            if msg.error().is_some() || previous.as_ref().is_some_and(|p| p.same_partition(&msg)) {
+                continue;
+            }
+            if let Some(Route::Input(id)) = self.route(msg.topic(), msg.partition()) {
                 pipeline.has_data(id, now);
             }
+            previous = Some(msg);
         }
         for id in 0..inputs {
             if pipeline.is_idle(id, now) && self.cached_backlog(pipeline, id) {
