@@ -634,9 +634,8 @@ fn set_up_topics(
     let kafka = &config.kafka;
     let inputs = [kafka.impressions_topic.clone(), kafka.clicks_topic.clone()];
     let wanted: Vec<String> = topics.outputs.iter().chain(&topics.own).cloned().collect();
-    // Every limit at once; the topics the broker does not know are the ones to create.
+    // Every limit at once; among the topics without an answer are the ones to create.
     let all: Vec<String> = inputs.iter().chain(&wanted).cloned().collect();
-    // Every limit at once.
     let (mut limits, unread) = admin.describe_limits(&all)?;
     // Those without an answer may be missing (the ones to create), or not readable: one more
     // round trip tells, when there are any.

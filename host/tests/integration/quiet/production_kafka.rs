@@ -172,6 +172,28 @@ fn run_until_exit(
     (status, std::fs::read_to_string(&stderr).unwrap(), started.elapsed())
 }
 
+/// Creates the input topics under `prefix` with these partition counts.
+fn create_inputs(prefix: &str, impressions: &str, clicks: &str) {
+    for (topic, partitions) in [("ad-impressions", impressions), ("ad-clicks", clicks)] {
+        crate::common::run_ok(Command::new("bash").arg(crate::common::workspace().join("scripts/kafka.sh")).args([
+            "create-topic",
+            &format!("{prefix}{topic}"),
+            partitions,
+        ]));
+    }
+}
+
+/// Runs the host on the plaintext listener over the topics under `prefix` (and `extra` flags)
+/// and returns its stderr, once it has stopped with status 1 within 15 s.
+fn refused_within_seconds(prefix: &str, extra: &[&str]) -> String {
+    let flags: Vec<String> =
+        ["--brokers", &brokers(), "--topic-prefix", prefix].iter().chain(extra).map(|s| s.to_string()).collect();
+    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    stderr
+}
+
 #[test]
 fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_host_within_seconds() {
     let sasl = crate::common::sasl_ssl();
@@ -212,13 +234,7 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
         eprintln!("{case}: stopped in {took:?}: {}", last.lines().next().unwrap_or_default());
     }
     // A missing input topic, on the plaintext listener: what to do, with this project's broker too.
-    let flags: Vec<String> = ["--brokers", &brokers(), "--topic-prefix", &format!("{prefix}absent.")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    let stderr = refused_within_seconds(&format!("{prefix}absent."), &[]);
     assert!(
         stderr.contains(&format!("input topic {prefix}absent.ad-impressions does not exist"))
             && stderr.contains("scripts/kafka.sh create-topic"),
@@ -226,18 +242,8 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
     );
     // Input topics that are not co-partitioned (3 and 2 partitions): refused, saying what to fix.
     let uneven = format!("{prefix}uneven.");
-    for (topic, partitions) in [("ad-impressions", "3"), ("ad-clicks", "2")] {
-        crate::common::run_ok(Command::new("bash").arg(crate::common::workspace().join("scripts/kafka.sh")).args([
-            "create-topic",
-            &format!("{uneven}{topic}"),
-            partitions,
-        ]));
-    }
-    let flags: Vec<String> =
-        ["--brokers", &brokers(), "--topic-prefix", &uneven].iter().map(|s| s.to_string()).collect();
-    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    create_inputs(&uneven, "3", "2");
+    let stderr = refused_within_seconds(&uneven, &[]);
     assert!(
         stderr.contains(&format!("input topic {uneven}ad-impressions has 3 partitions and {uneven}ad-clicks has 2"))
             && stderr.contains(&format!("scripts/kafka.sh add-partitions {uneven}ad-clicks 3")),
@@ -246,20 +252,8 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
     // Output topics missing under --no-create-topics: refused, naming them (the host finds them
     // missing from its one look at every topic's limits).
     let bare = format!("{prefix}bare.");
-    for topic in ["ad-impressions", "ad-clicks"] {
-        crate::common::run_ok(Command::new("bash").arg(crate::common::workspace().join("scripts/kafka.sh")).args([
-            "create-topic",
-            &format!("{bare}{topic}"),
-            "2",
-        ]));
-    }
-    let flags: Vec<String> = ["--brokers", &brokers(), "--topic-prefix", &bare, "--no-create-topics"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
+    create_inputs(&bare, "2", "2");
+    let stderr = refused_within_seconds(&bare, &["--no-create-topics"]);
     assert!(
         stderr.contains("do not exist and --no-create-topics is set")
             && stderr.contains(&format!("{bare}campaign-ctr-results"))
