@@ -1044,8 +1044,12 @@ impl Engine {
         // An idle task does not hold the merge back, so the merge may publish any window: it
         // hands over every window it holds (SPEC "Time": its share is in the result).
         let bound = if clock.idle { i64::MAX } else { clock.watermark };
-        let positions = positions(task, &self.offsets);
-        let (partials, counts, failures) = task.close_through(bound, &positions, &mut self.stats);
+        // Most messages close nothing: the positions (an allocation) only when something closes.
+        let (partials, counts, failures) = if task.closes_any(bound) {
+            task.close_through(bound, &positions(task, &self.offsets), &mut self.stats)
+        } else {
+            Default::default()
+        };
         let clock = task.clock();
         let id = task.id;
         self.report_failures(t, failures);

@@ -329,6 +329,12 @@ impl Task {
         self.clock
     }
 
+    /// Whether [`Task::close_through`] with `watermark` would hand anything over. Asked after
+    /// every message, so cheap: the oldest pane's first open window against the watermark.
+    pub fn closes_any(&self, watermark: i64) -> bool {
+        self.next_window().is_some_and(|w| self.rule.window_is_closed(w, watermark))
+    }
+
     /// Hands over every window `watermark` closes (the task's own; `i64::MAX` when the task is
     /// idle, since the merge does not wait for it then; the merge's, in this process, when it
     /// publishes without waiting for this task): flushes the batch, exports each plugin's
@@ -340,7 +346,7 @@ impl Task {
     pub fn close_through(&mut self, watermark: i64, positions: &[i64], stats: &mut Stats) -> Closed {
         let rule = self.rule;
         let due = |task: &Self| task.next_window().filter(|&w| rule.window_is_closed(w, watermark));
-        if due(self).is_none() {
+        if !self.closes_any(watermark) {
             return (Vec::new(), Vec::new(), Vec::new());
         }
         let mut failures = self.flush();
