@@ -134,6 +134,50 @@ const IMPRESSION_FIELDS: [&str; 8] =
     ["impression_id", "user_id", "campaign_id", "ad_id", "device_type", "browser", "event_timestamp", "cost"];
 const CLICK_FIELDS: [&str; 4] = ["click_id", "impression_id", "user_id", "event_timestamp"];
 
+/// What comes before each field's value when a producer writes the fields in the order of
+/// `IMPRESSION_FIELDS` (`CLICK_FIELDS`) with no whitespace, as our generator, most JSON
+/// libraries' compact output and Kafka Connect do: the object's brace or the comma, and the key.
+const IMPRESSION_LAYOUT: [&str; 8] = [
+    r#"{"impression_id":"#,
+    r#","user_id":"#,
+    r#","campaign_id":"#,
+    r#","ad_id":"#,
+    r#","device_type":"#,
+    r#","browser":"#,
+    r#","event_timestamp":"#,
+    r#","cost":"#,
+];
+const CLICK_LAYOUT: [&str; 4] = [r#"{"click_id":"#, r#","impression_id":"#, r#","user_id":"#, r#","event_timestamp":"#];
+
+/// The common case of [`fields`], cheaper: the message is exactly `layout[0]`, a value,
+/// `layout[1]`, a value, ..., and `}`. Each key is compared with its punctuation as one short
+/// run of bytes instead of being scanned as a string and looked up, and no whitespace is
+/// skipped. `None` for anything else (it may have handed some values to `set` by then); the
+/// general walk decides those. Where this answers, [`fields`] answers the same: the same
+/// values, each field once, nothing after the object.
+fn in_layout<'a>(text: &'a str, layout: &[&str], mut set: impl FnMut(usize, Value<'a>) -> Option<()>) -> Option<()> {
+    let bytes = text.as_bytes();
+    let mut s = Scanner { text, at: 0 };
+    for (i, before) in layout.iter().enumerate() {
+        let before = before.as_bytes();
+        let end = s.at + before.len();
+        if !bytes.get(s.at..end).is_some_and(|b| short_eq(b, before)) {
+            return None;
+        }
+        s.at = end;
+        let value = match *bytes.get(s.at)? {
+            b'"' => {
+                s.at += 1;
+                Value::Str(s.string()?)
+            }
+            b'-' | b'0'..=b'9' => Value::Num(s.number()?),
+            _ => return None,
+        };
+        set(i, value)?;
+    }
+    (s.at + 1 == bytes.len() && bytes[s.at] == b'}').then_some(())
+}
+
 /// Walks the object, handing each known field's value to `set` by its index in `fields`.
 /// Unknown fields with simple values are skipped, as serde does.
 fn fields<'a>(text: &'a str, names: &[&str], mut set: impl FnMut(usize, Value<'a>) -> Option<()>) -> Option<()> {
@@ -208,14 +252,15 @@ pub fn decode(source: Source, text: &str) -> Option<Event<'_>> {
         Source::Impressions => {
             let mut strs = [""; 6];
             let (mut ts, mut c) = (0, 0.0);
-            fields(text, &IMPRESSION_FIELDS, |i, v| {
+            let mut set = |i, v| {
                 match i {
                     0..=5 => strs[i] = id(v)?,
                     6 => ts = time(v)?,
                     _ => c = cost(v)?,
                 }
                 Some(())
-            })?;
+            };
+            in_layout(text, &IMPRESSION_LAYOUT, &mut set).or_else(|| fields(text, &IMPRESSION_FIELDS, &mut set))?;
             let [impression_id, user_id, campaign_id, ad_id, device_type, browser] = strs.map(Cow::Borrowed);
             Some(Event::Impression(Impression {
                 impression_id,
@@ -231,13 +276,14 @@ pub fn decode(source: Source, text: &str) -> Option<Event<'_>> {
         Source::Clicks => {
             let mut strs = [""; 3];
             let mut ts = 0;
-            fields(text, &CLICK_FIELDS, |i, v| {
+            let mut set = |i, v| {
                 match i {
                     0..=2 => strs[i] = id(v)?,
                     _ => ts = time(v)?,
                 }
                 Some(())
-            })?;
+            };
+            in_layout(text, &CLICK_LAYOUT, &mut set).or_else(|| fields(text, &CLICK_FIELDS, &mut set))?;
             let [click_id, impression_id, user_id] = strs.map(Cow::Borrowed);
             Some(Event::Click(Click { click_id, impression_id, user_id, event_time_ms: ts }))
         }
@@ -348,8 +394,78 @@ mod tests {
         }
     }
 
+    /// The values a walk hands over, by field index, as text (`true` for a string).
+    fn walk(source: Source, text: &str, layout: bool) -> Option<Vec<(usize, bool, String)>> {
+        let mut got = Vec::new();
+        let set = |i, v: Value<'_>| {
+            got.push(match v {
+                Value::Str(s) => (i, true, s.to_owned()),
+                Value::Num(n) => (i, false, n.to_owned()),
+            });
+            Some(())
+        };
+        let done = match (source, layout) {
+            (Source::Impressions, true) => in_layout(text, &IMPRESSION_LAYOUT, set),
+            (Source::Impressions, false) => fields(text, &IMPRESSION_FIELDS, set),
+            (Source::Clicks, true) => in_layout(text, &CLICK_LAYOUT, set),
+            (Source::Clicks, false) => fields(text, &CLICK_FIELDS, set),
+        };
+        done.map(|()| got)
+    }
+
+    #[test]
+    fn the_layout_path_takes_compact_messages_in_field_order_only() {
+        for source in [Source::Impressions, Source::Clicks] {
+            let compact = message(&base(source), "");
+            assert!(walk(source, &compact, true).is_some(), "{compact}");
+            assert_eq!(walk(source, &compact, true), walk(source, &compact, false));
+            let spaced = message(&base(source), " ");
+            assert_eq!(walk(source, &spaced, true), None, "{spaced}");
+            assert!(walk(source, &spaced, false).is_some());
+            let mut reordered = base(source);
+            reordered.swap(0, 1);
+            assert_eq!(walk(source, &message(&reordered, ""), true), None);
+            assert_eq!(walk(source, &format!("{compact} "), true), None);
+            assert_eq!(walk(source, &compact[..compact.len() - 1], true), None);
+        }
+    }
+
+    /// Compact messages in field order with any of `VALUES` in any field, or cut short.
+    fn compact() -> impl Strategy<Value = (Source, String)> {
+        let source = prop_oneof![Just(Source::Impressions), Just(Source::Clicks)];
+        let edits = prop::collection::vec((0usize..8, 0usize..VALUES.len()), 0..4);
+        (source, edits, any::<u16>()).prop_map(|(source, edits, cut)| {
+            let mut fields = base(source);
+            for (field, value) in edits {
+                let i = field % fields.len();
+                fields[i].1 = VALUES[value].to_owned();
+            }
+            let mut text = message(&fields, "");
+            if cut % 4 == 0 {
+                let mut at = usize::from(cut) % text.len();
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.truncate(at);
+            }
+            (source, text)
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// Wherever the layout path answers, the general walk answers the same, and so does
+        /// the full decoder (through `decode`).
+        #[test]
+        fn the_layout_path_agrees_with_the_general_walk((source, text) in prop_oneof![compact(), mutated()]) {
+            if let Some(values) = walk(source, &text, true) {
+                prop_assert_eq!(Some(values), walk(source, &text, false), "{}", text);
+            }
+            if let Some(event) = decode(source, &text) {
+                prop_assert_eq!(Ok(event), super::super::decode_json(source, &text), "{}", text);
+            }
+        }
 
         #[test]
         fn finds_the_first_special_byte(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
