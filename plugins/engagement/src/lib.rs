@@ -69,11 +69,17 @@ impl Aggregation for Engagement {
         let mut acc = Engagement::default();
         for _ in 0..input.len(24)? {
             let device_type = input.str()?;
-            let mut d = Device { impressions: input.u64()?, users: UserSet::default() };
-            for _ in 0..input.len(8)? {
-                d.users.insert(input.str()?);
+            let impressions = input.u64()?;
+            let users = input.len(8)?;
+            // Straight into the accumulator (a device named twice adds up, as `merge` would),
+            // each id hashed once, into a table sized for them all: restoring a window is
+            // what the merge stage does with every partial it receives.
+            let mine = acc.device(device_type);
+            mine.impressions += impressions;
+            mine.users.reserve(users);
+            for _ in 0..users {
+                mine.users.insert(input.str()?);
             }
-            acc.merge(Engagement { devices: vec![(device_type.into(), d)] });
         }
         Ok(acc)
     }
@@ -82,6 +88,11 @@ impl Aggregation for Engagement {
         for (device_type, d) in other.devices {
             let mine = self.device(&device_type);
             mine.impressions += d.impressions;
+            if mine.users.len() == 0 {
+                mine.users = d.users;
+                continue;
+            }
+            mine.users.reserve(d.users.len());
             for user in d.users.iter() {
                 mine.users.insert(user);
             }
@@ -147,5 +158,34 @@ mod tests {
         // Merging a window with itself doubles impressions but not distinct users.
         let merged: Vec<_> = half.close(0, 60_000).into_iter().map(|o| o.value).collect();
         assert!(merged[0].contains(r#""impressions":6,"unique_users":2"#), "{merged:?}");
+    }
+
+    /// Two tasks' partials of a window: users seen at both count once, a device seen at one
+    /// only comes through whole.
+    #[test]
+    fn merging_partials_unites_their_users() {
+        let partial = |events: &[(&str, &str)]| {
+            let mut batch = BatchWriter::new();
+            for &(device, user) in events {
+                batch.push(&event(Kind::Impression, device, user));
+            }
+            let mut windows = Windows::<Engagement>::default();
+            windows.process(batch.bytes()).unwrap();
+            windows.export(0).unwrap()
+        };
+        let many: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+        let a: Vec<(&str, &str)> = many[..600].iter().map(|u| ("mobile", u.as_str())).collect();
+        let mut b: Vec<(&str, &str)> = many[400..].iter().map(|u| ("mobile", u.as_str())).collect();
+        b.push(("tablet", "u1"));
+        let mut merge = Windows::<Engagement>::default();
+        merge.restore(0, &partial(&a)).unwrap();
+        merge.merge(0, &partial(&b)).unwrap();
+        let out: Vec<_> = merge.close(0, 60_000).into_iter().map(|o| o.value).collect();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            out[0].contains(r#""mobile""#) && out[0].contains(r#""impressions":1200,"unique_users":1000"#),
+            "{out:?}"
+        );
+        assert!(out[1].contains(r#""tablet""#) && out[1].contains(r#""impressions":1,"unique_users":1"#), "{out:?}");
     }
 }

@@ -40,6 +40,13 @@ impl UserSet {
         self.index.len()
     }
 
+    /// Makes room for `users` more ids in the table, so that inserting them does not grow it
+    /// step by step (each step hashes every id again).
+    pub fn reserve(&mut self, users: usize) {
+        let ids = &self.ids;
+        self.index.reserve(users, |&at| FxBuildHasher.hash_one(id_at(ids, at)));
+    }
+
     /// The ids, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         let mut at = 0;
