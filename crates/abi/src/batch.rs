@@ -154,10 +154,6 @@ impl<'a> BatchReader<'a> {
         Ok(head)
     }
 
-    fn i64(&mut self) -> Result<i64, BatchError> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("slice of 8 bytes")))
-    }
-
     fn str(&mut self) -> Result<&'a str, BatchError> {
         let len = u16::from_le_bytes(self.take(2)?.try_into().expect("slice of 2 bytes"));
         let bytes = self.take(len as usize)?;
