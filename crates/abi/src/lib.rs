@@ -1,5 +1,6 @@
 //! What the adstream host and its aggregation plugins share, besides the WIT interface.
 //!
+//! - [`bytes`]: short byte compares for hot paths.
 //! - [`batch`]: the compact byte encoding of event batches that crosses the component boundary
 //!   (the host writes it, plugins read it).
 //! - [`time`]: epoch-millisecond timestamps to and from RFC 3339, without a date crate, so that
@@ -12,6 +13,7 @@
 //! The crate has no dependencies and compiles for the host and for `wasm32-wasip2` alike.
 
 pub mod batch;
+pub mod bytes;
 pub mod json;
 pub mod sdk;
 pub mod state;

@@ -2,6 +2,7 @@
 //! [`Aggregation`] for its accumulator and delegates its WIT exports to [`Windows`].
 
 use crate::batch::{BatchReader, Event, Kind};
+use crate::bytes::short_eq;
 use crate::state::{StateError, StateReader, StateWriter};
 
 /// One output record (the WIT `output-record`, before it crosses the boundary).
@@ -18,7 +19,7 @@ pub struct Output {
 /// there yet. For accumulators with a handful of keys (device types), where a vector scanned in
 /// order beats hashing the key on every event.
 pub fn keyed<'a, T>(entries: &'a mut Vec<(Box<str>, T)>, key: &str, new: impl FnOnce() -> T) -> &'a mut T {
-    let i = match entries.iter().position(|(k, _)| **k == *key) {
+    let i = match entries.iter().position(|(k, _)| short_eq(k.as_bytes(), key.as_bytes())) {
         Some(i) => i,
         None => {
             entries.push((key.into(), new()));

@@ -5,6 +5,7 @@
 
 use std::hash::BuildHasher;
 
+use adstream_abi::bytes::short_eq;
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
@@ -27,7 +28,7 @@ impl UserSet {
         let user = &user.as_bytes()[..user.len().min(u16::MAX as usize)];
         let hash = FxBuildHasher.hash_one(user);
         let (ids, index) = (&mut self.ids, &mut self.index);
-        if index.find(hash, |&at| id_at(ids, at) == user).is_some() {
+        if index.find(hash, |&at| short_eq(id_at(ids, at), user)).is_some() {
             return;
         }
         let at = u32::try_from(ids.len()).expect("less than 4 GiB of user ids per device and window");
