@@ -71,6 +71,11 @@ bench *FLAGS: build-plugins kafka-up
 bench-threads *THREADS: build build-plugins
     bash bench/replay-threads.sh {{THREADS}}
 
+# Instructions per replayed event, counted by valgrind (the same on every run, unlike CPU time
+# on a shared machine): `just bench-instructions 1M /tmp/adstream-old target/release/adstream`
+bench-instructions EVENTS="1M" *HOSTS: build build-plugins
+    bash bench/instructions.sh {{EVENTS}} {{HOSTS}}
+
 # Scale-out alone: 1 host against 2 hosts of one group over the same 6-partition input
 bench-scale-out EVENTS="1M": build build-plugins kafka-up
     bash bench/scale-out.sh {{EVENTS}}
