@@ -173,7 +173,8 @@ impl<'a> BatchReader<'a> {
             at += 2 + u16::from_le_bytes([len[0], len[1]]) as usize;
             *end = at;
         }
-        let Some(region) = rest.get(..at).filter(|_| ends[4] == at) else {
+        // All five prefixes read (the first end is at least 2 then), and their strings there.
+        let Some(region) = rest.get(..at).filter(|_| ends[0] != 0 && ends[4] == at) else {
             return Ok([self.str()?, self.str()?, self.str()?, self.str()?, self.str()?]);
         };
         // The usual case, ASCII (ids and labels are): then every sub-slice is UTF-8 and no
@@ -335,6 +336,11 @@ mod tests {
         not_utf8[user_at] = 0xff;
         let first = BatchReader::new(&not_utf8).unwrap().next().unwrap();
         assert_eq!(first, Err(BatchError::NotUtf8 { event: 0 }));
+        // Cut anywhere, even right after an event's fixed part, a batch is an error, never a panic.
+        for len in 8..bytes.len() {
+            let errors: Vec<_> = BatchReader::new(&bytes[..len]).unwrap().filter_map(Result::err).collect();
+            assert_eq!(errors, [BatchError::Truncated { event: 0 }], "cut at {len}");
+        }
         let mut bad_kind = bytes;
         bad_kind[8] = 9;
         let first = BatchReader::new(&bad_kind).unwrap().next().unwrap();
