@@ -88,7 +88,7 @@ impl Aggregation for Engagement {
         for (device_type, d) in other.devices {
             let mine = self.device(&device_type);
             mine.impressions += d.impressions;
-            if mine.users.len() == 0 {
+            if mine.users.is_empty() {
                 mine.users = d.users;
                 continue;
             }
@@ -158,6 +158,20 @@ mod tests {
         // Merging a window with itself doubles impressions but not distinct users.
         let merged: Vec<_> = half.close(0, 60_000).into_iter().map(|o| o.value).collect();
         assert!(merged[0].contains(r#""impressions":6,"unique_users":2"#), "{merged:?}");
+    }
+
+    /// A state that names a device twice adds the two up, as merging them would.
+    #[test]
+    fn a_device_named_twice_in_a_state_adds_up() {
+        let mut w = StateWriter::default();
+        w.u64(2);
+        w.str("mobile").u64(3).u64(2).str("u1").str("u2");
+        w.str("mobile").u64(4).u64(2).str("u2").str("u3");
+        let acc = Engagement::decode(&mut StateReader(&w.0)).unwrap();
+        assert_eq!(acc.devices.len(), 1);
+        let (device, d) = &acc.devices[0];
+        assert_eq!((&**device, d.impressions, d.users.len()), ("mobile", 7, 3));
+        assert!(d.users.iter().eq(["u1", "u2", "u3"]));
     }
 
     /// Two tasks' partials of a window: users seen at both count once, a device seen at one

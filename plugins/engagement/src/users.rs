@@ -41,6 +41,10 @@ impl UserSet {
         self.index.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
     /// Makes room for `users` more ids in the table, so that inserting them does not grow it
     /// step by step (each step hashes every id again).
     pub fn reserve(&mut self, users: usize) {
