@@ -1,5 +1,7 @@
-//! The fast path of [`super::decode`]: a single pass over a flat JSON object whose values are
-//! strings without escapes or numbers, which is what producers write in practice.
+//! The fast path of [`super::decode`]: a single walk over a flat JSON object whose values are
+//! strings without escapes or numbers, which is what producers write in practice; and before
+//! it, for the commonest form of all (compact, fields in the usual order), a walk that compares
+//! each key with its punctuation at once instead of scanning it.
 //!
 //! It only ever accepts: anything it is not sure about (escapes, nested or literal values,
 //! duplicate or missing fields, a value out of range) makes it return `None`, and the full
@@ -260,6 +262,8 @@ pub fn decode(source: Source, text: &str) -> Option<Event<'_>> {
                 }
                 Some(())
             };
+            // If the layout path gives up half-way, the general walk sets every field again
+            // before it succeeds: no value of the attempt survives.
             in_layout(text, &IMPRESSION_LAYOUT, &mut set).or_else(|| fields(text, &IMPRESSION_FIELDS, &mut set))?;
             let [impression_id, user_id, campaign_id, ad_id, device_type, browser] = strs.map(Cow::Borrowed);
             Some(Event::Impression(Impression {
@@ -283,6 +287,7 @@ pub fn decode(source: Source, text: &str) -> Option<Event<'_>> {
                 }
                 Some(())
             };
+            // As for impressions: the general walk sets every field again if it succeeds.
             in_layout(text, &CLICK_LAYOUT, &mut set).or_else(|| fields(text, &CLICK_FIELDS, &mut set))?;
             let [click_id, impression_id, user_id] = strs.map(Cow::Borrowed);
             Some(Event::Click(Click { click_id, impression_id, user_id, event_time_ms: ts }))

@@ -141,8 +141,9 @@ fn pack_cost(cost: f64) -> (u8, u64) {
         if !(0.0..=9.0e15).contains(&scaled) {
             break; // negative, not a number, or beyond the integers an f64 holds exactly
         }
-        // Rounded by conversion: `f64::round` is a library call on baseline x86-64, seven per
-        // impression here. From 2^52 on every f64 is an integer (and adding 0.5 would round).
+        // Rounded by conversion: `f64::round` is a library call on baseline x86-64, made once per
+        // scale tried (seven for a cost with six decimals). From 2^52 on every f64 is an integer
+        // (and adding 0.5 would round).
         let n = if scaled >= TWO_52 { scaled } else { ((scaled + 0.5) as u64) as f64 };
         // The first test only saves divisions; the second decides.
         if (scaled - n).abs() <= 1e-6 && ((n as u64) as f64 / power).to_bits() == cost.to_bits() {
