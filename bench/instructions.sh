@@ -7,6 +7,7 @@
 #
 #   bash bench/instructions.sh [EVENTS] [HOST...]     (defaults: 1M, target/release/adstream)
 #
+# HOST paths are taken from the repository's root (or give them absolute).
 # Several hosts are measured one after the other on the same input (an A/B: copy the old binary
 # aside first). PLUGINS overrides the plugins (default: target/plugins/ctr.wasm and
 # engagement.wasm). Each host's compiled plugins are cached first on a tiny input: under valgrind
@@ -25,22 +26,40 @@ read -r -a plugins <<< "${PLUGINS:-target/plugins/ctr.wasm target/plugins/engage
 plugin_flags=()
 for p in "${plugins[@]}"; do plugin_flags+=(--plugin "$p"); done
 
-data="target/bench/instructions/$events"
-warm="target/bench/instructions/warm-up"
-[ -f "$data/ad-clicks.jsonl" ] || target/release/adgen --events "$events" --quiet --jsonl "$data"
-[ -f "$warm/ad-clicks.jsonl" ] || target/release/adgen --events 1000 --quiet --jsonl "$warm"
+for f in target/release/adgen "${hosts[@]}" "${plugins[@]}"; do
+  [ -e "$f" ] || { echo "instructions: $f not found (just build build-plugins)" >&2; exit 1; }
+done
+
+base=target/bench/instructions
+# Generated into a temporary directory and moved into place: an interrupted run leaves no half input.
+generate() {
+  [ -f "$2/ad-clicks.jsonl" ] && return
+  rm -rf "$2.part"
+  target/release/adgen --events "$1" --quiet --jsonl "$2.part"
+  mv "$2.part" "$2"
+}
+data="$base/$events"
+warm="$base/warm-up"
+generate "$events" "$data"
+generate 1000 "$warm"
 consumed=$(($(wc -l < "$data/ad-impressions.jsonl") + $(wc -l < "$data/ad-clicks.jsonl")))
 
-out=target/bench/instructions/runs
+out="$base/runs"
 mkdir -p "$out"
+# A compile cache of its own: under valgrind the CPU looks different, and its compiled plugins
+# would only crowd the user's.
+plugin_flags+=(--plugin-cache "$base/cache")
+failed() { echo "instructions: $1 failed; the end of its log:" >&2; tail -n 20 "$2" >&2; exit 1; }
 printf '%-40s %16s %12s\n' host instructions per-event
 for i in "${!hosts[@]}"; do
   host="${hosts[$i]}"
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
-    "$host" replay --input "$warm" --out /dev/null "${plugin_flags[@]}" >/dev/null 2>&1
+    "$host" replay --input "$warm" --out /dev/null "${plugin_flags[@]}" >/dev/null 2>"$out/$i.log" \
+    || failed "$host (warm-up)" "$out/$i.log"
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out/$i.cg" \
-    "$host" replay --input "$data" --out "$out/$i.jsonl" "${plugin_flags[@]}" >/dev/null 2>"$out/$i.log"
-  total=$(grep -a 'I *refs' "$out/$i.log" | tr -d ', ' | sed 's/.*refs://')
+    "$host" replay --input "$data" --out "$out/$i.jsonl" "${plugin_flags[@]}" >/dev/null 2>"$out/$i.log" \
+    || failed "$host" "$out/$i.log"
+  total=$(grep -a 'I *refs' "$out/$i.log" | tr -d ', ' | sed 's/.*refs://') || failed "$host (no count)" "$out/$i.log"
   printf '%-40s %16s %12s\n' "$host" "$total" "$((total / consumed))"
 done
 echo
