@@ -14,9 +14,10 @@ const SDK_INIT: &str = include_str!("../../sdk/python/adstream_sdk/__init__.py")
 const SDK_BATCH: &str = include_str!("../../sdk/python/adstream_sdk/batch.py");
 const SDK_DETECTOR: &str = include_str!("../../sdk/python/adstream_sdk/detector.py");
 /// The Rust SDK, vendored into a Rust project (it has no dependencies).
-const ABI: [(&str, &str); 6] = [
+const ABI: [(&str, &str); 7] = [
     ("lib.rs", include_str!("../../crates/abi/src/lib.rs")),
     ("batch.rs", include_str!("../../crates/abi/src/batch.rs")),
+    ("bytes.rs", include_str!("../../crates/abi/src/bytes.rs")),
     ("json.rs", include_str!("../../crates/abi/src/json.rs")),
     ("sdk.rs", include_str!("../../crates/abi/src/sdk.rs")),
     ("state.rs", include_str!("../../crates/abi/src/state.rs")),
@@ -334,5 +335,18 @@ mod tests {
         assert!(text("Cargo.toml").contains("wit-bindgen = \"0.63\""));
         assert!(text("rust-toolchain.toml").contains("wasm32-wasip2"));
         assert_eq!(files.iter().filter(|f| f.to_string_lossy().contains("adstream-abi/src/")).count(), ABI.len());
+    }
+
+    /// Every source file of the SDK is vendored: a module added to `crates/abi` and not to `ABI`
+    /// would leave a new plugin unable to build.
+    #[test]
+    fn the_vendored_sdk_is_the_whole_crate() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/abi/src");
+        let mut on_disk: Vec<String> =
+            std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        on_disk.sort();
+        let mut vendored: Vec<String> = ABI.iter().map(|(name, _)| (*name).to_owned()).collect();
+        vendored.sort();
+        assert_eq!(vendored, on_disk);
     }
 }
