@@ -286,38 +286,6 @@ mod tests {
         assert_eq!(BatchReader::new(w.bytes()).unwrap().count(), 0);
     }
 
-    proptest::proptest! {
-        /// Any strings read back as written, ASCII ones (read without a UTF-8 check) or not,
-        /// whatever lengths their prefixes have.
-        #[test]
-        fn round_trips_any_strings(events in proptest::collection::vec(
-            (proptest::bool::ANY, proptest::array::uniform5("[a-z0-9-]{0,200}|\\PC{0,80}"), -1i64..1 << 50),
-            0..8,
-        )) {
-            let mut w = BatchWriter::new();
-            let events: Vec<Event<'_>> = events
-                .iter()
-                .map(|(click, [a, b, c, d, e], t)| Event {
-                    kind: if *click { Kind::Click } else { Kind::Impression },
-                    window_start_ms: *t - 7,
-                    event_time_ms: *t,
-                    impression_time_ms: *t + 1,
-                    cost: *t as f64 / 3.0,
-                    campaign_id: a,
-                    ad_id: b,
-                    device_type: c,
-                    browser: d,
-                    user_id: e,
-                })
-                .collect();
-            for e in &events {
-                w.push(e);
-            }
-            let read: Vec<_> = BatchReader::new(w.bytes()).unwrap().collect::<Result<_, _>>().unwrap();
-            proptest::prop_assert_eq!(read, events);
-        }
-    }
-
     #[test]
     fn rejects_damaged_batches() {
         assert_eq!(BatchReader::new(b"XXXX\0\0\0\0").err(), Some(BatchError::BadMagic));

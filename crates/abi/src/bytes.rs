@@ -22,17 +22,3 @@ pub fn short_eq(a: &[u8], b: &[u8]) -> bool {
         _ => a == b,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn short_eq_is_equality(a in prop::collection::vec(0u8..3, 0..40), b in prop::collection::vec(0u8..3, 0..40)) {
-            prop_assert_eq!(short_eq(&a, &b), a == b);
-            prop_assert!(short_eq(&a, &a.clone()));
-        }
-    }
-}
