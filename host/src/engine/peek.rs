@@ -26,7 +26,7 @@ use crate::plugin::Aggregator;
 const MAX_SHOWN: usize = 10;
 
 /// What this host's tasks hold of the windows not published yet.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct OpenWindows {
     /// Always true: none of these figures is a published result.
     pub partial: bool,
@@ -35,6 +35,14 @@ pub struct OpenWindows {
     /// Where each of their partitions had been read when the figures were taken.
     pub positions: Vec<Position>,
     pub windows: Vec<OpenWindow>,
+}
+
+/// Before the first figures are taken (they are taken only while someone looks, every second),
+/// and after a rebalance: no window yet, and still never a published result.
+impl Default for OpenWindows {
+    fn default() -> Self {
+        OpenWindows { partial: true, tasks: Vec::new(), positions: Vec::new(), windows: Vec::new() }
+    }
 }
 
 /// An input partition and the offset below which its events are in the figures.
