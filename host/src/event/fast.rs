@@ -153,9 +153,9 @@ const CLICK_LAYOUT: [&str; 4] = [r#"{"click_id":"#, r#","impression_id":"#, r#",
 
 /// The common case of [`fields`], cheaper: the message is exactly `layout[0]`, a value,
 /// `layout[1]`, a value, ..., and `}`. Each key is compared with its punctuation as one short
-/// run of bytes instead of being scanned as a string and looked up, and no whitespace is
-/// skipped. `None` for anything else (it may have handed some values to `set` by then); the
-/// general walk decides those. Where this answers, [`fields`] answers the same: the same
+/// run of bytes instead of being scanned as a string and looked up; a value is read as the
+/// general walk reads it. `None` for anything else (it may have handed some values to `set` by
+/// then); the general walk decides those. Where this answers, [`fields`] answers the same: the same
 /// values, each field once, nothing after the object.
 fn in_layout<'a>(text: &'a str, layout: &[&str], mut set: impl FnMut(usize, Value<'a>) -> Option<()>) -> Option<()> {
     let bytes = text.as_bytes();
@@ -167,15 +167,7 @@ fn in_layout<'a>(text: &'a str, layout: &[&str], mut set: impl FnMut(usize, Valu
             return None;
         }
         s.at = end;
-        let value = match *bytes.get(s.at)? {
-            b'"' => {
-                s.at += 1;
-                Value::Str(s.string()?)
-            }
-            b'-' | b'0'..=b'9' => Value::Num(s.number()?),
-            _ => return None,
-        };
-        set(i, value)?;
+        set(i, s.value()?)?;
     }
     (s.at + 1 == bytes.len() && bytes[s.at] == b'}').then_some(())
 }
