@@ -211,6 +211,14 @@ impl KafkaSink {
             // `init_transactions` often finds its coordinator not connected yet and tries again
             // only 500 ms later (4 start-ups in 10 took 0.6 s instead of 0.15, BENCHMARKS.md).
             defaults.push(("enable.sparse.connections", "false"));
+            // A transaction that begins right after a commit (each task's window closing is
+            // committed on its own, then the merge's publication) often finds the coordinator
+            // still writing the last one's markers: `CONCURRENT_TRANSACTIONS`, and librdkafka
+            // sends `AddOffsetsToTxn` again after `retry.backoff.ms`, 100 ms by default. That
+            // was most of the live result latency's p99 (233–289 ms, 118–127 ms with this;
+            // BENCHMARKS.md). Other retries start from it too, and back off exponentially up
+            // to `retry.backoff.max.ms` (1 s) as before.
+            defaults.push(("retry.backoff.ms", "10"));
         }
         let context = SinkContext {
             client: HostContext::new(Role::Producer, settings.clone(), health.clone()),
