@@ -3,9 +3,17 @@
 //!
 //! `BaseConsumer::poll` hands over one message per call: a locked dequeue, an event set up, an
 //! `Arc` allocated, the clock read twice for `max.poll.interval.ms`, and the wake-up of a waiting
-//! thread. Here every assigned partition's fetch queue is forwarded to one queue of the host's
-//! own, [`Fetched`], drained up to [`BATCH`] messages per call. The consumer's queue keeps the
-//! group's events (rebalances, errors, commits), served by `BaseConsumer::poll` as before.
+//! thread. Here every assigned partition's fetch queue is forwarded to one of two queues of the
+//! host's own, [`Fetched`], drained up to [`BATCH`] messages per call: the input partitions' and,
+//! apart, the partials partition's ([`Lane`]). The consumer's queue keeps the group's events
+//! (rebalances, errors, commits), served by `BaseConsumer::poll` as before.
+//!
+//! Why the partials have a queue of their own: librdkafka stops fetching a partition while the
+//! queue its messages go to holds `queued.max.messages.kbytes`, and it measures the queue a
+//! partition is forwarded to. In one queue shared with the inputs, a task's partials record (the
+//! merge stage's input) waited behind every input message fetched before it, and in catch-up its
+//! partition was not even fetched until the inputs' backlog drained: 120–250 ms of result
+//! latency (BENCHMARKS.md). Apart, it is fetched as soon as it is committed and taken first.
 //!
 //! What keeps the unsafe code below sound, and the messages in order:
 //!
@@ -21,15 +29,21 @@
 //!    never forwards to the consumer's queue again: a partition not forwarded here would keep its
 //!    messages in its own queue, unread (its task would hold the merge back; no number would be
 //!    wrong). Messages of an older assignment are dropped by librdkafka's version check as they
-//!    are taken (the version moves on before `unassign` returns).
-//! 3. **The queue dies before the client.** A queue handle refers to its `rd_kafka_t`; the owner
+//!    are taken (the version moves on before `unassign` returns). Only the order within a
+//!    partition is kept: which partition's messages come first, librdkafka's fetches decide
+//!    anyway, and [`Fetched::take`] puts the partials ahead.
+//! 3. **The queues die before the client.** A queue handle refers to its `rd_kafka_t`; the owner
 //!    ([`crate::source::kafka::KafkaSource`]) declares its `Fetched` before its consumer, so that
 //!    it is dropped first. Taken messages are destroyed (their buffers given back) when the next
-//!    batch is taken and when the queue is dropped, never later: [`Message`]s borrow the queue.
-//! 4. **Waking is safe after the queue is gone.** The consumer's queue wakes a waiting
-//!    [`Fetched::take`] when an event arrives ([`Fetched::waker`], librdkafka's non-empty
-//!    callback, on one of its threads). The callback reaches the queue through a lock that the
-//!    drop empties before destroying the handle.
+//!    batch is taken and when the queues are dropped, never later: [`Message`]s borrow them.
+//! 4. **Waking is safe after the queues are gone.** A [`Fetched::take`] waits on the input queue
+//!    alone. Two things wake it: an event on the consumer's queue ([`Fetched::waker`],
+//!    librdkafka's non-empty callback, on one of its threads), which reaches the input queue
+//!    through a lock that the drop empties before destroying the handle; and a message on the
+//!    partials queue, whose event callback ([`wake_inputs`]) is given the input queue's handle and
+//!    is switched off, under the partials queue's lock, before either queue is destroyed. That
+//!    callback runs with the partials queue locked and locks the input queue: nothing locks them
+//!    the other way round (the input queue has no callback and forwards nowhere).
 
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
@@ -53,9 +67,19 @@ unsafe impl Send for QueuePtr {}
 /// The handle the waker uses: `None` once the queue is destroyed (invariant 4).
 type WakeSlot = Arc<Mutex<Option<QueuePtr>>>;
 
-/// The host's queue of fetched messages, and the messages taken from it last.
+/// Which of the host's queues a partition's messages go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The input topics' partitions.
+    Input,
+    /// The partials topic's partition (the merge stage's input): taken ahead of the inputs.
+    Partials,
+}
+
+/// The host's queues of fetched messages, and the messages taken from them last.
 pub struct Fetched {
-    queue: *mut rd::rd_kafka_queue_t,
+    inputs: *mut rd::rd_kafka_queue_t,
+    partials: *mut rd::rd_kafka_queue_t,
     wake: WakeSlot,
     /// Taken by the last [`Fetched::take`], owned here until the next one (invariant 3).
     taken: Vec<*mut rd::rd_kafka_message_t>,
@@ -67,19 +91,32 @@ unsafe impl Send for Fetched {}
 
 impl Fetched {
     pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Self {
-        // SAFETY: the client pointer is valid for the consumer's lifetime, which outlasts this
-        // queue (invariant 3). rd_kafka_queue_new never returns null (it aborts on no memory).
-        let queue = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
-        Fetched { queue, wake: Arc::new(Mutex::new(Some(QueuePtr(queue)))), taken: Vec::with_capacity(BATCH) }
+        let client = consumer.client().native_ptr();
+        // SAFETY: the client pointer is valid for the consumer's lifetime, which outlasts these
+        // queues (invariant 3). rd_kafka_queue_new never returns null (it aborts on no memory).
+        // The callback's handle stays valid until the callback is switched off (invariant 4).
+        let (inputs, partials) = unsafe {
+            let inputs = rd::rd_kafka_queue_new(client);
+            let partials = rd::rd_kafka_queue_new(client);
+            rd::rd_kafka_queue_cb_event_enable(partials, Some(wake_inputs), inputs.cast());
+            (inputs, partials)
+        };
+        Fetched {
+            inputs,
+            partials,
+            wake: Arc::new(Mutex::new(Some(QueuePtr(inputs)))),
+            taken: Vec::with_capacity(BATCH),
+        }
     }
 
-    /// Sends the fetched messages of `partition` of `topic` here from now on. Call before
-    /// assigning it, at every assignment (invariant 2).
+    /// Sends the fetched messages of `partition` of `topic` to the queue of `lane` from now on.
+    /// Call before assigning it, at every assignment (invariant 2).
     pub fn forward<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         topic: &str,
         partition: i32,
+        lane: Lane,
     ) -> Result<(), KafkaError> {
         let name = CString::new(topic).map_err(|_| KafkaError::Subscription(format!("topic name {topic:?}")))?;
         // SAFETY: valid client pointer and C string; the partition queue handle returned is
@@ -90,7 +127,7 @@ impl Fetched {
             if partition_queue.is_null() {
                 return Err(KafkaError::Subscription(format!("no fetch queue for {topic} [{partition}]")));
             }
-            rd::rd_kafka_queue_forward(partition_queue, self.queue);
+            rd::rd_kafka_queue_forward(partition_queue, self.queue(lane));
             rd::rd_kafka_queue_destroy(partition_queue);
         }
         Ok(())
@@ -109,33 +146,59 @@ impl Fetched {
         }
     }
 
-    /// Gives back the last batch, then takes up to [`BATCH`] messages: those already fetched,
-    /// without waiting; if there are none, waits up to `wait` for the first and takes what came
-    /// with it. Returns how many were taken ([`Fetched::message`] reads them). Returns early,
-    /// possibly with none, when woken.
+    fn queue(&self, lane: Lane) -> *mut rd::rd_kafka_queue_t {
+        match lane {
+            Lane::Input => self.inputs,
+            Lane::Partials => self.partials,
+        }
+    }
+
+    /// Gives back the last batch, then takes up to [`BATCH`] messages, the partials first: those
+    /// already fetched, without waiting; if there are none, waits up to `wait` for the first
+    /// input message and takes what came with it. Returns how many were taken
+    /// ([`Fetched::message`] reads them). Returns early, possibly with none, when woken.
     pub fn take(&mut self, wait: Duration) -> usize {
         self.give_back();
-        self.take_more(0, BATCH);
+        self.take_more(Lane::Partials, 0);
+        self.take_more(Lane::Input, 0);
+        if self.taken.is_empty() {
+            // A partials record that came after its queue was looked at woke the input queue,
+            // and the look at the input queue may have taken that wake-up: look again, before
+            // waiting. One that comes later wakes the wait.
+            self.take_more(Lane::Partials, 0);
+        }
         if self.taken.is_empty() {
             let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-            self.take_more(wait_ms, 1);
-            if !self.taken.is_empty() {
-                self.take_more(0, BATCH - 1);
-            }
+            self.take_one(wait_ms);
+            self.take_more(Lane::Partials, 0);
+            self.take_more(Lane::Input, 0);
         }
         self.taken.len()
     }
 
-    /// Appends up to `most` messages, waiting up to `wait_ms` (0: not at all) for the first.
-    fn take_more(&mut self, wait_ms: i32, most: usize) {
+    /// Appends what the queue of `lane` holds, up to [`BATCH`] messages in all, waiting up to
+    /// `wait_ms` (0: not at all) for the first.
+    fn take_more(&mut self, lane: Lane, wait_ms: i32) {
+        self.take_from(self.queue(lane), wait_ms, BATCH - self.taken.len());
+    }
+
+    /// Waits up to `wait_ms` for one input message (or a wake-up).
+    fn take_one(&mut self, wait_ms: i32) {
+        self.take_from(self.inputs, wait_ms, 1);
+    }
+
+    fn take_from(&mut self, queue: *mut rd::rd_kafka_queue_t, wait_ms: i32, most: usize) {
         let have = self.taken.len();
+        if most == 0 {
+            return;
+        }
         debug_assert!(have + most <= self.taken.capacity());
-        // SAFETY: the array has room for `most` more pointers past `have` (capacity BATCH, and
-        // callers never ask beyond it); librdkafka writes at most `most` of them and returns how
-        // many (or -1, writing none), which become the vector's length: each one a message
-        // owned here until `give_back`.
+        // SAFETY: `queue` is one of ours, alive (invariant 3); the array has room for `most`
+        // more pointers past `have` (capacity BATCH, and callers never ask beyond it);
+        // librdkafka writes at most `most` of them and returns how many (or -1, writing none),
+        // which become the vector's length: each one a message owned here until `give_back`.
         unsafe {
-            let n = rd::rd_kafka_consume_batch_queue(self.queue, wait_ms, self.taken.as_mut_ptr().add(have), most);
+            let n = rd::rd_kafka_consume_batch_queue(queue, wait_ms, self.taken.as_mut_ptr().add(have), most);
             if n > 0 {
                 self.taken.set_len(have + n as usize);
             }
@@ -161,10 +224,24 @@ impl Drop for Fetched {
     fn drop(&mut self) {
         self.give_back();
         self.wake.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // SAFETY: no waker can reach the handle any more, no message is outstanding, and the
-        // client is still alive (invariant 3).
-        unsafe { rd::rd_kafka_queue_destroy(self.queue) };
+        // SAFETY: switching the callback off takes the partials queue's lock, under which the
+        // callback runs: once it returns, no callback holds the input queue's handle. Then no
+        // waker can reach either handle, no message is outstanding, and the client is still
+        // alive (invariants 3 and 4).
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(self.partials, None, std::ptr::null_mut());
+            rd::rd_kafka_queue_destroy(self.partials);
+            rd::rd_kafka_queue_destroy(self.inputs);
+        }
     }
+}
+
+/// The partials queue's event callback (librdkafka calls it, on one of its threads, when a
+/// message arrives there): wakes a [`Fetched::take`] waiting on the input queue, `opaque`.
+unsafe extern "C" fn wake_inputs(_client: *mut rd::rd_kafka_t, opaque: *mut std::ffi::c_void) {
+    // SAFETY: `opaque` is the input queue's handle, alive while the callback is switched on
+    // (invariant 4).
+    unsafe { rd::rd_kafka_queue_yield(opaque.cast()) };
 }
 
 /// One message of a batch, borrowed from it.

@@ -31,7 +31,7 @@ use crate::config::KafkaConfig;
 use crate::engine::Engine;
 use crate::engine::watermark::PartitionId;
 use crate::event::Source;
-use crate::kafka::fetched::{Fetched, Message};
+use crate::kafka::fetched::{Fetched, Lane, Message};
 use crate::kafka::group::{GroupContext, Rebalanced};
 use crate::kafka::{Failure, Health, HostContext, Role};
 use crate::ops::PartitionStatus;
@@ -433,8 +433,9 @@ impl KafkaSource {
         }
         self.wait_for_missing_halves(engine, now)?;
         for (topic, partition, _) in &start {
+            let lane = if *topic == self.config.partials_topic { Lane::Partials } else { Lane::Input };
             self.fetched
-                .forward(&self.consumer, topic, *partition)
+                .forward(&self.consumer, topic, *partition, lane)
                 .map_err(|e| Failure::kafka(e, "taking the assigned partitions' messages"))?;
         }
         let tpl = crate::kafka::group::assignment(&start).map_err(|e| Failure::kafka(e, "assigning partitions"))?;
