@@ -354,10 +354,11 @@ impl<'a> Attempt<'a> {
 
     fn periodic(&mut self, now: Instant) -> Result<(), Failure> {
         // A window the merge stage can publish: first the input topics' partition count from
-        // the cluster (one metadata round trip per window), so that partitions added since
+        // the cluster (one metadata round trip per window, on the admin client's connection:
+        // see `refresh_task_count`), so that partitions added since
         // are waited for rather than left out.
         if self.pipeline.merge_due() {
-            let tasks = self.source.refresh_task_count()?;
+            let tasks = self.source.refresh_task_count(&self.admin)?;
             self.pipeline.publish_merged(tasks, now, &mut self.sink)?;
         }
         if Timers::due(&mut self.timers.housekeeping, HOUSEKEEPING_EVERY, now) {

@@ -8,12 +8,13 @@
 //! or late copy of any message the inputs accept, with the host's headers, fits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
 
 use super::context::{Health, HostContext};
 use super::failure::Failure;
@@ -31,6 +32,11 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Admin {
     client: AdminClient<HostContext>,
     runtime: tokio::runtime::Runtime,
+    /// With SASL OAUTHBEARER: when to give the client the token file's token again (ms since
+    /// the epoch). The client is kept for the run (the merge stage asks it before every window,
+    /// the swap path on every new plugin); a token is not.
+    renew_token_at: Option<Mutex<i64>>,
+    settings: Arc<ClientSettings>,
 }
 
 impl Admin {
@@ -40,11 +46,39 @@ impl Admin {
             .client_config(Role::Admin, &[])
             .create_with_context(context)
             .map_err(|e| settings.explain(Role::Admin, e))?;
-        if settings.sasl.as_ref().is_some_and(|s| s.mechanism == SaslMechanism::OAuthBearer) {
-            give_token(&client, settings)?;
-        }
+        let renew_token_at = if settings.sasl.as_ref().is_some_and(|s| s.mechanism == SaslMechanism::OAuthBearer) {
+            let expires_ms = give_token(&client, settings)?;
+            Some(Mutex::new(renewal_time(crate::ops::now_ms(), expires_ms)))
+        } else {
+            None
+        };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Admin { client, runtime })
+        Ok(Admin { client, runtime, renew_token_at, settings: settings.clone() })
+    }
+
+    /// The client, given a fresh OAUTHBEARER token first when the last one is most of the way
+    /// through its lifetime (as librdkafka asks the other clients for one). A token file that
+    /// cannot be read is tried again 10 s later; the client keeps the token it has meanwhile.
+    fn client(&self) -> &AdminClient<HostContext> {
+        if let Some(renew_at) = &self.renew_token_at {
+            let mut renew_at = renew_at.lock().unwrap_or_else(|e| e.into_inner());
+            let now_ms = crate::ops::now_ms();
+            if now_ms >= *renew_at {
+                *renew_at = match give_token(&self.client, &self.settings) {
+                    Ok(expires_ms) => renewal_time(now_ms, expires_ms),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot renew the admin client's OAUTHBEARER token; trying again in 10 s");
+                        now_ms + 10_000
+                    }
+                };
+            }
+        }
+        &self.client
+    }
+
+    /// The metadata of `topic`, asked on the admin client's own connection.
+    pub fn metadata(&self, topic: &str, timeout: Duration) -> KafkaResult<Metadata> {
+        self.client().inner().fetch_metadata(Some(topic), timeout)
     }
 
     /// The partitions of `topic`, or `None` if the cluster does not have it.
@@ -108,7 +142,7 @@ impl Admin {
         let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
         let results = self
             .runtime
-            .block_on(self.client.describe_configs(&resources, &options))
+            .block_on(self.client().describe_configs(&resources, &options))
             .map_err(|e| Failure::kafka(e, "reading the topics' max.message.bytes"))?;
         for (topic, result) in topics.iter().zip(results) {
             // A topic's error comes as no configuration at all (rust-rdkafka drops the code).
@@ -153,7 +187,7 @@ impl Admin {
         let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
         let results = self
             .runtime
-            .block_on(self.client.create_topics(&new, &options))
+            .block_on(self.client().create_topics(&new, &options))
             .map_err(|e| Failure::kafka(e, "creating output topics"))?;
         let mut created = HashMap::new();
         for result in results {
@@ -189,12 +223,19 @@ impl Admin {
     }
 }
 
+/// When to renew a token that expires at `expires_ms`, given at `now_ms`: 80% of the way through
+/// its remaining lifetime, as librdkafka does.
+fn renewal_time(now_ms: i64, expires_ms: i64) -> i64 {
+    now_ms + (expires_ms - now_ms).max(0) * 4 / 5
+}
+
 /// rust-rdkafka's admin client never polls the queue on which librdkafka asks for OAUTHBEARER
-/// tokens, so it is given the current token at once. An admin client lives for seconds; the
-/// token outlives it.
-fn give_token(client: &AdminClient<HostContext>, settings: &ClientSettings) -> anyhow::Result<()> {
+/// tokens, so it is given the token file's current token, here; returns when that expires (ms
+/// since the epoch). [`Admin::client`] gives it again before then.
+fn give_token(client: &AdminClient<HostContext>, settings: &ClientSettings) -> anyhow::Result<i64> {
     let file = settings.token_file().context("SASL OAUTHBEARER needs --sasl-oauthbearer-token-file")?;
     let token = super::context::read_token(file)?;
+    let expires_ms = token.lifetime_ms;
     let value = std::ffi::CString::new(token.token).context("the token holds a NUL byte")?;
     let principal = std::ffi::CString::new(token.principal_name).context("the principal holds a NUL byte")?;
     let mut errstr = [0 as std::ffi::c_char; 512];
@@ -218,5 +259,17 @@ fn give_token(client: &AdminClient<HostContext>, settings: &ClientSettings) -> a
         let message = unsafe { std::ffi::CStr::from_ptr(errstr.as_ptr()) }.to_string_lossy().into_owned();
         anyhow::bail!("the admin client refused the OAUTHBEARER token from {}: {message}", file.display());
     }
-    Ok(())
+    Ok(expires_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewal_time;
+
+    #[test]
+    fn a_token_is_renewed_four_fifths_through_its_remaining_life() {
+        assert_eq!(renewal_time(1_000_000, 1_100_000), 1_080_000);
+        // One already expired (a clock ahead of the issuer's): at once.
+        assert_eq!(renewal_time(1_000_000, 900_000), 1_000_000);
+    }
 }

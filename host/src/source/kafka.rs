@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::metadata::Metadata;
 
 use crate::config::KafkaConfig;
 use crate::engine::Engine;
 use crate::engine::watermark::PartitionId;
 use crate::event::Source;
+use crate::kafka::admin::Admin;
 use crate::kafka::fetched::{Fetched, Lane, Message};
 use crate::kafka::group::{GroupContext, Rebalanced};
 use crate::kafka::{Failure, Health, HostContext, Role};
@@ -226,7 +227,7 @@ impl KafkaSource {
         };
         // The probe's answer is the impressions topic's metadata: the first of the two reads.
         let impressions = source.wait_for_cluster(health)?;
-        let (i, c) = source.partition_counts(Some(impressions))?;
+        let (i, c) = source.partition_counts(Some(impressions), source.by_consumer())?;
         source.check_co_partitioned(i, c)?;
         source.tasks = i;
         Ok(source)
@@ -235,8 +236,8 @@ impl KafkaSource {
     /// The number of tasks while the host runs: the larger of the two partition counts. They
     /// differ only while an operator adds partitions to one topic and then the other: the host
     /// says so and goes on (refusing to start is for a host that starts that way).
-    fn count_tasks(&self) -> Result<usize, Failure> {
-        let (i, c) = self.partition_counts(None)?;
+    fn count_tasks(&self, ask: impl Fn(&str) -> KafkaResult<Metadata>) -> Result<usize, Failure> {
+        let (i, c) = self.partition_counts(None, ask)?;
         if let Err(e) = self.check_co_partitioned(i, c) {
             tracing::warn!(error = %e, "the input topics have different partition counts; waiting for them to match");
         }
@@ -244,10 +245,14 @@ impl KafkaSource {
     }
 
     /// The partition counts of the impressions and the clicks topic (from `impressions`, the
-    /// impressions topic's metadata, if given).
-    fn partition_counts(&self, impressions: Option<Metadata>) -> Result<(usize, usize), Failure> {
+    /// impressions topic's metadata, if given), asking the cluster with `ask`.
+    fn partition_counts(
+        &self,
+        impressions: Option<Metadata>,
+        ask: impl Fn(&str) -> KafkaResult<Metadata>,
+    ) -> Result<(usize, usize), Failure> {
         let fetch = |topic: &str| {
-            self.consumer.fetch_metadata(Some(topic), STEP_DEADLINE).map_err(|e| {
+            ask(topic).map_err(|e| {
                 Failure::kafka(e, format!("fetching metadata of topic {topic} from {}", self.config.client.brokers))
             })
         };
@@ -293,10 +298,21 @@ impl KafkaSource {
         self.tasks
     }
 
-    /// The number of tasks, read from the cluster now. More than before: partitions were added
-    /// to both topics (the group gives the new tasks out at its next metadata refresh).
-    pub fn refresh_task_count(&mut self) -> Result<usize, Failure> {
-        let tasks = self.count_tasks()?;
+    /// Asks the cluster for a topic's metadata through the consumer.
+    fn by_consumer(&self) -> impl Fn(&str) -> KafkaResult<Metadata> + '_ {
+        |topic| self.consumer.fetch_metadata(Some(topic), STEP_DEADLINE)
+    }
+
+    /// The number of tasks, read from the cluster now through `admin`. More than before:
+    /// partitions were added to both topics (the group gives the new tasks out at its next
+    /// metadata refresh).
+    ///
+    /// Not through the consumer: the merge stage asks this before every window it publishes,
+    /// and a broker serves one connection's requests in turn, so on the consumer's connection
+    /// the question waited behind a fetch parked for `fetch.wait.max.ms` (the input queue full,
+    /// in catch-up), twice: ~100 ms of every window's result latency (BENCHMARKS.md).
+    pub fn refresh_task_count(&mut self, admin: &Admin) -> Result<usize, Failure> {
+        let tasks = self.count_tasks(|topic| admin.metadata(topic, STEP_DEADLINE))?;
         if tasks != self.tasks {
             tracing::info!(
                 from = self.tasks,
@@ -370,7 +386,7 @@ impl KafkaSource {
     pub fn assign(&mut self, engine: &mut Engine, partitions: &[(String, i32)]) -> Result<(), Failure> {
         engine.reset_assignment();
         self.assigned = Assignment::default();
-        self.tasks = self.count_tasks()?;
+        self.tasks = self.count_tasks(self.by_consumer())?;
         let mut asked = TopicPartitionList::new();
         for (topic, partition) in partitions {
             asked.add_partition(topic, *partition);
@@ -541,7 +557,7 @@ impl KafkaSource {
         // every broker's metadata yet.
         use rdkafka::error::RDKafkaErrorCode as C;
         if matches!(code, C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition)
-            && self.partition_counts(None).is_ok()
+            && self.partition_counts(None, self.by_consumer()).is_ok()
         {
             return None;
         }
