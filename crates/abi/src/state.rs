@@ -1,5 +1,5 @@
 //! Reading and writing exported accumulators (`export-window`, `restore-window`,
-//! `merge-window`): little-endian numbers and length-prefixed strings, nothing more.
+//! `merge-window`): little-endian numbers and length-prefixed strings (or bytes), nothing more.
 
 use std::fmt;
 
@@ -30,8 +30,14 @@ impl StateWriter {
     }
 
     pub fn str(&mut self, s: &str) -> &mut Self {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
+        self.bytes(s.as_bytes())
+    }
+
+    /// A byte string, encoded as [`StateWriter::str`] encodes a string: read back with
+    /// [`StateReader::bytes`], or with [`StateReader::str`] if it is UTF-8.
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.u64(b.len() as u64);
+        self.0.extend_from_slice(b);
         self
     }
 }
@@ -72,8 +78,14 @@ impl<'a> StateReader<'a> {
     }
 
     pub fn str(&mut self) -> Result<&'a str, StateError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| StateError("string is not UTF-8"))
+    }
+
+    /// A string's bytes, not checked for UTF-8: for what is only hashed and compared (checking
+    /// is a measurable share of restoring a large set of ids).
+    pub fn bytes(&mut self) -> Result<&'a [u8], StateError> {
         let n = self.len(1)?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| StateError("string is not UTF-8"))
+        self.take(n)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,7 +36,7 @@ impl Aggregation for Engagement {
     fn add(&mut self, event: &Event<'_>) {
         let device = self.device(event.device_type);
         device.impressions += 1;
-        device.users.insert(event.user_id);
+        device.users.insert(event.user_id.as_bytes());
     }
 
     fn emit(self, start_ms: i64, end_ms: i64, out: &mut Vec<Output>) {
@@ -60,7 +60,7 @@ impl Aggregation for Engagement {
         for (device_type, d) in &self.devices {
             out.str(device_type).u64(d.impressions).u64(d.users.len() as u64);
             for user in d.users.iter() {
-                out.str(user);
+                out.bytes(user);
             }
         }
     }
@@ -78,7 +78,7 @@ impl Aggregation for Engagement {
             mine.impressions += impressions;
             mine.users.reserve(users);
             for _ in 0..users {
-                mine.users.insert(input.str()?);
+                mine.users.insert(input.bytes()?);
             }
         }
         Ok(acc)
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(acc.devices.len(), 1);
         let (device, d) = &acc.devices[0];
         assert_eq!((&**device, d.impressions, d.users.len()), ("mobile", 7, 3));
-        assert!(d.users.iter().eq(["u1", "u2", "u3"]));
+        assert!(d.users.iter().eq(["u1", "u2", "u3"].map(str::as_bytes)));
     }
 
     /// Two tasks' partials of a window: users seen at both count once, a device seen at one
