@@ -179,7 +179,7 @@ impl<'a> BatchReader<'a> {
         };
         // The usual case, ASCII (ids and labels are): then every sub-slice is UTF-8 and no
         // character can be split, which is cheaper to know than to check string by string.
-        if region.is_ascii() {
+        if crate::bytes::is_ascii(region) {
             let mut from = 0;
             let strs = ends.map(|end| {
                 let bytes = &region[from + 2..end];

@@ -2,10 +2,15 @@
 //! `adstream new-plugin` vendors `src/` into plugin projects, which have no proptest.
 
 use adstream_abi::batch::{BatchReader, BatchWriter, Event, Kind};
-use adstream_abi::bytes::short_eq;
+use adstream_abi::bytes::{is_ascii, short_eq};
 use proptest::prelude::*;
 
 proptest! {
+    #[test]
+    fn is_ascii_is_cores(bytes in prop::collection::vec(prop_oneof![30 => 0u8..0x80, 1 => Just(0x80u8), 1 => Just(0xffu8)], 0..40)) {
+        prop_assert_eq!(is_ascii(&bytes), bytes.is_ascii());
+    }
+
     #[test]
     fn short_eq_is_equality(a in prop::collection::vec(0u8..3, 0..40), b in prop::collection::vec(0u8..3, 0..40)) {
         prop_assert_eq!(short_eq(&a, &b), a == b);
