@@ -153,6 +153,12 @@ impl Fetched {
         }
     }
 
+    /// How many messages wait in the queue of `lane`, not taken yet.
+    pub fn waiting(&self, lane: Lane) -> usize {
+        // SAFETY: the queue is alive (invariant 3); librdkafka reads its length under its lock.
+        unsafe { rd::rd_kafka_queue_length(self.queue(lane)) }
+    }
+
     /// Gives back the last batch, then takes up to [`BATCH`] messages, the partials first: those
     /// already fetched, without waiting; if there are none, waits up to `wait` for the first
     /// input message and takes what came with it. Returns how many were taken
@@ -170,7 +176,10 @@ impl Fetched {
         if self.taken.is_empty() {
             let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
             self.take_one(wait_ms);
+            let waited = self.taken.len();
             self.take_more(Lane::Partials, 0);
+            // The partials ahead of the input message the wait came back with, as above.
+            self.taken.rotate_left(waited);
             self.take_more(Lane::Input, 0);
         }
         self.taken.len()

@@ -21,6 +21,7 @@ mod console_browser;
 mod consumer_group;
 mod crash_recovery;
 mod e2e_kafka;
+mod fetched;
 mod hostile_input;
 mod logs;
 mod plugins;
