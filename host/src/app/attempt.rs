@@ -353,10 +353,10 @@ impl<'a> Attempt<'a> {
     }
 
     fn periodic(&mut self, now: Instant) -> Result<(), Failure> {
-        // A window the merge stage can publish: first the input topics' partition count from
-        // the cluster (one metadata round trip per window, on the admin client's connection:
-        // see `refresh_task_count`), so that partitions added since
-        // are waited for rather than left out.
+        // A window the merge stage can publish: first the input topics' partition counts from
+        // the cluster (a metadata request per input topic and window, on the admin client's
+        // connection: see `refresh_task_count`), so that partitions added since are waited for
+        // rather than left out.
         if self.pipeline.merge_due() {
             let tasks = self.source.refresh_task_count(&self.admin)?;
             self.pipeline.publish_merged(tasks, now, &mut self.sink)?;

@@ -43,7 +43,19 @@ impl Admin {
     pub fn new(settings: &Arc<ClientSettings>, health: &Health) -> anyhow::Result<Admin> {
         let context = HostContext::new(Role::Admin, settings.clone(), health.clone());
         let client: AdminClient<HostContext> = settings
-            .client_config(Role::Admin, &[])
+            .client_config(
+                Role::Admin,
+                &[
+                    // rust-rdkafka's admin client is a producer handle, for which librdkafka
+                    // lets a metadata request create a missing topic: the merge stage asks
+                    // this client for the input topics before every window, and a deleted
+                    // input topic must stop the host, not come back empty.
+                    ("allow.auto.create.topics", "false"),
+                    // Every publication asks it: after an outage, reconnect within 2 s of the
+                    // broker's return (default: 10 s), as the consumer and producer do.
+                    ("reconnect.backoff.max.ms", "2000"),
+                ],
+            )
             .create_with_context(context)
             .map_err(|e| settings.explain(Role::Admin, e))?;
         let renew_token_at = if settings.sasl.as_ref().is_some_and(|s| s.mechanism == SaslMechanism::OAuthBearer) {
@@ -84,7 +96,7 @@ impl Admin {
     /// The partitions of `topic`, or `None` if the cluster does not have it.
     pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, Failure> {
         let metadata = self
-            .client
+            .client()
             .inner()
             .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
             .map_err(|e| Failure::kafka(e, format!("fetching the metadata of topic {topic}")))?;
@@ -106,7 +118,7 @@ impl Admin {
     /// Those of `topics` the cluster does not have.
     pub fn missing(&self, topics: &[String]) -> Result<Vec<String>, Failure> {
         let metadata = self
-            .client
+            .client()
             .inner()
             .fetch_metadata(None, ADMIN_TIMEOUT)
             .map_err(|e| Failure::kafka(e, "listing the cluster's topics"))?;

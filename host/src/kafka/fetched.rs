@@ -12,8 +12,9 @@
 //! queue its messages go to holds `queued.max.messages.kbytes`, and it measures the queue a
 //! partition is forwarded to. In one queue shared with the inputs, a task's partials record (the
 //! merge stage's input) waited behind every input message fetched before it, and in catch-up its
-//! partition was not even fetched until the inputs' backlog drained: 120–250 ms of result
-//! latency (BENCHMARKS.md). Apart, it is fetched as soon as it is committed and taken first.
+//! partition was not even fetched until the inputs' backlog drained (one of the waits in the
+//! catch-up result latency, BENCHMARKS.md "Result latency: three waits"). Apart, it is fetched
+//! as soon as it is committed and taken first.
 //!
 //! What keeps the unsafe code below sound, and the messages in order:
 //!
@@ -34,7 +35,7 @@
 //!    anyway, and [`Fetched::take`] puts the partials ahead.
 //! 3. **The queues die before the client.** A queue handle refers to its `rd_kafka_t`; the owner
 //!    ([`crate::source::kafka::KafkaSource`]) declares its `Fetched` before its consumer, so that
-//!    it is dropped first. Taken messages are destroyed (their buffers given back) when the next
+//!    it is dropped first ([`Fetched::new`] is `unsafe` for this: the caller promises it). Taken messages are destroyed (their buffers given back) when the next
 //!    batch is taken and when the queues are dropped, never later: [`Message`]s borrow them.
 //! 4. **Waking is safe after the queues are gone.** A [`Fetched::take`] waits on the input queue
 //!    alone. Two things wake it: an event on the consumer's queue ([`Fetched::waker`],
@@ -43,7 +44,12 @@
 //!    partials queue, whose event callback ([`wake_inputs`]) is given the input queue's handle and
 //!    is switched off, under the partials queue's lock, before either queue is destroyed. That
 //!    callback runs with the partials queue locked and locks the input queue: nothing locks them
-//!    the other way round (the input queue has no callback and forwards nowhere).
+//!    the other way round (the input queue has no callback and forwards nowhere), so the input
+//!    queue's lock is a leaf. (librdkafka's header asks event callbacks not to call librdkafka
+//!    for the same handle; `rd_kafka_queue_yield` on another queue only takes that queue's lock
+//!    in librdkafka 2.12, through every path the callback runs on: a fetched batch, the barrier
+//!    of a fetch's start, stop or seek, and the concatenation inside `forward`. The consumer's
+//!    waker does the same. Look again when rdkafka-sys is upgraded.)
 
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
@@ -78,6 +84,8 @@ pub enum Lane {
 
 /// The host's queues of fetched messages, and the messages taken from them last.
 pub struct Fetched {
+    /// The consumer's client, alive as long as this (invariant 3).
+    client: *mut rd::rd_kafka_t,
     inputs: *mut rd::rd_kafka_queue_t,
     partials: *mut rd::rd_kafka_queue_t,
     wake: WakeSlot,
@@ -85,15 +93,22 @@ pub struct Fetched {
     taken: Vec<*mut rd::rd_kafka_message_t>,
 }
 
-// SAFETY: the queue handle and the taken messages are only used through `&mut self` or `&self`
-// of the one owner; librdkafka allows both on any thread.
+// SAFETY: the client and queue handles and the taken messages are only used through `&mut self`
+// or `&self` of the one owner; librdkafka allows both on any thread.
 unsafe impl Send for Fetched {}
 
 impl Fetched {
-    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Self {
+    /// The queues of `consumer`'s client.
+    ///
+    /// # Safety
+    ///
+    /// `consumer` must outlive the returned value (invariant 3): its queues and messages refer
+    /// to the client.
+    pub unsafe fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Self {
         let client = consumer.client().native_ptr();
         // SAFETY: the client pointer is valid for the consumer's lifetime, which outlasts these
-        // queues (invariant 3). rd_kafka_queue_new never returns null (it aborts on no memory).
+        // queues (the caller's promise). rd_kafka_queue_new never returns null (it aborts on no
+        // memory).
         // The callback's handle stays valid until the callback is switched off (invariant 4).
         let (inputs, partials) = unsafe {
             let inputs = rd::rd_kafka_queue_new(client);
@@ -102,6 +117,7 @@ impl Fetched {
             (inputs, partials)
         };
         Fetched {
+            client,
             inputs,
             partials,
             wake: Arc::new(Mutex::new(Some(QueuePtr(inputs)))),
@@ -111,19 +127,12 @@ impl Fetched {
 
     /// Sends the fetched messages of `partition` of `topic` to the queue of `lane` from now on.
     /// Call before assigning it, at every assignment (invariant 2).
-    pub fn forward<C: ConsumerContext>(
-        &self,
-        consumer: &BaseConsumer<C>,
-        topic: &str,
-        partition: i32,
-        lane: Lane,
-    ) -> Result<(), KafkaError> {
+    pub fn forward(&self, topic: &str, partition: i32, lane: Lane) -> Result<(), KafkaError> {
         let name = CString::new(topic).map_err(|_| KafkaError::Subscription(format!("topic name {topic:?}")))?;
-        // SAFETY: valid client pointer and C string; the partition queue handle returned is
+        // SAFETY: a live client (invariant 3) and a C string; the partition queue handle returned is
         // ours to destroy, and forwarding keeps its own reference to our queue.
         unsafe {
-            let partition_queue =
-                rd::rd_kafka_queue_get_partition(consumer.client().native_ptr(), name.as_ptr(), partition);
+            let partition_queue = rd::rd_kafka_queue_get_partition(self.client, name.as_ptr(), partition);
             if partition_queue.is_null() {
                 return Err(KafkaError::Subscription(format!("no fetch queue for {topic} [{partition}]")));
             }
@@ -153,7 +162,9 @@ impl Fetched {
         }
     }
 
-    /// How many messages wait in the queue of `lane`, not taken yet.
+    /// How many operations wait in the queue of `lane`: its messages not taken yet, and
+    /// librdkafka's control operations among them (a barrier per partition at each fetch start,
+    /// messages of an older fetch not dropped yet).
     pub fn waiting(&self, lane: Lane) -> usize {
         // SAFETY: the queue is alive (invariant 3); librdkafka reads its length under its lock.
         unsafe { rd::rd_kafka_queue_length(self.queue(lane)) }

@@ -215,9 +215,10 @@ impl KafkaSink {
             // committed on its own, then the merge's publication) often finds the coordinator
             // still writing the last one's markers: `CONCURRENT_TRANSACTIONS`, and librdkafka
             // sends `AddOffsetsToTxn` again after `retry.backoff.ms`, 100 ms by default. That
-            // was most of the live result latency's p99 (233–289 ms, 118–127 ms with this;
-            // BENCHMARKS.md). Other retries start from it too, and back off exponentially up
-            // to `retry.backoff.max.ms` (1 s) as before.
+            // was most of the live result latency's p99 (233–292 ms, 118–127 ms with this;
+            // BENCHMARKS.md). Other retries start from it too (and the fast metadata refresh,
+            // `topic.metadata.refresh.fast.interval.ms`), backing off exponentially up to
+            // `retry.backoff.max.ms` (1 s) as before.
             defaults.push(("retry.backoff.ms", "10"));
         }
         let context = SinkContext {

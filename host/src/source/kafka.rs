@@ -195,8 +195,10 @@ impl KafkaSource {
             // full (default 1 s): long enough to run the queue dry at our rate. Measured in
             // BENCHMARKS.md: with the default the host waited on fetches for half of a run.
             ("fetch.queue.backoff.ms", "5"),
-            // Bounds the prefetched messages held in memory (default 64 MiB per partition); 4 MiB
-            // kept the host fed in the benchmark and took ~30 MB off its peak RSS against 16.
+            // Bounds the prefetched messages held in memory (default 64 MiB). librdkafka measures
+            // the queue a partition is forwarded to, so this bounds all the input partitions
+            // together ([`crate::kafka::fetched`]); 4 MiB kept the host fed in the benchmark and
+            // took ~30 MB off its peak RSS against 16.
             ("queued.max.messages.kbytes", "4096"),
             // After an outage, reconnect within 2 s of the broker's return (default: 10 s).
             ("reconnect.backoff.max.ms", "2000"),
@@ -214,7 +216,8 @@ impl KafkaSource {
             .client_config(Role::Consumer, &defaults)
             .create_with_context(context)
             .map_err(|e| Failure::Fatal(settings.explain(Role::Consumer, e)))?;
-        let fetched = Fetched::new(&consumer);
+        // SAFETY: the source owns both, and drops `fetched` first (its field comes first).
+        let fetched = unsafe { Fetched::new(&consumer) };
         // A rebalance or an error arriving while the pipeline waits for messages wakes it.
         consumer.set_nonempty_callback(fetched.waker());
         let mut source = KafkaSource {
@@ -451,7 +454,7 @@ impl KafkaSource {
         for (topic, partition, _) in &start {
             let lane = if *topic == self.config.partials_topic { Lane::Partials } else { Lane::Input };
             self.fetched
-                .forward(&self.consumer, topic, *partition, lane)
+                .forward(topic, *partition, lane)
                 .map_err(|e| Failure::kafka(e, "taking the assigned partitions' messages"))?;
         }
         let tpl = crate::kafka::group::assignment(&start).map_err(|e| Failure::kafka(e, "assigning partitions"))?;

@@ -21,7 +21,6 @@ mod console_browser;
 mod consumer_group;
 mod crash_recovery;
 mod e2e_kafka;
-mod fetched;
 mod hostile_input;
 mod logs;
 mod plugins;
@@ -31,6 +30,7 @@ mod plugins;
 /// them in the first pass (hosts, brokers, compilers on 2 cores) moves their clocks: in 6 at a
 /// time they failed by going over their bounds.
 mod quiet {
+    mod fetched;
     mod ops;
     mod plugin_faults;
     mod production_kafka;

@@ -56,20 +56,21 @@ fn partials_are_taken_first_and_wake_a_wait_for_inputs() {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut fetched = Fetched::new(&consumer);
+    // SAFETY: `fetched` is declared after `consumer`, so it is dropped first.
+    let mut fetched = unsafe { Fetched::new(&consumer) };
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, lane) in
         [(&inputs, 0, Lane::Input), (&inputs, 1, Lane::Input), (&partials, 0, Lane::Partials)]
     {
-        fetched.forward(&consumer, topic, partition, lane).unwrap();
+        fetched.forward(topic, partition, lane).unwrap();
         tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
     // Nothing taken until librdkafka has fetched everything: the partials record is then
     // behind 20,000 input messages, as in a catch-up. (A queue's length counts librdkafka's
-    // control operations too, a barrier per partition here.)
+    // control operations too: a barrier per partition as its fetch starts.)
     let deadline = Instant::now() + Duration::from_secs(60);
-    while fetched.waiting(Lane::Input) < INPUTS as usize || fetched.waiting(Lane::Partials) < 1 {
+    while fetched.waiting(Lane::Input) < INPUTS as usize + 2 || fetched.waiting(Lane::Partials) < 2 {
         assert!(
             Instant::now() < deadline,
             "not fetched within 60 s: {} inputs, {} partials",
