@@ -35,8 +35,9 @@
 //!    anyway, and [`Fetched::take`] puts the partials ahead.
 //! 3. **The queues die before the client.** A queue handle refers to its `rd_kafka_t`; the owner
 //!    ([`crate::source::kafka::KafkaSource`]) declares its `Fetched` before its consumer, so that
-//!    it is dropped first ([`Fetched::new`] is `unsafe` for this: the caller promises it). Taken messages are destroyed (their buffers given back) when the next
-//!    batch is taken and when the queues are dropped, never later: [`Message`]s borrow them.
+//!    it is dropped first ([`Fetched::new`] is `unsafe` for this: the caller promises it).
+//!    Taken messages are destroyed (their buffers given back) when the next batch is taken and
+//!    when the queues are dropped, never later: [`Message`]s borrow them.
 //! 4. **Waking is safe after the queues are gone.** A [`Fetched::take`] waits on the input queue
 //!    alone. Two things wake it: an event on the consumer's queue ([`Fetched::waker`],
 //!    librdkafka's non-empty callback, on one of its threads), which reaches the input queue
