@@ -177,30 +177,29 @@ impl Fetched {
     /// ([`Fetched::message`] reads them). Returns early, possibly with none, when woken.
     pub fn take(&mut self, wait: Duration) -> usize {
         self.give_back();
-        self.take_more(Lane::Partials, 0);
-        self.take_more(Lane::Input, 0);
+        self.take_more(Lane::Partials);
+        self.take_more(Lane::Input);
         if self.taken.is_empty() {
             // A partials record that came after its queue was looked at woke the input queue,
             // and the look at the input queue may have taken that wake-up: look again, before
             // waiting. One that comes later wakes the wait.
-            self.take_more(Lane::Partials, 0);
+            self.take_more(Lane::Partials);
         }
         if self.taken.is_empty() {
             let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
             self.take_one(wait_ms);
             let waited = self.taken.len();
-            self.take_more(Lane::Partials, 0);
+            self.take_more(Lane::Partials);
             // The partials ahead of the input message the wait came back with, as above.
             self.taken.rotate_left(waited);
-            self.take_more(Lane::Input, 0);
+            self.take_more(Lane::Input);
         }
         self.taken.len()
     }
 
-    /// Appends what the queue of `lane` holds, up to [`BATCH`] messages in all, waiting up to
-    /// `wait_ms` (0: not at all) for the first.
-    fn take_more(&mut self, lane: Lane, wait_ms: i32) {
-        self.take_from(self.queue(lane), wait_ms, BATCH - self.taken.len());
+    /// Appends what the queue of `lane` holds now, up to [`BATCH`] messages in all.
+    fn take_more(&mut self, lane: Lane) {
+        self.take_from(self.queue(lane), 0, BATCH - self.taken.len());
     }
 
     /// Waits up to `wait_ms` for one input message (or a wake-up).
