@@ -384,11 +384,19 @@ broker_answering() {
   grep -q "$STARTED_LINE" "$LOG" 2>/dev/null && api_versions_ok "$port"
 }
 
+# The first ERROR or FATAL lines of the log and what follows each (the cause: a port in use, a
+# bad setting); the tail of a failed start is mostly the shutdown it set off.
+first_errors() {
+  grep -m 3 -A 3 -E '^\[[^]]*\] (ERROR|FATAL)' "$LOG" >&2 || true
+  echo "..." >&2
+}
+
 wait_until_answering() {
   local pid="$1" start=$SECONDS
   while (( SECONDS - start < KAFKA_START_TIMEOUT )); do
     if ! alive "$pid"; then
-      err "the broker exited during start-up; last lines of $LOG:"
+      err "the broker exited during start-up; its first errors, then the last lines of $LOG:"
+      first_errors
       tail -n 40 "$LOG" >&2 || true
       rm -f "$PIDFILE"
       exit 1
@@ -398,7 +406,8 @@ wait_until_answering() {
     fi
     sleep 0.5
   done
-  err "the broker did not answer within ${KAFKA_START_TIMEOUT}s; last lines of $LOG:"
+  err "the broker did not answer within ${KAFKA_START_TIMEOUT}s; its first errors, then the last lines of $LOG:"
+  first_errors
   tail -n 40 "$LOG" >&2 || true
   err "it is still running (pid $pid); 'scripts/kafka.sh down' stops it"
   exit 1

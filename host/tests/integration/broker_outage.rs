@@ -32,11 +32,7 @@ struct OwnBroker {
 
 impl OwnBroker {
     fn start() -> OwnBroker {
-        // Free ports now; the broker binds them a few seconds later (another process could take
-        // one in between: the start then fails with the broker's log, not silently).
-        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let ports = [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port());
-        drop(listeners);
+        let ports = free_ports();
         let home = tempfile::tempdir().unwrap();
         let _on = on_broker(&format!("127.0.0.1:{}", ports[0]));
         let broker = OwnBroker { home, ports, _on };
@@ -74,6 +70,33 @@ impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = self.command("wipe").output();
     }
+}
+
+/// Three ports that are free now, for the broker to bind a few seconds later. They are taken
+/// below the kernel's ephemeral range: a port from `bind(0)` is one the kernel hands out again,
+/// as the source port of any connection the tests beside this one open in those seconds (a fresh
+/// clone's CI failed that way: the broker could not bind). Below the range, only another process
+/// that names the port itself can take it, and the start at a random point makes the other
+/// outage test, the one such process here, pick different ones.
+fn free_ports() -> [u16; 3] {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = 10_000..ephemeral_from.saturating_sub(100);
+    if below.len() < 1_000 {
+        // A kernel set to hand out nearly every port: the race stays, the start fails loudly.
+        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        return [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port());
+    }
+    let start = rand::random_range(below.clone());
+    let mut free = below
+        .clone()
+        .cycle()
+        .skip(usize::from(start - below.start))
+        .take(below.len())
+        .filter(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+    [(); 3].map(|()| free.next().expect("three free ports below the ephemeral range"))
 }
 
 /// Waits for `/readyz` to answer 200; how long it took.
