@@ -4,6 +4,7 @@
 //! its own event time.
 
 use adstream_abi::batch::{Event, Kind};
+use adstream_abi::bytes::short_eq;
 use adstream_abi::json::Obj;
 use adstream_abi::sdk::{Aggregation, Output};
 use adstream_abi::state::{StateError, StateReader, StateWriter};
@@ -20,7 +21,40 @@ pub struct Counts {
 /// The accumulator of one window: counts per campaign.
 #[derive(Debug, Default)]
 pub struct Ctr {
-    campaigns: HashMap<Box<str>, Counts, FxBuildHasher>,
+    campaigns: HashMap<CampaignId, Counts, FxBuildHasher>,
+}
+
+/// A campaign id as the map's key, compared with [`short_eq`]: `str`'s equality is a call to
+/// `memcmp`, which in a WebAssembly guest is a byte loop, and the map compares once per event.
+#[derive(Clone, Debug, PartialOrd, Ord)]
+struct CampaignId(Box<str>);
+
+/// As `str` hashes, so that a `&str` finds its key.
+impl std::hash::Hash for CampaignId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for CampaignId {
+    fn eq(&self, other: &Self) -> bool {
+        short_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for CampaignId {}
+
+/// Looked up by `&str`.
+impl hashbrown::Equivalent<CampaignId> for str {
+    fn equivalent(&self, key: &CampaignId) -> bool {
+        short_eq(self.as_bytes(), key.0.as_bytes())
+    }
+}
+
+impl From<&str> for CampaignId {
+    fn from(id: &str) -> Self {
+        CampaignId(id.into())
+    }
 }
 
 impl Ctr {
@@ -48,21 +82,21 @@ impl Aggregation for Ctr {
             let ctr = (c.impressions > 0).then(|| c.clicks as f64 / c.impressions as f64);
             let mut value = String::with_capacity(160);
             Obj::new(&mut value)
-                .str("campaign_id", &campaign_id)
+                .str("campaign_id", &campaign_id.0)
                 .time("window_start", start_ms)
                 .time("window_end", end_ms)
                 .u64("impressions", c.impressions)
                 .u64("clicks", c.clicks)
                 .f64("ctr", ctr)
                 .end();
-            out.push(Output { topic: String::new(), key: campaign_id.into(), value });
+            out.push(Output { topic: String::new(), key: campaign_id.0.into(), value });
         }
     }
 
     fn encode(&self, out: &mut StateWriter) {
         out.u64(self.campaigns.len() as u64);
         for (campaign_id, c) in &self.campaigns {
-            out.str(campaign_id).u64(c.impressions).u64(c.clicks);
+            out.str(&campaign_id.0).u64(c.impressions).u64(c.clicks);
         }
     }
 
