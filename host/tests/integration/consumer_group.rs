@@ -142,6 +142,12 @@ fn one_host_of_one_thread_and_two_hosts_of_two_threads_publish_the_same_records(
         let flags = ["--output-topic-prefix", &out, "--threads", threads];
         let hosts: Vec<Host> = ids.iter().map(|id| host(&prefix, &group, dir.path(), id, &flags)).collect();
         let records = check_exactly_once(&topics(&out), &inputs, Duration::from_secs(180));
+        // Each window's completeness record, published by whichever member runs the merge stage,
+        // counts what every task counted, wherever the tasks ran.
+        let limit = Some(inputs.emitted_by_idle_watermark());
+        crate::common::await_completeness(&out, &inputs.completeness(limit, &[]), limit, PLUGINS, || {
+            hosts.iter().map(Host::log).collect::<Vec<_>>().join("\n")
+        });
         // Every pipeline thread is a member with a task of its own (4 partitions, 4 members).
         let per_host = 4 / ids.len() as u64;
         for h in &hosts {
