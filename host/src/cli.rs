@@ -84,8 +84,8 @@ enum Command {
         /// to check a plugin's merge
         #[arg(long, default_value_t = 1)]
         tasks: usize,
-        /// Run the tasks on this many threads (at most --tasks), each reading the whole input
-        /// and keeping its tasks' lines; the windows are merged on one more, as `run` merges the
+        /// Run the tasks on this many threads (at most --tasks), fed their lines by one more
+        /// that reads the input once; the windows are merged on another, as `run` merges the
         /// tasks of several hosts. For input within the out-of-orderness bound the result records
         /// are the same as on one thread, in another order (late copies are written when routed,
         /// not after their window). For throughput on several cores, e.g. --tasks 4 --threads 2

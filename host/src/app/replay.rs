@@ -2,16 +2,17 @@
 //!
 //! With one thread, one engine runs every task and merges their windows in this process. With
 //! `threads` > 1 the tasks are spread over that many worker threads, each with an engine of its
-//! own that reads both files and keeps the lines of its tasks, and hands its windows over as
-//! the Kafka path does: partials, counts and task clocks in the partials topic's encoding, here
-//! through a channel to this thread, whose engine is the merge stage and writes every record.
-//! For input within the out-of-orderness bound the result records are the same (SPEC "Time":
-//! results do not depend on how tasks are spread), in another order: late copies go out when a
-//! worker routes them rather than after their window. An event beyond the bound may be decided
-//! otherwise: a worker reads the two files in step by its own tasks' event times, which sets the
-//! order in which its tasks see impressions and clicks, and so their watermarks when it comes.
-//! The late copies' `reason-detail` and the completeness records' `watermark`, `idle_tasks` and
-//! revisions also differ (the merge publishes from the task clocks it is told).
+//! own, and hands its windows over as the Kafka path does: partials, counts and task clocks in
+//! the partials topic's encoding, here through a channel to this thread, whose engine is the
+//! merge stage and writes every record. One more thread reads both files, once, in the order one
+//! thread would, and deals each line to the thread that runs its task ([`deal_lines`]). For input
+//! within the out-of-orderness bound the result records are the same as on one thread (SPEC
+//! "Time": results do not depend on how tasks are spread), in another order: late copies go out
+//! when a worker routes them rather than after their window. An event beyond the bound may be
+//! decided otherwise: a worker's task closes a window by its own watermark, where one thread's
+//! engine waits for the merge's. The late copies' `reason-detail` and the completeness records'
+//! `watermark`, `idle_tasks` and revisions also differ (the merge publishes from the task clocks
+//! it is told).
 
 use std::io::Write;
 use std::path::Path;
@@ -81,28 +82,35 @@ pub fn replay(
         tracing::info!(
             tasks,
             threads,
-            "replaying on several threads: each runs its share of the tasks; their windows are merged on one more"
+            "replaying on several threads: one reads the input and deals each the lines of its share of the tasks; their windows are merged on one more"
         );
         let mut merge = Engine::new(time, &loader, OutputTopics::with_prefix(""))?;
         merge.use_exchange(EXCHANGE, EXCHANGE_RECORD_BYTES);
         merge.open_merge(tasks, i64::MIN, i64::MIN);
         let (tx, rx) = std::sync::mpsc::sync_channel(IN_FLIGHT);
         let workers = std::thread::scope(|scope| {
+            let mut feeds = Vec::with_capacity(threads);
             let handles: Vec<_> = (0..threads)
                 .map(|thread| {
                     let (tx, loader) = (tx.clone(), &loader);
+                    let (feed, lines) = std::sync::mpsc::sync_channel(FEEDS_IN_FLIGHT);
+                    feeds.push(feed);
                     // Tasks dealt out in turn: thread i runs tasks i, i + threads, ...
                     let mine: Vec<usize> = (thread..tasks).step_by(threads).collect();
                     std::thread::Builder::new().name(format!("replay-{thread}")).spawn_scoped(scope, move || {
                         let _span = tracing::info_span!("replay", thread).entered();
-                        worker(time, loader, &mine, tasks, impressions, clicks, tx)
+                        worker(time, loader, &mine, tasks, [impressions, clicks], lines, tx)
                     })
                 })
                 .collect::<Result<_, _>>()
                 .context("starting the replay threads")?;
             drop(tx);
-            // The workers stop at their next hand-over if this fails (the channel closes): the
-            // writer's error is the one to tell then, not theirs.
+            let reader = std::thread::Builder::new()
+                .name("replay-reader".into())
+                .spawn_scoped(scope, move || deal_lines(impressions, clicks, tasks, feeds))
+                .context("starting the replay's reader")?;
+            // The workers stop at their next hand-over if this fails (the channel closes), and
+            // the reader at its next line for them: the writer's error is the one to tell then.
             let merged = write_merged(&mut merge, tasks, rx, &mut sink);
             let joined: Vec<anyhow::Result<Stats>> = handles
                 .into_iter()
@@ -110,7 +118,9 @@ pub fn replay(
                     h.join().map_err(|_| anyhow::anyhow!("a replay thread panicked")).and_then(|r| r)
                 })
                 .collect();
+            let read = reader.join().map_err(|_| anyhow::anyhow!("the replay's reader panicked")).and_then(|r| r);
             merged?;
+            read?;
             joined.into_iter().collect::<anyhow::Result<Vec<Stats>>>()
         })?;
         merge.finish(&mut sink)?;
@@ -174,25 +184,151 @@ fn read_tasks(
     Ok(())
 }
 
-/// One worker thread of a replay on several: its own engine over tasks `mine`, handing every
-/// record to the merge stage's thread through `tx`.
+/// One worker thread of a replay on several: its own engine over tasks `mine`, fed their lines
+/// by [`deal_lines`] through `lines`, handing every record to the merge stage's thread through
+/// `tx`.
 fn worker(
     time: TimeConfig,
     loader: &Loader,
     mine: &[usize],
     tasks: usize,
-    impressions: &Path,
-    clicks: &Path,
+    [impressions, clicks]: [&Path; 2],
+    lines: Receiver<Feed>,
     tx: SyncSender<Vec<Owned>>,
 ) -> anyhow::Result<Stats> {
     let mut engine = Engine::new(time, loader, OutputTopics::with_prefix(""))?;
     engine.use_exchange(EXCHANGE, EXCHANGE_RECORD_BYTES);
     let mut sink = ToMerge { batch: Vec::with_capacity(BATCH), tx };
-    // The tasks' clocks go over after the windows they close (as at a checkpoint on Kafka).
-    read_tasks(&mut engine, mine, tasks, impressions, clicks, &mut sink, |engine, sink| engine.report_progress(sink))?;
+    let now = Instant::now();
+    // Per file, task number → this engine's partition of it.
+    let mut ids: Vec<Vec<Option<PartitionId>>> = Vec::new();
+    for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
+        let name = path.display().to_string();
+        let mut of_file = vec![None; tasks];
+        for &t in mine {
+            of_file[t] = Some(engine.add_partition(kind, &name, t as i32, now)?);
+        }
+        ids.push(of_file);
+    }
+    let (mut ended, mut read) = ([false; 2], 0u64);
+    for feed in lines {
+        let mut from = 0;
+        for item in &feed.items {
+            match *item {
+                Item::Line { file, task, offset, end } => {
+                    let partition = ids[file][task].expect("the reader deals a thread only its own tasks' lines");
+                    let payload = &feed.text[from..end];
+                    from = end;
+                    engine.ingest(Input { partition, offset, key: None, payload }, now, &mut sink)?;
+                    read += 1;
+                    // The tasks' clocks go over after the windows they close (as at a checkpoint on Kafka).
+                    if engine.checkpoint_wanted() || read.is_multiple_of(REPORT_EVERY) {
+                        engine.report_progress(&mut sink)?;
+                    }
+                }
+                Item::End { file } => {
+                    for &id in ids[file].iter().flatten() {
+                        engine.finish_partition(id);
+                    }
+                    ended[file] = true;
+                }
+            }
+        }
+    }
+    // The reader stopped early (it failed; the replay reports why): no windows from half an input.
+    anyhow::ensure!(ended == [true; 2], "the replay's reader stopped before the end of the input");
     engine.finish(&mut sink)?;
     sink.hand_over()?;
     Ok(engine.stats())
+}
+
+/// Lines a thread is handed at a time (one channel message).
+const FEED_LINES: usize = 1024;
+/// Feeds in flight to each thread: bounds the memory when a thread falls behind the reader.
+const FEEDS_IN_FLIGHT: usize = 16;
+
+/// Lines for one worker thread, in the order the reader read them: their bytes one after the
+/// other in `text`, and per line its file, task, offset and end in `text`.
+#[derive(Default)]
+struct Feed {
+    text: Vec<u8>,
+    items: Vec<Item>,
+}
+
+enum Item {
+    Line {
+        file: usize,
+        task: usize,
+        offset: i64,
+        end: usize,
+    },
+    /// File `file` (0: impressions, 1: clicks) has ended.
+    End {
+        file: usize,
+    },
+}
+
+/// The reader of a replay on several threads: reads both files once, in the order one thread
+/// would (the next line from the file whose largest event time so far is the smaller), and deals
+/// each line to the thread that runs its task: each thread sees its tasks' lines in the order one
+/// thread's engine takes them. (Before, every thread read both files itself, splitting and
+/// hashing every line, and ordered them by its own tasks' times.) The reader takes a line's time
+/// from its `event_timestamp` alone, so a line rejected for another reason (a dead letter) still
+/// counts here, where an engine does not count it: only the order of reading differs then.
+fn deal_lines(impressions: &Path, clicks: &Path, tasks: usize, feeds: Vec<SyncSender<Feed>>) -> anyhow::Result<()> {
+    let mut files = [JsonlFile::open(impressions)?, JsonlFile::open(clicks)?];
+    let mut newest = [i64::MIN; 2];
+    let mut live = [true, true];
+    let mut pending: Vec<Feed> = feeds.iter().map(|_| Feed::default()).collect();
+    let send = |to: &SyncSender<Feed>, feed: Feed| {
+        to.send(feed).map_err(|_| anyhow::anyhow!("a replay thread stopped (it says why)"))
+    };
+    while let Some(pick) = (0..2).filter(|&f| live[f]).min_by_key(|&f| newest[f]) {
+        let offset = files[pick].offset + 1;
+        match files[pick].next_line()? {
+            Some(line) => {
+                if let Some(ts) = event_time(line) {
+                    newest[pick] = newest[pick].max(ts);
+                }
+                let task = task_of(line, tasks);
+                let thread = task % feeds.len();
+                let feed = &mut pending[thread];
+                feed.text.extend_from_slice(line);
+                feed.items.push(Item::Line { file: pick, task, offset, end: feed.text.len() });
+                if feed.items.len() >= FEED_LINES {
+                    send(&feeds[thread], std::mem::take(feed))?;
+                }
+            }
+            None => {
+                live[pick] = false;
+                for feed in &mut pending {
+                    feed.items.push(Item::End { file: pick });
+                }
+            }
+        }
+    }
+    for (to, feed) in feeds.iter().zip(pending) {
+        send(to, feed)?;
+    }
+    Ok(())
+}
+
+/// A line's `event_timestamp` in epoch milliseconds, as the decoder reads it (an integer, or an
+/// RFC 3339 string) and within the range it accepts; `None` if it has none it would accept.
+fn event_time(line: &[u8]) -> Option<i64> {
+    const FIELD: &[u8] = b"\"event_timestamp\":";
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(FIELD));
+    let rest = &line[FINDER.find(line)? + FIELD.len()..];
+    let rest = rest.trim_ascii_start();
+    let ms = if let Some(quoted) = rest.strip_prefix(b"\"") {
+        let text = std::str::from_utf8(&quoted[..memchr::memchr(b'"', quoted)?]).ok()?;
+        adstream_abi::time::parse_rfc3339_millis(text).ok()?
+    } else {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
+        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?
+    };
+    (crate::event::MIN_EVENT_TIME_MS..crate::event::MAX_EVENT_TIME_MS).contains(&ms).then_some(ms)
 }
 
 /// The merge stage's side: every record of the workers, in each worker's order. The exchange's
