@@ -34,6 +34,7 @@ cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins
 # compiles the workspace's crates again, not their dependencies. Every cargo command below that
 # builds takes the same wrapper.
 lints=(--config "build.rustc-workspace-wrapper=\"$(rustup which clippy-driver)\"")
+unset RUSTC_WORKSPACE_WRAPPER  # an inherited one would decide instead of the --config (no lints)
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
 step "host, generator and every test (release), linted"

@@ -31,6 +31,10 @@ use crate::sink::jsonl::JsonlSink;
 use crate::sink::topics::OutputTopics;
 use crate::source::files::JsonlFile;
 
+mod deal;
+
+use deal::{FEEDS_IN_FLIGHT, Feed, Item, deal_lines};
+
 /// The in-process stand-in for the partials topic between the workers and the merge stage (a
 /// name no output topic has: it never reaches the output).
 const EXCHANGE: &str = "\0replay-partials";
@@ -119,9 +123,19 @@ pub fn replay(
                 })
                 .collect();
             let read = reader.join().map_err(|_| anyhow::anyhow!("the replay's reader panicked")).and_then(|r| r);
+            // The first cause: the writer's failure, then a worker's own, then the reader's; a
+            // worker that only saw the reader stop says nothing new.
             merged?;
+            let (mut stats, mut stopped) = (Vec::with_capacity(threads), None);
+            for result in joined {
+                match result {
+                    Ok(s) => stats.push(s),
+                    Err(e) if e.is::<ReaderStopped>() => stopped = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
             read?;
-            joined.into_iter().collect::<anyhow::Result<Vec<Stats>>>()
+            stopped.map_or(Ok(stats), Err)
         })?;
         merge.finish(&mut sink)?;
         Stats::host(workers.iter().chain([&merge.stats()]))
@@ -200,15 +214,14 @@ fn worker(
     engine.use_exchange(EXCHANGE, EXCHANGE_RECORD_BYTES);
     let mut sink = ToMerge { batch: Vec::with_capacity(BATCH), tx };
     let now = Instant::now();
-    // Per file, task number → this engine's partition of it.
-    let mut ids: Vec<Vec<Option<PartitionId>>> = Vec::new();
+    // Per file (impressions, clicks), task number → this engine's partition of it.
+    let side = |file: Source| usize::from(file == Source::Clicks);
+    let mut ids: [Vec<Option<PartitionId>>; 2] = [vec![None; tasks], vec![None; tasks]];
     for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
         let name = path.display().to_string();
-        let mut of_file = vec![None; tasks];
         for &t in mine {
-            of_file[t] = Some(engine.add_partition(kind, &name, t as i32, now)?);
+            ids[side(kind)][t] = Some(engine.add_partition(kind, &name, t as i32, now)?);
         }
-        ids.push(of_file);
     }
     let (mut ended, mut read) = ([false; 2], 0u64);
     for feed in lines {
@@ -216,7 +229,7 @@ fn worker(
         for item in &feed.items {
             match *item {
                 Item::Line { file, task, offset, end } => {
-                    let partition = ids[file][task].expect("the reader deals a thread only its own tasks' lines");
+                    let partition = ids[side(file)][task].expect("the reader deals a worker only its own tasks' lines");
                     let payload = &feed.text[from..end];
                     from = end;
                     engine.ingest(Input { partition, offset, key: None, payload }, now, &mut sink)?;
@@ -227,109 +240,29 @@ fn worker(
                     }
                 }
                 Item::End { file } => {
-                    for &id in ids[file].iter().flatten() {
+                    for &id in ids[side(file)].iter().flatten() {
                         engine.finish_partition(id);
                     }
-                    ended[file] = true;
+                    ended[side(file)] = true;
                 }
             }
         }
     }
-    // The reader stopped early (it failed; the replay reports why): no windows from half an input.
-    anyhow::ensure!(ended == [true; 2], "the replay's reader stopped before the end of the input");
+    // No windows from half an input: the reader failed (its error is reported), or stopped for
+    // another worker's failure (that one is).
+    if ended != [true; 2] {
+        return Err(ReaderStopped.into());
+    }
     engine.finish(&mut sink)?;
     sink.hand_over()?;
     Ok(engine.stats())
 }
 
-/// Lines a thread is handed at a time (one channel message).
-const FEED_LINES: usize = 1024;
-/// Feeds in flight to each thread: bounds the memory when a thread falls behind the reader.
-const FEEDS_IN_FLIGHT: usize = 16;
-
-/// Lines for one worker thread, in the order the reader read them: their bytes one after the
-/// other in `text`, and per line its file, task, offset and end in `text`.
-#[derive(Default)]
-struct Feed {
-    text: Vec<u8>,
-    items: Vec<Item>,
-}
-
-enum Item {
-    Line {
-        file: usize,
-        task: usize,
-        offset: i64,
-        end: usize,
-    },
-    /// File `file` (0: impressions, 1: clicks) has ended.
-    End {
-        file: usize,
-    },
-}
-
-/// The reader of a replay on several threads: reads both files once, in the order one thread
-/// would (the next line from the file whose largest event time so far is the smaller), and deals
-/// each line to the thread that runs its task: each thread sees its tasks' lines in the order one
-/// thread's engine takes them. (Before, every thread read both files itself, splitting and
-/// hashing every line, and ordered them by its own tasks' times.) The reader takes a line's time
-/// from its `event_timestamp` alone, so a line rejected for another reason (a dead letter) still
-/// counts here, where an engine does not count it: only the order of reading differs then.
-fn deal_lines(impressions: &Path, clicks: &Path, tasks: usize, feeds: Vec<SyncSender<Feed>>) -> anyhow::Result<()> {
-    let mut files = [JsonlFile::open(impressions)?, JsonlFile::open(clicks)?];
-    let mut newest = [i64::MIN; 2];
-    let mut live = [true, true];
-    let mut pending: Vec<Feed> = feeds.iter().map(|_| Feed::default()).collect();
-    let send = |to: &SyncSender<Feed>, feed: Feed| {
-        to.send(feed).map_err(|_| anyhow::anyhow!("a replay thread stopped (it says why)"))
-    };
-    while let Some(pick) = (0..2).filter(|&f| live[f]).min_by_key(|&f| newest[f]) {
-        let offset = files[pick].offset + 1;
-        match files[pick].next_line()? {
-            Some(line) => {
-                if let Some(ts) = event_time(line) {
-                    newest[pick] = newest[pick].max(ts);
-                }
-                let task = task_of(line, tasks);
-                let thread = task % feeds.len();
-                let feed = &mut pending[thread];
-                feed.text.extend_from_slice(line);
-                feed.items.push(Item::Line { file: pick, task, offset, end: feed.text.len() });
-                if feed.items.len() >= FEED_LINES {
-                    send(&feeds[thread], std::mem::take(feed))?;
-                }
-            }
-            None => {
-                live[pick] = false;
-                for feed in &mut pending {
-                    feed.items.push(Item::End { file: pick });
-                }
-            }
-        }
-    }
-    for (to, feed) in feeds.iter().zip(pending) {
-        send(to, feed)?;
-    }
-    Ok(())
-}
-
-/// A line's `event_timestamp` in epoch milliseconds, as the decoder reads it (an integer, or an
-/// RFC 3339 string) and within the range it accepts; `None` if it has none it would accept.
-fn event_time(line: &[u8]) -> Option<i64> {
-    const FIELD: &[u8] = b"\"event_timestamp\":";
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(FIELD));
-    let rest = &line[FINDER.find(line)? + FIELD.len()..];
-    let rest = rest.trim_ascii_start();
-    let ms = if let Some(quoted) = rest.strip_prefix(b"\"") {
-        let text = std::str::from_utf8(&quoted[..memchr::memchr(b'"', quoted)?]).ok()?;
-        adstream_abi::time::parse_rfc3339_millis(text).ok()?
-    } else {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
-        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?
-    };
-    (crate::event::MIN_EVENT_TIME_MS..crate::event::MAX_EVENT_TIME_MS).contains(&ms).then_some(ms)
-}
+/// A worker's input ended before both files did: the reader stopped (it failed, or another
+/// worker did).
+#[derive(Debug, thiserror::Error)]
+#[error("the replay's reader stopped before the end of the input")]
+struct ReaderStopped;
 
 /// The merge stage's side: every record of the workers, in each worker's order. The exchange's
 /// records go to the merge (which publishes what it can); the others are written as they come.

@@ -39,8 +39,8 @@ fn sliding_windows_match_the_batch_computation() {
     check_replay(&events, &inputs, &["--window", "5m", "--slide", "1m", "--tasks", "3"]);
 }
 
-/// `--threads`: the tasks on several threads, each reading the input and keeping its tasks'
-/// lines, the windows merged from their partials on one more (as on Kafka): every output equals
+/// `--threads`: the tasks on several threads, fed their lines by one more that reads the input,
+/// the windows merged from their partials on another (as on Kafka): every output equals
 /// the batch computation, as on one thread, tumbling (4 tasks on 2 threads) and sliding (3 tasks
 /// on 3 threads).
 #[test]
