@@ -161,13 +161,7 @@ fn read_tasks(
     let now = Instant::now();
     let mut inputs = Vec::new();
     for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
-        let name = path.display().to_string();
-        // Task number → this engine's partition of it (`None`: another thread's task).
-        let mut ids: Vec<Option<PartitionId>> = vec![None; tasks];
-        for &t in mine {
-            ids[t] = Some(engine.add_partition(kind, &name, t as i32, now)?);
-        }
-        inputs.push((ids, JsonlFile::open(path)?));
+        inputs.push((add_partitions(engine, mine, tasks, kind, path, now)?, JsonlFile::open(path)?));
     }
     let newest = |engine: &Engine, ids: &[Option<PartitionId>]| {
         ids.iter().flatten().filter_map(|&id| engine.max_event_time(id)).max().unwrap_or(i64::MIN)
@@ -216,13 +210,10 @@ fn worker(
     let now = Instant::now();
     // Per file (impressions, clicks), task number → this engine's partition of it.
     let side = |file: Source| usize::from(file == Source::Clicks);
-    let mut ids: [Vec<Option<PartitionId>>; 2] = [vec![None; tasks], vec![None; tasks]];
-    for (kind, path) in [(Source::Impressions, impressions), (Source::Clicks, clicks)] {
-        let name = path.display().to_string();
-        for &t in mine {
-            ids[side(kind)][t] = Some(engine.add_partition(kind, &name, t as i32, now)?);
-        }
-    }
+    let ids = [
+        add_partitions(&mut engine, mine, tasks, Source::Impressions, impressions, now)?,
+        add_partitions(&mut engine, mine, tasks, Source::Clicks, clicks, now)?,
+    ];
     let (mut ended, mut read) = ([false; 2], 0u64);
     for feed in lines {
         let mut from = 0;
@@ -256,6 +247,24 @@ fn worker(
     engine.finish(&mut sink)?;
     sink.hand_over()?;
     Ok(engine.stats())
+}
+
+/// Adds file `path`'s partition of each task of `mine` to `engine`: task number → its partition
+/// (`None`: another thread's task).
+fn add_partitions(
+    engine: &mut Engine,
+    mine: &[usize],
+    tasks: usize,
+    kind: Source,
+    path: &Path,
+    now: Instant,
+) -> anyhow::Result<Vec<Option<PartitionId>>> {
+    let name = path.display().to_string();
+    let mut ids = vec![None; tasks];
+    for &t in mine {
+        ids[t] = Some(engine.add_partition(kind, &name, t as i32, now)?);
+    }
+    Ok(ids)
 }
 
 /// A worker's input ended before both files did: the reader stopped (it failed, or another
