@@ -24,7 +24,7 @@ use rdkafka::ClientContext;
 use rdkafka::client::OAuthToken;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::failure::fix_for;
 use super::settings::{ClientSettings, Role};
@@ -145,6 +145,12 @@ impl ClientContext for HostContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // rust-rdkafka hands a consumer's every error event to the context as well as to the
+        // `poll` that returns it, the end of a partition included: a reader that asked for it
+        // (`enable.partition.eof`) acts on it there, and it is no error.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         let reason = self.settings.redact(reason);
         let client = self.role.name();
         if let Some(fix) = error.rdkafka_error_code().and_then(|code| fix_for(code, &reason)) {
