@@ -233,20 +233,47 @@ impl KafkaSink {
         let producer = Arc::new(producer);
         let mut sink = KafkaSink { steps: None, producer, limits, health: health.clone() };
         if let Some(id) = transactional_id {
-            // A connection first, and the cluster's brokers known (and being connected to):
-            // `init_transactions` looks the transaction coordinator up at once and, with no
-            // broker connected yet (a client a moment old), only 500 ms later. A metadata request
-            // for one of the topics waits for the connection, not the timer.
             if let Some(topic) = sink.limits.keys().next() {
-                let waited = sink.producer.client().fetch_metadata(Some(topic), STEP_DEADLINE);
-                if let Err(e) = waited {
-                    tracing::debug!(error = %e, "waiting for the producer's first connection");
-                }
+                sink.await_learned_broker(topic);
             }
             sink.steps = Some(Steps::start(sink.producer.clone(), id.to_owned())?);
             sink.run_step(Step::Init, "initialising transactions (this also fences any earlier host with that id)")?;
         }
         Ok(sink)
+    }
+
+    /// Returns once the producer is connected to a broker it learned from the cluster's metadata,
+    /// or after 2 s (`init_transactions` then finds its own way, and says what is wrong, e.g.
+    /// brokers that advertise an address this machine cannot reach).
+    ///
+    /// `init_transactions` looks the transaction coordinator up at once and, finding no broker
+    /// connected, again only 500 ms later. A client a moment old is connected to none: its first
+    /// connection is to a bootstrap address, which librdkafka closes as soon as the metadata it
+    /// answered names the cluster's brokers, a few milliseconds before the connection to the
+    /// broker it learned is up (seen as "No brokers available for Transactions (2 broker(s)
+    /// known)" in its `eos` debug log, then the 500 ms, in about one start in four). A metadata
+    /// request waits for a connected broker, not a timer, and its answer says which one answered:
+    /// asked until a learned broker (one with a node id) answers.
+    fn await_learned_broker(&self, topic: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for attempt in 0.. {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::debug!(
+                    "no broker learned from the metadata answered within 2 s; initialising transactions anyway"
+                );
+                return;
+            }
+            match self.producer.client().fetch_metadata(Some(topic), left) {
+                Ok(metadata) if metadata.orig_broker_id() >= 0 => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "waiting for the producer's first connection"),
+            }
+            // The bootstrap connection answered again: it is being closed, so not for long.
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     /// Hands `step` to the transaction thread and waits for it, at most [`STEP_DEADLINE`] and a
