@@ -84,7 +84,7 @@ fn generate_jsonl(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
 #[test]
 fn injected_anomalies_are_alerted_where_they_start_and_a_plain_stream_raises_none() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
+    let cache = crate::common::plugin_cache();
     let injected = replay_alerts(&generate_jsonl(&dir.path().join("injected"), &injections()), &cache);
     let plain = replay_alerts(&generate_jsonl(&dir.path().join("plain"), &[]), &cache);
 
@@ -138,10 +138,9 @@ fn anomaly_alerts_are_exactly_once_across_repeated_sigkills() {
     let prefix = fresh_prefix("anomaly");
     let extra: Vec<&str> = STREAM.iter().copied().chain(injections()).collect();
     let inputs = generate_with(&prefix, dir.path(), EVENTS, "11", "0", "0", &extra);
-    // The uninterrupted run: a replay of the same messages (its first load of the Python
-    // plugin also fills the cache the hosts start from).
+    // The uninterrupted run: a replay of the same messages.
     let limit = inputs.emitted_by_idle_watermark();
-    let want: Vec<(i64, Value)> = replay_alerts(&dir.path().join("events"), &dir.path().join("cache"))
+    let want: Vec<(i64, Value)> = replay_alerts(&dir.path().join("events"), &crate::common::plugin_cache())
         .into_iter()
         .filter(|(w, _)| w + 60_000 <= limit)
         .collect();
@@ -242,7 +241,7 @@ fn a_failing_detector_skips_the_window_and_goes_on_from_its_saved_state() {
             .arg("--plugin")
             .arg(&misdetect)
             .args(["--plugin-limit", "misdetect:timeout=300ms", "--plugin-cache"])
-            .arg(crate::common::workspace().join("target/test-plugin-cache")),
+            .arg(crate::common::plugin_cache()),
     );
     let records: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -60,7 +60,7 @@ fn replay(dir: &Path, plugins: &[&str]) -> BTreeMap<String, Vec<Value>> {
     let out = dir.join("replay.jsonl");
     let mut cmd = Command::new(adstream());
     cmd.args(["replay", "--input"]).arg(dir.join("events")).arg("--out").arg(&out);
-    cmd.arg("--plugin-cache").arg(dir.join("cache"));
+    cmd.arg("--plugin-cache").arg(crate::common::plugin_cache());
     for p in plugins {
         cmd.arg("--plugin").arg(plugin(p));
     }

@@ -27,8 +27,8 @@ fn config(cache: &std::path::Path) -> PluginConfig {
 /// `detector`) and describes itself.
 #[test]
 fn every_plugin_is_a_component_of_the_aggregation_world() {
-    let cache = tempfile::tempdir().unwrap();
-    let runtime = Runtime::new(cache.path()).unwrap();
+    let cache = crate::common::plugin_cache();
+    let runtime = Runtime::new(&cache).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(workspace().join("plugins"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -36,9 +36,9 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
     names.sort();
     assert_eq!(names, ["anomaly", "ctr", "engagement", "engagement-py", "engagement_hll", "spend"]);
     // The detector: the other world of the WIT, which a live swap (Plugin::load) refuses.
-    let refused = Plugin::load(&runtime, &plugin("anomaly"), &config(cache.path())).err().expect("not an aggregation");
+    let refused = Plugin::load(&runtime, &plugin("anomaly"), &config(&cache)).err().expect("not an aggregation");
     assert!(format!("{refused:#}").contains("it is a detector"), "{refused:#}");
-    let loader = adstream::plugin::Loader::new(&config(cache.path())).unwrap();
+    let loader = adstream::plugin::Loader::new(&config(&cache)).unwrap();
     match loader.load_any(&plugin("anomaly")).unwrap() {
         adstream::plugin::Loaded::Detector(d) => {
             assert_eq!(d.meta().name, "anomaly");
@@ -48,7 +48,7 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         adstream::plugin::Loaded::Aggregation(_) => panic!("anomaly loaded as an aggregation"),
     }
     // Its settings are checked by the detector itself, at start-up.
-    let mut strict = config(cache.path());
+    let mut strict = config(&cache);
     strict.settings = vec![adstream::config::PluginSetting::parse("anomaly:treshold=4").unwrap()];
     let bad =
         adstream::plugin::Loader::new(&strict).unwrap().load_any(&plugin("anomaly")).err().expect("a typo is refused");
@@ -59,7 +59,7 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         // A component's preamble: the wasm magic, then version 0x0d and layer 1 (a core
         // module has version 1, layer 0).
         assert_eq!(&bytes[..8], b"\0asm\x0d\0\x01\0", "{name}.wasm is not a component");
-        let loaded = Plugin::load(&runtime, &path, &config(cache.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let loaded = Plugin::load(&runtime, &path, &config(&cache)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let meta = loaded.meta();
         assert_eq!(&meta.name, name);
         // Its own version, from its Cargo.toml or its app.py (not the workspace's).
@@ -76,7 +76,7 @@ fn every_plugin_is_a_component_of_the_aggregation_world() {
         assert!(!meta.output_topics.is_empty() && meta.wants_impressions, "{meta:?}");
         assert_eq!(meta.hash.len(), 64);
     }
-    let ctr = Plugin::load(&runtime, &plugin("ctr"), &config(cache.path())).unwrap();
+    let ctr = Plugin::load(&runtime, &plugin("ctr"), &config(&cache)).unwrap();
     assert!(ctr.meta().wants_clicks && ctr.meta().output_topics == ["campaign-ctr-results"]);
 }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 fn replay(events: &Path, out: &Path, plugins: &[&str], extra: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(adstream());
     cmd.arg("replay").args(extra).arg("--input").arg(events).arg("--out").arg(out);
-    cmd.arg("--plugin-cache").arg(events.with_file_name("cache"));
+    cmd.arg("--plugin-cache").arg(crate::common::plugin_cache());
     for p in plugins {
         cmd.arg("--plugin").arg(plugin(p));
     }
@@ -259,7 +259,7 @@ fn check_plugin_passes_an_exact_merge_and_catches_a_broken_one() {
             .arg("--plugin")
             .arg(wasm)
             .arg("--plugin-cache")
-            .arg(crate::common::workspace().join("target/test-plugin-cache"))
+            .arg(crate::common::plugin_cache())
             .output()
             .unwrap()
     };

@@ -55,6 +55,14 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// The compiled-plugin cache the tests share. Entries are named by the component's hash and the
+/// engine's settings and written whole (a rename), so any number of hosts and tests can use it
+/// at once; compiling a Python component takes ~11 CPU-seconds here, and each test compiling its
+/// own cost CI about a minute and a half of CPU. Tests about the cache itself use their own.
+pub fn plugin_cache() -> PathBuf {
+    workspace().join("target/test-plugin-cache")
+}
+
 /// The SHA-256 (hex) of each built plugin's file, by name: what completeness records name.
 pub fn plugin_hashes(names: &[&str]) -> std::collections::BTreeMap<String, String> {
     use sha2::{Digest, Sha256};
@@ -185,7 +193,7 @@ impl Host {
             // Any free port: tests run hosts side by side. `Host::http_url` finds it in the log.
             .args(if extra.contains(&"--http-addr") { &[][..] } else { &["--http-addr", "127.0.0.1:0"][..] })
             .arg("--plugin-cache")
-            .arg(dir.join("cache"))
+            .arg(plugin_cache())
             .arg("--stats-file")
             .arg(&stats_file)
             .args(extra)

@@ -75,7 +75,7 @@ fn run_plugin(
     grants: adstream::config::Grants,
     limits: Vec<adstream::config::PluginLimit>,
 ) -> Outcome {
-    let cache = workspace().join("target/test-plugin-cache");
+    let cache = crate::common::plugin_cache();
     let config = PluginConfig {
         plugins: Vec::new(),
         cache_dir: cache.clone(),
