@@ -58,11 +58,48 @@ cleanup() { if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh down || true
 trap cleanup EXIT
 
 step "tests"
-# Two passes (host/tests/integration/main.rs): first every test but the integration tests' `quiet`
-# module, 6 at a time (most of their time is spent waiting for the broker or a host, so on 2 cores
-# this takes about half as long as one per core); then the `quiet` ones, whose assertions read the
-# wall clock, two at a time with nothing else running.
+# The tests (host/tests/integration/main.rs has the layout) run in two phases: first three runs
+# side by side, then the `quiet` ones.
+# - `consumer_group`'s tests, several hosts each, one after another (the longest series, about
+#   three minutes under this load). Among the others, taking turns on a lock, the four waiting
+#   held four threads idle;
+# - the host's other tests but `quiet`'s, 5 at a time (most of their time is spent waiting for
+#   the broker or a host, so on 2 cores this takes about half as long as one per core);
+# - the other crates' tests (the generator, the SDK, the plugins, adbench's smoke run): about
+#   half a minute, which cargo would otherwise spend before the host's tests;
+# - then the `quiet` ones, whose assertions read the wall clock, two at a time with nothing else
+#   running.
+# Each side run is in a process group of its own (setsid), so that a failure stops it, hosts and
+# all; its output is printed once it is over.
 export ADSTREAM_TEST_BROKERS="${ADSTREAM_TEST_BROKERS:-127.0.0.1:9092}"
-cargo test "${lints[@]}" --release --locked --workspace -- --test-threads 6 --skip quiet::
+logs=$(mktemp -d)
+side_names=()
+side_pids=()
+stop_sides() {
+  for pid in "${side_pids[@]}"; do kill -- -"$pid" 2>/dev/null || true; done
+  rm -rf "$logs"
+  cleanup
+}
+trap stop_sides EXIT
+side() {
+  local name=$1
+  shift
+  setsid "$@" >"$logs/$name" 2>&1 &
+  side_names+=("$name")
+  side_pids+=("$!")
+}
+side consumer_group cargo test "${lints[@]}" --release --locked -p adstream --test integration -- --test-threads 1 consumer_group::
+side other_crates cargo test "${lints[@]}" --release --locked --workspace --exclude adstream
+cargo test "${lints[@]}" --release --locked -p adstream -- --test-threads 5 --skip quiet:: --skip consumer_group::
+failed=()
+for i in "${!side_pids[@]}"; do
+  name=${side_names[$i]}
+  status=0
+  wait "${side_pids[$i]}" || status=$?
+  echo "--- $name (run beside the tests above)"
+  cat "$logs/$name"
+  [ "$status" = 0 ] || failed+=("$name (exit $status)")
+done
+[ ${#failed[@]} = 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
 cargo test "${lints[@]}" --release --locked -p adstream --test integration -- --test-threads 2 quiet::
 step "all passed"

@@ -2,15 +2,15 @@
 //!
 //! One binary rather than one per file: wasmtime and librdkafka are linked once, and the tests of
 //! every module run side by side. Most of their time is spent waiting for a broker or a host, so
-//! `scripts/test.sh` runs 6 at a time on 2 cores (`-- --test-threads 6`; libtest's default is one
-//! per core), all but [`quiet`]'s, which it runs after them.
+//! `scripts/test.sh` runs 5 at a time on 2 cores (`-- --test-threads 5`; libtest's default is one
+//! per core), all but [`quiet`]'s, which it runs after them, and `consumer_group`'s, which it runs
+//! beside them in a process of its own, one at a time (several hosts each: scale-out and
+//! failover; about two and a half minutes in all). They also take turns on a lock of their own,
+//! for a run of the whole binary by hand. `broker_outage` stops and starts a broker of its own,
+//! never the one the other tests share.
+//!
 //! Run one module with its path as the filter, e.g.
 //! `cargo test --release -p adstream --test integration replay::`.
-//!
-//! libtest starts the tests in the order of their names, so a long series must sort early:
-//! `consumer_group`'s tests (several hosts each: scale-out and failover) take turns on a lock of
-//! their own, about two minutes in all. `broker_outage` stops and starts a broker of its own,
-//! never the one the other tests share.
 
 mod common;
 
