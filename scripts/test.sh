@@ -14,16 +14,46 @@ source scripts/packages.sh
 began=$SECONDS
 step() { printf '\n==> %s   [%s, %d s in]\n' "$*" "$(date +%T)" "$((SECONDS - began))"; }
 
+# Side runs: commands run in the background beside the step's own, each in a process group of
+# its own (setsid) so that a failure stops it, children and all; `finish_sides` waits for them,
+# prints their output and fails if one did.
+logs=$(mktemp -d)
+side_names=()
+side_pids=()
+started_kafka=0
+cleanup() {
+  for pid in "${side_pids[@]}"; do kill -- -"$pid" 2>/dev/null || true; done
+  rm -rf "$logs"
+  if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh down || true; fi
+}
+trap cleanup EXIT
+side() {
+  local name=$1
+  shift
+  setsid "$@" >"$logs/$name" 2>&1 &
+  side_names+=("$name")
+  side_pids+=("$!")
+}
+finish_sides() {
+  local i status failed=()
+  for i in "${!side_pids[@]}"; do
+    status=0
+    wait "${side_pids[$i]}" || status=$?
+    echo "--- ${side_names[$i]} (run beside the step)"
+    cat "$logs/${side_names[$i]}"
+    [ "$status" = 0 ] || failed+=("${side_names[$i]} (exit $status)")
+  done
+  side_names=()
+  side_pids=()
+  [ ${#failed[@]} = 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
+}
+
 step "toolchain (rust-toolchain.toml) and OpenSSL's headers"
 rustup toolchain install
 need_build_packages
 
 step "formatting"
 cargo fmt --all --check
-
-step "plugins (wasm32-wasip2 components) and their lints"
-bash scripts/build-plugins.sh
-cargo clippy --profile plugin --locked --target wasm32-wasip2 $(for d in plugins/*/ test-plugins/*/; do [ -f "$d/Cargo.toml" ] && printf -- '-p %s ' "$(basename "$d")"; done) -- -D warnings
 
 # The host's lints ride on its build: clippy-driver compiles the workspace's own crates where
 # rustc would, and lints them, warnings denied. A separate `cargo clippy` type-checked every
@@ -37,25 +67,26 @@ lints=(--config "build.rustc-workspace-wrapper=\"$(rustup which clippy-driver)\"
 unset RUSTC_WORKSPACE_WRAPPER  # an inherited one would decide instead of the --config (no lints)
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
-step "host, generator and every test (release), linted"
+step "host, generator and every test (release), linted; beside it the plugins, the browser and the broker"
+# The host's build keeps both cores busy most of the time, not all of it (its last crates and
+# links are one compiler at a time): the plugins (wasm32-wasip2 components, in target/wasm32-wasip2,
+# which cargo locks apart from target/release) and their lints, the console test's browser
+# (Debian's chromium and chromium-driver) and the Kafka broker's start are done beside it.
+plugin_crates=()
+for d in plugins/*/ test-plugins/*/; do [ -f "$d/Cargo.toml" ] && plugin_crates+=(-p "$(basename "$d")"); done
+# shellcheck disable=SC2016  # the inner script's own arguments
+side plugins bash -c 'bash scripts/build-plugins.sh && cargo clippy --profile plugin --locked --target wasm32-wasip2 "$@" -- -D warnings' _ "${plugin_crates[@]}"
+side browser bash -c 'source scripts/packages.sh && need_packages "test -x /usr/bin/chromium && test -x /usr/bin/chromedriver" chromium chromium-driver && /usr/bin/chromium --version'
+if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
+  started_kafka=1
+  side kafka bash scripts/kafka.sh up
+fi
 # One build of everything the tests run, the binaries included (cargo builds a package's binaries
 # for its integration tests): `cargo build -p adstream -p adgen` would resolve other features of
 # shared crates (the plugins and dev-dependencies turn on rustc-hash's `std`, say) and compile the
 # whole wasmtime/cranelift stack a second time for the tests.
 cargo test "${lints[@]}" --release --locked --workspace --no-run
-
-step "browser for the console test (Debian's chromium and chromium-driver)"
-need_packages "test -x /usr/bin/chromium && test -x /usr/bin/chromedriver" chromium chromium-driver
-/usr/bin/chromium --version
-
-step "Kafka broker"
-started_kafka=0
-if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
-  bash scripts/kafka.sh up
-  started_kafka=1
-fi
-cleanup() { if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh down || true; fi; }
-trap cleanup EXIT
+finish_sides
 
 step "tests"
 # The tests (host/tests/integration/main.rs has the layout) run in two phases: first three runs
@@ -69,37 +100,10 @@ step "tests"
 #   half a minute, which cargo would otherwise spend before the host's tests;
 # - then the `quiet` ones, whose assertions read the wall clock, two at a time with nothing else
 #   running.
-# Each side run is in a process group of its own (setsid), so that a failure stops it, hosts and
-# all; its output is printed once it is over.
 export ADSTREAM_TEST_BROKERS="${ADSTREAM_TEST_BROKERS:-127.0.0.1:9092}"
-logs=$(mktemp -d)
-side_names=()
-side_pids=()
-stop_sides() {
-  for pid in "${side_pids[@]}"; do kill -- -"$pid" 2>/dev/null || true; done
-  rm -rf "$logs"
-  cleanup
-}
-trap stop_sides EXIT
-side() {
-  local name=$1
-  shift
-  setsid "$@" >"$logs/$name" 2>&1 &
-  side_names+=("$name")
-  side_pids+=("$!")
-}
 side consumer_group cargo test "${lints[@]}" --release --locked -p adstream --test integration -- --test-threads 1 consumer_group::
 side other_crates cargo test "${lints[@]}" --release --locked --workspace --exclude adstream
 cargo test "${lints[@]}" --release --locked -p adstream -- --test-threads 5 --skip quiet:: --skip consumer_group::
-failed=()
-for i in "${!side_pids[@]}"; do
-  name=${side_names[$i]}
-  status=0
-  wait "${side_pids[$i]}" || status=$?
-  echo "--- $name (run beside the tests above)"
-  cat "$logs/$name"
-  [ "$status" = 0 ] || failed+=("$name (exit $status)")
-done
-[ ${#failed[@]} = 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
+finish_sides
 cargo test "${lints[@]}" --release --locked -p adstream --test integration -- --test-threads 2 quiet::
 step "all passed"
