@@ -109,6 +109,8 @@ fn completeness_records_are_exact_across_repeated_sigkills() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let pause = [("ADSTREAM_FAILPOINT_EMIT_PAUSE_MS", "300")];
     let mut restored = 0;
+    // Every run's log, printed before the checks (libtest shows it only if one fails).
+    let mut logs = String::new();
     for kill in 0..kills {
         let mut host = Host::start_with_env(&prefix, &group, &["ctr", "engagement"], dir.path(), &[], &pause);
         // Kill within the pause of the second window this run publishes (the first one is then
@@ -124,6 +126,7 @@ fn completeness_records_are_exact_across_repeated_sigkills() {
         host.child.kill().unwrap(); // SIGKILL
         host.child.wait().unwrap();
         let log = host.log();
+        logs.push_str(&format!("--- run {kill}, killed:\n{log}"));
         if log.lines().any(|l| l.contains("completeness records restored") && !l.contains("records=0")) {
             restored += 1;
             // The reader stops at the topic's end, which librdkafka reports as an error event.
@@ -142,6 +145,7 @@ fn completeness_records_are_exact_across_repeated_sigkills() {
         n(&topics[0]) >= want_ctr && n(&topics[1]) >= want_eng
     });
     let of = |t: &str| records.iter().filter(|r| r.topic == t).collect::<Vec<_>>();
+    eprintln!("{logs}--- the last run:\n{}--- {} late copies read", host.log(), of(&topics[2]).len());
     let late: Vec<Vec<u8>> = of(&topics[2]).iter().map(|r| r.value.clone()).collect();
     let routed: HashSet<Vec<u8>> = late.iter().cloned().collect();
     assert_eq!(routed.len(), late.len(), "a late event copied twice");
