@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::common::expected::{self, Inputs, Late};
 use crate::common::{
-    Host, assert_accounted, await_completeness, finish_and_check_exactly_once, fresh_prefix, generate_with, read_topics,
+    Host, assert_accounted, await_completeness, await_input_handled, finish_and_check_exactly_once, fresh_prefix,
+    generate_with, read_topics,
 };
 use rand::{Rng, SeedableRng};
 
@@ -135,6 +136,10 @@ fn completeness_records_are_exact_across_repeated_sigkills() {
     }
     assert!(restored > 0, "a run took over records an earlier run published");
     let host = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), &[]);
+    // Every late copy of the last run is committed before the results are read.
+    await_input_handled(&prefix, &group, Duration::from_secs(240), || {
+        format!("{logs}--- the last run:\n{}", host.log())
+    });
 
     let limit = Some(designated.emitted_by_idle_watermark());
     let topics =

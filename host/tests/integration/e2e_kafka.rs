@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::expected::{self, Inputs, Late};
-use crate::common::{Host, Record, adstream, fresh_prefix, generate, generate_with, plugin, read_topics, run_ok};
+use crate::common::{
+    Host, Record, adstream, await_input_handled, fresh_prefix, generate, generate_with, plugin, read_topics, run_ok,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -113,7 +115,10 @@ fn check_kafka_run_against_the_batch_computation(
         "a workload worth testing"
     );
 
-    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), flags);
+    let group = format!("{prefix}g");
+    let host = Host::start(&prefix, &group, &["ctr", "engagement"], dir.path(), flags);
+    // Every late copy is committed before the results are read.
+    await_input_handled(&prefix, &group, Duration::from_secs(240), || host.log());
     let limit = Some(designated.emitted_by_idle_watermark());
     let ctr_topic = format!("{prefix}campaign-ctr-results");
     let eng_topic = format!("{prefix}device-engagement-results");

@@ -411,6 +411,50 @@ pub fn read_topics(
     out
 }
 
+/// Waits, for at most `timeout`, until the checkpoints of `group` cover every message now in the
+/// input topics of `prefix`: each input partition's `next=` (one past the last offset the host
+/// has handled) at the partition's end. A copy of an event late at once (its window already
+/// published) is committed with the checkpoint that passes it, and one of an event late at its
+/// task with its window's results: from then on, a `read_committed` reader that waits for every
+/// window's results gets every late copy too, not only those committed when the results were
+/// (the last run's stragglers can come a checkpoint or more after them). Panics with `context`
+/// (a host's log) if they never do.
+pub fn await_input_handled(prefix: &str, group: &str, timeout: Duration, context: impl Fn() -> String) {
+    // The host's group id, to read its commits: this consumer never joins the group.
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().expect("consumer");
+    let mut ends = Vec::new();
+    for topic in ["ad-impressions", "ad-clicks"].map(|t| format!("{prefix}{t}")) {
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
+        for p in md.topics()[0].partitions() {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+            ends.push((topic.clone(), p.id(), high));
+        }
+    }
+    assert!(!ends.is_empty(), "no input partitions under {prefix}");
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, _) in &ends {
+        tpl.add_partition(topic, *partition);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)).expect("committed offsets");
+        let behind: Vec<String> = ends
+            .iter()
+            .filter_map(|(topic, partition, end)| {
+                let elem = committed.find_partition(topic, *partition)?;
+                let next = elem.metadata().split(' ').find_map(|f| f.strip_prefix("next=")?.parse::<i64>().ok());
+                next.is_none_or(|n| n < *end).then(|| format!("{topic}/{partition}: next={next:?}, end {end}"))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the host's checkpoints never covered the input: {behind:?}\n{}", context());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Reads the completeness topic of `prefix` until its records match `want` of a run bounded by
 /// `limit` (see [`expected::check_completeness`]; `plugins` by name, as loaded from [`plugin`]), for at most a
 /// minute: late events reach a window's record with their task's next checkpoint. Panics with
