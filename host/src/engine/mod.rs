@@ -104,6 +104,9 @@ pub struct PartitionInfo {
     side: PartitionId,
     /// Messages below this offset were processed by an earlier run (see [`Engine::resume_partition`]).
     replay_until: i64,
+    /// Still re-reading up to `replay_until`: the task's watermark waits (see
+    /// [`Engine::resume_partition`]).
+    rereading: bool,
 }
 
 /// A late event whose copy waits for its window to be published.
@@ -347,6 +350,7 @@ impl Engine {
             task,
             side,
             replay_until: i64::MIN,
+            rereading: false,
         });
         Ok(self.partitions.len() - 1)
     }
@@ -385,14 +389,26 @@ impl Engine {
     /// Continues partition `p` from an earlier owner's checkpoint: its task's watermark was
     /// `watermark`, it had handed every window `closed` closes to the merge (their partials are
     /// in the partials topic, or published), and it had read `p` up to (not including)
-    /// `replay_until`.
+    /// `replay_until`; reading starts again at `from`.
     /// With sliding windows, `cuts` say which re-read events of the panes the task still held
     /// were in them (see [`Engine::cuts`]).
+    ///
+    /// A re-read message of a window closed here is one the earlier owner decided for good: it
+    /// is in a partial handed over, or its copy is on the late topic (both in the transactions
+    /// its checkpoints committed). That holds only of windows closed *before* this run: an
+    /// event that owner read in a window still open at its checkpoint was counted in state that
+    /// died with it. So the task's watermark stays where that owner left it until each of the
+    /// task's partitions has been read up to `replay_until` again: every such event is counted
+    /// again, in its window still open, before the task closes anything. (Otherwise a partition
+    /// re-read slowly, an input read far ahead of its partner by the earlier owner, found some
+    /// of those events in windows this run had closed meanwhile, took them for decided, and
+    /// they were in no result and on no late topic.)
     pub fn resume_partition(
         &mut self,
         p: PartitionId,
         watermark: i64,
         closed: i64,
+        from: i64,
         replay_until: i64,
         cuts: &[(i64, i64)],
     ) {
@@ -401,6 +417,19 @@ impl Engine {
         let task = &mut self.tasks[info.task];
         task.resume(watermark, closed);
         task.resume_cuts(info.side, cuts);
+        if from < replay_until {
+            info.rereading = true;
+            task.hold_for_reread(1);
+        }
+    }
+
+    /// `p` has been re-read up to where an earlier owner had read it (or has nothing more to
+    /// read): its task's watermark no longer waits for it.
+    fn end_reread(&mut self, p: PartitionId) {
+        let info = &mut self.partitions[p];
+        if std::mem::take(&mut info.rereading) {
+            self.tasks[info.task].hold_for_reread(-1);
+        }
     }
 
     /// For partition `p`'s checkpoint, with sliding windows: (pane start, offset) for each pane
@@ -884,6 +913,17 @@ impl Engine {
         }
     }
 
+    /// The broker says `p` has nothing after what was read: if it was still being re-read,
+    /// its end is below where an earlier owner had read it (those messages are gone), and its
+    /// task's watermark no longer waits for it.
+    pub fn caught_up(&mut self, p: PartitionId) {
+        let info = &self.partitions[p];
+        if info.rereading {
+            tracing::warn!(topic = %info.topic, partition = info.partition, earlier_owner_read_to = info.replay_until, "the partition ends below where the group's last checkpoint says it had been read (deleted by retention? the topic recreated?): nothing more to re-read");
+            self.end_reread(p);
+        }
+    }
+
     /// Whether `p` would turn idle at `now` on a report that it has no backlog (see
     /// [`watermark::Watermarks::idle_due`]): the source confirms that report with the broker first.
     pub fn idle_due(&self, p: PartitionId, now: Instant) -> bool {
@@ -918,6 +958,19 @@ impl Engine {
 
     /// Processes one input message.
     pub fn ingest(&mut self, input: Input<'_>, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        let (p, offset) = (input.partition, input.offset);
+        self.ingest_one(input, now, sink)?;
+        let info = &self.partitions[p];
+        if info.rereading && offset.saturating_add(1) >= info.replay_until {
+            tracing::debug!(topic = %info.topic, partition = info.partition, through = offset, "re-read what an earlier owner had read");
+            self.end_reread(p);
+            // The task's watermark may move now.
+            self.advance_task(self.partitions[p].task, now, sink)?;
+        }
+        Ok(())
+    }
+
+    fn ingest_one(&mut self, input: Input<'_>, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<()> {
         let p = input.partition;
         let info = &self.partitions[p];
         let (t, side) = (info.task, info.side);

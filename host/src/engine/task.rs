@@ -53,6 +53,10 @@ pub struct Task {
     batch_size: usize,
     /// One instance of each plugin, in the engine's plugin order.
     plugins: Vec<Slot>,
+    /// The task's partitions still re-reading what an earlier owner had read: until none is,
+    /// the watermark stays where that owner left it (see
+    /// [`super::Engine::resume_partition`]).
+    rereading: usize,
 }
 
 /// What a pane holds at a task, for the completeness record (see [`super::complete`]).
@@ -96,6 +100,7 @@ impl Task {
             batch: BatchWriter::new(),
             batch_size,
             plugins,
+            rereading: 0,
         }
     }
 
@@ -122,6 +127,12 @@ impl Task {
 
     pub fn join(&self) -> &Join {
         &self.join
+    }
+
+    /// One more (`1`) or one fewer (`-1`) of the task's partitions re-reading what an earlier
+    /// owner had read.
+    pub fn hold_for_reread(&mut self, change: isize) {
+        self.rereading = self.rereading.checked_add_signed(change).expect("a partition stops re-reading once");
     }
 
     /// Starts from where an earlier owner left the task: its watermark, and the windows it had
@@ -319,6 +330,11 @@ impl Task {
 
     /// Recomputes the task's watermark at `now`: what it tells the merge.
     pub fn advance(&mut self, now: Instant) -> TaskClock {
+        if self.rereading > 0 {
+            // Neither the watermark nor an idle spell closes anything yet.
+            self.clock = TaskClock { watermark: self.watermarks.current(), idle: false };
+            return self.clock;
+        }
         let watermark = self.watermarks.advance(now);
         self.clock = TaskClock { watermark, idle: self.watermarks.all_idle(now) };
         self.clock
@@ -356,8 +372,9 @@ impl Task {
             // The window's newest pane closes with it: its clicks still waiting never will be
             // attributed (an impression is never newer than its click).
             let newest = start + rule.window_ms - rule.slide_ms;
+            let mut unattributed = 0;
             if self.open.contains_key(&newest) {
-                let unattributed = self.join.close_window(newest);
+                unattributed = self.join.close_window(newest);
                 stats.clicks_unattributed += unattributed;
                 // Decided once (a new owner would not decide it again), for every window that
                 // holds the pane: this one is the first.
@@ -376,6 +393,16 @@ impl Task {
                 counts.push((start, Counts { duplicates, ..Counts::default() }));
             }
             let window = rule.window(start);
+            tracing::debug!(
+                task = self.id,
+                window = %format_rfc3339_millis(start),
+                events,
+                duplicates,
+                unattributed,
+                watermark = %format_rfc3339_millis(self.watermark()),
+                read_to = ?positions,
+                "window handed over to the merge"
+            );
             for i in 0..self.plugins.len() {
                 partials.push(self.share_of(i, start, &panes, events, &mut failures));
             }

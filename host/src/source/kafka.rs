@@ -438,7 +438,7 @@ impl KafkaSource {
             self.assigned.asked.push(None);
             let task_watermark = checkpoint.as_ref().map_or(i64::MIN, |c| c.watermark);
             if let Some(cp) = checkpoint {
-                engine.resume_partition(id, cp.watermark, cp.closed, cp.next, &cp.cuts);
+                engine.resume_partition(id, cp.watermark, cp.closed, from, cp.next, &cp.cuts);
             }
             tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(task_watermark), "assigned");
         }
@@ -677,6 +677,9 @@ impl KafkaSource {
                     }
                     self.assigned.asked[id] = Some(Asked { read, at: now, backlog: high > read });
                     pipeline.set_backlog(id, high > read, now);
+                    if high <= read {
+                        pipeline.caught_up(id);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(topic, partition, error = %e, "could not ask the broker whether a quiet partition is idle; it counts as it did");

@@ -141,6 +141,8 @@ struct Collect {
     results: BTreeMap<String, Vec<serde_json::Value>>,
     late: Vec<Vec<u8>>,
     dead: usize,
+    /// Records of the partials topic (`partials`), where an engine's tasks hand windows over.
+    partials: Vec<Vec<u8>>,
 }
 
 impl Sink for Collect {
@@ -148,6 +150,7 @@ impl Sink for Collect {
         match topic {
             "late" => self.late.push(value.to_vec()),
             "dlq" => self.dead += 1,
+            "partials" => self.partials.push(value.to_vec()),
             // What a window's numbers rest on, as its last record says: the merge watermark at
             // its publication, and whether a late event came before it or after (one record or
             // two), depend on how the tasks' messages interleave; the rest must not.
@@ -685,4 +688,69 @@ fn a_quiet_partition_s_message_in_hand_is_not_late_behind_its_batch() {
     let (ctr, late) = run(false);
     assert_eq!(ctr[0]["clicks"].as_i64(), Some(1), "{}", ctr[0]);
     assert_eq!(late, 1);
+}
+
+/// A new owner re-reads what the one before it had read (below its checkpoint's `next=`). An
+/// event that owner read in a window still open at its checkpoint was counted in state that
+/// died with it: it must be counted again. Here the earlier owner had read the clicks partition
+/// far ahead of the impressions (a click emitted a minute after its time was on time then: the
+/// impressions held the task's watermark back). Re-read after the impressions had moved the
+/// task past its window, the click was taken for decided and was in no result and on no late
+/// topic: a crash test on the broker saw three and four clicks missing from CTRs that way.
+#[test]
+fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_checkpoint() {
+    let time = TimeConfig {
+        window_ms: 60_000,
+        slide_ms: 60_000,
+        out_of_orderness_ms: 5_000,
+        idle_timeout: Duration::from_secs(3),
+        allowed_lateness_ms: 0,
+        join_horizon_ms: 600_000,
+        keep_duplicates: false,
+    };
+    let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
+    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };
+    let mut engine = Engine::with_aggregators(time, aggregators, 100, topics).unwrap();
+    engine.use_exchange("partials", 1 << 20);
+    let now = Instant::now();
+    let (imps, clicks) = (
+        engine.add_partition(Source::Impressions, "t", 0, now).unwrap(),
+        engine.add_partition(Source::Clicks, "t", 0, now).unwrap(),
+    );
+    // The earlier owner's checkpoint: window [BASE + 60 s, BASE + 120 s) open (its watermark at
+    // BASE + 70 s), the impressions read up to offset 2, the clicks to offset 3; both partitions
+    // are read again from offset 0.
+    let watermark = BASE + 70_000;
+    engine.resume_partition(imps, watermark, watermark, 0, 2, &[]);
+    engine.resume_partition(clicks, watermark, watermark, 0, 3, &[]);
+    let ev = |id: usize, click: bool, ts: i64| Ev { task: 0, id, click, ts, campaign: 1, device: 0, user: 0 };
+    let mut sink = Collect::default();
+    let mut send = |partition: usize, offset: i64, e: Ev, sink: &mut Collect| {
+        let payload = e.json(offset as usize + 100 * partition);
+        engine.ingest(Input { partition, offset, key: None, payload: payload.as_bytes() }, now, sink).unwrap();
+    };
+    // The impressions first: two in the open window (re-read), one of the next (new).
+    send(imps, 0, ev(1, false, BASE + 61_000), &mut sink);
+    send(imps, 1, ev(2, false, BASE + 62_000), &mut sink);
+    send(imps, 2, ev(3, false, BASE + 130_000), &mut sink);
+    // The clicks: on impression 1, on impression 3 (next window), and the click on impression
+    // 2 that came a minute after its time. Before its re-reading, the first two put the task's
+    // watermark at BASE + 125 s, past the window's end.
+    send(clicks, 0, ev(1, true, BASE + 63_000), &mut sink);
+    send(clicks, 1, ev(3, true, BASE + 131_000), &mut sink);
+    send(clicks, 2, ev(2, true, BASE + 64_000), &mut sink);
+    let handed: Vec<(i64, u64)> = sink
+        .partials
+        .iter()
+        .filter_map(|r| match adstream::engine::exchange::decode(r) {
+            Ok(adstream::engine::exchange::Message::Partial { partial, .. }) => {
+                Some((partial.window_start_ms, partial.events))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [(BASE + 60_000, 4)], "the window's two impressions and both its clicks");
+    assert!(sink.late.is_empty(), "nothing is late: {:?}", sink.late);
+    let stats = engine.stats();
+    assert_eq!((stats.clicks_attributed, stats.replayed), (3, 0), "{stats:?}");
 }
