@@ -574,6 +574,26 @@ mod merge_stage {
     }
 }
 
+/// The defaults: one-minute tumbling windows, 5 s of out-of-orderness, a 10-minute join horizon.
+fn minute_windows() -> TimeConfig {
+    TimeConfig {
+        window_ms: 60_000,
+        slide_ms: 60_000,
+        out_of_orderness_ms: 5_000,
+        idle_timeout: Duration::from_secs(3),
+        allowed_lateness_ms: 0,
+        join_horizon_ms: 600_000,
+        keep_duplicates: false,
+    }
+}
+
+/// An engine running ctr alone, with late copies on `late` and dead letters on `dlq`.
+fn ctr_engine(time: TimeConfig) -> Engine {
+    let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
+    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };
+    Engine::with_aggregators(time, aggregators, 100, topics).unwrap()
+}
+
 /// An idle task does not hold the merge back, but its share of a window the others close is in
 /// the published result: the merge takes it before publishing.
 #[test]
@@ -587,9 +607,7 @@ fn an_idle_task_s_events_are_in_the_window_the_others_close() {
         join_horizon_ms: 1_000,
         keep_duplicates: false,
     };
-    let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
-    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };
-    let mut engine = Engine::with_aggregators(time, aggregators, 100, topics).unwrap();
+    let mut engine = ctr_engine(time);
     let t0 = Instant::now();
     for t in 0..2 {
         for source in [Source::Impressions, Source::Clicks] {
@@ -628,19 +646,9 @@ fn an_idle_task_s_events_are_in_the_window_the_others_close() {
 /// partition turned idle while adgen stalled, and its straggler came in a batch behind them.)
 #[test]
 fn a_quiet_partition_s_message_in_hand_is_not_late_behind_its_batch() {
-    let time = TimeConfig {
-        window_ms: 60_000,
-        slide_ms: 60_000,
-        out_of_orderness_ms: 5_000,
-        idle_timeout: Duration::from_secs(3),
-        allowed_lateness_ms: 0,
-        join_horizon_ms: 600_000,
-        keep_duplicates: false,
-    };
+    let time = minute_windows();
     let run = |mark_in_hand: bool| {
-        let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
-        let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };
-        let mut engine = Engine::with_aggregators(time, aggregators, 100, topics).unwrap();
+        let mut engine = ctr_engine(time);
         let t0 = Instant::now();
         let (imps, clicks) = (
             engine.add_partition(Source::Impressions, "t", 0, t0).unwrap(),
@@ -699,18 +707,8 @@ fn a_quiet_partition_s_message_in_hand_is_not_late_behind_its_batch() {
 /// topic: a crash test on the broker saw three and four clicks missing from CTRs that way.
 #[test]
 fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_checkpoint() {
-    let time = TimeConfig {
-        window_ms: 60_000,
-        slide_ms: 60_000,
-        out_of_orderness_ms: 5_000,
-        idle_timeout: Duration::from_secs(3),
-        allowed_lateness_ms: 0,
-        join_horizon_ms: 600_000,
-        keep_duplicates: false,
-    };
-    let aggregators: Vec<Box<dyn Aggregator>> = vec![Box::new(NativeAggregator::<ctr::Ctr>::new("ctr", "ctr"))];
-    let topics = OutputTopics { late: "late".into(), dead_letter: "dlq".into(), ..OutputTopics::with_prefix("") };
-    let mut engine = Engine::with_aggregators(time, aggregators, 100, topics).unwrap();
+    let time = minute_windows();
+    let mut engine = ctr_engine(time);
     engine.use_exchange("partials", 1 << 20);
     let now = Instant::now();
     let (imps, clicks) = (
