@@ -411,6 +411,24 @@ pub fn read_topics(
     out
 }
 
+/// Waits until both input topics under `prefix` exist as this client sees them: a topic just
+/// created (by adgen, or `scripts/kafka.sh create-topic`) reaches the broker's metadata a moment
+/// later, and a host started before that finds it missing.
+pub fn await_topics(prefix: &str) {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for topic in ["ad-impressions", "ad-clicks"] {
+        let topic = format!("{prefix}{topic}");
+        while consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_or(true, |m| m.topics()[0].partitions().is_empty())
+        {
+            assert!(Instant::now() < deadline, "{topic} never appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// Waits, for at most `timeout`, until the checkpoints of `group` cover every message now in the
 /// input topics of `prefix`: each input partition's `next=` (one past the last offset the host
 /// has handled) at the partition's end. A copy of an event late at once (its window already

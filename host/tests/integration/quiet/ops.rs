@@ -6,12 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::expected::{self, Inputs, Late};
 use crate::common::{
-    Host, Record, adgen, await_status, brokers, fresh_prefix, generate, http, parse_metrics, plugin, read_topics,
-    workspace,
+    Host, Record, adgen, await_status, await_topics, brokers, fresh_prefix, generate, http, parse_metrics, plugin,
+    read_topics, workspace,
 };
 
 fn test_plugin(name: &str) -> std::path::PathBuf {
@@ -145,23 +145,6 @@ fn start_generator(prefix: &str, dir: &Path, events: &str, rate: &str) -> Child 
         .stdout(Stdio::null())
         .spawn()
         .expect("starting adgen")
-}
-
-/// Waits until adgen has created both input topics.
-fn await_topics(prefix: &str) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for topic in ["ad-impressions", "ad-clicks"] {
-        let topic = format!("{prefix}{topic}");
-        while consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .map_or(true, |m| m.topics()[0].partitions().is_empty())
-        {
-            assert!(Instant::now() < deadline, "adgen never created {topic}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 /// A live run on the real broker in which `ctr` is replaced twice while events stream in: by a

@@ -181,6 +181,7 @@ fn create_inputs(prefix: &str, impressions: &str, clicks: &str) {
             partitions,
         ]));
     }
+    crate::common::await_topics(prefix);
 }
 
 /// Runs the host on the plaintext listener over the topics under `prefix` (and `extra` flags)
