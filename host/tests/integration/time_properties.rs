@@ -752,3 +752,53 @@ fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_che
     let stats = engine.stats();
     assert_eq!((stats.clicks_attributed, stats.replayed), (3, 0), "{stats:?}");
 }
+
+/// Known, not fixed: an impression late at its task never joins, live; a new owner re-reading
+/// it below the checkpoint puts it back into the join (`rejoin` cannot tell it from one the
+/// earlier owner counted), so a later click within the horizon is attributed after a restart
+/// and not without one. (Needs a horizon longer than the impression's delay; the generator's
+/// clicks come at most 30 s after their impression, so no broker test meets it.) The fix needs
+/// the checkpoint to say where the impressions had been read when each window within the
+/// horizon closed, as `cuts=` does for sliding windows' held panes.
+#[test]
+#[ignore = "known: a late impression re-read by a new owner joins clicks (see the comment)"]
+fn a_late_impression_joins_no_click_after_a_restart_either() {
+    let ev = |id: usize, click: bool, ts: i64| Ev { task: 0, id, click, ts, campaign: 1, device: 0, user: 0 };
+    // Impressions: 1 in the second window; 2, a minute late, in the first. Clicks: on 1, then
+    // on 2 two minutes after its time (within the 10-minute horizon); then both partitions move
+    // on, closing the third window.
+    let imps = [ev(1, false, BASE + 100_000), ev(2, false, BASE + 30_000), ev(3, false, BASE + 300_000)];
+    let clicks = [ev(1, true, BASE + 101_000), ev(2, true, BASE + 150_000), ev(3, true, BASE + 301_000)];
+    let attributed = |restarted: bool| {
+        let mut engine = ctr_engine(minute_windows());
+        engine.use_exchange("partials", 1 << 20);
+        let now = Instant::now();
+        let (i, c) = (
+            engine.add_partition(Source::Impressions, "t", 0, now).unwrap(),
+            engine.add_partition(Source::Clicks, "t", 0, now).unwrap(),
+        );
+        let mut sink = Collect::default();
+        let mut send = |p: usize, offset: i64, e: &Ev, engine: &mut Engine| {
+            let payload = e.json(offset as usize + 100 * p);
+            engine
+                .ingest(Input { partition: p, offset, key: None, payload: payload.as_bytes() }, now, &mut sink)
+                .unwrap();
+        };
+        if restarted {
+            // The earlier owner had read impressions 1 and 2 and the first click, its watermark
+            // at BASE + 95 s (the first window closed: impression 2 was late), and died.
+            engine.resume_partition(i, BASE + 95_000, BASE + 95_000, 0, 2, &[]);
+            engine.resume_partition(c, BASE + 95_000, BASE + 95_000, 0, 1, &[]);
+        }
+        send(i, 0, &imps[0], &mut engine);
+        send(c, 0, &clicks[0], &mut engine);
+        send(i, 1, &imps[1], &mut engine);
+        send(c, 1, &clicks[1], &mut engine);
+        send(i, 2, &imps[2], &mut engine);
+        send(c, 2, &clicks[2], &mut engine);
+        engine.stats().clicks_attributed
+    };
+    // Uninterrupted: impression 2 is late and joins nothing; clicks 1 and 3 are attributed.
+    assert_eq!(attributed(false), 2);
+    assert_eq!(attributed(true), attributed(false), "the same clicks attributed after a restart");
+}
