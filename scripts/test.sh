@@ -89,17 +89,17 @@ cargo test "${lints[@]}" --release --locked --workspace --no-run
 finish_sides
 
 step "tests"
-# The tests (host/tests/integration/main.rs has the layout) run in two phases: first three runs
-# side by side, then the `quiet` ones.
+# The tests (host/tests/integration/main.rs has the layout) run in two phases. First three runs
+# side by side:
 # - `consumer_group`'s tests, several hosts each, one after another (the longest series, about
-#   three minutes under this load). Among the others, taking turns on a lock, the four waiting
-#   held four threads idle;
+#   three minutes under this load; run among the others, those waiting on its lock held threads
+#   idle);
 # - the host's other tests but `quiet`'s, 5 at a time (most of their time is spent waiting for
 #   the broker or a host, so on 2 cores this takes about half as long as one per core);
 # - the other crates' tests (the generator, the SDK, the plugins, adbench's smoke run): about
-#   half a minute, which cargo would otherwise spend before the host's tests;
-# - then the `quiet` ones, whose assertions read the wall clock, two at a time with nothing else
-#   running.
+#   half a minute, which cargo would otherwise spend before the host's tests.
+# Then the `quiet` ones, whose assertions read the wall clock, two at a time with nothing else
+# running.
 export ADSTREAM_TEST_BROKERS="${ADSTREAM_TEST_BROKERS:-127.0.0.1:9092}"
 side consumer_group cargo test "${lints[@]}" --release --locked -p adstream --test integration -- --test-threads 1 consumer_group::
 side other_crates cargo test "${lints[@]}" --release --locked --workspace --exclude adstream

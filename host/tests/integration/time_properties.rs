@@ -594,6 +594,27 @@ fn ctr_engine(time: TimeConfig) -> Engine {
     Engine::with_aggregators(time, aggregators, 100, topics).unwrap()
 }
 
+/// An event of task 0, campaign 1.
+fn ev(id: usize, click: bool, ts: i64) -> Ev {
+    Ev { task: 0, id, click, ts, campaign: 1, device: 0, user: 0 }
+}
+
+/// A ctr engine with the default time settings that hands its windows over on the `partials`
+/// topic, as on the broker, and task 0's impressions and clicks partitions.
+fn exchange_task(now: Instant) -> (Engine, usize, usize) {
+    let mut engine = ctr_engine(minute_windows());
+    engine.use_exchange("partials", 1 << 20);
+    let imps = engine.add_partition(Source::Impressions, "t", 0, now).unwrap();
+    let clicks = engine.add_partition(Source::Clicks, "t", 0, now).unwrap();
+    (engine, imps, clicks)
+}
+
+/// Message `offset` of engine partition `p`: `e` (its ids made unique by partition and offset).
+fn feed(engine: &mut Engine, sink: &mut Collect, now: Instant, p: usize, offset: i64, e: &Ev) {
+    let payload = e.json(offset as usize + 100 * p);
+    engine.ingest(Input { partition: p, offset, key: None, payload: payload.as_bytes() }, now, sink).unwrap();
+}
+
 /// An idle task does not hold the merge back, but its share of a window the others close is in
 /// the published result: the merge takes it before publishing.
 #[test]
@@ -662,7 +683,6 @@ fn a_quiet_partition_s_message_in_hand_is_not_late_behind_its_batch() {
             let input = Input { partition, offset, key: None, payload: payload.as_bytes() };
             engine.ingest(input, now, sink).unwrap();
         };
-        let ev = |id: usize, click: bool, ts: i64| Ev { task: 0, id, click, ts, campaign: 1, device: 0, user: 0 };
         // Window [BASE, BASE + 60 s): an impression, a click on it; then the clicks go quiet.
         send(&mut engine, imps, ev(1, false, BASE + 1_000), t0, &mut sink);
         send(&mut engine, clicks, ev(1, true, BASE + 2_000), t0, &mut sink);
@@ -707,36 +727,30 @@ fn a_quiet_partition_s_message_in_hand_is_not_late_behind_its_batch() {
 /// topic: a crash test on the broker saw three and four clicks missing from CTRs that way.
 #[test]
 fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_checkpoint() {
-    let time = minute_windows();
-    let mut engine = ctr_engine(time);
-    engine.use_exchange("partials", 1 << 20);
     let now = Instant::now();
-    let (imps, clicks) = (
-        engine.add_partition(Source::Impressions, "t", 0, now).unwrap(),
-        engine.add_partition(Source::Clicks, "t", 0, now).unwrap(),
-    );
+    let (mut engine, imps, clicks) = exchange_task(now);
     // The earlier owner's checkpoint: window [BASE + 60 s, BASE + 120 s) open (its watermark at
     // BASE + 70 s), the impressions read up to offset 2, the clicks to offset 3; both partitions
     // are read again from offset 0.
     let watermark = BASE + 70_000;
     engine.resume_partition(imps, watermark, watermark, 0, 2, &[]);
     engine.resume_partition(clicks, watermark, watermark, 0, 3, &[]);
-    let ev = |id: usize, click: bool, ts: i64| Ev { task: 0, id, click, ts, campaign: 1, device: 0, user: 0 };
     let mut sink = Collect::default();
-    let mut send = |partition: usize, offset: i64, e: Ev, sink: &mut Collect| {
-        let payload = e.json(offset as usize + 100 * partition);
-        engine.ingest(Input { partition, offset, key: None, payload: payload.as_bytes() }, now, sink).unwrap();
-    };
-    // The impressions first: two in the open window (re-read), one of the next (new).
-    send(imps, 0, ev(1, false, BASE + 61_000), &mut sink);
-    send(imps, 1, ev(2, false, BASE + 62_000), &mut sink);
-    send(imps, 2, ev(3, false, BASE + 130_000), &mut sink);
-    // The clicks: on impression 1, on impression 3 (next window), and the click on impression
-    // 2 that came a minute after its time. Before its re-reading, the first two put the task's
+    // The impressions first: two in the open window (re-read), one of the next (new). Then the
+    // clicks: on impression 1, on impression 3 (next window), and the click on impression 2
+    // that came a minute after its time. Before its re-reading, the first two put the task's
     // watermark at BASE + 125 s, past the window's end.
-    send(clicks, 0, ev(1, true, BASE + 63_000), &mut sink);
-    send(clicks, 1, ev(3, true, BASE + 131_000), &mut sink);
-    send(clicks, 2, ev(2, true, BASE + 64_000), &mut sink);
+    let input = [
+        (imps, ev(1, false, BASE + 61_000)),
+        (imps, ev(2, false, BASE + 62_000)),
+        (imps, ev(3, false, BASE + 130_000)),
+        (clicks, ev(1, true, BASE + 63_000)),
+        (clicks, ev(3, true, BASE + 131_000)),
+        (clicks, ev(2, true, BASE + 64_000)),
+    ];
+    for (n, (p, e)) in input.iter().enumerate() {
+        feed(&mut engine, &mut sink, now, *p, n as i64 % 3, e);
+    }
     let handed: Vec<(i64, u64)> = sink
         .partials
         .iter()
@@ -763,39 +777,25 @@ fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_che
 #[test]
 #[ignore = "known: a late impression re-read by a new owner joins clicks (see the comment)"]
 fn a_late_impression_joins_no_click_after_a_restart_either() {
-    let ev = |id: usize, click: bool, ts: i64| Ev { task: 0, id, click, ts, campaign: 1, device: 0, user: 0 };
     // Impressions: 1 in the second window; 2, a minute late, in the first. Clicks: on 1, then
     // on 2 two minutes after its time (within the 10-minute horizon); then both partitions move
-    // on, closing the third window.
+    // on, closing the third window. Offsets 0, 1, 2 of each, alternating.
     let imps = [ev(1, false, BASE + 100_000), ev(2, false, BASE + 30_000), ev(3, false, BASE + 300_000)];
     let clicks = [ev(1, true, BASE + 101_000), ev(2, true, BASE + 150_000), ev(3, true, BASE + 301_000)];
     let attributed = |restarted: bool| {
-        let mut engine = ctr_engine(minute_windows());
-        engine.use_exchange("partials", 1 << 20);
         let now = Instant::now();
-        let (i, c) = (
-            engine.add_partition(Source::Impressions, "t", 0, now).unwrap(),
-            engine.add_partition(Source::Clicks, "t", 0, now).unwrap(),
-        );
-        let mut sink = Collect::default();
-        let mut send = |p: usize, offset: i64, e: &Ev, engine: &mut Engine| {
-            let payload = e.json(offset as usize + 100 * p);
-            engine
-                .ingest(Input { partition: p, offset, key: None, payload: payload.as_bytes() }, now, &mut sink)
-                .unwrap();
-        };
+        let (mut engine, i, c) = exchange_task(now);
         if restarted {
             // The earlier owner had read impressions 1 and 2 and the first click, its watermark
             // at BASE + 95 s (the first window closed: impression 2 was late), and died.
             engine.resume_partition(i, BASE + 95_000, BASE + 95_000, 0, 2, &[]);
             engine.resume_partition(c, BASE + 95_000, BASE + 95_000, 0, 1, &[]);
         }
-        send(i, 0, &imps[0], &mut engine);
-        send(c, 0, &clicks[0], &mut engine);
-        send(i, 1, &imps[1], &mut engine);
-        send(c, 1, &clicks[1], &mut engine);
-        send(i, 2, &imps[2], &mut engine);
-        send(c, 2, &clicks[2], &mut engine);
+        let mut sink = Collect::default();
+        for (offset, (imp, click)) in imps.iter().zip(&clicks).enumerate() {
+            feed(&mut engine, &mut sink, now, i, offset as i64, imp);
+            feed(&mut engine, &mut sink, now, c, offset as i64, click);
+        }
         engine.stats().clicks_attributed
     };
     // Uninterrupted: impression 2 is late and joins nothing; clicks 1 and 3 are attributed.
