@@ -67,6 +67,15 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
     // Plugins are loaded before anything touches Kafka: one that does not load is a mistake in
     // the command, to be told at once. Each attempt loads them again (from the compile cache).
     let first = Engine::new(config.time, &loader, config.kafka.outputs.clone())?;
+    let rule = crate::engine::time::WindowRule::of(&config.time);
+    if rule.joinable_panes() > crate::engine::task::MAX_CUTS {
+        tracing::warn!(
+            join_horizon_ms = rule.join_horizon_ms,
+            slide_ms = rule.slide_ms,
+            "the join horizon spans more than {} windows (slides): checkpoints cannot say which impressions of the windows closed within it were late, so after a restart such an impression re-read may be joined by a later click that an uninterrupted run leaves unattributed",
+            crate::engine::task::MAX_CUTS - 1
+        );
+    }
     let admin_open = config.http.addr.is_some_and(|a| a.ip().is_loopback());
     let (ops, inboxes) = Ops::new(Some(loader.clone()), config.http.admin_token.clone(), admin_open, threads);
     // The server outlives the attempts: it reports "waiting" between them and "stopping" while

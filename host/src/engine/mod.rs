@@ -31,6 +31,7 @@
 //! event's: a restart before that re-reads it and decides again, so no decision is half kept.
 //! An event whose window is already published is late at once.
 
+pub mod checkpoint;
 pub mod complete;
 pub mod detect;
 pub mod exchange;
@@ -49,6 +50,7 @@ use std::time::Instant;
 
 use adstream_abi::time::format_rfc3339_millis;
 
+use self::checkpoint::Checkpoint;
 use self::complete::{Completeness, Counts, PluginRef, Record, Update};
 use self::detect::{DetectorSlot, Stored};
 use self::merge::{Added, Merge, Partial, Refusal, TaskId};
@@ -386,38 +388,36 @@ impl Engine {
         }
     }
 
-    /// Continues partition `p` from an earlier owner's checkpoint: its task's watermark was
-    /// `watermark`, it had handed every window `closed` closes to the merge (their partials are
-    /// in the partials topic, or published), and it had read `p` up to (not including)
-    /// `replay_until`; reading starts again at `from`.
-    /// With sliding windows, `cuts` say which re-read events of the panes the task still held
-    /// were in them (see [`Engine::cuts`]).
+    /// Continues partition `p` from an earlier owner's checkpoint: its task's watermark, the
+    /// windows it had handed to the merge (their partials are in the partials topic, or
+    /// published), and how far that owner had read `p` (up to, not including, `next`); reading
+    /// starts again at `from`.
     ///
     /// A re-read message of a window closed here is one the earlier owner decided for good: it
     /// is in a partial handed over, or its copy is on the late topic (both in the transactions
-    /// its checkpoints committed). That holds only of windows closed *before* this run: an
-    /// event that owner read in a window still open at its checkpoint was counted in state that
-    /// died with it. So the task's watermark stays where that owner left it until each of the
-    /// task's partitions has been read up to `replay_until` again: every such event is counted
-    /// again, in its window still open, before the task closes anything. (Otherwise a partition
-    /// re-read slowly, an input read far ahead of its partner by the earlier owner, found some
-    /// of those events in windows this run had closed meanwhile, took them for decided, and
-    /// they were in no result and on no late topic.)
-    pub fn resume_partition(
-        &mut self,
-        p: PartitionId,
-        watermark: i64,
-        closed: i64,
-        from: i64,
-        replay_until: i64,
-        cuts: &[(i64, i64)],
-    ) {
+    /// its checkpoints committed). The checkpoint's cuts say which it was (see
+    /// [`Task::was_on_time`]): a re-read impression joins the clicks still to be counted only
+    /// if it was on time then, as the earlier owner's did.
+    ///
+    /// That holds only of windows closed *before* this run: an event that owner read in a
+    /// window still open at its checkpoint was counted in state that died with it. So the
+    /// task's watermark stays where that owner left it until each of the task's partitions has
+    /// been read up to `next` again: every such event is counted again, in its window still
+    /// open, before the task closes anything. (Otherwise a partition re-read slowly, an input
+    /// read far ahead of its partner by the earlier owner, found some of those events in
+    /// windows this run had closed meanwhile, took them for decided, and they were in no
+    /// result and on no late topic.)
+    pub fn resume_partition(&mut self, p: PartitionId, from: i64, checkpoint: &Checkpoint) {
         let info = &mut self.partitions[p];
-        info.replay_until = replay_until;
+        info.replay_until = checkpoint.next;
         let task = &mut self.tasks[info.task];
-        task.resume(watermark, closed);
-        task.resume_cuts(info.side, cuts);
-        if from < replay_until {
+        task.resume(checkpoint.watermark, checkpoint.closed);
+        task.resume_cuts(info.side, &checkpoint.cuts);
+        if info.source == Source::Impressions {
+            // Re-read impressions are what the cuts decide on.
+            task.resume_cuts_from(checkpoint.cuts_from);
+        }
+        if from < checkpoint.next {
             info.rereading = true;
             task.hold_for_reread(1);
         }
@@ -430,15 +430,6 @@ impl Engine {
         if std::mem::take(&mut info.rereading) {
             self.tasks[info.task].hold_for_reread(-1);
         }
-    }
-
-    /// For partition `p`'s checkpoint, with sliding windows: (pane start, offset) for each pane
-    /// closed at its task but still held by a window not handed over: its events below the
-    /// offset are in the pane, the others were late.
-    pub fn cuts(&self, p: PartitionId) -> Vec<(i64, i64)> {
-        let info = &self.partitions[p];
-        let task = &self.tasks[info.task];
-        task.cuts().iter().map(|(&pane, row)| (pane, row.get(info.side).copied().unwrap_or(i64::MAX))).collect()
     }
 
     /// Runs the merge stage here, over the partials of tasks `0..tasks`: an earlier owner
@@ -512,11 +503,21 @@ impl Engine {
         self.exchange.as_ref().is_none_or(|x| x.input.is_some())
     }
 
-    /// The watermark of `p`'s task, and the watermark through which it handed its windows to
-    /// the merge (for its checkpoint).
-    pub fn task_watermark(&self, p: PartitionId) -> (i64, i64) {
-        let task = &self.tasks[self.partitions[p].task];
-        (task.watermark(), task.closed_through())
+    /// Partition `p`'s checkpoint, `next` being one past the last offset handled (see
+    /// [`Engine::next_offset`]): its task's watermark, through which window the task handed its
+    /// windows to the merge, and the cuts of the panes still of use.
+    pub fn checkpoint(&self, p: PartitionId, next: i64) -> Checkpoint {
+        let info = &self.partitions[p];
+        let task = &self.tasks[info.task];
+        let cuts =
+            task.cuts().iter().map(|(&pane, row)| (pane, row.get(info.side).copied().unwrap_or(i64::MAX))).collect();
+        Checkpoint {
+            watermark: task.watermark(),
+            closed: task.closed_through(),
+            next,
+            cuts,
+            cuts_from: task.cuts_from(),
+        }
     }
 
     /// The offset of the partials topic to commit: its oldest record the merge still needs.
@@ -998,19 +999,24 @@ impl Engine {
         let closed_at_task = self.tasks[t].has_closed(window);
         let final_now =
             if self.exchange.is_some() { closed_at_task } else { self.rule.is_closed(window, self.merge.published()) };
-        // Sliding windows: a re-read event of a pane closed at its task that windows still to be
-        // handed over hold. The checkpoint's cut says whether the earlier owner had it in the
-        // pane: then it is counted again, as re-read events of open windows are.
-        let counted_again = final_now
-            && replaying
-            && self.tasks[t].holds_closed_pane(window)
-            && self.tasks[t].was_counted(window, side, input.offset) == Some(true);
+        // A re-read event of a pane closed at its task: the checkpoint's cut says whether the
+        // earlier owner had it on time.
+        let was_on_time =
+            if final_now && replaying { self.tasks[t].was_on_time(window, side, input.offset) } else { None };
+        // Sliding windows: one that windows still to be handed over hold, and the earlier owner
+        // had in the pane, is counted again, as re-read events of open windows are.
+        let counted_again = was_on_time == Some(true) && self.tasks[t].holds_closed_pane(window);
         if final_now && !counted_again {
             if replaying {
                 self.stats.replayed += 1;
                 match &event {
+                    Event::Impression(_) if was_on_time == Some(false) => {
+                        // Late then, and joined no click: not now either.
+                        self.offsets.seen(p, input.offset);
+                    }
                     Event::Impression(imp) => {
-                        // Its window is closed, but a click of an open window may still join it.
+                        // Its window is closed, but a click of an open window may still join it
+                        // (as it could when the earlier owner read it on time).
                         self.tasks[t].rejoin(imp, &mut self.stats);
                         self.offsets.hold(p, input.offset, self.rule.impression_released_at(ts));
                     }

@@ -33,12 +33,17 @@ pub struct Task {
     /// Every window this closes was handed to the merge, even if the watermark has not closed
     /// it (an idle task hands over all it holds).
     closed_floor: i64,
-    /// Sliding windows: where each of the task's partitions had been read when each pane that
-    /// is closed here but not released yet was closed, pane → (partition index here → next
-    /// offset). An event of such a pane below its partition's cut was on time (it is in the
-    /// pane); one at or above it was late. Kept in the checkpoints, so that a new owner re-reading
-    /// the pane's events puts back exactly those that were in it (see [`Task::was_counted`]).
+    /// Where each of the task's partitions had been read when each pane with events closed
+    /// here, pane → (partition index here → next offset): an event of the pane below its
+    /// partition's cut was on time (it is in the pane), one at or above it late. Kept in the
+    /// checkpoints while still of use to a new owner re-reading the pane's events (see
+    /// [`Task::was_on_time`]): while a window not handed over holds the pane (sliding windows),
+    /// and while a click still to be counted may join its impressions.
     cuts: BTreeMap<i64, Vec<i64>>,
+    /// Every pane from this one on that closed here with events has its cut in `cuts` (earlier
+    /// ones closed before an older checkpoint). `i64::MAX`: the join reaches back more than
+    /// [`MAX_CUTS`] panes, and cuts are kept only while a window holds their pane.
+    cuts_from: i64,
     rule: WindowRule,
     /// Drop repeated ids (the default; `--keep-duplicates` counts them).
     dedup: bool,
@@ -58,6 +63,11 @@ pub struct Task {
     /// [`super::Engine::resume_partition`]).
     rereading: usize,
 }
+
+/// The most panes whose impressions a click may join that a task keeps cuts of (see
+/// [`Task::was_on_time`]): they go in every checkpoint, which Kafka bounds to 4096 bytes by
+/// default (`offset.metadata.max.bytes`).
+pub const MAX_CUTS: i64 = 100;
 
 /// What a pane holds at a task, for the completeness record (see [`super::complete`]).
 #[derive(Clone, Copy, Debug, Default)]
@@ -92,6 +102,7 @@ impl Task {
             clock: TaskClock { watermark: i64::MIN, idle: false },
             closed_floor: i64::MIN,
             cuts: BTreeMap::new(),
+            cuts_from: if rule.joinable_panes() <= MAX_CUTS { i64::MIN } else { i64::MAX },
             rule,
             dedup: !time.keep_duplicates,
             watermarks: Watermarks::new(time.out_of_orderness_ms, time.idle_timeout),
@@ -193,10 +204,27 @@ impl Task {
         Some(start)
     }
 
-    /// Sliding windows: the panes closed here but not released, with where each of the task's
+    /// The panes closed here whose cuts are still of use, with where each of the task's
     /// partitions had been read when they closed (for the checkpoint).
     pub fn cuts(&self) -> &BTreeMap<i64, Vec<i64>> {
         &self.cuts
+    }
+
+    /// For the checkpoint: from which pane on the cuts of every pane closed here with events
+    /// are kept; `None` when they are kept only while a window holds their pane. Panes no
+    /// click still to be counted can join are left out.
+    pub fn cuts_from(&self) -> Option<i64> {
+        let joinable = self.rule.joinable_from(self.closed_through());
+        (self.cuts_from != i64::MAX).then(|| self.cuts_from.max(joinable))
+    }
+
+    /// From the checkpoint of the task's impressions partition: from which pane on its cuts
+    /// are complete. Without (an older checkpoint, or one whose cuts reached back less far than
+    /// the join), only from the oldest pane it had not closed.
+    pub fn resume_cuts_from(&mut self, from: Option<i64>) {
+        if self.cuts_from != i64::MAX {
+            self.cuts_from = from.unwrap_or_else(|| self.rule.oldest_open(self.closed_through()));
+        }
     }
 
     /// Continues with the cuts an earlier owner checkpointed for partition `side`.
@@ -210,16 +238,23 @@ impl Task {
         }
     }
 
-    /// Sliding windows, re-reading after a restart: whether the event at `offset` of partition
-    /// `side`, of a pane that is closed here but not released, was in that pane (on time) when
-    /// an earlier owner read it. `None`: the pane is not such a pane.
-    pub fn was_counted(&self, pane: i64, side: PartitionId, offset: i64) -> Option<bool> {
-        let row = self.cuts.get(&pane)?;
-        Some(offset < row.get(side).copied().unwrap_or(i64::MAX))
+    /// Re-reading after a restart: whether the event at `offset` of partition `side`, of a pane
+    /// closed here, was on time when an earlier owner read it (in the pane; an impression
+    /// joined the clicks that came for it) or late (on the late topic). `None` when the cuts do
+    /// not say: the pane is not closed here, or closed before what they cover.
+    pub fn was_on_time(&self, pane: i64, side: PartitionId, offset: i64) -> Option<bool> {
+        if !self.has_closed(pane) {
+            return None;
+        }
+        match self.cuts.get(&pane) {
+            Some(row) => Some(offset < row.get(side).copied().unwrap_or(i64::MAX)),
+            // Closed with no event in it: every event of it came late.
+            None => (pane >= self.cuts_from).then_some(false),
+        }
     }
 
     /// Whether the pane starting at `pane` is closed here but still needed by a window not
-    /// handed over: a re-read event of it may belong in it (see [`Task::was_counted`]).
+    /// handed over: a re-read event of it may belong in it (see [`Task::was_on_time`]).
     pub fn holds_closed_pane(&self, pane: i64) -> bool {
         self.rule.sliding() && self.has_closed(pane) && !self.rule.window_is_closed(pane, self.closed_through())
     }
@@ -407,21 +442,27 @@ impl Task {
                 partials.push(self.share_of(i, start, &panes, events, &mut failures));
             }
             self.closed_floor = self.closed_floor.max(rule.window_closes_at(start));
-            // No later window holds the window's oldest pane.
+            // No later window holds the window's oldest pane; its impressions may still be
+            // joined (the pane closed now if it had no cut yet).
+            if self.cuts_from != i64::MAX && self.open.contains_key(&start) {
+                self.cuts.entry(start).or_insert_with(|| positions.to_vec());
+            }
             self.release_pane(start, window, stats, &mut failures);
         }
         // What was handed over is closed here for good (an idle task hands over every window it
         // holds, and its later events of them are late), though the watermark it reports to the
         // merge stays its own. Panes closed but still held by later windows get their cuts.
+        let closed = self.closed_through();
         if rule.sliding() {
-            let closed = self.closed_through();
             for &pane in self.open.keys() {
                 if rule.is_closed(pane, closed) {
                     self.cuts.entry(pane).or_insert_with(|| positions.to_vec());
                 }
             }
         }
-        self.join.expire(rule.oldest_open(self.closed_through()));
+        let joinable = if self.cuts_from == i64::MAX { i64::MAX } else { rule.joinable_from(closed) };
+        self.cuts.retain(|&pane, _| pane >= joinable || !rule.window_is_closed(pane, closed));
+        self.join.expire(rule.oldest_open(closed));
         (partials, counts, failures)
     }
 
@@ -506,12 +547,11 @@ impl Task {
         }
     }
 
-    /// Drops the pane starting at `start` (no window to come holds it): its events, its cut,
-    /// and each plugin's accumulator of it (`window`: the pane's last window; the pane itself
+    /// Drops the pane starting at `start` (no window to come holds it): its events and each
+    /// plugin's accumulator of it (`window`: the pane's last window; the pane itself
     /// when tumbling). If dropping fails, the instance restarts, and the panes still open lose
     /// its state.
     fn release_pane(&mut self, start: i64, window: Window, stats: &mut Stats, failures: &mut Vec<Failure>) {
-        self.cuts.remove(&start);
         // Clicks re-read after a restart into a closed pane wait for their impression until
         // the pane goes (with tumbling windows there are none left here).
         stats.clicks_unattributed += self.join.close_window(start);

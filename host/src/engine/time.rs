@@ -101,7 +101,26 @@ impl WindowRule {
     /// The oldest pane a click can still be counted in at `watermark`: impressions older than
     /// it can be forgotten by the join.
     pub fn oldest_open(&self, watermark: i64) -> i64 {
+        if watermark < i64::MIN / 2 {
+            // Nothing closed yet (and no window arithmetic near the bottom of the range).
+            return i64::MIN;
+        }
         self.start_of(watermark.saturating_sub(self.allowed_lateness_ms))
+    }
+
+    /// The oldest pane with impressions a click still to be counted at `watermark` can join
+    /// (one within the horizon before the oldest pane open).
+    pub fn joinable_from(&self, watermark: i64) -> i64 {
+        match self.oldest_open(watermark) {
+            i64::MIN => i64::MIN,
+            open => self.start_of(open.saturating_sub(self.join_horizon_ms)),
+        }
+    }
+
+    /// How many closed panes' impressions a click still to be counted can join, at most: each
+    /// one's cut is in the checkpoints (see [`super::task::Task::was_on_time`]).
+    pub fn joinable_panes(&self) -> i64 {
+        (self.join_horizon_ms + self.slide_ms - 1) / self.slide_ms + 1
     }
 }
 
@@ -121,6 +140,10 @@ mod tests {
         assert_eq!(rule.impression_released_at(125_000), 181_000);
         assert_eq!(rule.impression_released_at(155_000), 241_000);
         assert_eq!(rule.oldest_open(181_000), 180_000);
+        // A click at 180 s, the oldest that can still be counted, joins impressions from 150 s.
+        assert_eq!(rule.joinable_from(181_000), 120_000);
+        assert_eq!((rule.oldest_open(i64::MIN), rule.joinable_from(i64::MIN)), (i64::MIN, i64::MIN));
+        assert_eq!(rule.joinable_panes(), 2);
     }
 
     #[test]

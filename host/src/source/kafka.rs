@@ -8,15 +8,11 @@
 //! thread ([`crate::kafka::group`]): on revoke the attempt commits, on assign
 //! [`KafkaSource::assign`] reads the checkpoints before any message.
 //!
-//! Commits carry metadata (`adstream/1 wm=<watermark> next=<offset> closed=<watermark>
-//! [cuts=<pane>:<offset>,...]`): for an
-//! input partition, its task's watermark (every window it closes was handed to the merge in the
-//! same transaction), how far the partition had been read and through which window the task
-//! handed its windows over (beyond the watermark after an idle spell), and with sliding windows
-//! which of the re-read events of the panes still held were in them; for the partials topic, the watermark
-//! the merge published through and how far it had read. A new owner resumes from both, so it
-//! neither hands over nor publishes a window again nor re-routes a late or invalid message;
-//! see [`crate::engine::Engine::resume_partition`].
+//! Commits carry a checkpoint in their metadata ([`Checkpoint`]): for an input partition, its
+//! task's watermark, how far the partition had been read and which windows the task had handed
+//! over; for the partials topic, the watermark the merge published through and how far it had
+//! read. A new owner resumes from both, so it neither hands over nor publishes a window again
+//! nor re-routes a late or invalid message; see [`crate::engine::Engine::resume_partition`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,6 +25,7 @@ use rdkafka::metadata::Metadata;
 
 use crate::config::KafkaConfig;
 use crate::engine::Engine;
+use crate::engine::checkpoint::Checkpoint;
 use crate::engine::watermark::PartitionId;
 use crate::event::Source;
 use crate::kafka::admin::Admin;
@@ -117,54 +114,6 @@ fn cached_high_watermark(consumer: &BaseConsumer<GroupContext>, topic: &str, par
         )
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
-}
-
-/// What an earlier run left in a commit's metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub watermark: i64,
-    /// Input partitions: every window this closes was handed to the merge (at least the
-    /// watermark's; beyond it after an idle spell). Absent in older checkpoints.
-    pub closed: i64,
-    pub next: i64,
-    /// Input partitions, sliding windows: (pane start, offset) for each pane closed at the task
-    /// but still held by a window not handed over: where this partition had been read when the
-    /// pane closed (see [`crate::engine::task::Task::was_counted`]). `cuts=` in the metadata.
-    pub cuts: Vec<(i64, i64)>,
-}
-
-impl Checkpoint {
-    pub fn encode(&self) -> String {
-        let mut text = format!("adstream/1 wm={} next={} closed={}", self.watermark, self.next, self.closed);
-        for (i, (pane, offset)) in self.cuts.iter().enumerate() {
-            text.push_str(&format!("{}{pane}:{offset}", if i == 0 { " cuts=" } else { "," }));
-        }
-        text
-    }
-
-    pub fn decode(metadata: &str) -> Option<Self> {
-        let rest = metadata.strip_prefix("adstream/1 ")?;
-        let mut watermark = None;
-        let mut next = None;
-        let mut closed = None;
-        let mut cuts = Vec::new();
-        for field in rest.split(' ') {
-            match field.split_once('=')? {
-                ("wm", v) => watermark = v.parse().ok(),
-                ("next", v) => next = v.parse().ok(),
-                ("closed", v) => closed = v.parse().ok(),
-                ("cuts", v) => {
-                    for cut in v.split(',') {
-                        let (pane, offset) = cut.split_once(':')?;
-                        cuts.push((pane.parse().ok()?, offset.parse().ok()?));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let watermark = watermark?;
-        Some(Checkpoint { watermark, closed: closed.unwrap_or(watermark), next: next?, cuts })
-    }
 }
 
 impl KafkaSource {
@@ -438,7 +387,7 @@ impl KafkaSource {
             self.assigned.asked.push(None);
             let task_watermark = checkpoint.as_ref().map_or(i64::MIN, |c| c.watermark);
             if let Some(cp) = checkpoint {
-                engine.resume_partition(id, cp.watermark, cp.closed, from, cp.next, &cp.cuts);
+                engine.resume_partition(id, from, &cp);
             }
             tracing::info!(topic, partition, start = from, task_watermark = %format_watermark(task_watermark), "assigned");
         }
@@ -777,16 +726,13 @@ impl KafkaSource {
         for (id, (topic, partition)) in self.assigned.topics.iter().enumerate() {
             let offset = engine.committable(id).unwrap_or(self.assigned.start_offsets[id]);
             let next = engine.next_offset(id).unwrap_or(offset);
-            let (watermark, closed) = engine.task_watermark(id);
-            let cuts = engine.cuts(id);
-            add(topic, *partition, offset, Checkpoint { watermark, closed, next, cuts })?;
+            add(topic, *partition, offset, engine.checkpoint(id, next))?;
         }
         if let Some(from) = self.assigned.exchange {
             let offset = engine.exchange_committable().unwrap_or(from);
             let next = engine.exchange_next().unwrap_or(offset);
             let published = engine.watermark();
-            let cp = Checkpoint { watermark: published, closed: published, next, cuts: Vec::new() };
-            add(&self.config.partials_topic, 0, offset, cp)?;
+            add(&self.config.partials_topic, 0, offset, Checkpoint::new(published, published, next))?;
         }
         Ok(tpl)
     }
@@ -794,25 +740,4 @@ impl KafkaSource {
 
 fn format_watermark(w: i64) -> String {
     if w == i64::MIN { "none".into() } else { adstream_abi::time::format_rfc3339_millis(w) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoint_metadata_round_trips() {
-        let cp = Checkpoint { watermark: -5, closed: 60_000, next: 42, cuts: Vec::new() };
-        assert_eq!(Checkpoint::decode(&cp.encode()), Some(cp.clone()));
-        let sliding = Checkpoint { cuts: vec![(60_000, 17), (120_000, 40)], ..cp };
-        assert_eq!(sliding.encode(), "adstream/1 wm=-5 next=42 closed=60000 cuts=60000:17,120000:40");
-        assert_eq!(Checkpoint::decode(&sliding.encode()), Some(sliding));
-        assert_eq!(Checkpoint::decode(""), None);
-        assert_eq!(Checkpoint::decode("adstream/1 wm=3"), None);
-        // Older checkpoints: what was closed is what the watermark closes.
-        assert_eq!(
-            Checkpoint::decode("adstream/1 wm=3 next=4"),
-            Some(Checkpoint { watermark: 3, closed: 3, next: 4, cuts: Vec::new() })
-        );
-    }
 }

@@ -461,7 +461,7 @@ pub fn await_input_handled(prefix: &str, group: &str, timeout: Duration, context
             .iter()
             .filter_map(|(topic, partition, end)| {
                 let elem = committed.find_partition(topic, *partition)?;
-                let next = adstream::source::kafka::Checkpoint::decode(elem.metadata()).map(|c| c.next);
+                let next = adstream::engine::checkpoint::Checkpoint::decode(elem.metadata()).map(|c| c.next);
                 next.is_none_or(|n| n < *end).then(|| format!("{topic}/{partition}: next={next:?}, end {end}"))
             })
             .collect();
