@@ -12,7 +12,8 @@
 //! - [`merge`]: the second phase: each window's partials from every task, merged with
 //!   `merge-window` and closed once every task's watermark has closed the window.
 //! - [`time`]: the window rule; [`watermark`]: watermarks and idleness; [`join`]: clicks matched
-//!   to impressions; [`offsets`]: which input offsets are safe to commit.
+//!   to impressions; [`offsets`]: which input offsets are safe to commit; [`checkpoint`]: what a
+//!   commit's metadata carries for a new owner to resume from.
 //! - [`exchange`]: partials and progress as the records of the partials topic.
 //! - [`detect`]: detectors, which read each published window's results and remember across
 //!   windows, exactly-once.
