@@ -603,7 +603,12 @@ fn ev(id: usize, click: bool, ts: i64) -> Ev {
 /// A ctr engine with the default time settings that hands its windows over on the `partials`
 /// topic, as on the broker, and task 0's impressions and clicks partitions.
 fn exchange_task(now: Instant) -> (Engine, usize, usize) {
-    let mut engine = ctr_engine(minute_windows());
+    exchange_task_with(minute_windows(), now)
+}
+
+/// [`exchange_task`] with other time settings.
+fn exchange_task_with(time: TimeConfig, now: Instant) -> (Engine, usize, usize) {
+    let mut engine = ctr_engine(time);
     engine.use_exchange("partials", 1 << 20);
     let imps = engine.add_partition(Source::Impressions, "t", 0, now).unwrap();
     let clicks = engine.add_partition(Source::Clicks, "t", 0, now).unwrap();
@@ -766,6 +771,36 @@ fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_che
     assert!(sink.late.is_empty(), "nothing is late: {:?}", sink.late);
     let stats = engine.stats();
     assert_eq!((stats.clicks_attributed, stats.replayed), (3, 0), "{stats:?}");
+}
+
+/// The cuts a checkpoint carries (see the test below) are pruned as windows leave the join's
+/// reach, so they stay within it and within Kafka's 4 KB of commit metadata. Where the horizon
+/// spans more windows than a checkpoint can hold, none are kept for the join (the host warns).
+#[test]
+fn a_checkpoint_s_cuts_stay_within_the_join_s_reach_and_kafka_s_metadata_limit() {
+    for (window_ms, reach) in [(10_000, Some(61)), (5_000, None)] {
+        let now = Instant::now();
+        let (mut engine, i, c) =
+            exchange_task_with(TimeConfig { window_ms, slide_ms: window_ms, ..minute_windows() }, now);
+        let mut sink = Collect::default();
+        let mut most = 0;
+        // Half an hour of an impression and its click every second.
+        for n in 0..1_800 {
+            let ts = BASE + n * 1_000;
+            feed(&mut engine, &mut sink, now, i, n, &ev(n as usize, false, ts));
+            feed(&mut engine, &mut sink, now, c, n, &ev(n as usize, true, ts + 500));
+            let checkpoint = engine.checkpoint(i, n + 1);
+            assert!(checkpoint.encode().len() <= 4096, "{} bytes", checkpoint.encode().len());
+            assert_eq!(checkpoint.cuts_from.is_some(), reach.is_some(), "{checkpoint:?}");
+            most = most.max(checkpoint.cuts.len());
+        }
+        match reach {
+            // The windows closed within the 10-minute horizon before the oldest open one.
+            Some(reach) => assert!((reach - 2..=reach).contains(&most), "{window_ms} ms windows: at most {most} cuts"),
+            None => assert_eq!(most, 0, "{window_ms} ms windows"),
+        }
+        assert!(engine.stats().clicks_attributed > 1_700, "{:?}", engine.stats());
+    }
 }
 
 /// An impression late at its task joins no click, live. A new owner re-reading it below the
