@@ -72,8 +72,8 @@ pub fn run(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Stat
         tracing::warn!(
             join_horizon_ms = rule.join_horizon_ms,
             slide_ms = rule.slide_ms,
-            "the join horizon spans more than {} windows (slides): checkpoints cannot say which impressions of the windows closed within it were late, so after a restart such an impression re-read may be joined by a later click that an uninterrupted run leaves unattributed",
-            crate::engine::task::MAX_CUTS - 1
+            "the join horizon and a window together span more than {} slides: checkpoints cannot say which impressions of the windows closed within the horizon were late, so after a restart such an impression re-read may be joined by a later click that an uninterrupted run leaves unattributed",
+            crate::engine::task::MAX_CUTS
         );
     }
     let admin_open = config.http.addr.is_some_and(|a| a.ip().is_loopback());

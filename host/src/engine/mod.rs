@@ -398,7 +398,8 @@ impl Engine {
     /// is in a partial handed over, or its copy is on the late topic (both in the transactions
     /// its checkpoints committed). The checkpoint's cuts say which it was (see
     /// [`Task::was_on_time`]): a re-read impression joins the clicks still to be counted only
-    /// if it was on time then, as the earlier owner's did.
+    /// if it was on time then, as the earlier owner's did (where the cuts do not reach, as in
+    /// an older checkpoint, every one joins again).
     ///
     /// That holds only of windows closed *before* this run: an event that owner read in a
     /// window still open at its checkpoint was counted in state that died with it. So the

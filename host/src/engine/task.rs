@@ -65,7 +65,7 @@ pub struct Task {
 }
 
 /// The most panes whose impressions a click may join that a task keeps cuts of (see
-/// [`Task::was_on_time`]): they go in every checkpoint, which Kafka bounds to 4096 bytes by
+/// [`Task::was_on_time`], [`WindowRule::joinable_panes`]): they go in every checkpoint, which Kafka bounds to 4096 bytes by
 /// default (`offset.metadata.max.bytes`).
 pub const MAX_CUTS: i64 = 100;
 
@@ -462,6 +462,10 @@ impl Task {
         }
         let joinable = if self.cuts_from == i64::MAX { i64::MAX } else { rule.joinable_from(closed) };
         self.cuts.retain(|&pane, _| pane >= joinable || !rule.window_is_closed(pane, closed));
+        if self.cuts_from != i64::MAX {
+            // Earlier panes' cuts are gone: no click still to be counted joins their impressions.
+            self.cuts_from = self.cuts_from.max(joinable);
+        }
         self.join.expire(rule.oldest_open(closed));
         (partials, counts, failures)
     }

@@ -108,19 +108,24 @@ impl WindowRule {
         self.start_of(watermark.saturating_sub(self.allowed_lateness_ms))
     }
 
-    /// The oldest pane with impressions a click still to be counted at `watermark` can join
-    /// (one within the horizon before the oldest pane open).
+    /// The oldest pane with impressions a click still to be counted at `watermark` can join:
+    /// one within the horizon before the oldest pane a window not closed holds (the oldest open
+    /// one when tumbling; with sliding windows, a new owner counts again the re-read clicks of
+    /// closed panes that such a window holds).
     pub fn joinable_from(&self, watermark: i64) -> i64 {
         match self.oldest_open(watermark) {
             i64::MIN => i64::MIN,
-            open => self.start_of(open.saturating_sub(self.join_horizon_ms)),
+            open => {
+                let held = open.saturating_sub(self.window_ms - self.slide_ms);
+                self.start_of(held.saturating_sub(self.join_horizon_ms))
+            }
         }
     }
 
     /// How many closed panes' impressions a click still to be counted can join, at most: each
     /// one's cut is in the checkpoints (see [`super::task::Task::was_on_time`]).
     pub fn joinable_panes(&self) -> i64 {
-        (self.join_horizon_ms + self.slide_ms - 1) / self.slide_ms + 1
+        (self.join_horizon_ms + self.slide_ms - 1) / self.slide_ms + self.window_ms / self.slide_ms
     }
 }
 
@@ -157,6 +162,12 @@ mod tests {
         assert!(rule.is_closed(120_000, 180_000), "closed with the window [-120, 180) s");
         assert!(!rule.window_is_closed(120_000, 419_999));
         assert!(rule.window_is_closed(120_000, 420_000), "released with the window [120, 420) s");
+        // With a 10-minute horizon: at 20 min the oldest pane open is [20, 21) min, and windows
+        // not closed hold panes from 16 min on, whose re-read clicks a new owner counts again:
+        // they join impressions from 6 min on.
+        let rule = WindowRule { join_horizon_ms: 600_000, ..rule };
+        assert_eq!(rule.joinable_from(1_200_000), 360_000);
+        assert_eq!(rule.joinable_panes(), 15);
         let bounds = |w: Window| (w.start_ms, w.end_ms);
         assert_eq!(bounds(rule.window(120_000)), (120_000, 420_000));
         assert_eq!(bounds(rule.pane(120_000)), (120_000, 180_000));

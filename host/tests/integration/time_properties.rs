@@ -773,6 +773,83 @@ fn a_new_owner_counts_again_what_the_earlier_one_read_in_windows_open_at_its_che
     assert_eq!((stats.clicks_attributed, stats.replayed), (3, 0), "{stats:?}");
 }
 
+/// Sliding windows: a new owner counts again the re-read clicks of closed panes that a window
+/// not handed over still holds, and such a click may join an impression a horizon before it,
+/// older than the oldest open pane's horizon. The cuts must reach that far back, or a late
+/// impression re-read there joins it (here: a click the uninterrupted run leaves unattributed).
+#[test]
+fn sliding_windows_keep_the_cuts_of_impressions_a_held_pane_s_clicks_can_join() {
+    const MIN: i64 = 60_000;
+    let time = TimeConfig { window_ms: 2 * MIN, slide_ms: MIN, ..minute_windows() };
+    // Impressions, by offset: A at 9:00; Y at 11:40; B at 9:30 (late: read after 10:00 closed);
+    // Z at 20:40; W at 23:20. Clicks, by offset: on Y; on B at 19:30 (on time); on Z; on W.
+    let s = |sec: i64| BASE + sec * 1_000;
+    let imps = [
+        ev(0, false, s(540)),
+        ev(1, false, s(700)),
+        ev(2, false, s(570)),
+        ev(3, false, s(1240)),
+        ev(4, false, s(1400)),
+    ];
+    let clicks = [ev(1, true, s(701)), ev(2, true, s(1170)), ev(3, true, s(1241)), ev(4, true, s(1401))];
+    // The earlier owner's order; it stops with the window [19, 21) min not handed over (its
+    // watermark at 20:35), the pane [19, 20) min closed in it.
+    let first = [(true, 0), (true, 1), (false, 0), (true, 2), (false, 1), (true, 3), (false, 2)];
+    let later = [(true, 4), (false, 3)];
+    let now = Instant::now();
+    let read = |engine: &mut Engine, sink: &mut Collect, (i, c): (usize, usize), order: &[(bool, usize)]| {
+        for &(imp, n) in order {
+            let (p, e) = if imp { (i, &imps[n]) } else { (c, &clicks[n]) };
+            feed(engine, sink, now, p, n as i64, e);
+        }
+    };
+    let handed = |sink: &Collect, start: i64| -> Vec<u64> {
+        sink.partials
+            .iter()
+            .filter_map(|r| match adstream::engine::exchange::decode(r) {
+                Ok(adstream::engine::exchange::Message::Partial { partial, .. })
+                    if partial.window_start_ms == start =>
+                {
+                    Some(partial.events)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let window = s(1140);
+    // Uninterrupted: the window holds Z and its click; the click on B is unattributed.
+    let (mut engine, i, c) = exchange_task_with(time, now);
+    let mut sink = Collect::default();
+    read(&mut engine, &mut sink, (i, c), &[&first[..], &later[..]].concat());
+    assert_eq!(handed(&sink, window), [2], "uninterrupted");
+    // With a restart after the earlier owner's part: the new owner re-reads both partitions
+    // from their committed offsets, in turns, then the rest.
+    let (mut earlier, i, c) = exchange_task_with(time, now);
+    let mut earlier_sink = Collect::default();
+    read(&mut earlier, &mut earlier_sink, (i, c), &first);
+    assert!(handed(&earlier_sink, window).is_empty(), "the earlier owner had not handed the window over");
+    let checkpoint =
+        |p: usize| (earlier.committable(p).unwrap(), earlier.checkpoint(p, earlier.next_offset(p).unwrap()));
+    let (imps_from, imps_cp) = checkpoint(i);
+    let (clicks_from, clicks_cp) = checkpoint(c);
+    assert!(imps_cp.cuts.iter().any(|&(pane, _)| pane == s(540)), "the cut of [9, 10) min is kept: {imps_cp:?}");
+    let (mut engine, i, c) = exchange_task_with(time, now);
+    engine.resume_partition(i, imps_from, &Checkpoint::decode(&imps_cp.encode()).unwrap());
+    engine.resume_partition(c, clicks_from, &Checkpoint::decode(&clicks_cp.encode()).unwrap());
+    let mut turns = Vec::new();
+    for n in 0..4 {
+        if n as i64 >= imps_from {
+            turns.push((true, n));
+        }
+        if n < 3 && n as i64 >= clicks_from {
+            turns.push((false, n));
+        }
+    }
+    let mut sink = Collect::default();
+    read(&mut engine, &mut sink, (i, c), &[&turns[..], &later[..]].concat());
+    assert_eq!(handed(&sink, window), [2], "after a restart: {:?}", engine.stats());
+}
+
 /// The cuts a checkpoint carries (see the test below) are pruned as windows leave the join's
 /// reach, so they stay within it and within Kafka's 4 KB of commit metadata. Where the horizon
 /// spans more windows than a checkpoint can hold, none are kept for the join (the host warns).
