@@ -511,13 +511,11 @@ impl Engine {
     pub fn checkpoint(&self, p: PartitionId, next: i64) -> Checkpoint {
         let info = &self.partitions[p];
         let task = &self.tasks[info.task];
-        let cuts =
-            task.cuts().iter().map(|(&pane, row)| (pane, row.get(info.side).copied().unwrap_or(i64::MAX))).collect();
         Checkpoint {
             watermark: task.watermark(),
             closed: task.closed_through(),
             next,
-            cuts,
+            cuts: task.cuts_of(info.side).collect(),
             cuts_from: task.cuts_from(),
         }
     }

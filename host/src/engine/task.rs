@@ -204,10 +204,10 @@ impl Task {
         Some(start)
     }
 
-    /// The panes closed here whose cuts are still of use, with where each of the task's
-    /// partitions had been read when they closed (for the checkpoint).
-    pub fn cuts(&self) -> &BTreeMap<i64, Vec<i64>> {
-        &self.cuts
+    /// The panes closed here whose cuts are still of use, with where partition `side` had been
+    /// read when each closed (for the checkpoint).
+    pub fn cuts_of(&self, side: PartitionId) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.cuts.iter().map(move |(&pane, row)| (pane, cut(row, side)))
     }
 
     /// For the checkpoint: from which pane on the cuts of every pane closed here with events
@@ -247,7 +247,7 @@ impl Task {
             return None;
         }
         match self.cuts.get(&pane) {
-            Some(row) => Some(offset < row.get(side).copied().unwrap_or(i64::MAX)),
+            Some(row) => Some(offset < cut(row, side)),
             // Closed with no event in it: every event of it came late.
             None => (pane >= self.cuts_from).then_some(false),
         }
@@ -630,4 +630,11 @@ fn push_click(batch: &mut BatchWriter, c: &JoinedClick<'_>) {
         browser: c.impression.browser,
         user_id: c.user_id,
     });
+}
+
+/// Where partition `side` had been read when a pane closed, from the pane's row of cuts. A
+/// place the row lacks (resumed from a checkpoint of the task's other partition only) says
+/// nothing: every re-read event counts as on time there, as before the cuts existed.
+fn cut(row: &[i64], side: PartitionId) -> i64 {
+    row.get(side).copied().unwrap_or(i64::MAX)
 }

@@ -621,6 +621,42 @@ fn feed(engine: &mut Engine, sink: &mut Collect, now: Instant, p: usize, offset:
     engine.ingest(Input { partition: p, offset, key: None, payload: payload.as_bytes() }, now, sink).unwrap();
 }
 
+/// A task's impressions and clicks by offset, for the restart tests: read in turns of
+/// (impression?, offset).
+struct Log<'a> {
+    imps: &'a [Ev],
+    clicks: &'a [Ev],
+    now: Instant,
+}
+
+impl Log<'_> {
+    fn read(&self, engine: &mut Engine, sink: &mut Collect, (i, c): (usize, usize), turns: &[(bool, usize)]) {
+        for &(imp, n) in turns {
+            let (p, e) = if imp { (i, &self.imps[n]) } else { (c, &self.clicks[n]) };
+            feed(engine, sink, self.now, p, n as i64, e);
+        }
+    }
+}
+
+/// The owner after `earlier` (a task on partitions `i` and `c`): the fresh task `next`, resumed
+/// from the checkpoints `earlier` would commit, encoded and decoded as on the broker. Returns
+/// the new task, its partitions, where it reads each again from, and the impressions'
+/// checkpoint.
+fn take_over(
+    earlier: &Engine,
+    (i, c): (usize, usize),
+    next: (Engine, usize, usize),
+) -> (Engine, (usize, usize), (i64, i64), Checkpoint) {
+    let checkpoint =
+        |p: usize| (earlier.committable(p).unwrap(), earlier.checkpoint(p, earlier.next_offset(p).unwrap()));
+    let (imps_from, imps_cp) = checkpoint(i);
+    let (clicks_from, clicks_cp) = checkpoint(c);
+    let (mut engine, i, c) = next;
+    engine.resume_partition(i, imps_from, &Checkpoint::decode(&imps_cp.encode()).unwrap());
+    engine.resume_partition(c, clicks_from, &Checkpoint::decode(&clicks_cp.encode()).unwrap());
+    (engine, (i, c), (imps_from, clicks_from), imps_cp)
+}
+
 /// An idle task does not hold the merge back, but its share of a window the others close is in
 /// the published result: the merge takes it before publishing.
 #[test]
@@ -797,12 +833,7 @@ fn sliding_windows_keep_the_cuts_of_impressions_a_held_pane_s_clicks_can_join() 
     let first = [(true, 0), (true, 1), (false, 0), (true, 2), (false, 1), (true, 3), (false, 2)];
     let later = [(true, 4), (false, 3)];
     let now = Instant::now();
-    let read = |engine: &mut Engine, sink: &mut Collect, (i, c): (usize, usize), order: &[(bool, usize)]| {
-        for &(imp, n) in order {
-            let (p, e) = if imp { (i, &imps[n]) } else { (c, &clicks[n]) };
-            feed(engine, sink, now, p, n as i64, e);
-        }
-    };
+    let log = Log { imps: &imps, clicks: &clicks, now };
     let handed = |sink: &Collect, start: i64| -> Vec<u64> {
         sink.partials
             .iter()
@@ -820,22 +851,17 @@ fn sliding_windows_keep_the_cuts_of_impressions_a_held_pane_s_clicks_can_join() 
     // Uninterrupted: the window holds Z and its click; the click on B is unattributed.
     let (mut engine, i, c) = exchange_task_with(time, now);
     let mut sink = Collect::default();
-    read(&mut engine, &mut sink, (i, c), &[&first[..], &later[..]].concat());
+    log.read(&mut engine, &mut sink, (i, c), &[&first[..], &later[..]].concat());
     assert_eq!(handed(&sink, window), [2], "uninterrupted");
     // With a restart after the earlier owner's part: the new owner re-reads both partitions
     // from their committed offsets, in turns, then the rest.
     let (mut earlier, i, c) = exchange_task_with(time, now);
     let mut earlier_sink = Collect::default();
-    read(&mut earlier, &mut earlier_sink, (i, c), &first);
+    log.read(&mut earlier, &mut earlier_sink, (i, c), &first);
     assert!(handed(&earlier_sink, window).is_empty(), "the earlier owner had not handed the window over");
-    let checkpoint =
-        |p: usize| (earlier.committable(p).unwrap(), earlier.checkpoint(p, earlier.next_offset(p).unwrap()));
-    let (imps_from, imps_cp) = checkpoint(i);
-    let (clicks_from, clicks_cp) = checkpoint(c);
+    let (mut engine, (i, c), (imps_from, clicks_from), imps_cp) =
+        take_over(&earlier, (i, c), exchange_task_with(time, now));
     assert!(imps_cp.cuts.iter().any(|&(pane, _)| pane == s(540)), "the cut of [9, 10) min is kept: {imps_cp:?}");
-    let (mut engine, i, c) = exchange_task_with(time, now);
-    engine.resume_partition(i, imps_from, &Checkpoint::decode(&imps_cp.encode()).unwrap());
-    engine.resume_partition(c, clicks_from, &Checkpoint::decode(&clicks_cp.encode()).unwrap());
     let mut turns = Vec::new();
     for n in 0..4 {
         if n as i64 >= imps_from {
@@ -846,7 +872,7 @@ fn sliding_windows_keep_the_cuts_of_impressions_a_held_pane_s_clicks_can_join() 
         }
     }
     let mut sink = Collect::default();
-    read(&mut engine, &mut sink, (i, c), &[&turns[..], &later[..]].concat());
+    log.read(&mut engine, &mut sink, (i, c), &[&turns[..], &later[..]].concat());
     assert_eq!(handed(&sink, window), [2], "after a restart: {:?}", engine.stats());
 }
 
@@ -909,33 +935,23 @@ fn a_late_impression_joins_no_click_after_a_restart_either() {
     let first = [(true, 0), (true, 1), (false, 0), (true, 2)];
     let later = [(false, 1), (false, 2), (true, 3), (false, 3)];
     let now = Instant::now();
-    let read = |engine: &mut Engine, sink: &mut Collect, (i, c): (usize, usize), order: &[(bool, usize)]| {
-        for &(imp, n) in order {
-            let (p, e) = if imp { (i, &imps[n]) } else { (c, &clicks[n]) };
-            feed(engine, sink, now, p, n as i64, e);
-        }
-    };
+    let log = Log { imps: &imps, clicks: &clicks, now };
     // Uninterrupted: A, 1 and 3 are clicked; 2 came late and its click is unattributed.
     let (mut engine, i, c) = exchange_task(now);
-    read(&mut engine, &mut Collect::default(), (i, c), &[&first[..], &later[..]].concat());
+    log.read(&mut engine, &mut Collect::default(), (i, c), &[&first[..], &later[..]].concat());
     assert_eq!((engine.stats().clicks_attributed, engine.stats().late), (3, 1), "{:?}", engine.stats());
     // With a restart after the first four: the earlier owner's checkpoints say the impressions
     // had been read to offset 2 when the first window closed.
     let (mut earlier, i, c) = exchange_task(now);
-    read(&mut earlier, &mut Collect::default(), (i, c), &first);
-    let checkpoint =
-        |p: usize| (earlier.committable(p).unwrap(), earlier.checkpoint(p, earlier.next_offset(p).unwrap()));
-    let (imps_from, imps_cp) = checkpoint(i);
-    let (clicks_from, clicks_cp) = checkpoint(c);
+    log.read(&mut earlier, &mut Collect::default(), (i, c), &first);
+    let (mut engine, (i, c), from, imps_cp) = take_over(&earlier, (i, c), exchange_task(now));
+    assert_eq!(from, (0, 0), "both partitions are read again from the start");
     assert_eq!(imps_cp.cuts, [(BASE, 2)], "{imps_cp:?}");
     assert!(imps_cp.cuts_from.is_some_and(|from| from <= BASE), "{imps_cp:?}");
-    let (mut engine, i, c) = exchange_task(now);
-    engine.resume_partition(i, imps_from, &Checkpoint::decode(&imps_cp.encode()).unwrap());
-    engine.resume_partition(c, clicks_from, &Checkpoint::decode(&clicks_cp.encode()).unwrap());
     // The new owner reads both partitions again from the start, in turns.
     let turns: Vec<(bool, usize)> = (0..4).flat_map(|n| [(true, n), (false, n)]).collect();
     let mut sink = Collect::default();
-    read(&mut engine, &mut sink, (i, c), &turns);
+    log.read(&mut engine, &mut sink, (i, c), &turns);
     let stats = engine.stats();
     assert_eq!(stats.clicks_attributed, 3, "the same clicks attributed after a restart: {stats:?}");
     assert_eq!(
