@@ -11,9 +11,9 @@ use std::time::Duration;
 use crate::common::expected::{self, Inputs, Late};
 use crate::common::{
     Host, Record, adstream, await_input_handled, fresh_prefix, generate, generate_with, plugin, read_topics, run_ok,
+    sha256_hex,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 fn by_topic<'a>(records: &'a [Record], topic: &str) -> Vec<&'a Record> {
     records.iter().filter(|r| r.topic == topic).collect()
@@ -164,7 +164,7 @@ fn check_kafka_run_against_the_batch_computation(
 /// `replay` over the same events agree record for record.
 #[test]
 fn a_new_plugin_runs_on_the_unchanged_host_and_kafka_equals_replay() {
-    let hash = || hex(&Sha256::digest(std::fs::read(adstream()).unwrap()));
+    let hash = || sha256_hex(&std::fs::read(adstream()).unwrap());
     let before = hash();
     let dir = tempfile::tempdir().unwrap();
     let prefix = fresh_prefix("swap");
@@ -209,8 +209,4 @@ fn a_new_plugin_runs_on_the_unchanged_host_and_kafka_equals_replay() {
         );
     }
     assert_eq!(replayed.get("ad-events-dlq").map_or(0, Vec::len), inputs.malformed);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -63,15 +63,17 @@ pub fn plugin_cache() -> PathBuf {
     workspace().join("target/test-plugin-cache")
 }
 
+/// The SHA-256 of `bytes`, in hex: how the host names a plugin's file.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The SHA-256 (hex) of each built plugin's file, by name: what completeness records name.
 pub fn plugin_hashes(names: &[&str]) -> std::collections::BTreeMap<String, String> {
-    use sha2::{Digest, Sha256};
     names
         .iter()
-        .map(|&name| {
-            let digest = Sha256::digest(std::fs::read(plugin(name)).expect("plugin file"));
-            (name.to_owned(), digest.iter().map(|b| format!("{b:02x}")).collect())
-        })
+        .map(|&name| (name.to_owned(), sha256_hex(&std::fs::read(plugin(name)).expect("plugin file"))))
         .collect()
 }
 

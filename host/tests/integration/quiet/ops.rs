@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::expected::{self, Inputs, Late};
 use crate::common::{
     Host, Record, adgen, await_status, await_topics, brokers, fresh_prefix, generate, http, parse_metrics, plugin,
-    read_topics, workspace,
+    plugin_cache, read_topics, sha256_hex, workspace,
 };
 
 fn test_plugin(name: &str) -> std::path::PathBuf {
@@ -304,11 +304,16 @@ fn a_python_plugin_compiles_off_the_pipeline_during_a_live_swap() {
     await_status(&base, Duration::from_secs(120), "a window", |s| windows(s) >= 1);
 
     let mut upload = std::fs::read(plugin("engagement-py")).unwrap();
-    // A custom section (id 0): its size, then its name's length and name, then its bytes.
-    let (name, payload) = (b"adstream-test", b"a file never compiled before");
-    upload.extend([0, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
+    // A custom section (id 0): its size, then its name's length and name, then its bytes. The
+    // bytes name this run, so that the compile cache the tests share (it outlives a run in
+    // `target/`) has never seen the file.
+    let (name, payload) = (b"adstream-test", format!("never compiled before: {prefix}"));
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "the sizes are one-byte LEB128s");
+    upload.extend([0, size as u8, name.len() as u8]);
     upload.extend(name);
-    upload.extend(payload);
+    upload.extend(payload.as_bytes());
+    let upload_hash = sha256_hex(&upload);
     let api = format!("{base}/api/plugins/engagement-py");
     let swap = std::thread::spawn(move || http(&api, &[], Some(&upload)));
     let before = windows(&await_status(&base, Duration::from_secs(5), "status", |_| true));
@@ -329,8 +334,21 @@ fn a_python_plugin_compiles_off_the_pipeline_during_a_live_swap() {
     let compiled = log.lines().find(|l| l.contains("compiled plugin") && l.contains("upload")).unwrap_or_default();
     assert!(!compiled.is_empty(), "the upload was compiled, not taken from the cache:\n{log}");
     eprintln!("{published_during_swap} windows published while the swap compiled ({compiled})");
+    forget_compiled(&upload_hash);
 
     assert!(generator.wait().unwrap().success());
     let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
     crate::common::finish_and_check_exactly_once(host, &prefix, &inputs);
+}
+
+/// Removes the shared compile cache's entries for the `.wasm` of SHA-256 `hash` (hex): a file
+/// made for one run would otherwise stay there, ~35 MB each (entries are named by the hash's
+/// first 32 digits).
+fn forget_compiled(hash: &str) {
+    for entry in std::fs::read_dir(plugin_cache()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&hash[..32])) {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
 }

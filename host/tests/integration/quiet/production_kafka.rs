@@ -23,20 +23,15 @@ use std::time::{Duration, Instant};
 
 use crate::common::expected::{self, Inputs, Late};
 use crate::common::{
-    Host, Record, adstream, brokers, finish_and_check_exactly_once, fresh_prefix, plugin, read_topics,
+    Host, Record, adstream, brokers, finish_and_check_exactly_once, fresh_prefix, plugin, read_topics, sha256_hex,
 };
 use adstream::kafka::admin::Admin;
 use adstream::kafka::{ClientSettings, Health};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use sha2::{Digest, Sha256};
 
 fn admin() -> Admin {
     Admin::new(&Arc::new(ClientSettings::plaintext(&brokers())), &Health::default()).expect("admin client")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -514,7 +509,7 @@ fn oversized_messages_and_records_never_stop_the_host_and_are_all_accounted_for(
         let h: &HashMap<String, String> = &copy.headers;
         assert_eq!(h["truncated"], "true");
         assert_eq!(h["original-size"], original.len().to_string());
-        assert_eq!(h["original-sha256"], hex(&Sha256::digest(original)));
+        assert_eq!(h["original-sha256"], sha256_hex(original));
         assert_eq!(h["reason"], "too-long");
         assert_eq!(h["source-topic"], format!("{prefix}ad-impressions"));
         assert!(h["source-offset"].parse::<i64>().is_ok());
