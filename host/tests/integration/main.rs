@@ -26,9 +26,10 @@ mod logs;
 mod plugins;
 /// Tests whose assertions read the wall clock: a plugin call's deadline, a host that must stop
 /// within seconds, a swap that must land in a given window. `scripts/test.sh` runs them in a pass
-/// of their own, two at a time as libtest's default, because the load of the tests running beside
-/// them in the first pass (hosts, brokers, compilers on 2 cores) moves their clocks: in 6 at a
-/// time they failed by going over their bounds.
+/// of their own (the plugin deadlines, whose bounds are a tenth of a second, alone first; the
+/// others 4 at a time), because the load of the tests running beside them in the first pass
+/// (hosts, brokers, compilers on 2 cores) moves their clocks: in 6 at a time they failed by going
+/// over their bounds.
 mod quiet {
     mod fetched;
     mod ops;
