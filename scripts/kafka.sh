@@ -12,6 +12,10 @@
 # created when the storage is formatted. An authorizer is on: the PLAINTEXT listener's
 # anonymous user and "adstream" are super users; everyone else needs ACLs.
 #
+# A third listener (SSL, 127.0.0.1:9095) asks every client for a certificate (mutual TLS)
+# signed by that CA: $KAFKA_HOME/tls/client.pem and client-key.pem are one, for the
+# principal "CN=adstream-client", also a super user ('mtls-flags' prints the flags).
+#
 # Usage: scripts/kafka.sh <command>
 #   up            fetch jars (first run only), format storage (first run only),
 #                 start the broker and wait until it answers. Safe to run twice.
@@ -24,6 +28,7 @@
 #   bootstrap     print the bootstrap address (127.0.0.1:$KAFKA_PORT).
 #   sasl-flags    print the adstream flags that reach the SASL_SSL listener (the
 #                 password goes in ADSTREAM_SASL_PASSWORD: see the README).
+#   mtls-flags    print the adstream flags that reach the mutual-TLS listener.
 #   create-topic NAME [PARTITIONS] [KEY=VALUE...]
 #                 create a topic (3 partitions by default) with topic configs,
 #                 e.g. create-topic ad-impressions 3 max.message.bytes=8388608
@@ -42,6 +47,7 @@
 #   KAFKA_PORT             PLAINTEXT listener port (default 9092)
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 9093)
 #   KAFKA_SASL_SSL_PORT    SASL_SSL listener port (default 9094)
+#   KAFKA_SSL_PORT         mutual-TLS (SSL) listener port (default 9095)
 #   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx512m")
 #   KAFKA_JVM_OPTS         extra JVM options for the broker (default empty)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 60)
@@ -56,6 +62,7 @@ KAFKA_HOME="${KAFKA_HOME:-$REPO_ROOT/.kafka}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-9094}"
+KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-9095}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
@@ -77,6 +84,7 @@ SASL_USER="adstream"
 SASL_PASSWORD="adstream-secret"
 DENIED_USER="nobody"
 DENIED_PASSWORD="nobody-secret"
+CLIENT_DN="CN=adstream-client"
 
 # Main classes of the pinned release (Kafka 3.9.x).
 BROKER_MAIN="kafka.Kafka"
@@ -150,9 +158,11 @@ keytool_bin() {
 }
 
 # A CA of the broker's own, the broker's certificate (for localhost and 127.0.0.1) signed by
-# it, and a second, unrelated CA for tests that need an untrusted one. Made once, kept in $TLS.
+# it, a client certificate signed by it (PEM, its key unencrypted PKCS#8: keytool cannot write a
+# key out, so a few lines of Java run by the JDK's source launcher do), and a second, unrelated
+# CA for tests that need an untrusted one. Made once, kept in $TLS.
 make_tls() {
-  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" ]] && return 0
+  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" && -f "$TLS/client-key.pem" ]] && return 0
   local kt tmp
   kt="$(keytool_bin)"
   tmp="$KAFKA_HOME/tls.tmp.$$"
@@ -176,6 +186,30 @@ make_tls() {
     k -genkeypair -alias other -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=some other CA" \
       -ext bc:c -keystore other.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
     k -exportcert -alias other -rfc -keystore other.p12 -storepass "$TLS_PASSWORD" -file other-ca.pem
+    k -genkeypair -alias client -keyalg RSA -keysize 2048 -validity 3650 -dname "$CLIENT_DN" \
+      -keystore client.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
+    k -certreq -alias client -keystore client.p12 -storepass "$TLS_PASSWORD" -file client.csr
+    k -gencert -alias ca -keystore ca.p12 -storepass "$TLS_PASSWORD" -infile client.csr -outfile client.pem \
+      -rfc -validity 3650 -ext ku:c=digitalSignature,keyEncipherment -ext eku=clientAuth
+    cat >ExportKey.java <<'JAVA'
+import java.io.FileInputStream;
+import java.security.KeyStore;
+import java.util.Base64;
+
+public class ExportKey {
+    public static void main(String[] args) throws Exception {
+        char[] password = args[1].toCharArray();
+        KeyStore store = KeyStore.getInstance("PKCS12");
+        try (FileInputStream in = new FileInputStream(args[0])) { store.load(in, password); }
+        byte[] pkcs8 = store.getKey(args[2], password).getEncoded();
+        String body = Base64.getMimeEncoder(64, "\n".getBytes()).encodeToString(pkcs8);
+        System.out.print("-----BEGIN PRIVATE KEY-----\n" + body + "\n-----END PRIVATE KEY-----\n");
+    }
+}
+JAVA
+    "$(java_bin)" ExportKey.java client.p12 "$TLS_PASSWORD" client >client-key.pem 2>>keytool.log
+    chmod 600 client-key.pem
+    rm -f ExportKey.java client.csr broker.csr
   ) || { cat "$tmp/keytool.log" >&2 || true; rm -rf "$tmp"; die "keytool failed"; }
   rm -rf "$TLS"
   mv "$tmp" "$TLS"
@@ -190,11 +224,11 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT},SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT}
+listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT},SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT},SSL://127.0.0.1:${KAFKA_SSL_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},SASL_SSL://127.0.0.1:${KAFKA_SASL_SSL_PORT},SSL://127.0.0.1:${KAFKA_SSL_PORT}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 log.dirs=${DATA}
 
 # The SASL_SSL listener: what a managed cluster looks like to a client.
@@ -210,10 +244,16 @@ listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.p
 # Unsecured tokens (alg none), as Kafka's default validator takes them: for tests only.
 listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 
+# The SSL listener: mutual TLS, a client certificate signed by the CA required; its subject
+# is the principal (User:${CLIENT_DN}).
+listener.name.ssl.ssl.client.auth=required
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=${TLS}/ca.pem
+
 # ACLs: the PLAINTEXT listener (anonymous) and the SASL user adstream may do anything;
 # anyone else ("nobody") nothing, for the tests of a missing permission.
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:ANONYMOUS;User:${SASL_USER};User:broker
+super.users=User:ANONYMOUS;User:${SASL_USER};User:broker;User:${CLIENT_DN}
 
 # One node: every replication factor / ISR is 1.
 num.partitions=1
@@ -438,9 +478,9 @@ cmd_up() {
     return 0
   fi
   local port
-  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT"; do
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT" "$KAFKA_SSL_PORT"; do
     if port_open "$port"; then
-      die "port 127.0.0.1:$port is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_SSL_PORT)"
+      die "port 127.0.0.1:$port is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_SSL_PORT / KAFKA_SSL_PORT)"
     fi
   done
   write_config
@@ -468,7 +508,7 @@ cmd_up() {
   [[ -n "$pid" ]] || die "the broker did not start (see $LOG)"
   wait_until_answering "$pid"
   ensure_scram_users
-  msg "broker up on 127.0.0.1:$KAFKA_PORT (KRaft, node 1, pid $pid) in $((SECONDS - t0))s; SASL_SSL on 127.0.0.1:$KAFKA_SASL_SSL_PORT ('sasl-flags' prints how to reach it)"
+  msg "broker up on 127.0.0.1:$KAFKA_PORT (KRaft, node 1, pid $pid) in $((SECONDS - t0))s; SASL_SSL on 127.0.0.1:$KAFKA_SASL_SSL_PORT, mutual TLS on 127.0.0.1:$KAFKA_SSL_PORT ('sasl-flags' and 'mtls-flags' print how to reach them)"
 }
 
 cmd_down() {
@@ -531,6 +571,11 @@ cmd_sasl_flags() {
   echo "# and the password in the environment: export ADSTREAM_SASL_PASSWORD=$SASL_PASSWORD" >&2
 }
 
+cmd_mtls_flags() {
+  [[ -f "$TLS/client-key.pem" ]] || die "no client certificate yet: run 'scripts/kafka.sh down' then 'up'"
+  echo "--brokers 127.0.0.1:$KAFKA_SSL_PORT --security-protocol ssl --ssl-ca-location $TLS/ca.pem --ssl-certificate-location $TLS/client.pem --ssl-key-location $TLS/client-key.pem"
+}
+
 cmd_create_topic() {
   (( $# >= 1 )) || die "usage: scripts/kafka.sh create-topic NAME [PARTITIONS] [KEY=VALUE...]"
   local name="$1" partitions="${2:-3}" config=()
@@ -575,11 +620,12 @@ main() {
     status) cmd_status ;;
     bootstrap) echo "127.0.0.1:$KAFKA_PORT" ;;
     sasl-flags) cmd_sasl_flags ;;
+    mtls-flags) cmd_mtls_flags ;;
     create-topic) cmd_create_topic "$@" ;;
     add-partitions) cmd_add_partitions "$@" ;;
     tool) cmd_tool "$@" ;;
     ""|-h|--help|help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, sasl-flags, create-topic, add-partitions, tool)" ;;
+    *) die "unknown command '$cmd' (try: up, down [--wipe], wipe, status, fetch, bootstrap, sasl-flags, mtls-flags, create-topic, add-partitions, tool)" ;;
   esac
 }
 

@@ -62,6 +62,19 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// OpenSSL's texts for the TLS alerts a broker sends when the client's certificate is missing or
+/// not one it accepts (bad_certificate, certificate_required, unknown_ca, certificate_expired,
+/// certificate_unknown, certificate_revoked, unsupported_certificate).
+const CLIENT_CERTIFICATE_ALERTS: [&str; 7] = [
+    "alert bad certificate",
+    "alert certificate required",
+    "alert unknown ca",
+    "alert certificate expired",
+    "alert certificate unknown",
+    "alert certificate revoked",
+    "alert unsupported certificate",
+];
+
 /// For an error that never heals by retrying, what the operator should do; `None` for the
 /// errors librdkafka (or a restart) gets past by itself. `text` is librdkafka's description,
 /// which tells some causes of the same code apart.
@@ -87,6 +100,11 @@ pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
         }
         C::SSL => {
             "the TLS handshake with the broker failed: check that --brokers names a TLS listener, --ssl-ca-location, and, if the broker requires a client certificate, --ssl-certificate-location and --ssl-key-location"
+        }
+        // The broker's TLS alert about the host's certificate (a listener that requires one, as
+        // with mutual TLS): reported as a lost connection, and retried forever by librdkafka.
+        C::BrokerTransportFailure if CLIENT_CERTIFICATE_ALERTS.iter().any(|alert| text.contains(alert)) => {
+            "the broker refused the host's TLS client certificate (its listener requires one, signed by a CA it trusts): give it with --ssl-certificate-location and its key with --ssl-key-location (PEM files; --ssl-key-password or --ssl-key-password-file if the key is encrypted)"
         }
         C::TopicAuthorizationFailed => {
             "the principal is not allowed to use a topic: grant it READ and DESCRIBE on the input topics, and WRITE, DESCRIBE (and CREATE, unless --no-create-topics) on the output topics, and READ as well on the host's own: the partials, state and completeness topics"
@@ -160,6 +178,19 @@ mod tests {
                 .is_some_and(|f| f.contains("refused the SASL credentials"))
         );
         assert!(fix_for(RDKafkaErrorCode::SaslAuthenticationFailed, refused).is_some());
+    }
+
+    #[test]
+    fn a_refused_client_certificate_stops_the_host_and_a_lost_connection_does_not() {
+        let refused = "ssl://127.0.0.1:9095/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after 5ms in state APIVERSION_QUERY)";
+        assert!(
+            fix_for(RDKafkaErrorCode::BrokerTransportFailure, refused)
+                .is_some_and(|f| f.contains("client certificate") && f.contains("--ssl-certificate-location"))
+        );
+        let required = "ssl://b:9093/bootstrap: SSL handshake failed: error:0A00045C:SSL routines::tlsv13 alert certificate required: SSL alert number 116";
+        assert!(fix_for(RDKafkaErrorCode::BrokerTransportFailure, required).is_some());
+        let lost = "ssl://127.0.0.1:9095/bootstrap: Connect to ipv4#127.0.0.1:9095 failed: Connection refused (after 0ms in state CONNECT)";
+        assert_eq!(fix_for(RDKafkaErrorCode::BrokerTransportFailure, lost), None);
     }
 
     #[test]

@@ -318,6 +318,9 @@ impl ClientSettings {
                 s.push_str(&format!(" as {u}"));
             }
         }
+        if let Some(certificate) = self.tls.certificate_location.as_ref().filter(|_| self.protocol.tls()) {
+            s.push_str(&format!(", client certificate {}", certificate.display()));
+        }
         if self.protocol.tls() && !self.tls.verify_hostname {
             s.push_str(", hostname verification off");
         }

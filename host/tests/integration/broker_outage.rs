@@ -26,7 +26,7 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 /// helpers of the test's thread use it while `_on` lives.
 struct OwnBroker {
     home: tempfile::TempDir,
-    ports: [u16; 3],
+    ports: [u16; 4],
     _on: OnBroker,
 }
 
@@ -57,7 +57,8 @@ impl OwnBroker {
             )
             .env("KAFKA_PORT", self.ports[0].to_string())
             .env("KAFKA_CONTROLLER_PORT", self.ports[1].to_string())
-            .env("KAFKA_SASL_SSL_PORT", self.ports[2].to_string());
+            .env("KAFKA_SASL_SSL_PORT", self.ports[2].to_string())
+            .env("KAFKA_SSL_PORT", self.ports[3].to_string());
         command
     }
 
@@ -72,13 +73,13 @@ impl Drop for OwnBroker {
     }
 }
 
-/// Three ports that are free now, for the broker to bind a few seconds later. They are taken
+/// Four ports that are free now, for the broker to bind a few seconds later. They are taken
 /// below the kernel's ephemeral range: a port from `bind(0)` is one the kernel hands out again,
 /// as the source port of any connection the tests beside this one open in those seconds (a fresh
 /// clone's CI failed that way: the broker could not bind). Below the range, only another process
 /// that names the port itself can take it, and the start at a random point makes the other
 /// outage test, the one such process here, pick different ones.
-fn free_ports() -> [u16; 3] {
+fn free_ports() -> [u16; 4] {
     let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
@@ -86,8 +87,8 @@ fn free_ports() -> [u16; 3] {
     let below = 10_000..ephemeral_from.saturating_sub(100);
     if below.len() < 1_000 {
         // A kernel set to hand out nearly every port: the race stays, the start fails loudly.
-        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        return [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port());
+        let listeners: Vec<TcpListener> = (0..4).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        return [0, 1, 2, 3].map(|i| listeners[i].local_addr().unwrap().port());
     }
     let start = rand::random_range(below.clone());
     let mut free = below
@@ -96,7 +97,7 @@ fn free_ports() -> [u16; 3] {
         .skip(usize::from(start - below.start))
         .take(below.len())
         .filter(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok());
-    [(); 3].map(|()| free.next().expect("three free ports below the ephemeral range"))
+    [(); 4].map(|()| free.next().expect("four free ports below the ephemeral range"))
 }
 
 /// Waits for `/readyz` to answer 200; how long it took.

@@ -142,6 +142,50 @@ pub fn sasl_ssl() -> SaslSsl {
     }
 }
 
+/// The test broker's mutual-TLS listener (`scripts/kafka.sh`): it asks every client for a
+/// certificate signed by its CA, and `client.pem` (with `client-key.pem`) is one.
+pub struct Mtls {
+    pub brokers: String,
+    pub ca: PathBuf,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Mtls {
+    /// `adstream run` flags for this listener, with the client certificate or without it.
+    pub fn flags(&self, with_certificate: bool) -> Vec<String> {
+        let mut flags = vec![
+            "--brokers".to_owned(),
+            self.brokers.clone(),
+            "--security-protocol".to_owned(),
+            "ssl".to_owned(),
+            "--ssl-ca-location".to_owned(),
+            self.ca.display().to_string(),
+        ];
+        if with_certificate {
+            flags.extend(["--ssl-certificate-location".to_owned(), self.certificate.display().to_string()]);
+            flags.extend(["--ssl-key-location".to_owned(), self.key.display().to_string()]);
+        }
+        flags
+    }
+}
+
+pub fn mtls() -> Mtls {
+    let home = std::env::var_os("KAFKA_HOME").map(PathBuf::from).unwrap_or_else(|| workspace().join(".kafka"));
+    let key = home.join("tls/client-key.pem");
+    assert!(
+        key.is_file(),
+        "{} is missing: the test broker was started without its mutual-TLS listener; restart it with `bash scripts/kafka.sh down && bash scripts/kafka.sh up`",
+        key.display()
+    );
+    Mtls {
+        brokers: std::env::var("ADSTREAM_TEST_MTLS_BROKERS").unwrap_or_else(|_| "127.0.0.1:9095".to_owned()),
+        ca: home.join("tls/ca.pem"),
+        certificate: home.join("tls/client.pem"),
+        key,
+    }
+}
+
 /// A topic prefix no other test run uses, so tests never see each other's data.
 pub fn fresh_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
