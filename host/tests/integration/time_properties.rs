@@ -881,22 +881,25 @@ fn sliding_windows_keep_the_cuts_of_impressions_a_held_pane_s_clicks_can_join() 
 /// spans more windows than a checkpoint can hold, none are kept for the join (the host warns).
 #[test]
 fn a_checkpoint_s_cuts_stay_within_the_join_s_reach_and_kafka_s_metadata_limit() {
-    for (window_ms, reach) in [(10_000, Some(61)), (5_000, None)] {
+    // The defaults (1-minute windows under the 10-minute horizon), 10 s windows, and 5 s ones.
+    for (window_ms, reach) in [(60_000, Some(11)), (10_000, Some(61)), (5_000, None)] {
         let now = Instant::now();
         let (mut engine, i, c) =
             exchange_task_with(TimeConfig { window_ms, slide_ms: window_ms, ..minute_windows() }, now);
         let mut sink = Collect::default();
-        let mut most = 0;
+        let (mut most, mut bytes) = (0, 0);
         // Half an hour of an impression and its click every second.
         for n in 0..1_800 {
             let ts = BASE + n * 1_000;
             feed(&mut engine, &mut sink, now, i, n, &ev(n as usize, false, ts));
             feed(&mut engine, &mut sink, now, c, n, &ev(n as usize, true, ts + 500));
             let checkpoint = engine.checkpoint(i, n + 1);
-            assert!(checkpoint.encode().len() <= 4096, "{} bytes", checkpoint.encode().len());
+            bytes = bytes.max(checkpoint.encode().len());
+            assert!(bytes <= 4096, "{bytes} bytes");
             assert_eq!(checkpoint.cuts_from.is_some(), reach.is_some(), "{checkpoint:?}");
             most = most.max(checkpoint.cuts.len());
         }
+        eprintln!("{window_ms} ms windows: at most {most} cuts, {bytes} bytes of commit metadata");
         match reach {
             // The windows closed within the 10-minute horizon before the oldest open one.
             Some(reach) => assert!((reach - 2..=reach).contains(&most), "{window_ms} ms windows: at most {most} cuts"),
