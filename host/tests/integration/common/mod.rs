@@ -123,18 +123,25 @@ impl SaslSsl {
     }
 }
 
-pub fn sasl_ssl() -> SaslSsl {
+/// The test broker's TLS material (`scripts/kafka.sh` makes it in `$KAFKA_HOME/tls`), checked
+/// to hold `file`: a broker started by an older script lacks what newer listeners need.
+fn test_broker_tls(file: &str, listener: &str) -> PathBuf {
     let home = std::env::var_os("KAFKA_HOME").map(PathBuf::from).unwrap_or_else(|| workspace().join(".kafka"));
-    let ca = home.join("tls/ca.pem");
+    let tls = home.join("tls");
     assert!(
-        ca.is_file(),
-        "{} is missing: the test broker was started without its SASL_SSL listener; restart it with `bash scripts/kafka.sh down && bash scripts/kafka.sh up`",
-        ca.display()
+        tls.join(file).is_file(),
+        "{} is missing: the test broker was started without its {listener} listener; restart it with `bash scripts/kafka.sh down && bash scripts/kafka.sh up`",
+        tls.join(file).display()
     );
+    tls
+}
+
+pub fn sasl_ssl() -> SaslSsl {
+    let tls = test_broker_tls("ca.pem", "SASL_SSL");
     SaslSsl {
         brokers: std::env::var("ADSTREAM_TEST_SASL_BROKERS").unwrap_or_else(|_| "127.0.0.1:9094".to_owned()),
-        other_ca: home.join("tls/other-ca.pem"),
-        ca,
+        other_ca: tls.join("other-ca.pem"),
+        ca: tls.join("ca.pem"),
         user: "adstream",
         password: "adstream-secret",
         denied_user: "nobody",
@@ -171,18 +178,12 @@ impl Mtls {
 }
 
 pub fn mtls() -> Mtls {
-    let home = std::env::var_os("KAFKA_HOME").map(PathBuf::from).unwrap_or_else(|| workspace().join(".kafka"));
-    let key = home.join("tls/client-key.pem");
-    assert!(
-        key.is_file(),
-        "{} is missing: the test broker was started without its mutual-TLS listener; restart it with `bash scripts/kafka.sh down && bash scripts/kafka.sh up`",
-        key.display()
-    );
+    let tls = test_broker_tls("client-key.pem", "mutual-TLS");
     Mtls {
         brokers: std::env::var("ADSTREAM_TEST_MTLS_BROKERS").unwrap_or_else(|_| "127.0.0.1:9095".to_owned()),
-        ca: home.join("tls/ca.pem"),
-        certificate: home.join("tls/client.pem"),
-        key,
+        ca: tls.join("ca.pem"),
+        certificate: tls.join("client.pem"),
+        key: tls.join("client-key.pem"),
     }
 }
 

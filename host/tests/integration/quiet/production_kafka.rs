@@ -73,7 +73,7 @@ fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_ce
         run_until_exit(&[mtls.flags(false), group.to_vec()].concat(), &[], Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "without a client certificate: exit status {status}; stderr:\n{stderr}");
     assert!(took < Duration::from_secs(15), "stopped only after {took:?}:\n{stderr}");
-    let last = stderr.lines().skip_while(|l| !l.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+    let last = final_error(&stderr);
     assert!(
         last.contains("refused the host's TLS client certificate") && last.contains("--ssl-certificate-location"),
         "the final message should say the certificate was refused and how to give one:\n{stderr}"
@@ -198,6 +198,11 @@ fn run_until_exit(
     (status, std::fs::read_to_string(&stderr).unwrap(), started.elapsed())
 }
 
+/// What the host said last on `stderr`: its final `error: ...` message and what follows it.
+fn final_error(stderr: &str) -> String {
+    stderr.lines().skip_while(|l| !l.starts_with("error: ")).collect::<Vec<_>>().join("\n")
+}
+
 /// Creates the input topics under `prefix` with these partition counts.
 fn create_inputs(prefix: &str, impressions: &str, clicks: &str) {
     for (topic, partitions) in [("ad-impressions", impressions), ("ad-clicks", clicks)] {
@@ -255,7 +260,7 @@ fn a_wrong_password_an_untrusted_certificate_and_a_missing_permission_stop_the_h
             run_until_exit(&flags, &[("ADSTREAM_SASL_PASSWORD", password)], Duration::from_secs(30));
         assert_eq!(status.code(), Some(1), "{case}: exit status {status}; stderr:\n{stderr}");
         assert!(took < Duration::from_secs(15), "{case}: stopped only after {took:?}:\n{stderr}");
-        let last = stderr.lines().skip_while(|l| !l.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+        let last = final_error(&stderr);
         assert!(last.contains(says), "{case}: the final message should say {says:?}:\n{stderr}");
         assert!(!stderr.contains(password), "{case}: the password is on stderr:\n{stderr}");
         eprintln!("{case}: stopped in {took:?}: {}", last.lines().next().unwrap_or_default());
@@ -352,7 +357,7 @@ fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
         run_until_exit(&flags, &[("ADSTREAM_SASL_PASSWORD", sasl.denied_password)], Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(took < Duration::from_secs(30), "stopped only after {took:?}:\n{stderr}");
-    let last = stderr.lines().skip_while(|l| !l.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+    let last = final_error(&stderr);
     assert!(last.contains("is not allowed to use a topic"), "{stderr}");
     assert!(!stderr.contains("starting again"), "a refused permission is not retried:\n{stderr}");
     eprintln!("no write permission: stopped in {took:?}: {}", last.lines().next().unwrap_or_default());
