@@ -162,17 +162,18 @@ keytool_bin() {
 # key out, so a few lines of Java run by the JDK's source launcher do), and a second, unrelated
 # CA for tests that need an untrusted one. Made once, kept in $TLS.
 make_tls() {
-  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" && -f "$TLS/client-key.pem" ]] && return 0
+  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" && -s "$TLS/client-key.pem" ]] && return 0
   local kt tmp
   kt="$(keytool_bin)"
   tmp="$KAFKA_HOME/tls.tmp.$$"
   rm -rf "$tmp"
   mkdir -p "$tmp"
   msg "making a CA and the broker's TLS certificate with keytool..."
+  # Each step exits the subshell on failure itself: `set -e` does not apply to a subshell on the
+  # left of `||`.
   (
-    set -e
-    cd "$tmp"
-    k() { "$kt" "$@" >>keytool.log 2>&1; }
+    cd "$tmp" || exit 1
+    k() { "$kt" "$@" >>keytool.log 2>&1 || exit 1; }
     k -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=adstream test CA" \
       -ext bc:c -keystore ca.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
     k -exportcert -alias ca -rfc -keystore ca.p12 -storepass "$TLS_PASSWORD" -file ca.pem
@@ -191,7 +192,7 @@ make_tls() {
     k -certreq -alias client -keystore client.p12 -storepass "$TLS_PASSWORD" -file client.csr
     k -gencert -alias ca -keystore ca.p12 -storepass "$TLS_PASSWORD" -infile client.csr -outfile client.pem \
       -rfc -validity 3650 -ext ku:c=digitalSignature,keyEncipherment -ext eku=clientAuth
-    cat >ExportKey.java <<'JAVA'
+    cat >ExportKey.java <<'JAVA' || exit 1
 import java.io.FileInputStream;
 import java.security.KeyStore;
 import java.util.Base64;
@@ -207,7 +208,8 @@ public class ExportKey {
     }
 }
 JAVA
-    "$(java_bin)" ExportKey.java client.p12 "$TLS_PASSWORD" client >client-key.pem 2>>keytool.log
+    "$(java_bin)" ExportKey.java client.p12 "$TLS_PASSWORD" client >client-key.pem 2>>keytool.log || exit 1
+    [[ -s client-key.pem ]] || exit 1
     chmod 600 client-key.pem
     rm -f ExportKey.java client.csr broker.csr
   ) || { cat "$tmp/keytool.log" >&2 || true; rm -rf "$tmp"; die "keytool failed"; }

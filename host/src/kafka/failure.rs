@@ -64,7 +64,9 @@ impl From<anyhow::Error> for Failure {
 
 /// OpenSSL's texts for the TLS alerts a broker sends when the client's certificate is missing or
 /// not one it accepts (bad_certificate, certificate_required, unknown_ca, certificate_expired,
-/// certificate_unknown, certificate_revoked, unsupported_certificate).
+/// certificate_unknown, certificate_revoked, unsupported_certificate). Java's TLS stack also
+/// sends certificate_unknown when its own check of a certificate fails for a passing reason (a
+/// revocation list it could not fetch): the host stops then too, naming the alert.
 const CLIENT_CERTIFICATE_ALERTS: [&str; 7] = [
     "alert bad certificate",
     "alert certificate required",
@@ -92,6 +94,13 @@ pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
         C::UnsupportedSASLMechanism => {
             "the broker does not enable this SASL mechanism: choose one it enables with --sasl-mechanism"
         }
+        // The broker's TLS alert about the host's certificate (a listener that requires one, as
+        // with mutual TLS). Received during the handshake (TLS 1.2) librdkafka reports it as an
+        // SSL error; after the client's part of it (TLS 1.3), as a lost connection ("Receive
+        // failed"), which it retries forever.
+        C::SSL | C::BrokerTransportFailure if CLIENT_CERTIFICATE_ALERTS.iter().any(|alert| text.contains(alert)) => {
+            "the broker refused the host's TLS client certificate (its listener requires one, signed by a CA it trusts): give it with --ssl-certificate-location and its key with --ssl-key-location (PEM files; --ssl-key-password or --ssl-key-password-file if the key is encrypted)"
+        }
         C::SSL if text.contains("certificate verify failed") || text.contains("could not be verified") => {
             "the broker's TLS certificate is not trusted: give the CA that signed it with --ssl-ca-location (a PEM file), or connect to a listener whose certificate the system trusts"
         }
@@ -100,11 +109,6 @@ pub fn fix_for(code: RDKafkaErrorCode, text: &str) -> Option<&'static str> {
         }
         C::SSL => {
             "the TLS handshake with the broker failed: check that --brokers names a TLS listener, --ssl-ca-location, and, if the broker requires a client certificate, --ssl-certificate-location and --ssl-key-location"
-        }
-        // The broker's TLS alert about the host's certificate (a listener that requires one, as
-        // with mutual TLS): reported as a lost connection, and retried forever by librdkafka.
-        C::BrokerTransportFailure if CLIENT_CERTIFICATE_ALERTS.iter().any(|alert| text.contains(alert)) => {
-            "the broker refused the host's TLS client certificate (its listener requires one, signed by a CA it trusts): give it with --ssl-certificate-location and its key with --ssl-key-location (PEM files; --ssl-key-password or --ssl-key-password-file if the key is encrypted)"
         }
         C::TopicAuthorizationFailed => {
             "the principal is not allowed to use a topic: grant it READ and DESCRIBE on the input topics, and WRITE, DESCRIBE (and CREATE, unless --no-create-topics) on the output topics, and READ as well on the host's own: the partials, state and completeness topics"
@@ -187,8 +191,16 @@ mod tests {
             fix_for(RDKafkaErrorCode::BrokerTransportFailure, refused)
                 .is_some_and(|f| f.contains("client certificate") && f.contains("--ssl-certificate-location"))
         );
-        let required = "ssl://b:9093/bootstrap: SSL handshake failed: error:0A00045C:SSL routines::tlsv13 alert certificate required: SSL alert number 116";
-        assert!(fix_for(RDKafkaErrorCode::BrokerTransportFailure, required).is_some());
+        let during_handshake = "ssl://b:9093/bootstrap: SSL handshake failed: error:0A000418:SSL routines::tlsv1 alert unknown ca: SSL alert number 48";
+        assert!(
+            fix_for(RDKafkaErrorCode::SSL, during_handshake).is_some_and(|f| f.contains("client certificate")),
+            "a TLS 1.2 broker's refusal, during the handshake"
+        );
+        let untrusted = "ssl://b:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified";
+        assert!(
+            fix_for(RDKafkaErrorCode::SSL, untrusted)
+                .is_some_and(|f| f.contains("broker's TLS certificate is not trusted"))
+        );
         let lost = "ssl://127.0.0.1:9095/bootstrap: Connect to ipv4#127.0.0.1:9095 failed: Connection refused (after 0ms in state CONNECT)";
         assert_eq!(fix_for(RDKafkaErrorCode::BrokerTransportFailure, lost), None);
     }

@@ -459,6 +459,10 @@ mod tests {
         assert_eq!(s.redact("auth failed for hunter2-secret"), "auth failed for [redacted]");
         assert!(s.describe().contains("SCRAM-SHA-512 as adstream"), "{}", s.describe());
         assert!(!s.describe().contains("hunter2"));
+        let mut mtls = ClientSettings { protocol: SecurityProtocol::Ssl, sasl: None, ..scram() };
+        mtls.tls.certificate_location = Some("/etc/kafka/client.pem".into());
+        mtls.tls.key_location = Some("/etc/kafka/client-key.pem".into());
+        assert_eq!(mtls.describe(), "broker:9093 over ssl, client certificate /etc/kafka/client.pem");
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn a_python_plugin_compiles_off_the_pipeline_during_a_live_swap() {
     upload.extend([0, size as u8, name.len() as u8]);
     upload.extend(name);
     upload.extend(payload.as_bytes());
-    let upload_hash = sha256_hex(&upload);
+    let _forget = ForgetCompiled(sha256_hex(&upload));
     let api = format!("{base}/api/plugins/engagement-py");
     let swap = std::thread::spawn(move || http(&api, &[], Some(&upload)));
     let before = windows(&await_status(&base, Duration::from_secs(5), "status", |_| true));
@@ -334,21 +334,24 @@ fn a_python_plugin_compiles_off_the_pipeline_during_a_live_swap() {
     let compiled = log.lines().find(|l| l.contains("compiled plugin") && l.contains("upload")).unwrap_or_default();
     assert!(!compiled.is_empty(), "the upload was compiled, not taken from the cache:\n{log}");
     eprintln!("{published_during_swap} windows published while the swap compiled ({compiled})");
-    forget_compiled(&upload_hash);
 
     assert!(generator.wait().unwrap().success());
     let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
     crate::common::finish_and_check_exactly_once(host, &prefix, &inputs);
 }
 
-/// Removes the shared compile cache's entries for the `.wasm` of SHA-256 `hash` (hex): a file
-/// made for one run would otherwise stay there, ~35 MB each (entries are named by the hash's
-/// first 32 digits).
-fn forget_compiled(hash: &str) {
-    for entry in std::fs::read_dir(plugin_cache()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&hash[..32])) {
-            std::fs::remove_file(&path).unwrap();
+/// When dropped (the test passed or not), removes the shared compile cache's entries for the
+/// `.wasm` of this SHA-256 (hex): a file made for one run would otherwise stay there, ~35 MB each.
+/// Entries are named by the hash's first 32 digits (`plugin::runtime::Runtime::load`).
+struct ForgetCompiled(String);
+
+impl Drop for ForgetCompiled {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(plugin_cache()) else { return };
+        for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&self.0[..32])) {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 }
