@@ -44,6 +44,9 @@
 #                          server.properties, broker.log, broker.pid
 #   KAFKA_LIB              where the jars are (default: $KAFKA_HOME/lib); a second
 #                          broker can share the first one's
+#   KAFKA_TLS              where the CA, the certificates and keys are (default:
+#                          $KAFKA_HOME/tls, made on first 'up'); a second broker can share
+#                          the first one's (its 'wipe' then leaves them)
 #   KAFKA_PORT             PLAINTEXT listener port (default 9092)
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 9093)
 #   KAFKA_SASL_SSL_PORT    SASL_SSL listener port (default 9094)
@@ -77,7 +80,7 @@ TOOLS_LOG4J_CONF="$KAFKA_HOME/tools-log4j.properties"
 LOG="$KAFKA_HOME/broker.log"
 PIDFILE="$KAFKA_HOME/broker.pid"
 FETCH_MARKER="$LIB/.fetched"
-TLS="$KAFKA_HOME/tls"
+TLS="${KAFKA_TLS:-$KAFKA_HOME/tls}"
 # Test credentials, not secrets: this broker is for development and CI on loopback.
 TLS_PASSWORD="adstream-tls"
 SASL_USER="adstream"
@@ -542,7 +545,8 @@ cmd_down() {
   fi
   rm -f "$PIDFILE"
   if (( wipe )); then
-    rm -rf "$DATA" "$CONF" "$LOG" "$LOG.1" "$LOG4J_CONF" "$TOOLS_LOG4J_CONF" "$KAFKA_HOME/format.log" "$TLS"
+    rm -rf "$DATA" "$CONF" "$LOG" "$LOG.1" "$LOG4J_CONF" "$TOOLS_LOG4J_CONF" "$KAFKA_HOME/format.log"
+    [[ -n "${KAFKA_TLS:-}" ]] || rm -rf "$TLS"
     msg "data wiped ($DATA); jars kept in $LIB"
   fi
 }

@@ -9,6 +9,7 @@
 //!   Kafka, and once the broker is up it consumes and the results are exactly right.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,20 +46,23 @@ impl OwnBroker {
     }
 
     fn command(&self, cmd: &str) -> Command {
+        let shared: PathBuf = std::env::var_os("KAFKA_HOME").map_or_else(|| workspace().join(".kafka"), Into::into);
         let mut command = Command::new("bash");
         command
             .arg(workspace().join("scripts/kafka.sh"))
             .arg(cmd)
             .env("KAFKA_HOME", self.home.path())
-            // The shared broker's jars (where `sasl_ssl` finds its certificates, too).
-            .env(
-                "KAFKA_LIB",
-                std::env::var_os("KAFKA_HOME").map_or_else(|| workspace().join(".kafka"), Into::into).join("lib"),
-            )
+            // The shared broker's jars.
+            .env("KAFKA_LIB", shared.join("lib"))
             .env("KAFKA_PORT", self.ports[0].to_string())
             .env("KAFKA_CONTROLLER_PORT", self.ports[1].to_string())
             .env("KAFKA_SASL_SSL_PORT", self.ports[2].to_string())
             .env("KAFKA_SSL_PORT", self.ports[3].to_string());
+        // And its certificates, when it has them all: making them takes a dozen JVMs (~10
+        // CPU-seconds); this broker's `wipe` leaves them.
+        if shared.join("tls/client-key.pem").is_file() {
+            command.env("KAFKA_TLS", shared.join("tls"));
+        }
         command
     }
 
