@@ -163,9 +163,10 @@ keytool_bin() {
 # A CA of the broker's own, the broker's certificate (for localhost and 127.0.0.1) signed by
 # it, a client certificate signed by it (PEM, its key unencrypted PKCS#8: keytool cannot write a
 # key out, so a few lines of Java run by the JDK's source launcher do), and a second, unrelated
-# CA for tests that need an untrusted one. Made once, kept in $TLS.
+# CA for tests that need an untrusted one, with a client certificate of its own. Made once, kept
+# in $TLS.
 make_tls() {
-  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" && -s "$TLS/client-key.pem" ]] && return 0
+  [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" && -f "$TLS/other-ca.pem" && -s "$TLS/client-key.pem" && -s "$TLS/other-client-key.pem" ]] && return 0
   local kt tmp
   kt="$(keytool_bin)"
   tmp="$KAFKA_HOME/tls.tmp.$$"
@@ -211,10 +212,18 @@ public class ExportKey {
     }
 }
 JAVA
-    "$(java_bin)" ExportKey.java client.p12 "$TLS_PASSWORD" client >client-key.pem 2>>keytool.log || exit 1
-    [[ -s client-key.pem ]] || exit 1
-    chmod 600 client-key.pem
-    rm -f ExportKey.java client.csr broker.csr
+    # And one the broker does not trust (signed by the other CA), for tests of a refusal.
+    k -genkeypair -alias client -keyalg RSA -keysize 2048 -validity 3650 -dname "$CLIENT_DN" \
+      -keystore other-client.p12 -storetype PKCS12 -storepass "$TLS_PASSWORD"
+    k -certreq -alias client -keystore other-client.p12 -storepass "$TLS_PASSWORD" -file other-client.csr
+    k -gencert -alias other -keystore other.p12 -storepass "$TLS_PASSWORD" -infile other-client.csr \
+      -outfile other-client.pem -rfc -validity 3650 -ext ku:c=digitalSignature,keyEncipherment -ext eku=clientAuth
+    for name in client other-client; do
+      "$(java_bin)" ExportKey.java "$name.p12" "$TLS_PASSWORD" client >"$name-key.pem" 2>>keytool.log || exit 1
+      [[ -s "$name-key.pem" ]] || exit 1
+      chmod 600 "$name-key.pem"
+    done
+    rm -f ExportKey.java client.csr other-client.csr broker.csr
   ) || { cat "$tmp/keytool.log" >&2 || true; rm -rf "$tmp"; die "keytool failed"; }
   rm -rf "$TLS"
   mv "$tmp" "$TLS"

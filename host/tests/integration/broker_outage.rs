@@ -60,7 +60,7 @@ impl OwnBroker {
             .env("KAFKA_SSL_PORT", self.ports[3].to_string());
         // And its certificates, when it has them all: making them takes a dozen JVMs (~10
         // CPU-seconds); this broker's `wipe` leaves them.
-        if shared.join("tls/client-key.pem").is_file() {
+        if shared.join("tls/other-client-key.pem").is_file() {
             command.env("KAFKA_TLS", shared.join("tls"));
         }
         command

@@ -150,40 +150,37 @@ pub fn sasl_ssl() -> SaslSsl {
 }
 
 /// The test broker's mutual-TLS listener (`scripts/kafka.sh`): it asks every client for a
-/// certificate signed by its CA, and `client.pem` (with `client-key.pem`) is one.
+/// certificate signed by its CA. `client` is one; `other-client` is signed by another CA.
 pub struct Mtls {
     pub brokers: String,
-    pub ca: PathBuf,
-    pub certificate: PathBuf,
-    pub key: PathBuf,
+    pub tls: PathBuf,
 }
 
 impl Mtls {
-    /// `adstream run` flags for this listener, with the client certificate or without it.
-    pub fn flags(&self, with_certificate: bool) -> Vec<String> {
+    /// `adstream run` flags for this listener, with the certificate `name` (`client.pem` and
+    /// `client-key.pem` for "client") or without one.
+    pub fn flags(&self, certificate: Option<&str>) -> Vec<String> {
+        let file = |name: String| self.tls.join(name).display().to_string();
         let mut flags = vec![
             "--brokers".to_owned(),
             self.brokers.clone(),
             "--security-protocol".to_owned(),
             "ssl".to_owned(),
             "--ssl-ca-location".to_owned(),
-            self.ca.display().to_string(),
+            file("ca.pem".to_owned()),
         ];
-        if with_certificate {
-            flags.extend(["--ssl-certificate-location".to_owned(), self.certificate.display().to_string()]);
-            flags.extend(["--ssl-key-location".to_owned(), self.key.display().to_string()]);
+        if let Some(name) = certificate {
+            flags.extend(["--ssl-certificate-location".to_owned(), file(format!("{name}.pem"))]);
+            flags.extend(["--ssl-key-location".to_owned(), file(format!("{name}-key.pem"))]);
         }
         flags
     }
 }
 
 pub fn mtls() -> Mtls {
-    let tls = test_broker_tls("client-key.pem", "mutual-TLS");
     Mtls {
         brokers: std::env::var("ADSTREAM_TEST_MTLS_BROKERS").unwrap_or_else(|_| "127.0.0.1:9095".to_owned()),
-        ca: tls.join("ca.pem"),
-        certificate: tls.join("client.pem"),
-        key: tls.join("client-key.pem"),
+        tls: test_broker_tls("other-client-key.pem", "mutual-TLS"),
     }
 }
 
