@@ -33,7 +33,7 @@ use crate::source::kafka::{KafkaSource, Route};
 /// rebalance or an error wakes it sooner).
 const WAIT_FOR_MESSAGES: Duration = Duration::from_millis(100);
 /// The most events of the consumer's own queue served between two batches of messages.
-const GROUP_EVENTS_PER_ROUND: usize = 8;
+const GROUP_EVENTS_PER_ROUND: usize = 256;
 /// How often the partitions' backlog, the fatal slot and the swap inbox are looked at.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 /// How often progress is logged.
@@ -301,10 +301,14 @@ impl<'a> Attempt<'a> {
     /// and errors. The assigned partitions' messages come through [`KafkaSource::fetched`] (see
     /// [`crate::kafka::fetched`] for why none should come here); one that did would be handled.
     fn serve_group_events(&mut self) -> Result<(), Failure> {
-        // `poll` says `None` both when the queue is empty and after serving an event: a bounded
-        // number of rounds; what is left is served after the next batch.
+        // `poll` says `None` both when the queue is empty and after serving an event (a log
+        // line): the queue's length says how many to serve, up to a bound (what is left is served
+        // after the next batch), and at least one poll a round, which librdkafka counts as the
+        // application's (`max.poll.interval.ms`). Stopping at the first `None` served one log
+        // line a round, ten a second while idle: with librdkafka's debug logs on, a rebalance
+        // waited 29 s behind them.
         let Attempt { source, pipeline, sink, first_message, consumer_error, health, .. } = &mut *self;
-        for _ in 0..GROUP_EVENTS_PER_ROUND {
+        for _ in 0..source.fetched.group_events().clamp(1, GROUP_EVENTS_PER_ROUND) {
             match source.consumer.poll(Duration::ZERO) {
                 Some(Ok(msg)) => {
                     let origin = Origin { topic: msg.topic(), partition: msg.partition(), offset: msg.offset() };
@@ -315,7 +319,7 @@ impl<'a> Attempt<'a> {
                     }
                 }
                 Some(Err(e)) => note_consumer_error(source, consumer_error, e)?,
-                None => break,
+                None => {}
             }
         }
         Ok(())

@@ -33,7 +33,8 @@
 //!    are taken (the version moves on before `unassign` returns). Only the order within a
 //!    partition is kept: which partition's messages come first, librdkafka's fetches decide
 //!    anyway, and [`Fetched::take`] puts the partials ahead.
-//! 3. **The queues die before the client.** A queue handle refers to its `rd_kafka_t`; the owner
+//! 3. **The queues die before the client.** A queue handle refers to its `rd_kafka_t` (the handle
+//!    of the consumer's own queue, whose length [`Fetched::group_events`] reads, too); the owner
 //!    ([`crate::source::kafka::KafkaSource`]) declares its `Fetched` before its consumer, so that
 //!    it is dropped first ([`Fetched::new`] is `unsafe` for this: the caller promises it).
 //!    Taken messages are destroyed (their buffers given back) when the next batch is taken and
@@ -89,6 +90,9 @@ pub struct Fetched {
     client: *mut rd::rd_kafka_t,
     inputs: *mut rd::rd_kafka_queue_t,
     partials: *mut rd::rd_kafka_queue_t,
+    /// The consumer's own queue (the group's events, errors, log lines), asked only its length;
+    /// null without a consumer group.
+    group: *mut rd::rd_kafka_queue_t,
     wake: WakeSlot,
     /// Taken by the last [`Fetched::take`], owned here until the next one (invariant 3).
     taken: Vec<*mut rd::rd_kafka_message_t>,
@@ -111,19 +115,32 @@ impl Fetched {
         // queues (the caller's promise). rd_kafka_queue_new never returns null (it aborts on no
         // memory).
         // The callback's handle stays valid until the callback is switched off (invariant 4).
-        let (inputs, partials) = unsafe {
+        let (inputs, partials, group) = unsafe {
             let inputs = rd::rd_kafka_queue_new(client);
             let partials = rd::rd_kafka_queue_new(client);
             rd::rd_kafka_queue_cb_event_enable(partials, Some(wake_inputs), inputs.cast());
-            (inputs, partials)
+            (inputs, partials, rd::rd_kafka_queue_get_consumer(client))
         };
         Fetched {
             client,
             inputs,
             partials,
+            group,
             wake: Arc::new(Mutex::new(Some(QueuePtr(inputs)))),
             taken: Vec::with_capacity(BATCH),
         }
+    }
+
+    /// How many events the consumer's own queue holds (rebalances, errors, commits, and
+    /// librdkafka's log lines): `BaseConsumer::poll` says `None` after serving a log line as when
+    /// the queue is empty, so this, not a `None`, says when the queue is served.
+    pub fn group_events(&self) -> usize {
+        if self.group.is_null() {
+            return 0;
+        }
+        // SAFETY: the handle is valid until the drop (invariant 3); the length is read under the
+        // queue's lock.
+        unsafe { rd::rd_kafka_queue_length(self.group) }
     }
 
     /// Sends the fetched messages of `partition` of `topic` to the queue of `lane` from now on.
@@ -252,6 +269,9 @@ impl Drop for Fetched {
             rd::rd_kafka_queue_cb_event_enable(self.partials, None, std::ptr::null_mut());
             rd::rd_kafka_queue_destroy(self.partials);
             rd::rd_kafka_queue_destroy(self.inputs);
+            if !self.group.is_null() {
+                rd::rd_kafka_queue_destroy(self.group);
+            }
         }
     }
 }

@@ -132,6 +132,31 @@ fn oauthbearer_tokens_come_from_a_file_and_outputs_go_where_they_are_named() {
     assert!(log.contains("SASL OAUTHBEARER"), "{log}");
 }
 
+/// librdkafka's debug logs, as an operator turns them on to look into a cluster
+/// (`--consumer-property debug=...`), come through the consumer's queue with the group's events:
+/// the host serves them as they come, and a rebalance does not wait behind them. (It served one
+/// log line a round, ten a second while idle: the assignment came 29 s after joining here.)
+#[test]
+fn librdkafka_debug_logs_do_not_hold_up_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("debuglogs");
+    crate::common::generate(&prefix, dir.path(), "2000", "26", "0", "0");
+    let debug = ["--consumer-property", "debug=cgrp,fetch,topic,broker"];
+    let env = [("ADSTREAM_LOG", "info,librdkafka=debug")];
+    let host = Host::start_with_env(&prefix, &format!("{prefix}g"), &["ctr"], dir.path(), &debug, &env);
+    let started = Instant::now();
+    while !host.log().contains("rebalance: consuming") {
+        assert!(started.elapsed() < Duration::from_secs(15), "no assignment within 15 s:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let log = host.log();
+    assert!(log.contains("DEBUG librdkafka"), "librdkafka's debug lines reach the log:\n{log}");
+    let stats = host.stop();
+    assert!(stats["consumed"].as_u64().is_some_and(|n| n > 0), "{stats}");
+    eprintln!("assigned {took:?} after the start, with librdkafka's debug logs on");
+}
+
 /// PLAIN and SCRAM-SHA-256 reach the listener too (SCRAM-SHA-512 and OAUTHBEARER run whole
 /// pipelines above): the host connects, consumes, and stops cleanly.
 #[test]
