@@ -39,10 +39,6 @@ use crate::sink::kafka::STEP_DEADLINE;
 /// tried again after a backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many queued events [`KafkaSource::wait_for_cluster`] serves between its metadata requests
-/// (each asked with a 1 s timeout): more than a connection attempt logs.
-const EVENTS_PER_SERVE: usize = 256;
-
 /// The consumer, and what it is assigned now.
 pub struct KafkaSource {
     /// The assigned partitions' messages, taken in batches. Declared before the consumer: it
@@ -313,11 +309,11 @@ impl KafkaSource {
 
     /// Serves what the consumer's queue holds while connecting: its logs and errors reach the
     /// context, and the fatal slot, only so. `poll` says `None` after serving a log event as when
-    /// the queue is empty, so a count ends this, not a `None`: stopping at the first `None`
-    /// served one event per second of [`Self::wait_for_cluster`], and a refused client
+    /// the queue is empty, so the queue's length ends this, not a `None`: stopping at the first
+    /// `None` served one event per second of [`Self::wait_for_cluster`], and a refused client
     /// certificate, queued behind the connection's log lines, was seen 3-10 s late.
     fn serve_queued_events(&self) {
-        for _ in 0..EVENTS_PER_SERVE {
+        for _ in 0..self.fetched.group_events().max(1) {
             if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
                 tracing::debug!(error = %e, "while connecting");
             }
