@@ -65,8 +65,8 @@ pub struct Task {
 }
 
 /// The most panes whose impressions a click may join that a task keeps cuts of (see
-/// [`Task::was_on_time`], [`WindowRule::joinable_panes`]): they go in every checkpoint, which Kafka bounds to 4096 bytes by
-/// default (`offset.metadata.max.bytes`).
+/// [`Task::was_on_time`], [`WindowRule::joinable_panes`]): they go in every checkpoint, which
+/// Kafka bounds to 4096 bytes by default (`offset.metadata.max.bytes`).
 pub const MAX_CUTS: i64 = 100;
 
 /// What a pane holds at a task, for the completeness record (see [`super::complete`]).
@@ -215,14 +215,20 @@ impl Task {
     /// click still to be counted can join are left out.
     pub fn cuts_from(&self) -> Option<i64> {
         let joinable = self.rule.joinable_from(self.closed_through());
-        (self.cuts_from != i64::MAX).then(|| self.cuts_from.max(joinable))
+        self.keeps_join_cuts().then(|| self.cuts_from.max(joinable))
+    }
+
+    /// Whether cuts are kept for the join (its reach fits in [`MAX_CUTS`] panes), not only while
+    /// a window holds their pane.
+    fn keeps_join_cuts(&self) -> bool {
+        self.cuts_from != i64::MAX
     }
 
     /// From the checkpoint of the task's impressions partition: from which pane on its cuts
     /// are complete. Without (an older checkpoint, or one whose cuts reached back less far than
     /// the join), only from the oldest pane it had not closed.
     pub fn resume_cuts_from(&mut self, from: Option<i64>) {
-        if self.cuts_from != i64::MAX {
+        if self.keeps_join_cuts() {
             self.cuts_from = from.unwrap_or_else(|| self.rule.oldest_open(self.closed_through()));
         }
     }
@@ -444,7 +450,7 @@ impl Task {
             self.closed_floor = self.closed_floor.max(rule.window_closes_at(start));
             // No later window holds the window's oldest pane; its impressions may still be
             // joined (the pane closed now if it had no cut yet).
-            if self.cuts_from != i64::MAX && self.open.contains_key(&start) {
+            if self.keeps_join_cuts() && self.open.contains_key(&start) {
                 self.cuts.entry(start).or_insert_with(|| positions.to_vec());
             }
             self.release_pane(start, window, stats, &mut failures);
@@ -460,9 +466,9 @@ impl Task {
                 }
             }
         }
-        let joinable = if self.cuts_from == i64::MAX { i64::MAX } else { rule.joinable_from(closed) };
+        let joinable = if self.keeps_join_cuts() { rule.joinable_from(closed) } else { i64::MAX };
         self.cuts.retain(|&pane, _| pane >= joinable || !rule.window_is_closed(pane, closed));
-        if self.cuts_from != i64::MAX {
+        if self.keeps_join_cuts() {
             // Earlier panes' cuts are gone: no click still to be counted joins their impressions.
             self.cuts_from = self.cuts_from.max(joinable);
         }

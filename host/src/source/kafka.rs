@@ -281,22 +281,15 @@ impl KafkaSource {
     fn wait_for_cluster(&self, health: &Health) -> Result<Metadata, Failure> {
         let started = Instant::now();
         loop {
-            self.serve_queued_events();
-            if let Some(fatal) = health.fatal.get() {
-                return Err(Failure::Fatal(anyhow::anyhow!(fatal)));
-            }
+            self.fatal_so_far(health)?;
             let topic = &self.config.impressions_topic;
             let error = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
                 Ok(metadata) => return Ok(metadata),
                 Err(e) => e,
             };
             if started.elapsed() >= CONNECT_TIMEOUT {
-                // The client may have said why in the meantime (a refused certificate, say): its
-                // errors reach the context only when the consumer is polled.
-                self.serve_queued_events();
-                if let Some(fatal) = health.fatal.get() {
-                    return Err(Failure::Fatal(anyhow::anyhow!(fatal)));
-                }
+                // The client may have said why in the meantime (a refused certificate, say).
+                self.fatal_so_far(health)?;
                 let seen = health.last_error.recent(CONNECT_TIMEOUT).unwrap_or_else(|| error.to_string());
                 return Err(Failure::Recoverable(anyhow::anyhow!(
                     "no answer from Kafka at {} within {} s: {seen}",
@@ -307,16 +300,21 @@ impl KafkaSource {
         }
     }
 
-    /// Serves what the consumer's queue holds while connecting: its logs and errors reach the
-    /// context, and the fatal slot, only so. `poll` says `None` after serving a log event as when
-    /// the queue is empty, so the queue's length ends this, not a `None`: stopping at the first
-    /// `None` served one event per second of [`Self::wait_for_cluster`], and a refused client
-    /// certificate, queued behind the connection's log lines, was seen 3-10 s late.
-    fn serve_queued_events(&self) {
+    /// Serves what the consumer's queue holds while connecting (its logs and errors reach the
+    /// context, and the fatal slot, only so), then fails with the fatal error reported, if any.
+    /// `poll` says `None` after serving a log event as when the queue is empty, so the queue's
+    /// length ends the serving, not a `None`: stopping at the first `None` served one event per
+    /// second of [`Self::wait_for_cluster`], and a refused client certificate, queued behind the
+    /// connection's log lines, was seen 3-10 s late.
+    fn fatal_so_far(&self, health: &Health) -> Result<(), Failure> {
         for _ in 0..self.fetched.group_events().max(1) {
             if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
                 tracing::debug!(error = %e, "while connecting");
             }
+        }
+        match health.fatal.get() {
+            Some(fatal) => Err(Failure::Fatal(anyhow::anyhow!(fatal))),
+            None => Ok(()),
         }
     }
 
