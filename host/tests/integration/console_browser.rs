@@ -260,7 +260,7 @@ fn the_console_shows_live_figures_in_chromium() {
         .stdout(Stdio::null())
         .spawn()
         .expect("adgen");
-    std::thread::sleep(Duration::from_secs(2)); // adgen creates the topics
+    crate::common::await_topics(&prefix); // adgen creates the topics
     let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement"], dir.path(), &[]);
     let url = host.http_url();
 

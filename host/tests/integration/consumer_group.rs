@@ -92,8 +92,8 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
     let prefix = fresh_prefix("scale");
     let group = format!("{prefix}g");
     let generator = start_adgen(&prefix, dir.path(), "6", "90000", "3000", "41");
-    // The topics exist once adgen has started writing.
-    std::thread::sleep(Duration::from_secs(2));
+    // A host started before adgen has created the topics stops: they do not exist.
+    crate::common::await_topics(&prefix);
     let mut hosts: BTreeMap<String, Host> =
         ["h1", "h2", "h3"].iter().map(|id| (id.to_string(), host(&prefix, &group, dir.path(), id, &[]))).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kills as u64 + 7);
@@ -182,7 +182,7 @@ fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
     let prefix = fresh_prefix("failover");
     let group = format!("{prefix}g");
     let generator = start_adgen(&prefix, dir.path(), "4", "90000", "2000", "47");
-    std::thread::sleep(Duration::from_secs(2));
+    crate::common::await_topics(&prefix);
     // An idle timeout well above the stalls a loaded machine gives adgen: a stall longer than it
     // makes on-time events late by the SPEC's idle rule, which this test does not expect.
     let idle = ["--idle-timeout", "10s"];
@@ -243,7 +243,7 @@ fn a_paused_fetch_is_not_taken_for_idle_partitions() {
     let prefix = fresh_prefix("paused");
     let group = format!("{prefix}g");
     let generator = start_adgen(&prefix, dir.path(), "2", "40000", "2000", "59");
-    std::thread::sleep(Duration::from_secs(2));
+    crate::common::await_topics(&prefix);
     let pause = [("ADSTREAM_FAILPOINT_FETCH_PAUSE_MS", "3000")];
     let h = Host::start_with_env(&prefix, &group, PLUGINS, dir.path(), &["--idle-timeout", "1s"], &pause);
     finish_adgen(generator);

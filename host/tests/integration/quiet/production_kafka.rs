@@ -150,6 +150,13 @@ fn librdkafka_debug_logs_do_not_hold_up_the_group() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = started.elapsed();
+    // And it reads: the first messages come some time after the assignment (on a loaded
+    // machine, more than the moment a stop right after it would leave).
+    let status = format!("{}/api/status", host.http_url());
+    while crate::common::get_json(&status)["stats"]["consumed"].as_u64() == Some(0) {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing consumed within 30 s:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = host.log();
     assert!(log.contains("DEBUG librdkafka"), "librdkafka's debug lines reach the log:\n{log}");
     let stats = host.stop();
