@@ -54,7 +54,7 @@ use adstream_abi::time::format_rfc3339_millis;
 use self::checkpoint::Checkpoint;
 use self::complete::{Completeness, Counts, PluginRef, Record, Update};
 use self::detect::{DetectorSlot, Stored};
-use self::merge::{Added, Merge, Partial, Refusal, TaskId};
+use self::merge::{Added, Merge, Partial, Refusal, TaskClock, TaskId};
 use self::offsets::OffsetTracker;
 use self::publish::{check_record, plugin_error};
 use self::task::{Failure, Task};
@@ -173,9 +173,13 @@ pub struct Engine {
     /// A record of the partials topic came in since the merge last looked (see
     /// [`Engine::merge_due`]).
     merge_changed: bool,
-    /// Partials were sent or windows published since the last [`Engine::report_progress`]:
-    /// the driver should commit soon, so that the merge sees them.
+    /// This host's share of a window is whole, or windows were published, since the last
+    /// [`Engine::report_progress`]: the driver should commit soon, so that the merge sees them.
     checkpoint_wanted: bool,
+    /// Through a partials topic: the newest window every task here has closed (idle ones
+    /// aside), as [`WindowRule::newest_closed`] says. When it moves on, this host's share of
+    /// the windows it closed is whole, and a checkpoint shows them to the merge.
+    local_closed: i64,
     /// Detectors, run by the merge stage after each window it publishes.
     detectors: Vec<DetectorSlot>,
     /// Where the detectors' state is kept (`None`: in this process only, as in `replay`).
@@ -298,6 +302,7 @@ impl Engine {
             handed_over_pending: 0,
             merge_changed: false,
             checkpoint_wanted: false,
+            local_closed: i64::MIN,
             detectors: Vec::new(),
             state_topic: None,
             prototypes: plugins,
@@ -379,6 +384,7 @@ impl Engine {
         // Late events counted and not reported are read again by the next owner.
         self.late_counts.clear();
         self.sent.clear();
+        self.local_closed = i64::MIN;
         self.completeness = Completeness::new();
         let rule = self.rule;
         let slots = std::mem::take(&mut self.merge).into_slots();
@@ -1099,6 +1105,7 @@ impl Engine {
     fn close_at_task(&mut self, t: usize, now: Instant, sink: &mut dyn Sink) -> anyhow::Result<bool> {
         let task = &mut self.tasks[t];
         let before = task.watermark();
+        let was = task.clock();
         let clock = task.advance(now);
         // An idle task does not hold the merge back, so the merge may publish any window: it
         // hands over every window it holds (SPEC "Time": its share is in the result).
@@ -1122,8 +1129,15 @@ impl Engine {
             self.merge.report(id, clock);
             return Ok(clock.watermark != before || clock.idle);
         };
-        if !partials.is_empty() {
-            self.checkpoint_wanted = true;
+        // Each window's partials are committed once every task here has closed it, in one
+        // transaction rather than one per task: the merge could not publish it sooner, and a
+        // transaction begun right after another often waits for its markers (BENCHMARKS.md,
+        // "Result latency"). Partials handed over before wait in the open transaction.
+        let newest = |c: TaskClock| self.rule.newest_closed(if c.idle { i64::MAX } else { c.watermark });
+        if newest(was) != newest(clock) {
+            let floor = self.tasks.iter().map(|t| newest(t.clock())).min().unwrap_or(i64::MAX);
+            self.checkpoint_wanted |= floor > self.local_closed;
+            self.local_closed = floor;
         }
         let merges = x.input.is_some();
         for partial in &partials {

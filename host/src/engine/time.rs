@@ -92,6 +92,17 @@ impl WindowRule {
         self.window_closes_at(start) <= watermark
     }
 
+    /// The start of the newest window `watermark` has closed, to tell when a watermark closes
+    /// another one: `i64::MIN` for a watermark that cannot have closed any (the bottom of the
+    /// range, before any event), `i64::MAX` at the top (an idle task's, which holds nothing).
+    pub fn newest_closed(&self, watermark: i64) -> i64 {
+        match watermark {
+            w if w <= i64::MIN / 2 => i64::MIN,
+            w if w >= i64::MAX / 2 => i64::MAX,
+            w => self.start_of(w - self.window_ms - self.allowed_lateness_ms),
+        }
+    }
+
     /// The watermark at which no future click can join an impression of time `ts`: once the
     /// last window of the pane of `ts + horizon` has closed.
     pub fn impression_released_at(&self, ts: i64) -> i64 {
@@ -149,6 +160,11 @@ mod tests {
         assert_eq!(rule.joinable_from(181_000), 120_000);
         assert_eq!((rule.oldest_open(i64::MIN), rule.joinable_from(i64::MIN)), (i64::MIN, i64::MIN));
         assert_eq!(rule.joinable_panes(), 2);
+        // The window [120, 180) s is the newest closed from 181 s on, until [180, 240) s closes.
+        assert_eq!(rule.newest_closed(180_999), 60_000);
+        assert_eq!((rule.newest_closed(181_000), rule.newest_closed(240_999)), (120_000, 120_000));
+        assert_eq!(rule.newest_closed(241_000), 180_000);
+        assert_eq!((rule.newest_closed(i64::MIN), rule.newest_closed(i64::MAX)), (i64::MIN, i64::MAX));
     }
 
     #[test]

@@ -211,8 +211,9 @@ impl KafkaSink {
             // `init_transactions` often finds its coordinator not connected yet and tries again
             // only 500 ms later (4 start-ups in 10 took 0.6 s instead of 0.15, BENCHMARKS.md).
             defaults.push(("enable.sparse.connections", "false"));
-            // A transaction that begins right after a commit (each task's window closing is
-            // committed on its own, then the merge's publication) often finds the coordinator
+            // A transaction that begins right after a commit (a host's share of a window is
+            // committed once its last task closed it, then the merge's publication; or a
+            // periodic checkpoint just before either) often finds the coordinator
             // still writing the last one's markers: `CONCURRENT_TRANSACTIONS`, and librdkafka
             // sends `AddOffsetsToTxn` again after `retry.backoff.ms`, 100 ms by default. That
             // was most of the live result latency's p99 (233–292 ms, 118–127 ms with this;
@@ -391,15 +392,16 @@ fn with_context(failure: Failure, what: &str) -> Failure {
 }
 
 /// Waits until every queued record is acknowledged (or failed), watching the count of records in
-/// flight at a millisecond's granularity: rust-rdkafka's flush waits in steps of 100 ms here, and
-/// a window's results would wait that long to be acknowledged. Whether none is left in flight.
+/// flight every 100 µs: rust-rdkafka's flush waits in steps of 100 ms here, and a window's
+/// results would wait that long to be acknowledged (steps of 1 ms cost half a millisecond a
+/// commit on average, twice per window). Whether none is left in flight.
 fn all_acknowledged(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(100));
     }
     true
 }

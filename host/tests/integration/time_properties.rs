@@ -657,6 +657,52 @@ fn take_over(
     (engine, (i, c), (imps_from, clicks_from), imps_cp)
 }
 
+/// Through a partials topic, a host asks for a checkpoint (which shows its partials and its
+/// tasks' clocks to the merge) when every task here has closed a window: not at each task's
+/// handing over (one transaction a window, not one a task), and also when the last task to
+/// close it has no events in it (its clock alone lets the merge publish).
+#[test]
+fn a_host_commits_a_window_once_every_task_here_has_closed_it() {
+    let now = Instant::now();
+    let mut engine = ctr_engine(minute_windows());
+    engine.use_exchange("partials", 1 << 20);
+    // Partitions 0 and 1: task 0's impressions and clicks; 2 and 3: task 1's.
+    for task in 0..2 {
+        for source in [Source::Impressions, Source::Clicks] {
+            engine.add_partition(source, "t", task, now).unwrap();
+        }
+    }
+    let mut sink = Collect::default();
+    let mut offset = 0;
+    let mut send = |engine: &mut Engine, sink: &mut Collect, partition: usize, ts: i64| {
+        offset += 1;
+        let e = Ev { task: partition / 2, id: offset, click: partition % 2 == 1, ts, campaign: 1, device: 0, user: 0 };
+        feed(engine, sink, now, partition, offset as i64, &e);
+    };
+    // Task 0 has events in the window [BASE, BASE + 60 s); task 1 none yet.
+    for p in [0, 1] {
+        send(&mut engine, &mut sink, p, BASE + 1_000);
+    }
+    engine.report_progress(&mut sink).unwrap();
+    // Task 0 closes the window (out-of-orderness 5 s): its partial is sent, and waits.
+    for p in [0, 1] {
+        send(&mut engine, &mut sink, p, BASE + 66_000);
+    }
+    assert!(!sink.partials.is_empty(), "task 0 handed the window over");
+    assert!(!engine.checkpoint_wanted(), "task 1 has not closed the window: the merge could not publish it yet");
+    // Task 1's first events close the window at once, with nothing of its own in it.
+    send(&mut engine, &mut sink, 2, BASE + 66_000);
+    assert!(!engine.checkpoint_wanted(), "task 1's clicks partition holds its watermark back");
+    send(&mut engine, &mut sink, 3, BASE + 66_000);
+    assert!(engine.checkpoint_wanted(), "every task here has closed the window");
+    engine.report_progress(&mut sink).unwrap();
+    // More events of the next window close nothing: no checkpoint asked for.
+    for p in 0..4 {
+        send(&mut engine, &mut sink, p, BASE + 70_000);
+    }
+    assert!(!engine.checkpoint_wanted());
+}
+
 /// An idle task does not hold the merge back, but its share of a window the others close is in
 /// the published result: the merge takes it before publishing.
 #[test]
