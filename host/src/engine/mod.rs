@@ -539,8 +539,9 @@ impl Engine {
         input.offsets.next(0).max(earlier)
     }
 
-    /// Whether partials were sent or windows published since the last progress report: a
-    /// checkpoint now makes them visible.
+    /// Whether this host's share of a window became whole (every task here closed it), a task
+    /// here turned busy again after an idle spell, or windows were published, since the last
+    /// progress report: a checkpoint now shows it to the merge.
     pub fn checkpoint_wanted(&self) -> bool {
         self.checkpoint_wanted
     }
@@ -1132,11 +1133,13 @@ impl Engine {
         // Each window's partials are committed once every task here has closed it, in one
         // transaction rather than one per task: the merge could not publish it sooner, and a
         // transaction begun right after another often waits for its markers (BENCHMARKS.md,
-        // "Result latency"). Partials handed over before wait in the open transaction.
+        // "Result latency"). Partials handed over before wait in the open transaction. The
+        // floor going back (a task busy again after an idle spell) is committed at once too:
+        // until the merge learns it, it may publish windows without that task.
         let newest = |c: TaskClock| self.rule.newest_closed(if c.idle { i64::MAX } else { c.watermark });
         if newest(was) != newest(clock) {
             let floor = self.tasks.iter().map(|t| newest(t.clock())).min().unwrap_or(i64::MAX);
-            self.checkpoint_wanted |= floor > self.local_closed;
+            self.checkpoint_wanted |= floor != self.local_closed;
             self.local_closed = floor;
         }
         let merges = x.input.is_some();

@@ -700,7 +700,17 @@ fn a_host_commits_a_window_once_every_task_here_has_closed_it() {
     for p in 0..4 {
         send(&mut engine, &mut sink, p, BASE + 70_000);
     }
-    assert!(!engine.checkpoint_wanted());
+    assert!(!engine.checkpoint_wanted(), "events that close nothing ask for nothing");
+    // Every partition silent past the idle timeout (3 s): both tasks idle.
+    let later = now + Duration::from_secs(5);
+    engine.advance(later, &mut sink).unwrap();
+    assert!(engine.checkpoint_wanted(), "every task here turned idle");
+    engine.report_progress(&mut sink).unwrap();
+    // Task 1 busy again (in a window its idle spell did not hand over: one it did would take
+    // the event as late): until the merge learns it, it could publish windows without task 1.
+    let e = Ev { task: 1, id: 100, click: false, ts: BASE + 130_000, campaign: 1, device: 0, user: 0 };
+    feed(&mut engine, &mut sink, later, 2, 100, &e);
+    assert!(engine.checkpoint_wanted(), "task 1 is busy again");
 }
 
 /// An idle task does not hold the merge back, but its share of a window the others close is in
