@@ -84,7 +84,20 @@ if [ "${#pythons[@]}" -gt 0 ]; then
     # A detector (it imports the SDK's detector module) implements the other world of the WIT.
     world=aggregation
     if grep -Eq '^(from adstream_sdk\.detector import|import adstream_sdk\.detector)' "$dir/app.py"; then world=detector; fi
-    "$venv/bin/componentize-py" -d wit -w "$world" componentize -p "$dir" -p sdk/python app -o "$out" >/dev/null
+    # componentize-py's output differs from one build to the next, and with it the SHA-256 that
+    # names a compiled plugin in the caches (each new one ~35 MB): built again only when what
+    # goes into it changed (the plugin's files, the SDK, the WIT, the componentize-py release).
+    inputs=$({
+      echo "$COMPONENTIZE_PY $world"
+      find "$dir" sdk/python wit -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+    } | sha256sum | cut -d' ' -f1)
+    if [ -s "$out" ] && [ "$(cat "$out.inputs" 2>/dev/null)" = "$inputs" ]; then
+      echo "up to date: $out (its sources are unchanged)"
+    else
+      rm -f "$out.inputs"
+      "$venv/bin/componentize-py" -d wit -w "$world" componentize -p "$dir" -p sdk/python app -o "$out" >/dev/null
+      echo "$inputs" >"$out.inputs"
+    fi
     copy "$out" "${dir%/}"
   done
 fi
