@@ -1137,7 +1137,8 @@ impl Engine {
         // floor going back (a task busy again after an idle spell) is committed at once too:
         // until the merge learns it, it may publish windows without that task.
         let newest = |c: TaskClock| self.rule.newest_closed(if c.idle { i64::MAX } else { c.watermark });
-        if newest(was) != newest(clock) {
+        // Per message: most leave the clock within its window (or as it was).
+        if was != clock && newest(was) != newest(clock) {
             let floor = self.tasks.iter().map(|t| newest(t.clock())).min().unwrap_or(i64::MAX);
             self.checkpoint_wanted |= floor != self.local_closed;
             self.local_closed = floor;

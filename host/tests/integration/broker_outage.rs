@@ -9,7 +9,6 @@
 //!   Kafka, and once the broker is up it consumes and the results are exactly right.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -46,7 +45,7 @@ impl OwnBroker {
     }
 
     fn command(&self, cmd: &str) -> Command {
-        let shared: PathBuf = std::env::var_os("KAFKA_HOME").map_or_else(|| workspace().join(".kafka"), Into::into);
+        let shared = crate::common::test_broker_home();
         let mut command = Command::new("bash");
         command
             .arg(workspace().join("scripts/kafka.sh"))

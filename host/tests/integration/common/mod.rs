@@ -123,11 +123,16 @@ impl SaslSsl {
     }
 }
 
+/// Where the shared test broker lives (`KAFKA_HOME` of `scripts/kafka.sh`): its jars, data and
+/// TLS material.
+pub fn test_broker_home() -> PathBuf {
+    std::env::var_os("KAFKA_HOME").map(PathBuf::from).unwrap_or_else(|| workspace().join(".kafka"))
+}
+
 /// The test broker's TLS material (`scripts/kafka.sh` makes it in `$KAFKA_HOME/tls`), checked
 /// to hold `file`: a broker started by an older script lacks what newer listeners need.
 fn test_broker_tls(file: &str, listener: &str) -> PathBuf {
-    let home = std::env::var_os("KAFKA_HOME").map(PathBuf::from).unwrap_or_else(|| workspace().join(".kafka"));
-    let tls = home.join("tls");
+    let tls = test_broker_home().join("tls");
     assert!(
         tls.join(file).is_file(),
         "{} is missing: the test broker was started without its {listener} listener; restart it with `bash scripts/kafka.sh down && bash scripts/kafka.sh up`",
