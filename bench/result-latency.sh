@@ -7,6 +7,11 @@
 #
 # Usage: bash bench/result-latency.sh [EVENTS] [RATE]   (default 400k at 10000/s; the local
 #        broker must be up: `bash scripts/kafka.sh up`, and the binaries and plugins built)
+# To look inside: LATENCY_HOST_FLAGS adds flags to the host's, LATENCY_HOST_LOG keeps its log
+# there. The transactions of a run (BENCHMARKS "One transaction per window and host"):
+#   LATENCY_HOST_FLAGS="--producer-property debug=eos,protocol" ADSTREAM_LOG=info,librdkafka=debug \
+#   LATENCY_HOST_LOG=/tmp/latency.log bash bench/result-latency.sh
+#   grep -c 'Sent EndTxn' /tmp/latency.log; grep -c CONCURRENT_TRANSACTIONS /tmp/latency.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,13 +19,13 @@ events=${1:-400k}
 rate=${2:-10000}
 prefix="latency-$(date +%s)-"
 work=$(mktemp -d)
-trap 'rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
+trap 'if [ -n "${LATENCY_HOST_LOG:-}" ]; then cp "$work/host.log" "$LATENCY_HOST_LOG"; fi; rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
 
 # The topics first (one message), so that the host is consuming before the stream starts.
 target/release/adgen --partitions 6 --events 1 --topic-prefix "$prefix" --quiet >/dev/null 2>&1
 target/release/adstream run --topic-prefix "$prefix" --group-id "${prefix}g" --host-id latency \
   --idle-timeout 2s --http-addr off --stats-file "$work/stats.json" \
-  --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm 2>"$work/host.log" &
+  --plugin target/plugins/ctr.wasm --plugin target/plugins/engagement.wasm ${LATENCY_HOST_FLAGS:-} 2>"$work/host.log" &
 host=$!
 sleep 3
 target/release/adgen --partitions 6 --events "$events" --rate "$rate" --span 20m --topic-prefix "$prefix" \
