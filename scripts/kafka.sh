@@ -51,7 +51,7 @@
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 9093)
 #   KAFKA_SASL_SSL_PORT    SASL_SSL listener port (default 9094)
 #   KAFKA_SSL_PORT         mutual-TLS (SSL) listener port (default 9095)
-#   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx512m")
+#   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx1g")
 #   KAFKA_JVM_OPTS         extra JVM options for the broker (default empty)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 60)
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
@@ -66,7 +66,10 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-9094}"
 KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-9095}"
-KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+# Each partition costs the broker ~40 KB of heap: a data directory that kept every test run's
+# topics (11,000 partitions) filled 512 MB, and the collector's pauses then cost the broker its
+# session (see broker.session.timeout.ms below). 'wipe' empties it.
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
@@ -287,6 +290,13 @@ group.initial.rebalance.delay.ms=0
 # A crashed host's open transaction is aborted within a second of its timeout (default: up to
 # 10 s later), so that failover tests measure the host, not this sweep.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
+# The controller fences a broker whose heartbeats it has not handled for this long (default 9 s),
+# and with one node that leaves every partition without a leader until it is unfenced. On a
+# machine the tests saturate, the controller fell that far behind ("controller event queue
+# overloaded"), and the seconds without leaders made topic creation fail and stalled one input
+# partition long enough for the hosts' idle timeout to turn its on-time events late. One node
+# has no other broker to fail over to, so it waits longer before giving up on itself.
+broker.session.timeout.ms=60000
 
 # A small machine: fewer threads than the defaults.
 num.network.threads=2

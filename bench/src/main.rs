@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use adstream::event::{Source, decode};
 use anyhow::Context;
@@ -381,12 +381,7 @@ fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<
         anyhow::ensure!(status.success(), "adgen could not load the broker (is it running? `just kafka-up`)");
         let outputs: Vec<String> =
             ["campaign-ctr-results", "device-engagement-results"].iter().map(|t| format!("{prefix}{t}")).collect();
-        {
-            use adstream::kafka::admin::{Admin, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
-            let settings = std::sync::Arc::new(adstream::kafka::ClientSettings::plaintext(&bench.opts.brokers));
-            let admin = Admin::new(&settings, &adstream::kafka::Health::default())?;
-            admin.create(&outputs, 1, KAFKA_DEFAULT_MAX_MESSAGE_BYTES).map_err(adstream::kafka::Failure::into_error)?;
-        }
+        create_outputs(&bench.opts.brokers, &outputs)?;
         let stats_path = bench.opts.out.join(format!("kafka-{}-stats.json", plugins.name()));
         let _ = std::fs::remove_file(&stats_path);
         let (log_path, log) = bench.log(&format!("kafka-{}", plugins.name()))?;
@@ -436,6 +431,25 @@ fn kafka_runs(bench: &mut Bench, w: Workload, data: &Path, reference: &BTreeSet<
         }
     }
     Ok(rows)
+}
+
+/// Creates the result topics, one partition each, before the host starts; retries for up to 30 s
+/// what the host would retry too (a broker without a leader for a moment, say).
+fn create_outputs(brokers: &str, outputs: &[String]) -> anyhow::Result<()> {
+    use adstream::kafka::admin::{Admin, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+    let settings = std::sync::Arc::new(adstream::kafka::ClientSettings::plaintext(brokers));
+    let admin = Admin::new(&settings, &adstream::kafka::Health::default())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match admin.create(outputs, 1, KAFKA_DEFAULT_MAX_MESSAGE_BYTES) {
+            Ok(_) => return Ok(()),
+            Err(e) if !e.is_fatal() && Instant::now() < deadline => {
+                eprintln!("creating the result topics, again in 1 s: {:#}", e.into_error());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into_error()),
+        }
+    }
 }
 
 /// The largest event time in one input file, read with the host's own decoder. Streamed, so

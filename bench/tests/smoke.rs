@@ -3,7 +3,7 @@
 //! not checked: speed targets live in `just bench`, never in a timed test.)
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[test]
 fn adbench_measures_every_variant_and_checks_its_results() {
@@ -12,16 +12,30 @@ fn adbench_measures_every_variant_and_checks_its_results() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_owned();
     let brokers = std::env::var("ADSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let out = tempfile::tempdir().expect("a temporary directory");
-    let status = Command::new(&adbench)
+    let run = Command::new(&adbench)
         .current_dir(&workspace)
         .args(["--events", "20k", "--users", "2k", "--repeat", "1", "--no-scaling", "--brokers", &brokers])
         .arg("--out")
         .arg(out.path())
         .arg("--bin-dir")
         .arg(&bin_dir)
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .expect("running adbench");
-    assert!(status.success(), "adbench failed (are target/release/adstream and adgen built? `just build`)");
+    let progress = String::from_utf8_lossy(&run.stderr);
+    eprint!("{progress}");
+    // The error and its cause sit at the end of adbench's output: repeated here, so that a
+    // failure's reason is in the last lines of a long CI log, next to the test's name.
+    let before_backtrace = progress.split("Stack backtrace:").next().unwrap_or_default();
+    let tail: Vec<&str> = before_backtrace.lines().collect();
+    if !run.status.success() {
+        let kept = out.keep();
+        panic!(
+            "adbench failed (are target/release/adstream and adgen built? `just build`); the end of its output:\n{}\n(its data and logs are kept in {})",
+            tail[tail.len().saturating_sub(12)..].join("\n"),
+            kept.display(),
+        );
+    }
 
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).expect("results.json")).unwrap();

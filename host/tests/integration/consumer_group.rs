@@ -35,6 +35,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 const PLUGINS: &[&str] = &["ctr", "engagement"];
 
+/// For the tests that run adgen while the hosts consume: an idle timeout well above the stalls
+/// a loaded machine gives adgen. adgen writes 20 to 30 s of event time per second here, so a
+/// stall of one partition longer than the idle timeout makes its on-time events late by the
+/// SPEC's idle rule, which these tests do not expect (seen with 3 s while the broker was fenced).
+const IDLE: &[&str] = &["--idle-timeout", "10s"];
+
 /// adgen writing `events` over 15 minutes of event time into `partitions` partitions at `rate`
 /// messages per second, teeing them to `dir/events`.
 fn start_adgen(prefix: &str, dir: &Path, partitions: &str, events: &str, rate: &str, seed: &str) -> Child {
@@ -95,7 +101,7 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
     // A host started before adgen has created the topics stops: they do not exist.
     crate::common::await_topics(&prefix);
     let mut hosts: BTreeMap<String, Host> =
-        ["h1", "h2", "h3"].iter().map(|id| (id.to_string(), host(&prefix, &group, dir.path(), id, &[]))).collect();
+        ["h1", "h2", "h3"].iter().map(|id| (id.to_string(), host(&prefix, &group, dir.path(), id, IDLE))).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kills as u64 + 7);
     let mut stopped = Vec::new();
     for k in 0..kills {
@@ -105,9 +111,9 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
         let mut victim = hosts.remove(&id).unwrap();
         kill(&mut victim, &format!("kill {k} of {id}"));
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1_500)));
-        hosts.insert(id.clone(), host(&prefix, &group, dir.path(), &id, &[]));
+        hosts.insert(id.clone(), host(&prefix, &group, dir.path(), &id, IDLE));
         if k == kills / 3 {
-            hosts.insert("h4".into(), host(&prefix, &group, dir.path(), "h4", &[]));
+            hosts.insert("h4".into(), host(&prefix, &group, dir.path(), "h4", IDLE));
         }
         if k == 2 * kills / 3 {
             let leaving = hosts.keys().find(|h| *h != &id).cloned().unwrap();
@@ -183,10 +189,7 @@ fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
     let group = format!("{prefix}g");
     let generator = start_adgen(&prefix, dir.path(), "4", "90000", "2000", "47");
     crate::common::await_topics(&prefix);
-    // An idle timeout well above the stalls a loaded machine gives adgen: a stall longer than it
-    // makes on-time events late by the SPEC's idle rule, which this test does not expect.
-    let idle = ["--idle-timeout", "10s"];
-    let mut hosts = vec![host(&prefix, &group, dir.path(), "a", &idle), host(&prefix, &group, dir.path(), "b", &idle)];
+    let mut hosts = vec![host(&prefix, &group, dir.path(), "a", IDLE), host(&prefix, &group, dir.path(), "b", IDLE)];
     // The tasks a host holds, from its last "rebalance: consuming" line.
     let tasks = |h: &Host| -> Option<String> {
         let log = h.log();
