@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::expected::{Inputs, Late, window_of};
-use crate::common::{Host, Record, adgen, brokers, fresh_prefix, read_topics};
+use crate::common::{Host, LIVE_IDLE, Record, adgen, brokers, fresh_prefix, read_topics};
 use rand::{Rng, SeedableRng};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -34,12 +34,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const PLUGINS: &[&str] = &["ctr", "engagement"];
-
-/// For the tests that run adgen while the hosts consume: an idle timeout well above the stalls
-/// a loaded machine gives adgen. adgen writes 20 to 30 s of event time per second here, so a
-/// stall of one partition longer than the idle timeout makes its on-time events late by the
-/// SPEC's idle rule, which these tests do not expect (seen with 3 s while the broker was fenced).
-const IDLE: &[&str] = &["--idle-timeout", "10s"];
 
 /// adgen writing `events` over 15 minutes of event time into `partitions` partitions at `rate`
 /// messages per second, teeing them to `dir/events`.
@@ -100,8 +94,10 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
     let generator = start_adgen(&prefix, dir.path(), "6", "90000", "3000", "41");
     // A host started before adgen has created the topics stops: they do not exist.
     crate::common::await_topics(&prefix);
-    let mut hosts: BTreeMap<String, Host> =
-        ["h1", "h2", "h3"].iter().map(|id| (id.to_string(), host(&prefix, &group, dir.path(), id, IDLE))).collect();
+    let mut hosts: BTreeMap<String, Host> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|id| (id.to_string(), host(&prefix, &group, dir.path(), id, LIVE_IDLE)))
+        .collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kills as u64 + 7);
     let mut stopped = Vec::new();
     for k in 0..kills {
@@ -111,9 +107,9 @@ fn hosts_killed_restarted_added_and_stopped_lose_and_double_nothing() {
         let mut victim = hosts.remove(&id).unwrap();
         kill(&mut victim, &format!("kill {k} of {id}"));
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1_500)));
-        hosts.insert(id.clone(), host(&prefix, &group, dir.path(), &id, IDLE));
+        hosts.insert(id.clone(), host(&prefix, &group, dir.path(), &id, LIVE_IDLE));
         if k == kills / 3 {
-            hosts.insert("h4".into(), host(&prefix, &group, dir.path(), "h4", IDLE));
+            hosts.insert("h4".into(), host(&prefix, &group, dir.path(), "h4", LIVE_IDLE));
         }
         if k == 2 * kills / 3 {
             let leaving = hosts.keys().find(|h| *h != &id).cloned().unwrap();
@@ -189,7 +185,8 @@ fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
     let group = format!("{prefix}g");
     let generator = start_adgen(&prefix, dir.path(), "4", "90000", "2000", "47");
     crate::common::await_topics(&prefix);
-    let mut hosts = vec![host(&prefix, &group, dir.path(), "a", IDLE), host(&prefix, &group, dir.path(), "b", IDLE)];
+    let mut hosts =
+        vec![host(&prefix, &group, dir.path(), "a", LIVE_IDLE), host(&prefix, &group, dir.path(), "b", LIVE_IDLE)];
     // The tasks a host holds, from its last "rebalance: consuming" line.
     let tasks = |h: &Host| -> Option<String> {
         let log = h.log();
@@ -235,7 +232,7 @@ fn a_dead_host_s_task_is_taken_over_and_its_windows_published() {
     survivor.stop();
 }
 
-/// While librdkafka does not fetch (it pauses for a rebalance; here a failpoint pauses it for 3
+/// While librdkafka does not fetch (it pauses for a rebalance; here a failpoint pauses it for 15
 /// s, three idle timeouts, while adgen writes on), its cached high watermarks say the partitions
 /// are caught up. Before taking that quiet for idleness the host asks the broker, and finds them
 /// behind: nothing turns late, every window is whole. (On the cache's word a task handed its
@@ -247,8 +244,10 @@ fn a_paused_fetch_is_not_taken_for_idle_partitions() {
     let group = format!("{prefix}g");
     let generator = start_adgen(&prefix, dir.path(), "2", "40000", "2000", "59");
     crate::common::await_topics(&prefix);
-    let pause = [("ADSTREAM_FAILPOINT_FETCH_PAUSE_MS", "3000")];
-    let h = Host::start_with_env(&prefix, &group, PLUGINS, dir.path(), &["--idle-timeout", "1s"], &pause);
+    // An idle timeout of 5 s rather than 1 s: a stall of adgen's as long makes on-time events
+    // late by the SPEC's idle rule (adgen writes 45 s of event time per second here).
+    let pause = [("ADSTREAM_FAILPOINT_FETCH_PAUSE_MS", "15000")];
+    let h = Host::start_with_env(&prefix, &group, PLUGINS, dir.path(), &["--idle-timeout", "5s"], &pause);
     finish_adgen(generator);
     let inputs = Inputs::load(&dir.path().join("events"), Late::Designated);
     check_exactly_once(&topics(&prefix), &inputs, Duration::from_secs(120));

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::common::expected::{self, Inputs, Late};
 use crate::common::{
-    Host, Record, adgen, await_status, await_topics, brokers, fresh_prefix, generate, http, parse_metrics, plugin,
-    plugin_cache, read_topics, sha256_hex, workspace,
+    Host, LIVE_IDLE, Record, adgen, await_status, await_topics, brokers, fresh_prefix, generate, http, parse_metrics,
+    plugin, plugin_cache, read_topics, sha256_hex, workspace,
 };
 
 fn test_plugin(name: &str) -> std::path::PathBuf {
@@ -164,7 +164,7 @@ fn live_swap_keeps_every_window_exact() {
     // each closing about 2.4 s after the previous one.
     let mut generator = start_generator(&prefix, dir.path(), "120000", "5000");
     await_topics(&prefix);
-    let mut cmd_plugins = vec!["--threads", "2", "--watch-plugins", "--plugin"];
+    let mut cmd_plugins = [LIVE_IDLE, &["--threads", "2", "--watch-plugins", "--plugin"]].concat();
     let watched_arg = watched.to_str().unwrap().to_owned();
     cmd_plugins.push(&watched_arg);
     let host = Host::start(&prefix, &format!("{prefix}g"), &["engagement"], dir.path(), &cmd_plugins);
@@ -298,7 +298,7 @@ fn a_python_plugin_compiles_off_the_pipeline_during_a_live_swap() {
     // 150k messages over about 30 s of wall time: ten windows, one every ~3 s.
     let mut generator = start_generator(&prefix, dir.path(), "150000", "5000");
     await_topics(&prefix);
-    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement-py"], dir.path(), &[]);
+    let host = Host::start(&prefix, &format!("{prefix}g"), &["ctr", "engagement-py"], dir.path(), LIVE_IDLE);
     let base = host.http_url();
     let windows = |s: &serde_json::Value| n(&s["stats"], "windows_emitted");
     await_status(&base, Duration::from_secs(120), "a window", |s| windows(s) >= 1);

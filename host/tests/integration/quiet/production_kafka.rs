@@ -213,8 +213,9 @@ fn run_until_exit(
         .args(flags)
         .args(["--http-addr", "off", "--plugin"])
         .arg(plugin("ctr"))
+        // The shared cache: a compile of ctr would otherwise count in the refusals' times.
         .arg("--plugin-cache")
-        .arg(dir.path().join("cache"))
+        .arg(crate::common::plugin_cache())
         .env_remove("ADSTREAM_SASL_PASSWORD")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
