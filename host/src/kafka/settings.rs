@@ -396,8 +396,12 @@ impl ClientSettings {
     /// without any secret value.
     pub fn explain(&self, role: Role, error: KafkaError) -> anyhow::Error {
         let KafkaError::ClientConfig(_, desc, key, value) = &error else {
-            return anyhow::anyhow!("{}", self.redact(&error.to_string()))
-                .context(format!("configuring the Kafka {}", role.name()));
+            let text = self.redact(&error.to_string());
+            let context = format!("configuring the Kafka {}", role.name());
+            return match self.tls_file_problem(&text) {
+                Some(problem) => anyhow::anyhow!("{problem} (librdkafka: {text})").context(context),
+                None => anyhow::anyhow!("{text}").context(context),
+            };
         };
         let origin = self
             .properties
@@ -411,6 +415,54 @@ impl ClientSettings {
             desc = desc.replace(value.as_str(), "[redacted]");
         }
         anyhow::anyhow!("{origin} {key}: {desc} (librdkafka, for the {})", role.name())
+    }
+
+    /// What a TLS file that librdkafka could not load (`text`, its error at client creation:
+    /// OpenSSL's words, such as "PEM lib") most likely holds wrong, naming the flag that gave it.
+    fn tls_file_problem(&self, text: &str) -> Option<String> {
+        fn file(path: &Option<PathBuf>) -> Option<(&Path, Vec<u8>)> {
+            path.as_deref().map(|p| (p, std::fs::read(p).unwrap_or_default()))
+        }
+        let has = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if text.contains("ssl.key.location failed") {
+            let (path, bytes) = file(&self.tls.key_location)?;
+            let at = format!("--ssl-key-location {}", path.display());
+            let certificate = self.tls.certificate_location.as_deref().unwrap_or(Path::new("?"));
+            return Some(if text.contains("key values mismatch") {
+                format!(
+                    "{at}: this private key does not belong to the certificate in --ssl-certificate-location {}",
+                    certificate.display()
+                )
+            } else if has(&bytes, "ENCRYPTED") && self.tls.key_password.is_some() {
+                format!(
+                    "{at}: the key is encrypted, and the password given (--ssl-key-password-file or --ssl-key-password) does not decrypt it"
+                )
+            } else if has(&bytes, "ENCRYPTED") {
+                format!(
+                    "{at}: the key is encrypted: give its password with --ssl-key-password-file (or --ssl-key-password)"
+                )
+            } else if !has(&bytes, "PRIVATE KEY-----") {
+                format!("{at}: no private key in PEM form in it (a block that begins \"-----BEGIN PRIVATE KEY-----\")")
+            } else {
+                format!("{at}: the private key could not be loaded")
+            });
+        }
+        let (flag, path, what) = if text.contains("ssl.certificate.location failed") {
+            ("--ssl-certificate-location", &self.tls.certificate_location, "the client's certificate")
+        } else if text.contains("ssl.ca.location failed") {
+            ("--ssl-ca-location", &self.tls.ca_location, "the CA certificates to verify the brokers with")
+        } else {
+            return None;
+        };
+        let (path, bytes) = file(path)?;
+        Some(if has(&bytes, "-----BEGIN CERTIFICATE-----") {
+            format!("{flag} {}: {what} could not be loaded from it", path.display())
+        } else {
+            format!(
+                "{flag} {}: no certificate in PEM form in it (a block that begins \"-----BEGIN CERTIFICATE-----\"); it should hold {what}",
+                path.display()
+            )
+        })
     }
 
     /// `text` with every secret this configuration holds replaced by `[redacted]`.
@@ -507,6 +559,53 @@ mod tests {
         );
         let e = with(secret).explain(Role::Consumer, said).to_string();
         assert!(e.contains("sasl.oauthbearer.client.secret") && !e.contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_librdkafka_cannot_load_are_explained_by_their_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let encrypted =
+            write("enc.pem", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIF\n-----END ENCRYPTED PRIVATE KEY-----\n");
+        let certificate = write("cert.pem", "-----BEGIN CERTIFICATE-----\nMIID\n-----END CERTIFICATE-----\n");
+        let key = write("key.pem", "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n");
+        let settings = |key: &Path, password: Option<&str>| ClientSettings {
+            protocol: SecurityProtocol::Ssl,
+            tls: Tls {
+                ca_location: Some(key.to_owned()),
+                certificate_location: Some(certificate.clone()),
+                key_location: Some(key.to_owned()),
+                key_password: password.map(|p| Secret(p.into())),
+                verify_hostname: true,
+            },
+            ..ClientSettings::plaintext("b:9093")
+        };
+        let said = |what: &str, why: &str| format!("Client creation error: {what} failed: {why}");
+        let pem_lib = said("ssl.key.location", "error:0A080009:SSL routines::PEM lib");
+        let explain = |s: &ClientSettings, text: &str| s.tls_file_problem(text).unwrap_or_default();
+
+        let e = explain(&settings(&encrypted, None), &pem_lib);
+        assert!(e.contains("--ssl-key-location") && e.contains("is encrypted: give its password"), "{e}");
+        let e = explain(&settings(&encrypted, Some("wrong")), &pem_lib);
+        assert!(e.contains("does not decrypt it") && !e.contains("wrong"), "{e}");
+        let e = explain(&settings(&certificate, None), &pem_lib);
+        assert!(e.contains("no private key in PEM form"), "{e}");
+        let mismatch = said("ssl.key.location", "error:05800074:x509 certificate routines::key values mismatch");
+        let e = explain(&settings(&key, None), &mismatch);
+        assert!(e.contains("does not belong to the certificate in --ssl-certificate-location"), "{e}");
+        let no_certificate =
+            said("ssl.ca.location", "error:05800088:x509 certificate routines::no certificate or crl found");
+        let e = explain(&settings(&key, None), &no_certificate);
+        assert!(e.contains("--ssl-ca-location") && e.contains("no certificate in PEM form"), "{e}");
+        // Through `explain`, with librdkafka's own words after the host's.
+        let e = settings(&encrypted, None).explain(Role::Producer, KafkaError::ClientCreation(pem_lib.clone()));
+        let e = format!("{e:#}");
+        assert!(e.starts_with("configuring the Kafka producer: --ssl-key-location") && e.ends_with("PEM lib)"), "{e}");
+        assert_eq!(settings(&key, None).tls_file_problem("Client creation error: something else"), None);
     }
 
     #[test]

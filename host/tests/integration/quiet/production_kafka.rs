@@ -61,7 +61,8 @@ fn the_pipeline_runs_through_a_sasl_ssl_listener_and_keeps_its_secrets() {
 /// one, or with one signed by another CA, the host stops within seconds, saying which flags give
 /// it (librdkafka reports the broker's refusal as a lost connection and retries it forever: the
 /// host waited, saying the broker was down); with one the pipeline runs exactly-once, and the
-/// log names the certificate it connected with.
+/// log names the certificate it connected with. The same key encrypted: refused without its
+/// password and with a wrong one, each named; read with it (`adstream tail`).
 #[test]
 fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_certificate() {
     let mtls = crate::common::mtls();
@@ -91,6 +92,65 @@ fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_ce
     let log = finish_and_check_exactly_once(host, &prefix, &inputs);
     let connected = format!("over ssl, client certificate {}", mtls.tls.join("client.pem").display());
     assert!(log.contains(&connected), "the log says how it connected ({connected}):\n{log}");
+
+    // The same key encrypted (PKCS#8, AES-256), as key files often are: without its password, or
+    // with a wrong one, the host says so; with it, `adstream tail` reads the results over the
+    // same listener.
+    let encrypted = dir.path().join("client-key-encrypted.pem");
+    let password = dir.path().join("key-password");
+    std::fs::write(&password, "adstream-key-secret\n").unwrap();
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    crate::common::run_ok(
+        Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:adstream-key-secret", "-in"])
+            .arg(mtls.tls.join("client-key.pem"))
+            .arg("-out")
+            .arg(&encrypted),
+    );
+    let with_key = |password_file: Option<&Path>| -> Vec<String> {
+        let mut flags = flags.clone();
+        let at = flags.iter().position(|f| f == "--ssl-key-location").unwrap() + 1;
+        flags[at] = encrypted.display().to_string();
+        if let Some(file) = password_file {
+            flags.extend(["--ssl-key-password-file".to_owned(), file.display().to_string()]);
+        }
+        flags
+    };
+    for (case, password_file, says) in [
+        ("no password", None, "the key is encrypted: give its password with --ssl-key-password-file"),
+        ("a wrong password", Some(wrong.as_path()), "does not decrypt it"),
+    ] {
+        let (status, stderr, _) =
+            run_until_exit(&[with_key(password_file), group.to_vec()].concat(), &[], Duration::from_secs(30));
+        assert_eq!(status.code(), Some(1), "{case}: exit status {status}; stderr:\n{stderr}");
+        let last = final_error(&stderr);
+        assert!(last.contains("--ssl-key-location") && last.contains(says), "{case}: {says:?} expected:\n{stderr}");
+        assert!(!stderr.contains("not-the-password"), "{case}: the password shows in the output:\n{stderr}");
+    }
+    let tail = Command::new(adstream())
+        .args([
+            "tail",
+            "--topic",
+            "campaign-ctr-results",
+            "--from-beginning",
+            "--max-windows",
+            "1",
+            "--topic-prefix",
+            &prefix,
+        ])
+        .args(with_key(Some(&password)))
+        .output()
+        .expect("adstream tail");
+    let shown = String::from_utf8_lossy(&tail.stdout);
+    assert!(
+        tail.status.success(),
+        "tail with the encrypted key: {}\n{}",
+        tail.status,
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let block = format!("── {prefix}campaign-ctr-results · ");
+    assert!(shown.contains(&block) && shown.contains("campaign_id"), "tail showed no window of ctr:\n{shown}");
 }
 
 #[test]
