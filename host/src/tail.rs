@@ -101,7 +101,9 @@ pub fn tail(args: &TailArgs, shutdown: &CancellationToken) -> anyhow::Result<()>
         }
         let ready: Vec<_> =
             blocks.iter().filter(|(_, b)| b.last_seen.elapsed() >= QUIET).map(|(k, _)| k.clone()).collect();
-        for key in ready {
+        // No more than --max-windows in all, though several blocks may turn quiet at once.
+        let room = args.max_windows.map_or(usize::MAX, |m| m.saturating_sub(printed));
+        for key in ready.into_iter().take(room) {
             if let Some(block) = blocks.remove(&key) {
                 print!("{}", render(&key.0, &block, args.top));
                 printed += 1;

@@ -151,6 +151,8 @@ fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_ce
     );
     let block = format!("── {prefix}campaign-ctr-results · ");
     assert!(shown.contains(&block) && shown.contains("campaign_id"), "tail showed no window of ctr:\n{shown}");
+    // Every window is there at once when read from the beginning: --max-windows 1 shows one.
+    assert_eq!(shown.matches("── ").count(), 1, "--max-windows 1:\n{shown}");
 }
 
 #[test]
