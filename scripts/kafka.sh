@@ -509,6 +509,13 @@ cmd_up() {
   done
   write_config
   format_storage
+  # Every test run leaves its topics behind (fresh names each time). Thousands of partitions slow
+  # the broker's start and fill its heap (~40 KB each), and a broker short of heap stalls.
+  local partitions
+  partitions="$(find "$DATA" -mindepth 1 -maxdepth 1 -type d -name '*-[0-9]*' 2>/dev/null | wc -l)"
+  if ((partitions > 5000)); then
+    msg "warning: $partitions partitions kept from earlier runs in $DATA; 'scripts/kafka.sh wipe' empties it (test data only)"
+  fi
 
   local java
   java="$(java_bin)"
