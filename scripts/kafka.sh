@@ -53,7 +53,7 @@
 #   KAFKA_SSL_PORT         mutual-TLS (SSL) listener port (default 9095)
 #   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx1g")
 #   KAFKA_JVM_OPTS         extra JVM options for the broker (default empty)
-#   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 60)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 120)
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
 #   JAVA_HOME / JAVA       Java to use (default: $JAVA_HOME/bin/java, else java on PATH)
 #   MVN                    Maven command (default: mvn)
@@ -71,7 +71,9 @@ KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-9095}"
 # session (see broker.session.timeout.ms below). 'wipe' empties it.
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-}"
-KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+# Above broker.session.timeout.ms (60 s, below): after an unclean stop the controller may hold
+# the node's old registration until that session runs out.
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 MVN="${MVN:-mvn}"
 

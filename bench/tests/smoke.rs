@@ -24,6 +24,7 @@ fn adbench_measures_every_variant_and_checks_its_results() {
         .expect("running adbench");
     let progress = String::from_utf8_lossy(&run.stderr);
     eprint!("{progress}");
+    print!("{}", String::from_utf8_lossy(&run.stdout));
     // The error and its cause sit at the end of adbench's output: repeated here, so that a
     // failure's reason is in the last lines of a long CI log, next to the test's name.
     let before_backtrace = progress.split("Stack backtrace:").next().unwrap_or_default();

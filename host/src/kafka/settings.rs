@@ -396,9 +396,12 @@ impl ClientSettings {
     /// without any secret value.
     pub fn explain(&self, role: Role, error: KafkaError) -> anyhow::Error {
         let KafkaError::ClientConfig(_, desc, key, value) = &error else {
-            let text = self.redact(&error.to_string());
+            // Read before redacting (a short secret could hide librdkafka's words); the problem
+            // itself names only flags and paths.
+            let said = error.to_string();
+            let text = self.redact(&said);
             let context = format!("configuring the Kafka {}", role.name());
-            return match self.tls_file_problem(&text) {
+            return match self.tls_file_problem(&said) {
                 Some(problem) => anyhow::anyhow!("{problem} (librdkafka: {text})").context(context),
                 None => anyhow::anyhow!("{text}").context(context),
             };
@@ -420,22 +423,27 @@ impl ClientSettings {
     /// What a TLS file that librdkafka could not load (`text`, its error at client creation:
     /// OpenSSL's words, such as "PEM lib") most likely holds wrong, naming the flag that gave it.
     fn tls_file_problem(&self, text: &str) -> Option<String> {
+        // The file's bytes, when it can be read (a CA location may also be a directory).
         fn file(path: &Option<PathBuf>) -> Option<(&Path, Vec<u8>)> {
-            path.as_deref().map(|p| (p, std::fs::read(p).unwrap_or_default()))
+            path.as_deref().and_then(|p| std::fs::read(p).ok().map(|bytes| (p, bytes)))
         }
         let has = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
-        if text.contains("ssl.key.location failed") {
-            let (path, bytes) = file(&self.tls.key_location)?;
-            let at = format!("--ssl-key-location {}", path.display());
-            let certificate = self.tls.certificate_location.as_deref().unwrap_or(Path::new("?"));
-            return Some(if text.contains("key values mismatch") {
-                format!(
+        // OpenSSL 3 loads a key of another type than the certificate's, and librdkafka's check
+        // of the pair then fails with "Private key check failed".
+        let mismatch = text.contains("key values mismatch") || text.contains("Private key check failed");
+        if text.contains("ssl.key.location failed") || mismatch {
+            let at = format!("--ssl-key-location {}", self.tls.key_location.as_deref()?.display());
+            if mismatch {
+                let certificate = self.tls.certificate_location.as_deref()?;
+                return Some(format!(
                     "{at}: this private key does not belong to the certificate in --ssl-certificate-location {}",
                     certificate.display()
-                )
-            } else if has(&bytes, "ENCRYPTED") && self.tls.key_password.is_some() {
+                ));
+            }
+            let (_, bytes) = file(&self.tls.key_location)?;
+            return Some(if has(&bytes, "ENCRYPTED") && self.tls.key_password.is_some() {
                 format!(
-                    "{at}: the key is encrypted, and the password given (--ssl-key-password-file or --ssl-key-password) does not decrypt it"
+                    "{at}: the key is encrypted, and could not be decrypted with the password given (--ssl-key-password-file or --ssl-key-password): a wrong password, or a cipher this OpenSSL does not support"
                 )
             } else if has(&bytes, "ENCRYPTED") {
                 format!(
@@ -455,7 +463,7 @@ impl ClientSettings {
             return None;
         };
         let (path, bytes) = file(path)?;
-        Some(if has(&bytes, "-----BEGIN CERTIFICATE-----") {
+        Some(if has(&bytes, "CERTIFICATE-----") {
             format!("{flag} {}: {what} could not be loaded from it", path.display())
         } else {
             format!(
@@ -590,13 +598,16 @@ mod tests {
 
         let e = explain(&settings(&encrypted, None), &pem_lib);
         assert!(e.contains("--ssl-key-location") && e.contains("is encrypted: give its password"), "{e}");
-        let e = explain(&settings(&encrypted, Some("wrong")), &pem_lib);
-        assert!(e.contains("does not decrypt it") && !e.contains("wrong"), "{e}");
+        let e = explain(&settings(&encrypted, Some("n0t-the-key-password")), &pem_lib);
+        assert!(e.contains("could not be decrypted with the password given") && !e.contains("n0t-the"), "{e}");
         let e = explain(&settings(&certificate, None), &pem_lib);
         assert!(e.contains("no private key in PEM form"), "{e}");
         let mismatch = said("ssl.key.location", "error:05800074:x509 certificate routines::key values mismatch");
         let e = explain(&settings(&key, None), &mismatch);
         assert!(e.contains("does not belong to the certificate in --ssl-certificate-location"), "{e}");
+        let e =
+            explain(&settings(&key, None), "Client creation error: Private key check failed: no certificate assigned");
+        assert!(e.contains("--ssl-key-location") && e.contains("does not belong to the certificate"), "{e}");
         let no_certificate =
             said("ssl.ca.location", "error:05800088:x509 certificate routines::no certificate or crl found");
         let e = explain(&settings(&key, None), &no_certificate);
@@ -606,6 +617,12 @@ mod tests {
         let e = format!("{e:#}");
         assert!(e.starts_with("configuring the Kafka producer: --ssl-key-location") && e.ends_with("PEM lib)"), "{e}");
         assert_eq!(settings(&key, None).tls_file_problem("Client creation error: something else"), None);
+        // A CA file that cannot be read (a directory, say) is not said to hold no certificate.
+        let unreadable = ClientSettings {
+            tls: Tls { ca_location: Some(dir.path().to_owned()), ..settings(&key, None).tls },
+            ..settings(&key, None)
+        };
+        assert_eq!(unreadable.tls_file_problem(&no_certificate), None);
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
 }
 
 /// The idle timeout for hosts that consume while adgen writes live: well above the stalls a
-/// loaded machine gives adgen. adgen writes 20 to 45 s of event time per second in these tests,
+/// loaded machine gives adgen. adgen writes 20 to 30 s of event time per second in these tests,
 /// so a stall of one partition longer than the idle timeout makes its on-time events late by the
 /// SPEC's idle rule, which the tests' expectations do not allow (seen with the default 3 s
 /// while the test broker was fenced). Tests over input written beforehand keep the 3 s default.

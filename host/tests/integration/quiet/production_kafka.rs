@@ -119,7 +119,7 @@ fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_ce
     };
     for (case, password_file, says) in [
         ("no password", None, "the key is encrypted: give its password with --ssl-key-password-file"),
-        ("a wrong password", Some(wrong.as_path()), "does not decrypt it"),
+        ("a wrong password", Some(wrong.as_path()), "could not be decrypted with the password given"),
     ] {
         let (status, stderr, _) =
             run_until_exit(&[with_key(password_file), group.to_vec()].concat(), &[], Duration::from_secs(30));
@@ -128,27 +128,28 @@ fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_ce
         assert!(last.contains("--ssl-key-location") && last.contains(says), "{case}: {says:?} expected:\n{stderr}");
         assert!(!stderr.contains("not-the-password"), "{case}: the password shows in the output:\n{stderr}");
     }
-    let tail = Command::new(adstream())
-        .args([
-            "tail",
-            "--topic",
-            "campaign-ctr-results",
-            "--from-beginning",
-            "--max-windows",
-            "1",
-            "--topic-prefix",
-            &prefix,
-        ])
+    let shown = dir.path().join("tail.out");
+    let mut tail = Command::new(adstream())
+        .args(["tail", "--topic", "campaign-ctr-results", "--from-beginning", "--max-windows", "1"])
+        .args(["--topic-prefix", &prefix])
         .args(with_key(Some(&password)))
-        .output()
+        .env_remove("ADSTREAM_SSL_KEY_PASSWORD")
+        .env_remove("ADSTREAM_SSL_KEY_PASSWORD_FILE")
+        .stdout(std::fs::File::create(&shown).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("adstream tail");
-    let shown = String::from_utf8_lossy(&tail.stdout);
-    assert!(
-        tail.status.success(),
-        "tail with the encrypted key: {}\n{}",
-        tail.status,
-        String::from_utf8_lossy(&tail.stderr)
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tail.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = tail.kill();
+            panic!("tail with the encrypted key showed no window in 60 s: {:?}", tail.wait_with_output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = tail.wait_with_output().unwrap();
+    assert!(output.status.success(), "tail with the encrypted key: {output:?}");
+    let shown = std::fs::read_to_string(&shown).unwrap();
     let block = format!("── {prefix}campaign-ctr-results · ");
     assert!(shown.contains(&block) && shown.contains("campaign_id"), "tail showed no window of ctr:\n{shown}");
     // Every window is there at once when read from the beginning: --max-windows 1 shows one.
@@ -279,6 +280,8 @@ fn run_until_exit(
         .arg("--plugin-cache")
         .arg(crate::common::plugin_cache())
         .env_remove("ADSTREAM_SASL_PASSWORD")
+        .env_remove("ADSTREAM_SSL_KEY_PASSWORD")
+        .env_remove("ADSTREAM_SSL_KEY_PASSWORD_FILE")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
