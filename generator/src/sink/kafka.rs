@@ -84,17 +84,40 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> Result<()> {
         .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(1)))
         .collect();
     let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)).operation_timeout(Some(ADMIN_TIMEOUT));
-    let results = admin
-        .create_topics(&topics, &options)
-        .await
-        .with_context(|| format!("creating topics on {} (is a Kafka broker running there?)", settings.brokers))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => bail!("creating topic {topic} on {}: {code}", settings.brokers),
+    let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+    loop {
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .with_context(|| format!("creating topics on {} (is a Kafka broker running there?)", settings.brokers))?;
+        let failed = results.into_iter().find_map(|result| match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+            Err(failure) => Some(failure),
+        });
+        match failed {
+            None => return Ok(()),
+            Some((topic, code)) if transient(code) && std::time::Instant::now() < deadline => {
+                eprintln!("adgen: creating topic {topic}: {code}; again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Some((topic, code)) => bail!("creating topic {topic} on {}: {code}", settings.brokers),
         }
     }
-    Ok(())
+}
+
+/// Answers to a topic creation that a cluster gives while a broker or its controller is briefly
+/// away (a one-node cluster's only broker fenced, say: no broker to place a replica on).
+fn transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::InvalidReplicationFactor
+            | C::NotController
+            | C::RequestTimedOut
+            | C::BrokerNotAvailable
+            | C::LeaderNotAvailable
+            | C::NetworkException
+    )
 }
 
 /// Delivery reports, counted as the producer serves them.
