@@ -217,14 +217,7 @@ impl Admin {
                     created.insert(topic, max_message_bytes);
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(Failure::kafka(
-                        rdkafka::error::KafkaError::AdminOp(code),
-                        format!(
-                            "creating output topic {topic} (or create it yourself, and run with --no-create-topics)"
-                        ),
-                    ));
-                }
+                Err((topic, code)) => return Err(creation_failure(&topic, code)),
             }
         }
         Ok(created)
@@ -241,6 +234,22 @@ impl Admin {
         limits.extend(created);
         Ok(limits)
     }
+}
+
+/// A refused topic creation, retried as Kafka's code says. What a refusal for the replication
+/// factor means is said too: the host asks for the cluster's `default.replication.factor`, and a
+/// cluster with fewer brokers up refuses it; briefly while brokers restart, for good on a small
+/// cluster whose default is larger than its size.
+fn creation_failure(topic: &str, code: RDKafkaErrorCode) -> Failure {
+    let why = if code == RDKafkaErrorCode::InvalidReplicationFactor {
+        ": fewer brokers are up than the cluster's default.replication.factor, which the host asks for"
+    } else {
+        ""
+    };
+    Failure::kafka(
+        rdkafka::error::KafkaError::AdminOp(code),
+        format!("creating output topic {topic}{why} (or create it yourself, and run with --no-create-topics)"),
+    )
 }
 
 /// When to renew a token that expires at `expires_ms`, given at `now_ms`: 80% of the way through
@@ -284,7 +293,26 @@ fn give_token(client: &AdminClient<HostContext>, settings: &ClientSettings) -> a
 
 #[cfg(test)]
 mod tests {
-    use super::renewal_time;
+    use super::{creation_failure, renewal_time};
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_refused_topic_creation_says_what_to_do_and_is_retried_when_it_can_heal() {
+        let failure = creation_failure("ctr-results", RDKafkaErrorCode::InvalidReplicationFactor);
+        assert!(!failure.is_fatal(), "brokers may be restarting");
+        let text = format!("{:#}", failure.into_error());
+        assert!(
+            text.contains(
+                "creating output topic ctr-results: fewer brokers are up than the cluster's default.replication.factor"
+            ) && text.contains("--no-create-topics"),
+            "{text}"
+        );
+        let text = format!("{:#}", creation_failure("ctr-results", RDKafkaErrorCode::PolicyViolation).into_error());
+        assert!(
+            text.contains("creating output topic ctr-results (or create it yourself") && !text.contains("replication"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_token_is_renewed_four_fifths_through_its_remaining_life() {
