@@ -213,17 +213,20 @@ pub fn main(natives: Natives) -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let json = cli.log_format == "json";
-    match command(cli, natives) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let code = match command(cli, natives) {
+        Ok(()) => 0,
         Err(error) if json => {
             tracing::error!(error = %format!("{error:#}"), "stopped");
-            std::process::ExitCode::FAILURE
+            1
         }
         Err(error) => {
             eprintln!("{}", report(&error, backtrace));
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Clients given up after a failure may still be closing: see `kafka::aside`.
+    crate::kafka::aside::finish(code, std::time::Duration::from_secs(2));
+    std::process::ExitCode::from(code)
 }
 
 /// An error for a person: the message, then each cause on a line of its own, then (on request)

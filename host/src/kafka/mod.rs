@@ -9,8 +9,10 @@
 //! - [`fetched`]: the assigned partitions' messages, taken from librdkafka in batches.
 //! - [`group`]: membership in the consumer group; rebalances carried out by the pipeline thread.
 //! - [`admin`]: topic sizes (`max.message.bytes`) and creating missing output topics.
+//! - [`aside`]: clients closed on threads of their own, and the process's end waiting for them.
 
 pub mod admin;
+pub mod aside;
 pub mod context;
 pub mod failure;
 pub mod fetched;

@@ -86,7 +86,7 @@ pub fn read_compacted(
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 // Closing a consumer takes librdkafka about 100 ms, on the way to the first
                 // message: done aside.
-                let _ = std::thread::Builder::new().name("state-reader-close".into()).spawn(move || drop(consumer));
+                crate::kafka::aside::drop_aside("state-reader-close", consumer);
                 return Ok(state);
             }
             Some(Err(e)) => return Err(Failure::kafka(e, what())),

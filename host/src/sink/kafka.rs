@@ -379,7 +379,7 @@ impl KafkaSink {
     pub fn abandon(self) {
         let KafkaSink { producer, steps, .. } = self;
         drop(steps);
-        let _ = std::thread::Builder::new().name("abandoned-producer".into()).spawn(move || drop(producer));
+        crate::kafka::aside::drop_aside("abandoned-producer", producer);
     }
 }
 

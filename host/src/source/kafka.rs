@@ -559,7 +559,7 @@ impl KafkaSource {
     /// Gives the consumer up without waiting: closing it can wait on an absent broker.
     pub fn abandon(self) {
         self.consumer.context().closing();
-        let _ = std::thread::Builder::new().name("abandoned-consumer".into()).spawn(move || drop(self));
+        crate::kafka::aside::drop_aside("abandoned-consumer", self);
     }
 
     /// Gives the partitions up and unsubscribes after the last commit. A static member (KIP-345,
