@@ -427,7 +427,7 @@ impl ClientSettings {
         fn file(path: &Option<PathBuf>) -> Option<(&Path, Vec<u8>)> {
             path.as_deref().and_then(|p| std::fs::read(p).ok().map(|bytes| (p, bytes)))
         }
-        let has = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        let has = |bytes: &[u8], needle: &str| memchr::memmem::find(bytes, needle.as_bytes()).is_some();
         // OpenSSL 3 loads a key of another type than the certificate's, and librdkafka's check
         // of the pair then fails with "Private key check failed".
         let mismatch = text.contains("key values mismatch") || text.contains("Private key check failed");

@@ -129,26 +129,13 @@ fn the_pipeline_runs_through_a_mutual_tls_listener_and_stops_without_a_client_ce
         assert!(!stderr.contains("not-the-password"), "{case}: the password shows in the output:\n{stderr}");
     }
     let shown = dir.path().join("tail.out");
-    let mut tail = Command::new(adstream())
-        .args(["tail", "--topic", "campaign-ctr-results", "--from-beginning", "--max-windows", "1"])
+    let mut tail = Command::new(adstream());
+    tail.args(["tail", "--topic", "campaign-ctr-results", "--from-beginning", "--max-windows", "1"])
         .args(["--topic-prefix", &prefix])
         .args(with_key(Some(&password)))
-        .env_remove("ADSTREAM_SSL_KEY_PASSWORD")
-        .env_remove("ADSTREAM_SSL_KEY_PASSWORD_FILE")
-        .stdout(std::fs::File::create(&shown).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("adstream tail");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tail.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = tail.kill();
-            panic!("tail with the encrypted key showed no window in 60 s: {:?}", tail.wait_with_output());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = tail.wait_with_output().unwrap();
-    assert!(output.status.success(), "tail with the encrypted key: {output:?}");
+        .stdout(std::fs::File::create(&shown).unwrap());
+    let (status, stderr, _) = until_exit(&mut tail, &[], Duration::from_secs(60));
+    assert!(status.success(), "tail with the encrypted key: {status}\n{stderr}");
     let shown = std::fs::read_to_string(&shown).unwrap();
     let block = format!("── {prefix}campaign-ctr-results · ");
     assert!(shown.contains(&block) && shown.contains("campaign_id"), "tail showed no window of ctr:\n{shown}");
@@ -268,25 +255,37 @@ fn run_until_exit(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> (std::process::ExitStatus, String, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let stderr = dir.path().join("stderr");
-    let started = Instant::now();
-    let mut child = Command::new(adstream())
-        .arg("run")
+    let mut run = Command::new(adstream());
+    run.arg("run")
         .args(flags)
         .args(["--http-addr", "off", "--plugin"])
         .arg(plugin("ctr"))
         // The shared cache: a compile of ctr would otherwise count in the refusals' times.
         .arg("--plugin-cache")
         .arg(crate::common::plugin_cache())
+        .stdout(Stdio::null());
+    until_exit(&mut run, env, limit)
+}
+
+/// Runs `cmd` (an `adstream` command, without the secrets of this machine's environment: only
+/// `env` and its flags give them) until it exits, at most `limit`: its exit status, stderr and
+/// how long it ran.
+fn until_exit(
+    cmd: &mut Command,
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (std::process::ExitStatus, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    let started = Instant::now();
+    let mut child = cmd
         .env_remove("ADSTREAM_SASL_PASSWORD")
         .env_remove("ADSTREAM_SSL_KEY_PASSWORD")
         .env_remove("ADSTREAM_SSL_KEY_PASSWORD_FILE")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
-        .expect("starting adstream run");
+        .expect("starting adstream");
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -294,7 +293,7 @@ fn run_until_exit(
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the host was still running after {limit:?}:\n{}", std::fs::read_to_string(&stderr).unwrap());
+            panic!("adstream was still running after {limit:?}:\n{}", std::fs::read_to_string(&stderr).unwrap());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
