@@ -9,6 +9,15 @@ use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+/// How long result topics just created may stay unknown to the watcher's subscription.
+const TOPIC_PROPAGATION: Duration = Duration::from_secs(30);
+
+/// Whether a consumer error says a subscribed topic or partition does not exist (yet).
+fn unknown_topic(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(e.rdkafka_error_code(), Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition))
+}
+
 /// One result record as compared across runs: topic (without prefix), key, value.
 pub type Record = (String, String, String);
 
@@ -41,6 +50,8 @@ pub fn await_windows(
         topics.iter().all(|t| seen.get(*t).is_some_and(|w| windows.is_subset(w)))
     };
     let mut done_at = None;
+    let propagation_deadline = Instant::now() + TOPIC_PROPAGATION;
+    let mut told_unknown = false;
     loop {
         if done_at.is_none() && done(&seen) {
             done_at = Some(Instant::now());
@@ -53,7 +64,20 @@ pub fn await_windows(
                 None => continue,
             }
         };
-        let msg = msg.context("reading results")?;
+        let msg = match msg {
+            Ok(msg) => msg,
+            // The topics were created just before the host started, and a broker's metadata can
+            // lag a creation: the subscription then reports them unknown until it catches up
+            // (seen on a loaded machine, 60 ms after the creation).
+            Err(e) if unknown_topic(&e) && Instant::now() < propagation_deadline => {
+                if !told_unknown {
+                    eprintln!("the result topics are not in the broker's metadata yet, waiting: {e}");
+                    told_unknown = true;
+                }
+                continue;
+            }
+            Err(e) => return Err(e).context("reading results"),
+        };
         let topic = msg.topic().strip_prefix(prefix).unwrap_or(msg.topic()).to_owned();
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         let value: serde_json::Value = serde_json::from_slice(msg.payload().unwrap_or_default())

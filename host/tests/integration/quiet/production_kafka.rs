@@ -323,7 +323,7 @@ fn refused_within_seconds(prefix: &str, extra: &[&str]) -> String {
     let flags: Vec<String> =
         ["--brokers", &brokers(), "--topic-prefix", prefix].iter().chain(extra).map(|s| s.to_string()).collect();
     let (status, stderr, took) = run_until_exit(&flags, &[], Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
     assert!(took < Duration::from_secs(15), "{took:?}: {stderr}");
     stderr
 }
@@ -457,7 +457,7 @@ fn a_missing_write_permission_on_an_output_topic_stops_the_host() {
         .collect();
     let (status, stderr, took) =
         run_until_exit(&flags, &[("ADSTREAM_SASL_PASSWORD", sasl.denied_password)], Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(status.code(), Some(1), "exit status {status}; stderr:\n{stderr}");
     assert!(took < Duration::from_secs(30), "stopped only after {took:?}:\n{stderr}");
     let last = final_error(&stderr);
     assert!(last.contains("is not allowed to use a topic"), "{stderr}");
