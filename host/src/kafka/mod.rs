@@ -8,6 +8,7 @@
 //! - [`failure`]: which errors end the host (and what to fix) and which are waited out.
 //! - [`fetched`]: the assigned partitions' messages, taken from librdkafka in batches.
 //! - [`group`]: membership in the consumer group; rebalances carried out by the pipeline thread.
+//! - [`polled`]: the producer's delivery reports served by a thread asleep while there are none.
 //! - [`admin`]: topic sizes (`max.message.bytes`) and creating missing output topics.
 //! - [`aside`]: clients closed on threads of their own, and the process's end waiting for them.
 
@@ -17,6 +18,7 @@ pub mod context;
 pub mod failure;
 pub mod fetched;
 pub mod group;
+pub mod polled;
 pub mod settings;
 pub mod state;
 

@@ -33,13 +33,14 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::topics::record_bytes;
 use crate::engine::Sink;
 use crate::kafka::admin::KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
 use crate::kafka::failure::fix_for;
+use crate::kafka::polled::Polled;
 use crate::kafka::{ClientSettings, Failure, Health, HostContext, Role};
 
 /// How long one transaction step (init, the offsets, the flush, the commit) may take, retries
@@ -161,7 +162,7 @@ struct Steps {
 
 /// A Kafka producer behind the [`Sink`] trait.
 pub struct KafkaSink {
-    producer: Arc<ThreadedProducer<SinkContext>>,
+    producer: Arc<Polled<SinkContext>>,
     /// Exactly-once: the transaction thread; at-least-once: none.
     steps: Option<Steps>,
     /// The largest record each output topic takes, as [`record_bytes`] counts.
@@ -227,11 +228,11 @@ impl KafkaSink {
             deliveries: Mutex::default(),
             transaction_error: Mutex::default(),
         };
-        let producer: ThreadedProducer<SinkContext> = settings
+        let producer: BaseProducer<SinkContext> = settings
             .client_config(Role::Producer, &defaults)
             .create_with_context(context)
             .map_err(|e| Failure::Fatal(settings.explain(Role::Producer, e)))?;
-        let producer = Arc::new(producer);
+        let producer = Arc::new(Polled::start(producer, "producer-events").map_err(Failure::Fatal)?);
         let mut sink = KafkaSink { steps: None, producer, limits, health: health.clone() };
         if let Some(id) = transactional_id {
             if let Some(topic) = sink.limits.keys().next() {
@@ -395,7 +396,7 @@ fn with_context(failure: Failure, what: &str) -> Failure {
 /// flight every 100 µs: rust-rdkafka's flush waits in steps of 100 ms here, and a window's
 /// results would wait that long to be acknowledged (steps of 1 ms cost half a millisecond a
 /// commit on average, twice per window). Whether none is left in flight.
-fn all_acknowledged(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> bool {
+fn all_acknowledged(producer: &Polled<SinkContext>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
@@ -407,7 +408,7 @@ fn all_acknowledged(producer: &ThreadedProducer<SinkContext>, timeout: Duration)
 }
 
 /// [`all_acknowledged`], then the failed deliveries, as one failure.
-fn wait_for_deliveries(producer: &ThreadedProducer<SinkContext>, timeout: Duration) -> Result<(), Failure> {
+fn wait_for_deliveries(producer: &Polled<SinkContext>, timeout: Duration) -> Result<(), Failure> {
     if !all_acknowledged(producer, timeout) {
         return Err(Failure::Recoverable(anyhow::anyhow!(
             "{} output records were not acknowledged by Kafka within {timeout:?}",
@@ -418,7 +419,7 @@ fn wait_for_deliveries(producer: &ThreadedProducer<SinkContext>, timeout: Durati
 }
 
 /// The delivery failures since the last call, as one failure.
-fn take_failures(producer: &ThreadedProducer<SinkContext>) -> Result<(), Failure> {
+fn take_failures(producer: &Polled<SinkContext>) -> Result<(), Failure> {
     let mut d = producer.context().deliveries.lock().unwrap_or_else(|e| e.into_inner());
     if d.failed == 0 {
         return Ok(());
@@ -436,7 +437,7 @@ fn take_failures(producer: &ThreadedProducer<SinkContext>) -> Result<(), Failure
 }
 
 impl Steps {
-    fn start(producer: Arc<ThreadedProducer<SinkContext>>, id: String) -> Result<Steps, Failure> {
+    fn start(producer: Arc<Polled<SinkContext>>, id: String) -> Result<Steps, Failure> {
         let (requests, inbox) = mpsc::channel::<Step>();
         let (outbox, replies) = mpsc::channel();
         std::thread::Builder::new()
@@ -465,21 +466,21 @@ impl Steps {
     }
 }
 
-fn abort(producer: &ThreadedProducer<SinkContext>) -> Result<(), KafkaError> {
+fn abort(producer: &Polled<SinkContext>) -> Result<(), KafkaError> {
     producer.abort_transaction(STEP_DEADLINE)?;
     // The purged records' delivery reports say nothing that matters any more.
     let _ = take_failures(producer);
     producer.begin_transaction()
 }
 
-fn init(producer: &ThreadedProducer<SinkContext>) -> Result<(), KafkaError> {
+fn init(producer: &Polled<SinkContext>) -> Result<(), KafkaError> {
     producer.init_transactions(STEP_DEADLINE)?;
     producer.begin_transaction()
 }
 
 /// Offsets into the transaction, every record acknowledged, commit, and the next one begun.
 fn commit(
-    producer: &ThreadedProducer<SinkContext>,
+    producer: &Polled<SinkContext>,
     offsets: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
 ) -> Result<(), KafkaError> {
@@ -521,7 +522,7 @@ fn retry(deadline: Instant, what: &str, mut step: impl FnMut() -> Result<(), Kaf
 /// another host with the same transactional id, unless the broker could have aborted this
 /// host's transaction on its own (no commit for longer than the transaction timeout, as
 /// through a long outage): then it is only a restart.
-fn judge(producer: &ThreadedProducer<SinkContext>, error: KafkaError, id: &str, last_commit: Instant) -> Failure {
+fn judge(producer: &Polled<SinkContext>, error: KafkaError, id: &str, last_commit: Instant) -> Failure {
     if let KafkaError::Transaction(e) = &error
         && e.txn_requires_abort()
     {
