@@ -51,6 +51,7 @@ impl Detector {
         let what = || format!("detector {}", path.display());
         let pre = linker(runtime)?.instantiate_pre(component).and_then(DetectorPre::new);
         let pre = pre.map_err(anyhow::Error::from).with_context(|| format!("linking {}", what()))?;
+        let _entered = runtime.enter();
         let defaults = Limits::defaults(config);
         let mut store = new_store(runtime, defaults.memory_bytes, defaults.deadline_ticks, config.grants);
         let bindings = pre
@@ -141,9 +142,10 @@ impl Detector {
     /// trapped cannot be entered again), or before an earlier run's state is loaded.
     pub fn reset(&mut self) -> anyhow::Result<()> {
         let mut store = new_store(&self.runtime, self.limits.memory_bytes, self.limits.deadline_ticks, self.grants);
-        self.bindings = self
-            .pre
-            .instantiate(&mut store)
+        let entered = self.runtime.enter();
+        let bindings = self.pre.instantiate(&mut store);
+        drop(entered);
+        self.bindings = bindings
             .map_err(anyhow::Error::from)
             .with_context(|| format!("re-instantiating detector {}", self.meta.name))?;
         self.store = store;
@@ -156,6 +158,7 @@ impl Detector {
         call: &'static str,
         f: impl FnOnce(&Bindings, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
     ) -> Result<T, PluginError> {
+        let _entered = self.runtime.enter();
         self.store.set_epoch_deadline(self.limits.deadline_ticks);
         match f(&self.bindings, &mut self.store) {
             Ok(Ok(v)) => Ok(v),

@@ -212,6 +212,7 @@ impl Plugin {
         config: &PluginConfig,
     ) -> anyhow::Result<Self> {
         let pre = prepare(runtime, component).with_context(|| format!("linking plugin {}", path.display()))?;
+        let _entered = runtime.enter();
         let Limits { memory_bytes, deadline_ticks, .. } = Limits::defaults(config);
         let mut store = new_store(runtime, memory_bytes, deadline_ticks, config.grants);
         let bindings = pre
@@ -249,6 +250,7 @@ impl Plugin {
         call: &'static str,
         f: impl FnOnce(&Aggregation, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
     ) -> Result<T, PluginError> {
+        let _entered = self.runtime.enter();
         self.store.set_epoch_deadline(self.deadline_ticks);
         match f(&self.bindings, &mut self.store) {
             Ok(Ok(v)) => Ok(v),
@@ -293,6 +295,7 @@ impl Aggregator for Plugin {
 
     /// A new store and instance of the same compiled component, with the same limits.
     fn fresh(&self) -> anyhow::Result<Box<dyn Aggregator>> {
+        let _entered = self.runtime.enter();
         let mut store = new_store(&self.runtime, self.memory_bytes, self.deadline_ticks, self.grants);
         let bindings = self
             .pre
@@ -315,6 +318,7 @@ impl Aggregator for Plugin {
     /// Replaces the instance with a fresh one (all window state is lost). Needed after a
     /// trap: an instance that trapped cannot be entered again.
     fn reset(&mut self) -> anyhow::Result<()> {
+        let _entered = self.runtime.enter();
         let mut store = new_store(&self.runtime, self.memory_bytes, self.deadline_ticks, self.grants);
         self.bindings = self
             .pre

@@ -1,10 +1,18 @@
 //! The wasmtime engine shared by every plugin, the on-disk cache of compiled plugins, and the
 //! epoch ticker behind call deadlines.
+//!
+//! The ticker advances the epoch every [`EPOCH_TICK`] while guest code runs, and sleeps while none
+//! does: an idle host's ticker woke 200 times a second for nothing, more CPU than anything else
+//! the host did while idle (BENCHMARKS.md "Idle"). So every entry into guest code (instantiation,
+//! which runs the component's start function, and every call) holds a [`Runtime::enter`] guard;
+//! the first one wakes the ticker. While it sleeps the epoch stands still, so a deadline set
+//! before the entry still gives the call its ticks, counted from the entry.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::Thread;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,8 +27,29 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct Runtime {
     engine: Engine,
     cache_dir: PathBuf,
+    ticker: Arc<Ticker>,
+    ticker_thread: Thread,
+}
+
+/// What the ticker thread and the guards share.
+#[derive(Default)]
+struct Ticker {
+    /// Guest code running now, on any thread: the [`Entered`] guards alive.
+    entered: AtomicUsize,
     /// Set on drop to stop the ticker thread.
-    stop: Arc<AtomicBool>,
+    stop: AtomicBool,
+}
+
+/// Guest code may run while this lives ([`Runtime::enter`]): the epoch advances.
+#[must_use = "the epoch advances only while the guard lives"]
+pub struct Entered<'a> {
+    runtime: &'a Runtime,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.runtime.ticker.entered.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Runtime {
@@ -37,21 +66,38 @@ impl Runtime {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticker, stop_ticker) = (engine.weak(), stop.clone());
-        std::thread::Builder::new()
+        let ticker = Arc::new(Ticker::default());
+        let (weak, shared) = (engine.weak(), ticker.clone());
+        let ticker_thread = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
-                while !stop_ticker.load(Ordering::Relaxed) {
+                while !shared.stop.load(Ordering::Acquire) {
+                    if shared.entered.load(Ordering::Acquire) == 0 {
+                        // Woken by the next entry (a wake-up that comes before the park is
+                        // kept by the park token), or by the drop.
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
-                    match ticker.upgrade() {
+                    match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
                 }
             })
-            .context("starting the epoch ticker thread")?;
-        Ok(Arc::new(Runtime { engine, cache_dir: cache_dir.to_owned(), stop }))
+            .context("starting the epoch ticker thread")?
+            .thread()
+            .clone();
+        Ok(Arc::new(Runtime { engine, cache_dir: cache_dir.to_owned(), ticker, ticker_thread }))
+    }
+
+    /// Hold this while guest code may run (instantiating a component, calling a plugin): the
+    /// epoch, and so the call's deadline, advances only then.
+    pub fn enter(&self) -> Entered<'_> {
+        if self.ticker.entered.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.ticker_thread.unpark();
+        }
+        Entered { runtime: self }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -106,7 +152,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Release);
+        self.ticker_thread.unpark();
     }
 }
 
