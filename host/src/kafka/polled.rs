@@ -69,6 +69,11 @@ pub struct Polled<C: ProducerContext + 'static> {
 impl<C: ProducerContext + 'static> Polled<C> {
     /// Starts serving `producer`'s events on a thread named `name`.
     pub fn start(producer: BaseProducer<C>, name: &str) -> anyhow::Result<Self> {
+        Self::start_with_net(producer, name, SAFETY_NET)
+    }
+
+    /// [`Polled::start`] with another safety net (a test's: none, so that only wake-ups count).
+    fn start_with_net(producer: BaseProducer<C>, name: &str, net: Duration) -> anyhow::Result<Self> {
         let producer = Arc::new(producer);
         // SAFETY: a live client; the handle is destroyed before the client (invariant 1).
         let main = QueuePtr(unsafe { rd::rd_kafka_queue_get_main(producer.client().native_ptr()) });
@@ -77,7 +82,7 @@ impl<C: ProducerContext + 'static> Polled<C> {
             let (producer, stop) = (producer.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(name.to_owned())
-                .spawn(move || serve(&producer, &main, &stop))
+                .spawn(move || serve(&producer, main, &stop, net))
                 .context("starting the producer's event thread")?
         };
         let waker = Waker(Box::into_raw(Box::new(thread.thread().clone())));
@@ -90,7 +95,7 @@ impl<C: ProducerContext + 'static> Polled<C> {
 }
 
 /// The thread: serves every queued event, then sleeps until woken.
-fn serve<C: ProducerContext + 'static>(producer: &BaseProducer<C>, main: &QueuePtr, stop: &AtomicBool) {
+fn serve<C: ProducerContext + 'static>(producer: &BaseProducer<C>, main: QueuePtr, stop: &AtomicBool, net: Duration) {
     while !stop.load(Ordering::Acquire) {
         // SAFETY: the handle is alive while this thread runs (invariant 1); the length is read
         // under the queue's lock.
@@ -98,7 +103,7 @@ fn serve<C: ProducerContext + 'static>(producer: &BaseProducer<C>, main: &QueueP
             // One event, without waiting (a zero deadline makes rust-rdkafka's loop run once).
             producer.poll(Duration::ZERO);
         }
-        std::thread::park_timeout(SAFETY_NET);
+        std::thread::park_timeout(net);
     }
 }
 
@@ -134,6 +139,40 @@ impl<C: ProducerContext + 'static> Drop for Polled<C> {
             rd::rd_kafka_queue_cb_event_enable(self.main.0, None, std::ptr::null_mut());
             drop(Box::from_raw(self.waker.0));
             rd::rd_kafka_queue_destroy(self.main.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext};
+
+    use super::*;
+
+    /// Without the safety net, every delivery report is served only because the callback woke
+    /// the thread: a lost wake-up would leave a record in flight forever (librdkafka counts an
+    /// unserved report as in flight). On librdkafka's in-process mock cluster.
+    #[test]
+    fn every_delivery_report_is_served_on_a_wake_up() {
+        let producer: BaseProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .set("linger.ms", "0")
+            .create()
+            .expect("a producer on the mock cluster");
+        let polled = Polled::start_with_net(producer, "test-producer-events", Duration::from_secs(3600)).unwrap();
+        for round in 0..20 {
+            let key = round.to_string();
+            polled.send(BaseRecord::<str, str>::to("polled-test").key(&key).payload("x")).expect("queued");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while polled.in_flight_count() > 0 {
+                assert!(Instant::now() < deadline, "round {round}: the delivery report was never served");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Idle long enough for the thread to park before the next record.
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

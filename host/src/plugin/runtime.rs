@@ -11,7 +11,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ struct Ticker {
     entered: AtomicUsize,
     /// Set on drop to stop the ticker thread.
     stop: AtomicBool,
+    /// The epoch's advances so far.
+    ticks: AtomicU64,
 }
 
 /// Guest code may run while this lives ([`Runtime::enter`]): the epoch advances.
@@ -83,6 +85,7 @@ impl Runtime {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
+                    shared.ticks.fetch_add(1, Ordering::Relaxed);
                 }
             })
             .context("starting the epoch ticker thread")?
@@ -169,4 +172,64 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn ticks(runtime: &Runtime) -> u64 {
+        runtime.ticker.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to 5 s for the epoch to pass `from`: a loaded machine may run the ticker late,
+    /// never not at all.
+    fn advances_past(runtime: &Runtime, from: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if ticks(runtime) > from {
+                return true;
+            }
+            std::thread::sleep(EPOCH_TICK);
+        }
+        false
+    }
+
+    /// Waits up to 5 s for the epoch to stand still for 20 ticks' time; where it stands then.
+    fn settles(runtime: &Runtime) -> Option<u64> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let before = ticks(runtime);
+            std::thread::sleep(EPOCH_TICK * 20);
+            if ticks(runtime) == before {
+                return Some(before);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_epoch_advances_while_guest_code_may_run_and_stands_still_otherwise() {
+        let cache = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(cache.path()).unwrap();
+        std::thread::sleep(EPOCH_TICK * 10);
+        assert_eq!(ticks(&runtime), 0, "no guest code has run: the ticker must not have ticked");
+
+        let entered = runtime.enter();
+        assert!(advances_past(&runtime, 0), "entered, the epoch must advance");
+        let nested = runtime.enter();
+        drop(entered);
+        // One guard of two left: still entered.
+        assert!(advances_past(&runtime, ticks(&runtime)), "still entered, the epoch must advance");
+        drop(nested);
+
+        // The tick under way when the last guard went may still come; then none.
+        let settled = settles(&runtime).expect("nothing entered: the ticker must sleep");
+
+        // And it wakes again for the next entry.
+        let _again = runtime.enter();
+        assert!(advances_past(&runtime, settled), "entered again, the epoch must advance");
+    }
 }
