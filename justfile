@@ -65,6 +65,7 @@ bench *FLAGS: build-plugins kafka-up
     target/release/adbench {{FLAGS}}
     bash bench/scale-out.sh
     bash bench/replay-threads.sh
+    bash bench/idle-cpu.sh
 
 # Replay's tasks on 1 thread and on more (THREADS, default 1 2): events per wall- and CPU-second,
 # speed-up, same records. On a bigger machine: `just bench-threads 1 2 4 8`
@@ -79,6 +80,10 @@ bench-instructions EVENTS="1M" *HOSTS: build build-plugins
 # Scale-out alone: 1 host against 2 hosts of one group over the same 6-partition input
 bench-scale-out EVENTS="1M": build build-plugins kafka-up
     bash bench/scale-out.sh {{EVENTS}}
+
+# CPU of an idle host (all input consumed) over SECONDS, per thread: what a quiet input costs
+bench-idle SECONDS="30" *HOST: build build-plugins kafka-up
+    bash bench/idle-cpu.sh {{SECONDS}} {{HOST}}
 
 # Result latency on a live stream (10k messages/s), the partials' round trip included
 bench-latency EVENTS="400k" RATE="10000": build build-plugins kafka-up
