@@ -50,13 +50,6 @@ const PARTIALS_MAX_BYTES: usize = 8 << 20;
 /// copy's headers, a plugin-error record).
 const MIN_TOPIC_BYTES: usize = 4096;
 
-/// Where a message comes from.
-struct Origin<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-}
-
 /// What every attempt of a run shares.
 pub struct Env<'a> {
     pub config: &'a Config,
@@ -268,6 +261,9 @@ impl<'a> Attempt<'a> {
                 self.source.wake_idle(&mut self.pipeline, taken, now);
             }
             let mut delivered = false;
+            // A batch is runs of one partition's messages: each run is routed once (the topic's
+            // name read and compared, the partition looked up), not each message.
+            let mut run: Option<((usize, i32), Option<Route>)> = None;
             for i in 0..taken {
                 // The message borrows the source: the attempt's other parts are borrowed apart.
                 let Attempt { source, pipeline, sink, first_message, consumer_error, .. } = &mut *self;
@@ -276,8 +272,15 @@ impl<'a> Attempt<'a> {
                     note_consumer_error(source, consumer_error, e)?;
                     continue;
                 }
-                let origin = Origin { topic: msg.topic(), partition: msg.partition(), offset: msg.offset() };
-                deliver(source, pipeline, sink, first_message, origin, msg.key(), msg.payload(), now)?;
+                let route = match run {
+                    Some((key, route)) if key == msg.run_key() => route,
+                    _ => {
+                        let route = source.route(msg.topic(), msg.partition());
+                        run = Some((msg.run_key(), route));
+                        route
+                    }
+                };
+                deliver(pipeline, sink, first_message, route, msg.offset(), msg.key(), msg.payload(), now)?;
                 delivered = true;
                 // A window closed (or published) is committed before the next message, as if
                 // messages came one at a time: its results do not wait for the rest of the batch,
@@ -311,9 +314,9 @@ impl<'a> Attempt<'a> {
         for _ in 0..source.fetched.group_events().clamp(1, GROUP_EVENTS_PER_ROUND) {
             match source.consumer.poll(Duration::ZERO) {
                 Some(Ok(msg)) => {
-                    let origin = Origin { topic: msg.topic(), partition: msg.partition(), offset: msg.offset() };
+                    let route = source.route(msg.topic(), msg.partition());
                     let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
-                    deliver(source, pipeline, sink, first_message, origin, key, payload, Instant::now())?;
+                    deliver(pipeline, sink, first_message, route, msg.offset(), key, payload, Instant::now())?;
                     if consumer_error.take().is_some() {
                         health.last_error.clear();
                     }
@@ -532,25 +535,25 @@ impl<'a> Attempt<'a> {
     }
 }
 
-/// One message of an assigned partition, to the pipeline.
+/// One message of an assigned partition (at `offset`, routed to `route`), to the pipeline.
 #[allow(clippy::too_many_arguments)]
 fn deliver(
-    source: &KafkaSource,
     pipeline: &mut Engine,
     sink: &mut KafkaSink,
     first_message: &mut Option<Duration>,
-    origin: Origin,
+    route: Option<Route>,
+    offset: i64,
     key: Option<&[u8]>,
     payload: &[u8],
     now: Instant,
 ) -> Result<(), Failure> {
-    match source.route(origin.topic, origin.partition) {
+    match route {
         Some(Route::Input(partition)) => {
-            let input = Input { partition, offset: origin.offset, key, payload };
+            let input = Input { partition, offset, key, payload };
             first_message.get_or_insert_with(crate::metrics::since_start);
             pipeline.ingest(input, now, sink)?;
         }
-        Some(Route::Exchange) => pipeline.ingest_exchange(origin.offset, payload, sink)?,
+        Some(Route::Exchange) => pipeline.ingest_exchange(offset, payload, sink)?,
         None => {}
     }
     Ok(())

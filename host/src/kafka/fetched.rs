@@ -312,7 +312,15 @@ impl<'a> Message<'a> {
     /// Whether `other` is of the same topic and partition (the topic handles compared, not
     /// their names).
     pub fn same_partition(&self, other: &Message<'_>) -> bool {
-        self.raw.rkt == other.raw.rkt && self.raw.partition == other.raw.partition
+        self.run_key() == other.run_key()
+    }
+
+    /// The topic handle's address and the partition: equal for two messages of one batch if and
+    /// only if they are of the same partition ([`Message::same_partition`] for a message no
+    /// longer borrowed). Only within a batch: a topic handle freed after its messages were given
+    /// back may have its address reused.
+    pub fn run_key(&self) -> (usize, i32) {
+        (self.raw.rkt as usize, self.raw.partition)
     }
 
     pub fn offset(&self) -> i64 {

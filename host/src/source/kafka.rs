@@ -91,6 +91,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Input(PartitionId),
     /// A record of the partials topic, for the merge stage.
