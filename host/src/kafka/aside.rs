@@ -14,16 +14,33 @@ use std::time::{Duration, Instant};
 /// Clients being dropped aside, not yet closed.
 static CLOSING: AtomicUsize = AtomicUsize::new(0);
 
+/// Counts a client that may close on a thread of its own (one dropped aside, or one whose last
+/// reference a thread of its own may hold) until this is dropped: the process's end waits for it.
+#[must_use = "the count goes down when this is dropped"]
+pub struct Closing(());
+
+/// [`Closing`], counted from now: take it before the thread starts, so that the process's end
+/// cannot miss it.
+pub fn closing() -> Closing {
+    CLOSING.fetch_add(1, Ordering::SeqCst);
+    Closing(())
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        CLOSING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Drops `client` on a thread named `name`, counted until it is closed.
 pub fn drop_aside<T: Send + 'static>(name: &str, client: T) {
-    CLOSING.fetch_add(1, Ordering::SeqCst);
+    let counted = closing();
     let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
         drop(client);
-        CLOSING.fetch_sub(1, Ordering::SeqCst);
+        drop(counted);
     });
     if let Err(e) = spawned {
-        // The client went down with the closure: nothing left to wait for.
-        CLOSING.fetch_sub(1, Ordering::SeqCst);
+        // The client and the count went down with the closure: nothing left to wait for.
         tracing::warn!(error = %e, "could not start a thread to close a Kafka client");
     }
 }

@@ -78,18 +78,25 @@ impl<C: ProducerContext + 'static> Polled<C> {
         // SAFETY: a live client; the handle is destroyed before the client (invariant 1).
         let main = QueuePtr(unsafe { rd::rd_kafka_queue_get_main(producer.client().native_ptr()) });
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let spawned = {
             let (producer, stop) = (producer.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(move || serve(&producer, main, &stop, net))
-                .context("starting the producer's event thread")?
+            std::thread::Builder::new().name(name.to_owned()).spawn(move || serve(&producer, main, &stop, net))
+        };
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                // SAFETY: the handle is ours and nothing else uses it; the client is alive.
+                unsafe { rd::rd_kafka_queue_destroy(main.0) };
+                return Err(e).context("starting the producer's event thread");
+            }
         };
         let waker = Waker(Box::into_raw(Box::new(thread.thread().clone())));
         // SAFETY: the handle is alive; `waker` stays valid until the callback is switched off
-        // (invariant 2). Events queued before this are served: the thread looks at the queue
-        // before it first parks.
+        // (invariant 2).
         unsafe { rd::rd_kafka_queue_cb_event_enable(main.0, Some(wake), waker.0.cast()) };
+        // An event queued before the callback was on may have come after the thread's first look
+        // at the queue, and woke nobody (nor will the next: the queue is not empty): look again.
+        thread.thread().unpark();
         Ok(Polled { producer, main, stop, thread: Some(thread), waker })
     }
 }
@@ -99,7 +106,7 @@ fn serve<C: ProducerContext + 'static>(producer: &BaseProducer<C>, main: QueuePt
     while !stop.load(Ordering::Acquire) {
         // SAFETY: the handle is alive while this thread runs (invariant 1); the length is read
         // under the queue's lock.
-        while unsafe { rd::rd_kafka_queue_length(main.0) } > 0 {
+        while !stop.load(Ordering::Relaxed) && unsafe { rd::rd_kafka_queue_length(main.0) } > 0 {
             // One event, without waiting (a zero deadline makes rust-rdkafka's loop run once).
             producer.poll(Duration::ZERO);
         }

@@ -440,6 +440,9 @@ impl Steps {
     fn start(producer: Arc<Polled<SinkContext>>, id: String) -> Result<Steps, Failure> {
         let (requests, inbox) = mpsc::channel::<Step>();
         let (outbox, replies) = mpsc::channel();
+        // When the sink goes, this thread often holds the producer's last reference, and the
+        // producer then closes here: counted, so that the process does not end under it.
+        let counted = crate::kafka::aside::closing();
         std::thread::Builder::new()
             .name("transactions".into())
             .spawn(move || {
@@ -459,6 +462,8 @@ impl Steps {
                         break;
                     }
                 }
+                drop(producer);
+                drop(counted);
             })
             .context("starting the transaction thread")
             .map_err(Failure::Fatal)?;
