@@ -77,6 +77,11 @@ bench-threads *THREADS: build build-plugins
 bench-instructions EVENTS="1M" *HOSTS: build build-plugins
     bash bench/instructions.sh {{EVENTS}} {{HOSTS}}
 
+# The same on the broker path: instructions per message of `adstream run` consuming EVENTS from
+# the local broker: `just bench-instructions-kafka 200k /tmp/adstream-old target/release/adstream`
+bench-instructions-kafka EVENTS="200k" *HOSTS: build build-plugins kafka-up
+    bash bench/instructions-kafka.sh {{EVENTS}} {{HOSTS}}
+
 # Scale-out alone: 1 host against 2 hosts of one group over the same 6-partition input
 bench-scale-out EVENTS="1M": build build-plugins kafka-up
     bash bench/scale-out.sh {{EVENTS}}
