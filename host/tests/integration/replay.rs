@@ -285,7 +285,8 @@ fn check_plugin_passes_an_exact_merge_and_catches_a_broken_one() {
     let said = String::from_utf8_lossy(&bad.stdout);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success(), "a broken merge passed: {said}");
-    assert!(said.contains("only with 1 task") && said.contains(r#""impressions":30"#), "{said}");
-    assert!(said.contains("only with several tasks"), "{said}");
+    // The standard error beside every failure: a check that fails before it compares says why there.
+    assert!(said.contains("only with 1 task") && said.contains(r#""impressions":30"#), "{said}\n{err}");
+    assert!(said.contains("only with several tasks"), "{said}\n{err}");
     assert!(err.contains("records differ between 1 task and 3 tasks"), "{err}");
 }
