@@ -66,11 +66,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 /// batch is about a millisecond of pipeline work).
 pub const BATCH: usize = 1024;
 
-/// A queue of librdkafka's, thread-safe by librdkafka's contract.
-struct QueuePtr(*mut rd::rd_kafka_queue_t);
+/// A queue of librdkafka's, thread-safe by librdkafka's contract (also the producer's main
+/// queue in [`super::polled`]).
+#[derive(Clone, Copy)]
+pub(super) struct QueuePtr(pub(super) *mut rd::rd_kafka_queue_t);
 
 // SAFETY: librdkafka's queue functions lock the queue; a handle may be used from any thread.
 unsafe impl Send for QueuePtr {}
+// SAFETY: as above: every use through a shared handle is one of those functions.
+unsafe impl Sync for QueuePtr {}
 
 /// The handle the waker uses: `None` once the queue is destroyed (invariant 4).
 type WakeSlot = Arc<Mutex<Option<QueuePtr>>>;

@@ -35,18 +35,11 @@ use anyhow::Context as _;
 use rdkafka::bindings as rd;
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 
+use super::fetched::QueuePtr;
+
 /// The longest the thread sleeps without a wake-up: only a wake-up lost against the contract
 /// above would make it matter.
 const SAFETY_NET: Duration = Duration::from_secs(1);
-
-/// The client's main queue, thread-safe by librdkafka's contract.
-#[derive(Clone, Copy)]
-struct QueuePtr(*mut rd::rd_kafka_queue_t);
-
-// SAFETY: librdkafka's queue functions lock the queue; a handle may be used from any thread.
-unsafe impl Send for QueuePtr {}
-// SAFETY: as above.
-unsafe impl Sync for QueuePtr {}
 
 /// The callback's opaque: the serving thread's handle, boxed (invariant 2).
 struct Waker(*mut Thread);
@@ -60,6 +53,7 @@ unsafe impl Sync for Waker {}
 /// Dereferences to the producer.
 pub struct Polled<C: ProducerContext + 'static> {
     producer: Arc<BaseProducer<C>>,
+    /// The client's main queue, where its events go.
     main: QueuePtr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
