@@ -90,6 +90,11 @@ bench-scale-out EVENTS="1M": build build-plugins kafka-up
 bench-idle SECONDS="30" *HOST: build build-plugins kafka-up
     bash bench/idle-cpu.sh {{SECONDS}} {{HOST}}
 
+# CPU per thread of hosts catching up on EVENTS from the local broker (bench/idle-cpu.sh's busy
+# counterpart): `just bench-threads-cpu 2M /tmp/adstream-old target/release/adstream`
+bench-threads-cpu EVENTS="2M" *HOSTS: build build-plugins kafka-up
+    python3 bench/thread-cpu.py {{EVENTS}} {{HOSTS}}
+
 # Result latency on a live stream (10k messages/s), the partials' round trip included
 bench-latency EVENTS="400k" RATE="10000": build build-plugins kafka-up
     bash bench/result-latency.sh {{EVENTS}} {{RATE}}
